@@ -1,0 +1,102 @@
+"""Signing and verifying the exact bytes of record-change batches.
+
+How this works: a ``Signer`` holds a node's Ed25519 key and its signing
+certificate. ``seal_batch`` builds a Merkle tree over the change bodies (see
+``core.merkle``), signs ``signed_message(root)`` once and hands back one
+``Seal`` per body. The bodies are signed as given: nothing is re-encoded, so
+the verifier must be handed the very same bytes.
+
+A ``Verifier`` recomputes the root from a body and its seal, then asks the
+``Keyring`` whether the signature over that root is valid and whose key it is.
+A batch split by routing arrives as many (body, seal) pairs sharing one
+(key_id, root, signature); the verifier remembers triples that verified, so
+the whole batch costs one Ed25519 verification. The cache key includes the
+signature and the root, so a forged signature is never excused by a cached
+root, and every hit still asks the keyring for the identity, so revoking a
+key takes effect immediately.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
+
+from certs.ca import fingerprint_key_id
+from certs.keyring import Keyring
+from core.errors import BadSignature, ValidationError
+from core.identity import Identity
+from core.merkle import Seal, build, signed_message
+
+
+class Signer:
+    def __init__(self, private_key: ed25519.Ed25519PrivateKey, cert_der: bytes) -> None:
+        if not isinstance(private_key, ed25519.Ed25519PrivateKey):
+            raise ValidationError("sign.key", "not an Ed25519 private key")
+        cert = x509.load_der_x509_certificate(cert_der)
+        # Catch a mismatched key/cert pair here, not as BadSignature at peers.
+        if cert.public_key() != private_key.public_key():
+            raise ValidationError("sign.crt", "does not match the private key")
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if len(cns) != 1 or not isinstance(cns[0].value, str):
+            raise ValidationError("sign.crt", "subject must have exactly one CN")
+        self._key = private_key
+        self.cert_der: bytes = cert_der
+        self.key_id: str = fingerprint_key_id(cert_der)
+        self.identity: str = str(Identity.parse(cns[0].value))
+
+    @classmethod
+    def load(cls, key_path: Path, cert_path: Path) -> Signer:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ValidationError("sign.key", "not an Ed25519 private key")
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        return cls(key, cert.public_bytes(serialization.Encoding.DER))
+
+    def seal_batch(self, bodies: Sequence[bytes]) -> list[Seal]:
+        """One signature over the batch root; one Seal (with proof) per body."""
+        if not bodies:
+            return []
+        root, proofs = build(bodies)
+        signature = self._key.sign(signed_message(root))
+        size = len(bodies)
+        return [
+            Seal(self.key_id, signature, index, size, proof)
+            for index, proof in enumerate(proofs)
+        ]
+
+
+class Verifier:
+    def __init__(self, keyring: Keyring, cache_size: int = 4096) -> None:
+        self._keyring = keyring
+        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, body: bytes, seal: Seal) -> str:
+        """Return the author identity of ``body``; BadSignature / UnknownAuthor."""
+        try:
+            root = seal.root_for(body)
+        except ValueError as e:
+            raise BadSignature(f"seal by {seal.key_id} is inconsistent: {e}") from None
+        triple = (seal.key_id, root, bytes(seal.signature))
+        with self._lock:
+            hit = triple in self._cache
+            if hit:
+                self._cache.move_to_end(triple)
+        if hit:
+            # Still consult the keyring: the key may have been revoked since.
+            return self._keyring.identity_of(seal.key_id)
+        identity = self._keyring.verify(seal.key_id, signed_message(root), triple[2])
+        if self._cache_size > 0:
+            with self._lock:
+                self._cache[triple] = None
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return identity

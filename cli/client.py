@@ -1,0 +1,59 @@
+"""The operator's gRPC client to a running node or hub (the process owns its database)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import click
+import grpc
+
+from cli.config import ConfigError, HubConfig, NodeConfig, load_any
+from node.transport import secure_channel
+from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v1 import admin_pb2_grpc as pb_grpc
+
+
+@dataclass
+class AdminClient:
+    config: NodeConfig | HubConfig
+    stub: pb_grpc.AdminStub
+    channel: grpc.Channel
+
+    @classmethod
+    def open(cls, path: str) -> "AdminClient":
+        try:
+            cfg = load_any(path)
+        except ConfigError as err:
+            raise click.ClickException(str(err)) from None
+        if cfg.operator is None:
+            raise click.ClickException(f"{cfg.path}: [operator]: missing section (operator credentials for the CLI)")
+        op = cfg.operator
+        channel = secure_channel(cfg.listen, cfg.identity, op.ca, op.cert, op.key)
+        return cls(cfg, pb_grpc.AdminStub(channel), channel)
+
+    def call(self, method: str, request: Any, *, timeout: float = 30) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise _explain(err, self.config) from None
+
+    def stream(self, method: str, request: Any) -> Iterator[Any]:
+        try:
+            yield from getattr(self.stub, method)(request, timeout=3600)
+        except grpc.RpcError as err:
+            raise _explain(err, self.config) from None
+
+    def json(self, method: str, request: Any) -> Any:
+        return json.loads(self.call(method, request).json)
+
+    def status(self) -> dict[str, Any]:
+        return self.json("Status", pb.Empty())
+
+
+def _explain(err: grpc.RpcError, cfg: NodeConfig | HubConfig) -> click.ClickException:
+    code = err.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return click.ClickException(f"{cfg.identity} at {cfg.listen} is not reachable ({err.details()}); is it running?")
+    return click.ClickException(f"{code.name.lower().replace('_', ' ')}: {err.details()}")

@@ -1,0 +1,249 @@
+"""Node and hub configuration: validated dataclasses, loaded only here at the edge.
+
+A config file is TOML. Relative paths are relative to the file. Every error
+names the key and the problem (``[tls].cert: file not found: ...``); secrets
+(key file contents) are never read here, only their paths checked.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ValidationError
+from core.identity import Identity
+from core.provinces import DEFAULT_REGIONS, PROVINCES
+
+
+class ConfigError(ValidationError):
+    def __init__(self, file: Path, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.file = file
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class TLSPaths:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class SigningPaths:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class HubAddress:
+    name: str
+    address: str
+
+    @property
+    def identity(self) -> str:
+        return f"hub-{self.name}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    province: str
+    database: str
+    listen: str
+    tls: TLSPaths
+    signing: SigningPaths
+    hubs: tuple[HubAddress, ...]
+    operator: TLSPaths | None = None
+    log_level: str = "info"
+    metrics_port: int | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"province-{self.province}"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    path: Path
+    name: str
+    database: str
+    listen: str
+    tls: TLSPaths
+    regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    guests: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    upstream: HubAddress | None = None
+    operator: TLSPaths | None = None
+    log_level: str = "info"
+    metrics_port: int | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"hub-{self.name}"
+
+    @property
+    def national(self) -> bool:
+        return self.name == "national"
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+        try:
+            self.data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(path, "file", "not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(path, "file", f"not valid TOML ({exc})") from None
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason)
+
+    def table(self, name: str, *, required: bool = True) -> dict[str, Any] | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                raise self.fail(f"[{name}]", "missing section")
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(f"[{name}]", "must be a table")
+        return value
+
+    def string(self, table: dict[str, Any], section: str, key: str, default: str | None = None) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"[{section}].{key}", "missing" if value is None else "must be a non-empty string")
+        return value
+
+    def file(self, table: dict[str, Any], section: str, key: str) -> Path:
+        path = (self.base / self.string(table, section, key)).resolve()
+        if not path.is_file():
+            raise self.fail(f"[{section}].{key}", f"file not found: {path}")
+        return path
+
+    def address(self, table: dict[str, Any], section: str, key: str) -> str:
+        value = self.string(table, section, key)
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self.fail(f"[{section}].{key}", f"{value!r} is not host:port")
+        return value
+
+    def database(self, table: dict[str, Any], section: str) -> str:
+        value = self.string(table, section, "database")
+        if "://" in value:
+            return value
+        return f"sqlite:///{(self.base / value).resolve()}"
+
+    def tls(self, section: str, *, required: bool = True) -> TLSPaths | None:
+        t = self.table(section, required=required)
+        if t is None:
+            return None
+        return TLSPaths(self.file(t, section, "ca"), self.file(t, section, "cert"), self.file(t, section, "key"))
+
+    def common(self, t: dict[str, Any], section: str) -> tuple[str, int | None]:
+        level = t.get("log_level", "info")
+        if level not in ("debug", "info", "warning", "error"):
+            raise self.fail(f"[{section}].log_level", f"{level!r} is not one of debug, info, warning, error")
+        port = t.get("metrics_port")
+        if port is not None and (type(port) is not int or not 0 <= port < 65536):
+            raise self.fail(f"[{section}].metrics_port", "must be a port number")
+        return level, port
+
+    def hub_address(self, t: Any, key: str) -> HubAddress:
+        if not isinstance(t, dict):
+            raise self.fail(key, "must be a table with name and address")
+        name = self.string(t, key, "name")
+        try:
+            Identity.parse(f"hub-{name}")
+        except ValidationError:
+            raise self.fail(f"{key}.name", f"unknown hub {name!r}") from None
+        return HubAddress(name, self.address(t, key, "address"))
+
+
+def load_node(path: str | Path) -> NodeConfig:
+    r = _Reader(Path(path).resolve())
+    n = r.table("node")
+    assert n is not None
+    province = r.string(n, "node", "province")
+    if province not in PROVINCES:
+        raise r.fail("[node].province", f"unknown province code {province!r}")
+    s = r.table("signing")
+    assert s is not None
+    hubs = r.data.get("hubs")
+    if not isinstance(hubs, list) or not hubs:
+        raise r.fail("[[hubs]]", "list at least one hub (home first, then fallbacks)")
+    level, port = r.common(n, "node")
+    tls = r.tls("tls")
+    assert tls is not None
+    return NodeConfig(
+        path=r.path,
+        province=province,
+        database=r.database(n, "node"),
+        listen=r.address(n, "node", "listen"),
+        tls=tls,
+        signing=SigningPaths(r.file(s, "signing", "cert"), r.file(s, "signing", "key")),
+        hubs=tuple(r.hub_address(h, f"[[hubs]][{i}]") for i, h in enumerate(hubs)),
+        operator=r.tls("operator", required=False),
+        log_level=level,
+        metrics_port=port,
+    )
+
+
+def _province_lists(r: _Reader, name: str, default: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    t = r.table(name, required=False)
+    if t is None:
+        return dict(default)
+    out = {}
+    for region, codes in t.items():
+        if not isinstance(codes, list) or not all(isinstance(c, str) and c in PROVINCES for c in codes):
+            raise r.fail(f"[{name}].{region}", "must be a list of province codes like \"44\"")
+        out[region] = tuple(codes)
+    return out
+
+
+def load_hub(path: str | Path) -> HubConfig:
+    r = _Reader(Path(path).resolve())
+    h = r.table("hub")
+    assert h is not None
+    name = r.string(h, "hub", "name")
+    try:
+        Identity.parse(f"hub-{name}")
+    except ValidationError:
+        raise r.fail("[hub].name", f"unknown hub {name!r}") from None
+    up = r.data.get("upstream")
+    if name != "national" and up is None:
+        raise r.fail("[upstream]", "a regional hub needs its upstream (the national hub)")
+    regions = _province_lists(r, "regions", DEFAULT_REGIONS)
+    if name != "national" and name not in regions:
+        raise r.fail("[regions]", f"no region for hub {name!r}")
+    level, port = r.common(h, "hub")
+    tls = r.tls("tls")
+    assert tls is not None
+    return HubConfig(
+        path=r.path,
+        name=name,
+        database=r.database(h, "hub"),
+        listen=r.address(h, "hub", "listen"),
+        tls=tls,
+        regions=regions,
+        guests=_province_lists(r, "guests", {}),
+        upstream=r.hub_address(up, "[upstream]") if up is not None else None,
+        operator=r.tls("operator", required=False),
+        log_level=level,
+        metrics_port=port,
+    )
+
+
+def load_any(path: str | Path) -> NodeConfig | HubConfig:
+    """A node's or a hub's config, told apart by its [node] or [hub] section."""
+    r = _Reader(Path(path).resolve())
+    if "node" in r.data:
+        return load_node(path)
+    if "hub" in r.data:
+        return load_hub(path)
+    raise r.fail("file", "neither a [node] nor a [hub] config")

@@ -1,0 +1,35 @@
+"""The `yipanqi` command: one click group per concern, each in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from cli.federation import federation
+from cli.person import person
+from cli.run import hub, node
+from cli.status import conflicts, quarantine, status
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="yipanqi")
+def main() -> None:
+    """yipanqi: the federated exchange of migrant-population case records (一盘棋)."""
+
+
+for command in (federation, node, hub, person, status, quarantine, conflicts):
+    main.add_command(command)
+
+
+def _lazy_demo() -> None:
+    from cli.demo import demo
+
+    main.add_command(demo)
+
+
+try:
+    _lazy_demo()
+except ImportError:  # demo not built yet
+    pass
+
+if __name__ == "__main__":
+    main()

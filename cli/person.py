@@ -1,0 +1,150 @@
+"""`yipanqi person ...`: add, update, delete, show, list and history of person records."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cli.client import AdminClient
+from core.errors import ValidationError
+from core.person import FIELDS, parse_field_value
+from yipanqi.v1 import admin_pb2 as pb
+
+config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
+                             help="The node's (or national hub's) config file.")
+
+
+def _plain(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "_meta"}
+
+
+def _write(config: str, op: str, record_id: str, fields: dict) -> dict:
+    client = AdminClient.open(config)
+    reply = client.call("Write", pb.WriteRequest(kind="person", record_id=record_id, op=op,
+                                                 fields_json=json.dumps(fields, ensure_ascii=False)))
+    return json.loads(reply.json)
+
+
+@click.group("person")
+def person() -> None:
+    """Person (migrant case) records on a node."""
+
+
+@person.command("add")
+@config_option
+@click.option("--json", "payload", required=True, help="The record as a JSON object, or '-' to read stdin.")
+def add(config: str, payload: str) -> None:
+    """Add a person record; prints the new person_id."""
+    text = sys.stdin.read() if payload == "-" else payload
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--json: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+    if not isinstance(fields, dict):
+        raise click.ClickException("--json: must be a JSON object of field -> value")
+    click.echo(_write(config, "create", "", fields)["person_id"])
+
+
+def _sets(pairs: tuple[str, ...]) -> dict:
+    fields = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.ClickException(f"--set {pair!r}: expected FIELD=VALUE")
+        try:
+            fields[name] = parse_field_value(name, value)
+        except ValidationError as err:
+            raise click.ClickException(str(err)) from None
+    return fields
+
+
+@person.command("update")
+@config_option
+@click.argument("person_id")
+@click.option("--set", "sets", multiple=True, required=True, metavar="FIELD=VALUE", help="A field to set (repeatable).")
+def update(config: str, person_id: str, sets: tuple[str, ...]) -> None:
+    """Update fields of a person record."""
+    _write(config, "update", person_id, _sets(sets))
+    click.echo(person_id)
+
+
+@person.command("delete")
+@config_option
+@click.argument("person_id")
+def delete(config: str, person_id: str) -> None:
+    """Delete a person record (a tombstone that syncs like any change)."""
+    _write(config, "delete", person_id, {})
+    click.echo(person_id)
+
+
+@person.command("show")
+@config_option
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the domain fields plus person_id.")
+def show(config: str, person_id: str, as_json: bool) -> None:
+    """Show one person record."""
+    client = AdminClient.open(config)
+    record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
+    if as_json:
+        click.echo(json.dumps(_plain(record), ensure_ascii=False))
+        return
+    table = Table(title=f"person {person_id}", show_header=False)
+    meta = record.get("_meta", {})
+    for name in FIELDS:
+        table.add_row(name, "" if record.get(name) is None else str(record[name]))
+    if meta.get("deleted"):
+        table.add_row("deleted", "yes (tombstone)")
+    for name, versions in meta.get("conflicts", {}).items():
+        table.add_row(f"[red]conflict: {name}[/]", " | ".join(f"{v['value']!r} by {v['writer']}" for v in versions))
+    Console().print(table)
+
+
+@person.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of records.")
+@click.option("--include-deleted", is_flag=True)
+def list_(config: str, as_json: bool, include_deleted: bool) -> None:
+    """List the person records this node (or the national database) holds."""
+    client = AdminClient.open(config)
+    rows = client.stream("List", pb.ListRequest(kind="person", include_deleted=include_deleted))
+    if as_json:
+        out = sys.stdout
+        out.write("[")
+        for i, reply in enumerate(rows):
+            out.write(("," if i else "") + json.dumps(_plain(json.loads(reply.json)), ensure_ascii=False))
+        out.write("]\n")
+        return
+    table = Table(title=f"people on {client.config.identity}")
+    for col in ("person_id", "name", "sex", "household", "residence", "city", "moved_in_on"):
+        table.add_column(col)
+    for reply in rows:
+        r = json.loads(reply.json)
+        table.add_row(r["person_id"], r.get("name", ""), r.get("sex", ""), r.get("household_province", ""),
+                      r.get("residence_province", ""), r.get("residence_city") or "", r.get("moved_in_on") or "")
+    Console().print(table)
+
+
+@person.command("history")
+@config_option
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True)
+def history(config: str, person_id: str, as_json: bool) -> None:
+    """The versions of a record: who wrote what, where and when."""
+    client = AdminClient.open(config)
+    rows = client.json("History", pb.RecordRef(kind="person", record_id=person_id))
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table(title=f"history of person {person_id}")
+    for col in ("origin", "seq", "op", "operator", "written", "via"):
+        table.add_column(col)
+    import datetime as dt
+
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(r["origin"], str(r["seq"]), r["op"], r["operator"] or "", when, r["via"])
+    Console().print(table)

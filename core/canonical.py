@@ -1,0 +1,47 @@
+"""Canonical JSON: one byte string per value, so signatures and digests agree.
+
+Sorted keys, no insignificant whitespace, UTF-8, and only the JSON types that
+have one exact representation (no floats: a float has several spellings).
+"""
+
+from __future__ import annotations
+
+import json
+
+from core.errors import Malformed
+
+
+def _check(value: object, path: str) -> None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        raise Malformed(f"{path}: floats are not allowed in canonical JSON")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise Malformed(f"{path}: object keys must be strings")
+            _check(item, f"{path}.{key}")
+        return
+    raise Malformed(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def dumps(value: object) -> bytes:
+    _check(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(data: bytes) -> object:
+    try:
+        return json.loads(data.decode("utf-8"), parse_float=_no_float, parse_constant=_no_float)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise Malformed(f"body: not valid UTF-8 JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise Malformed(f"body: unacceptable JSON value ({exc})") from None
+
+
+def _no_float(text: str) -> object:
+    raise Malformed(f"body: non-integer number {text!r} is not allowed")

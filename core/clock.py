@@ -1,0 +1,83 @@
+"""Vector clocks: who has seen which writes.
+
+A clock maps node id -> count of that node's writes it reflects. Clocks are
+immutable and kept in canonical form (sorted by node id, zero entries dropped)
+so that equal histories give byte-identical serialisations.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from core.errors import Malformed
+
+
+class Order(enum.Enum):
+    EQUAL = "equal"
+    BEFORE = "before"
+    AFTER = "after"
+    CONCURRENT = "concurrent"
+
+
+@dataclass(frozen=True, slots=True)
+class VectorClock:
+    entries: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, int] | Iterable[tuple[str, int]]) -> "VectorClock":
+        items = mapping.items() if isinstance(mapping, Mapping) else mapping
+        return cls(tuple(sorted((n, c) for n, c in items if c)))
+
+    @classmethod
+    def from_json(cls, obj: object) -> "VectorClock":
+        if not isinstance(obj, dict):
+            raise Malformed("clock: must be an object of node id -> count")
+        for node, count in obj.items():
+            if not isinstance(node, str) or not node:
+                raise Malformed("clock: node ids must be non-empty strings")
+            if type(count) is not int or count < 0:
+                raise Malformed(f"clock: count for {node!r} must be a non-negative integer")
+        return cls.of(obj)
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.entries)
+
+    def get(self, node: str) -> int:
+        for n, c in self.entries:
+            if n == node:
+                return c
+        return 0
+
+    def increment(self, node: str) -> "VectorClock":
+        d = dict(self.entries)
+        d[node] = d.get(node, 0) + 1
+        return VectorClock.of(d)
+
+    def merge(self, other: "VectorClock") -> "VectorClock":
+        d = dict(self.entries)
+        for n, c in other.entries:
+            if c > d.get(n, 0):
+                d[n] = c
+        return VectorClock.of(d)
+
+    def compare(self, other: "VectorClock") -> Order:
+        a, b = dict(self.entries), dict(other.entries)
+        less = greater = False
+        for n in a.keys() | b.keys():
+            x, y = a.get(n, 0), b.get(n, 0)
+            if x < y:
+                less = True
+            elif x > y:
+                greater = True
+        if less and greater:
+            return Order.CONCURRENT
+        if less:
+            return Order.BEFORE
+        if greater:
+            return Order.AFTER
+        return Order.EQUAL
+
+    def __lt__(self, other: "VectorClock") -> bool:  # strictly happened-before
+        return self.compare(other) is Order.BEFORE

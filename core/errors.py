@@ -1,0 +1,74 @@
+"""One error hierarchy for the whole federation.
+
+Every failure that crosses a boundary is a ``SyncError``. Each carries a gRPC
+status hint (by name, so this module imports no gRPC) and whether retrying can
+help; the one interceptor in ``node``/``hub`` maps these to status codes.
+``LocalError`` is a mistake by our own caller (bad input, unknown record);
+``RemoteError`` is something a peer sent us (bad signature, forged origin).
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    status = "INTERNAL"
+    retryable = False
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class LocalError(SyncError):
+    """Our caller asked for something wrong."""
+
+
+class RemoteError(SyncError):
+    """A peer sent something wrong; quarantine it, keep serving."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class ValidationError(LocalError):
+    """A record field failed validation. Message names the field and reason."""
+
+    status = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", field=field)
+        self.reason = reason
+
+
+class NotFound(LocalError):
+    status = "NOT_FOUND"
+
+
+class PermissionDenied(SyncError):
+    status = "PERMISSION_DENIED"
+
+
+class Unavailable(SyncError):
+    status = "UNAVAILABLE"
+    retryable = True
+
+
+class BadSignature(RemoteError):
+    """The signature does not verify over the exact bytes received."""
+
+
+class UnknownAuthor(RemoteError):
+    """No valid certificate (chaining to the federation CA) for the key id."""
+
+
+class Unauthorised(RemoteError):
+    """The author may not write this record."""
+
+    status = "PERMISSION_DENIED"
+
+
+class Malformed(RemoteError):
+    """The bytes do not decode to a well-formed change."""
+
+
+class Equivocation(RemoteError):
+    """Same origin and sequence number, different content."""

@@ -1,0 +1,57 @@
+"""Hybrid logical clock timestamps.
+
+An HLC timestamp is (wall milliseconds, logical counter, node id). It never
+goes backwards on a node, it moves past every timestamp the node has seen, and
+it stays close to physical time. Timestamps only break ties between concurrent
+writes; causality is the vector clock's job, so a node whose wall clock is
+hours off can make its concurrent writes win ties but cannot reorder history.
+The caller passes ``now_ms`` in; this module never reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import Malformed
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Timestamp:
+    wall_ms: int
+    logical: int
+    node: str
+
+    def to_json(self) -> list[object]:
+        return [self.wall_ms, self.logical, self.node]
+
+    @classmethod
+    def from_json(cls, obj: object) -> "Timestamp":
+        if (
+            not isinstance(obj, list)
+            or len(obj) != 3
+            or type(obj[0]) is not int
+            or type(obj[1]) is not int
+            or not isinstance(obj[2], str)
+            or obj[0] < 0
+            or obj[1] < 0
+        ):
+            raise Malformed("at: must be [wall_ms >= 0, logical >= 0, node]")
+        return cls(obj[0], obj[1], obj[2])
+
+
+def tick(last: Timestamp | None, now_ms: int, node: str) -> Timestamp:
+    """Timestamp for a local event."""
+    if last is None or now_ms > last.wall_ms:
+        return Timestamp(now_ms, 0, node)
+    return Timestamp(last.wall_ms, last.logical + 1, node)
+
+
+def observe(last: Timestamp | None, remote: Timestamp, now_ms: int, node: str) -> Timestamp:
+    """Timestamp after receiving ``remote``: later than both it and ``last``."""
+    wall = max(now_ms, remote.wall_ms, last.wall_ms if last else 0)
+    logical = -1
+    if last is not None and last.wall_ms == wall:
+        logical = last.logical
+    if remote.wall_ms == wall:
+        logical = max(logical, remote.logical)
+    return Timestamp(wall, logical + 1, node)

@@ -1,0 +1,83 @@
+"""GB 11643-1999 resident identity numbers (居民身份证号码).
+
+How this works: an ID number is 18 characters: a 6-digit administrative area
+code (the first two digits are the province), an 8-digit birth date
+YYYYMMDD, a 3-digit sequence number whose parity gives the sex (odd = male),
+and an ISO 7064 MOD 11-2 check character (0-9 or X). ``check_id_number``
+verifies structure, birth date and checksum and returns the canonical form
+(upper-case X). The area code is deliberately not checked against
+``PROVINCES``: people keep the number issued at birth, so old or since
+re-coded areas (e.g. pre-1997 Chongqing numbers starting 51) are legitimate.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from core.errors import ValidationError
+
+_WEIGHTS: tuple[int, ...] = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK_CHARS = "10X98765432"
+
+
+def check_char(first17: str) -> str:
+    """The check character for the first 17 digits."""
+    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
+    return _CHECK_CHARS[total % 11]
+
+
+def _parse_birth(digits8: str) -> date | None:
+    try:
+        return date(int(digits8[:4]), int(digits8[4:6]), int(digits8[6:8]))
+    except ValueError:
+        return None
+
+
+def check_id_number(value: object, field: str = "id_number") -> str:
+    """Validate an 18-character ID number and return it with an upper-case X."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    text = value.strip().upper()
+    if len(text) != 18:
+        raise ValidationError(field, f"must be 18 characters, got {len(text)}")
+    # isdecimal() alone would let full-width or other Unicode digits through.
+    body, last = text[:17], text[17]
+    if not (body.isascii() and body.isdigit()):
+        raise ValidationError(field, "first 17 characters must be digits 0-9")
+    if last not in _CHECK_CHARS:
+        raise ValidationError(field, "last character must be a digit 0-9 or X")
+    if _parse_birth(body[6:14]) is None:
+        raise ValidationError(field, f"birth date {body[6:14]} is not a date")
+    expected = check_char(body)
+    if last != expected:
+        raise ValidationError(field, f"bad checksum (expected '{expected}', got '{last}')")
+    return text
+
+
+def id_birth_date(id_number: str) -> date:
+    """Birth date encoded in a (valid) ID number."""
+    birth = _parse_birth(check_id_number(id_number)[6:14])
+    assert birth is not None  # check_id_number already refused bad dates
+    return birth
+
+
+def id_sex(id_number: str) -> str:
+    """'M' or 'F' from the parity of the 17th character."""
+    return "M" if int(check_id_number(id_number)[16]) % 2 == 1 else "F"
+
+
+def id_province(id_number: str) -> str:
+    """First two digits: the province of the issuing area (may be historical)."""
+    return check_id_number(id_number)[:2]
+
+
+def make_id_number(area6: str, birth: date, serial3: int) -> str:
+    """Build a valid ID number; ``serial3`` parity decides the sex (odd = M)."""
+    if len(area6) != 6 or not (area6.isascii() and area6.isdigit()):
+        raise ValidationError("area6", f"must be 6 digits, got {area6!r}")
+    if isinstance(serial3, bool) or not isinstance(serial3, int) or not 0 <= serial3 <= 999:
+        raise ValidationError("serial3", f"must be an integer 0..999, got {serial3!r}")
+    if not 1000 <= birth.year <= 9999:
+        raise ValidationError("birth", f"year {birth.year} does not fit 4 digits")
+    body = f"{area6}{birth:%Y%m%d}{serial3:03d}"
+    return body + check_char(body)

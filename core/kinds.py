@@ -1,0 +1,42 @@
+"""Registry of record kinds, so sync and storage stay generic over kinds.
+
+How this works: each kind contributes its field names, a validator
+(``validate(fields, *, today, partial=False)`` returning the normalised
+dict) and a function naming the provinces a record involves (which decides
+which nodes may write it and which receive it). Sync code looks a kind up by
+the name carried on the wire and never imports a kind module directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from core import person
+from core.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    fields: tuple[str, ...]
+    validate: Callable[..., dict[str, object]]  # validate(fields, *, today, partial=False)
+    provinces: Callable[[Mapping[str, object]], frozenset[str]]
+
+
+KINDS: dict[str, Kind] = {
+    person.KIND: Kind(
+        name=person.KIND,
+        fields=person.FIELDS,
+        validate=person.validate_person,
+        provinces=person.person_provinces,
+    ),
+}
+
+
+def get_kind(name: str) -> Kind:
+    """The registered kind called ``name``."""
+    try:
+        return KINDS[name]
+    except (KeyError, TypeError):
+        raise ValidationError("kind", f"unknown record kind '{name}'") from None

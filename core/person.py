@@ -1,0 +1,245 @@
+"""The ``person`` record kind: one migrant's case record.
+
+How this works: a record is a flat mapping of JSON names (a wire and CLI
+contract, so never rename them) to str/int/None values. ``validate_person``
+checks each given field with a per-field normaliser, then runs the
+cross-field checks for whichever pairs are present. It never reads the
+clock: "in the future" is judged against the ``today`` the caller passes.
+
+Two modes:
+
+* full (``partial=False``): every required field must be present and
+  non-None. Optional fields that are absent or None are dropped, so a record
+  has exactly one canonical form (no ``{"x": None}`` vs ``{}`` ambiguity
+  when it is hashed or signed).
+* partial (``partial=True``): an update carrying only changed fields. None
+  is kept, meaning "clear this optional field"; required fields may not be
+  cleared. Cross-field checks only see the fields in the update, so the
+  caller must re-validate the merged record in full mode.
+
+Output keys always follow ``FIELDS`` order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+
+from core.errors import ValidationError
+from core.idnumber import check_id_number, id_birth_date, id_sex
+from core.provinces import check_province
+
+KIND = "person"
+
+FIELDS: tuple[str, ...] = (
+    "id_number",
+    "name",
+    "sex",
+    "birth_date",
+    "household_province",
+    "residence_province",
+    "residence_city",
+    "moved_in_on",
+    "marital_status",
+    "children",
+    "contraception",
+    "marriage_cert_no",
+    "marriage_cert_status",
+    "last_service_on",
+)
+
+REQUIRED: frozenset[str] = frozenset(
+    {"id_number", "name", "sex", "birth_date", "household_province", "residence_province"}
+)
+
+SEXES: tuple[str, ...] = ("M", "F")
+MARITAL_STATUSES: tuple[str, ...] = ("unmarried", "married", "divorced", "widowed")
+MARRIAGE_CERT_STATUSES: tuple[str, ...] = (
+    "none",
+    "requested",
+    "issued",
+    "verified",
+    "expired",
+    "revoked",
+)
+
+# Upper bounds exist so a typo or hostile peer cannot bloat every replica;
+# they are generous for real data.
+NAME_MAX = 64
+TEXT_MAX = 256
+MAX_CHILDREN = 30
+
+# date.fromisoformat (3.11+) also accepts "20260101" and week dates; the wire
+# format is strictly YYYY-MM-DD, so match the shape first.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _date(field: str, value: object, today: date) -> str:
+    if isinstance(value, datetime):
+        # datetime is a date subclass; a timestamp here is a caller bug.
+        raise ValidationError(field, "must be a date YYYY-MM-DD, got a datetime")
+    if isinstance(value, date):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not _ISO_DATE.fullmatch(text):
+            raise ValidationError(field, f"must be a date YYYY-MM-DD, got {value!r}")
+        try:
+            parsed = date.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(field, f"{text} is not a valid date") from None
+    else:
+        raise ValidationError(
+            field, f"must be a date string YYYY-MM-DD, got {type(value).__name__}"
+        )
+    if parsed > today:
+        raise ValidationError(field, f"date {parsed.isoformat()} is in the future")
+    return parsed.isoformat()
+
+
+def _text(field: str, value: object, max_len: int) -> str | None:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if len(text) > max_len:
+        raise ValidationError(field, f"must be at most {max_len} characters, got {len(text)}")
+    if _CONTROL.search(text):
+        raise ValidationError(field, "must not contain control characters")
+    # Blank optional text means "not recorded"; storing "" would be a second
+    # spelling of None.
+    return text or None
+
+
+def _enum(field: str, value: object, allowed: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value.strip() in allowed:
+        return value.strip()
+    raise ValidationError(field, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _name(field: str, value: object, today: date) -> str:
+    text = _text(field, value, NAME_MAX)
+    if text is None:
+        raise ValidationError(field, f"must be 1..{NAME_MAX} characters, got an empty name")
+    return text
+
+
+def _sex(field: str, value: object, today: date) -> str:
+    # Lower-case is a common CLI slip and unambiguous, so accept it.
+    if isinstance(value, str):
+        value = value.strip().upper()
+    return _enum(field, value, SEXES)
+
+
+def _children(field: str, value: object, today: date) -> int:
+    if isinstance(value, bool):
+        raise ValidationError(field, f"must be an integer, got {value!r}")
+    if isinstance(value, str):
+        if not _INT_TEXT.fullmatch(value.strip()):
+            raise ValidationError(field, f"must be an integer, got {value!r}")
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValidationError(field, f"must not be negative, got {value}")
+    if value > MAX_CHILDREN:
+        raise ValidationError(field, f"must be at most {MAX_CHILDREN}, got {value}")
+    return value
+
+
+_Checker = Callable[[str, object, date], object]
+
+_CHECKERS: dict[str, _Checker] = {
+    "id_number": lambda f, v, t: check_id_number(v, f),
+    "name": _name,
+    "sex": _sex,
+    "birth_date": _date,
+    "household_province": lambda f, v, t: check_province(f, v),
+    "residence_province": lambda f, v, t: check_province(f, v),
+    "residence_city": lambda f, v, t: _text(f, v, NAME_MAX),
+    "moved_in_on": _date,
+    "marital_status": lambda f, v, t: _enum(f, v, MARITAL_STATUSES),
+    "children": _children,
+    "contraception": lambda f, v, t: _text(f, v, TEXT_MAX),
+    "marriage_cert_no": lambda f, v, t: _text(f, v, NAME_MAX),
+    "marriage_cert_status": lambda f, v, t: _enum(f, v, MARRIAGE_CERT_STATUSES),
+    "last_service_on": _date,
+}
+assert tuple(_CHECKERS) == FIELDS
+
+
+def _cross_checks(out: Mapping[str, object]) -> None:
+    id_number = out.get("id_number")
+    birth = out.get("birth_date")
+    if isinstance(id_number, str):
+        if isinstance(birth, str):
+            encoded = id_birth_date(id_number).isoformat()
+            if birth != encoded:
+                raise ValidationError(
+                    "birth_date", f"{birth} does not match id_number (which encodes {encoded})"
+                )
+        sex = out.get("sex")
+        if isinstance(sex, str) and sex != id_sex(id_number):
+            raise ValidationError(
+                "sex", f"{sex} does not match id_number (which encodes {id_sex(id_number)})"
+            )
+    if isinstance(birth, str):
+        # ISO strings compare in date order.
+        for later in ("moved_in_on", "last_service_on"):
+            value = out.get(later)
+            if isinstance(value, str) and value < birth:
+                raise ValidationError(later, f"{value} is before birth_date {birth}")
+
+
+def validate_person(
+    fields: Mapping[str, object], *, today: date, partial: bool = False
+) -> dict[str, object]:
+    """Validate and normalise a person record (or, with ``partial``, an update)."""
+    if not isinstance(fields, Mapping):
+        raise ValidationError("fields", f"must be a mapping, got {type(fields).__name__}")
+    for key in fields:
+        if key not in _CHECKERS:
+            raise ValidationError(str(key), "unknown field")
+    out: dict[str, object] = {}
+    for field in FIELDS:
+        if field not in fields:
+            if field in REQUIRED and not partial:
+                raise ValidationError(field, "required field is missing")
+            continue
+        value = fields[field]
+        normalised = None if value is None else _CHECKERS[field](field, value, today)
+        if normalised is None:
+            if field in REQUIRED:
+                raise ValidationError(field, "required field cannot be empty")
+            if not partial:
+                continue
+        out[field] = normalised
+    _cross_checks(out)
+    return out
+
+
+def person_provinces(fields: Mapping[str, object]) -> frozenset[str]:
+    """Provinces a record involves: its household and residence provinces."""
+    return frozenset(
+        check_province(field, fields[field])
+        for field in ("household_province", "residence_province")
+        if fields.get(field) is not None
+    )
+
+
+def parse_field_value(field: str, text: str) -> object:
+    """Turn CLI ``--set FIELD=VALUE`` text into the field's JSON value.
+
+    Only the type is converted here; ``validate_person`` does the checking.
+    """
+    if field not in _CHECKERS:
+        raise ValidationError(field, "unknown field")
+    if text.strip() == "" or text.strip().lower() == "null":
+        return None
+    if field == "children":
+        if not _INT_TEXT.fullmatch(text.strip()):
+            raise ValidationError(field, f"must be an integer, got {text!r}")
+        return int(text.strip())
+    return text

@@ -1,0 +1,111 @@
+"""The hub's Federation service: accept pushed changes, serve pulls.
+
+Translation only: identities come from the TLS certificate, routing rules
+from core.routing, checks from node.intake via Peer, storage from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator
+
+import grpc
+
+from core.errors import Malformed, PermissionDenied
+from core.identity import Identity
+from core.routing import Topology
+from node import wire
+from node.peer import Peer, now_ms
+from node.transport import peer_identity
+from yipanqi.v1 import federation_pb2 as pb
+from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+
+log = logging.getLogger("yipanqi.hub")
+
+DEFAULT_BATCH = 500
+DEFAULT_WINDOW = 4
+
+
+class FederationServicer(pb_grpc.FederationServicer):
+    def __init__(self, peer: Peer, hub: str, topology: Topology, stopping: threading.Event) -> None:
+        self.peer = peer
+        self.hub = hub  # "pearl", "national"
+        self.topology = topology
+        self.stopping = stopping
+        self.connected: dict[str, dict[str, int]] = {}  # peer -> {"push": since_ms, "pull": since_ms}
+
+    def _mark(self, who: str, stream: str, on: bool) -> None:
+        entry = self.connected.setdefault(who, {})
+        if on:
+            entry[stream] = now_ms()
+        else:
+            entry.pop(stream, None)
+            entry[f"{stream}_last"] = now_ms()
+
+    def Push(self, request_iterator, context) -> Iterator[pb.PushResponse]:  # type: ignore[no-untyped-def]
+        who = peer_identity(context)
+        if not self.topology.may_push(self.hub, who):
+            raise PermissionDenied(f"{who} may not push to hub-{self.hub}")
+        may_forward = Identity.parse(who).role == "hub"
+        self._mark(who, "push", True)
+        try:
+            for req in request_iterator:
+                kind = req.WhichOneof("msg")
+                if kind == "hello":
+                    yield pb.PushResponse(hello=wire.hello(self.peer.identity))
+                elif kind == "batch":
+                    result = self.peer.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
+                                                    for_province=None, cursor_name=f"in:{who}")
+                    yield pb.PushResponse(ack=pb.Ack(cursor=req.batch.cursor, accepted=result.applied,
+                                                     duplicates=result.duplicates,
+                                                     quarantined=result.quarantined))
+                else:
+                    raise Malformed("push: each message must be a hello or a batch")
+        finally:
+            self._mark(who, "push", False)
+
+    def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
+        who = peer_identity(context)
+        flt = self.topology.subscription(self.hub, who)
+        if flt is None:
+            raise PermissionDenied(f"{who} may not pull from hub-{self.hub}")
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "subscribe":
+            raise Malformed("pull: the first message must be subscribe")
+        sub = first.subscribe
+        position = sub.cursor
+        limit = min(sub.max_batch or DEFAULT_BATCH, 5000)
+        window = threading.Semaphore(min(sub.window or DEFAULT_WINDOW, 64))
+        store = self.peer.store
+        cursor_name = f"out:{who}"
+
+        def read_acks() -> None:
+            try:
+                for req in request_iterator:
+                    if req.WhichOneof("msg") == "ack":
+                        store.set_cursor(cursor_name, req.ack.cursor, now_ms())
+                        window.release()
+            except grpc.RpcError:
+                pass
+
+        store.set_cursor(cursor_name, position, now_ms())
+        threading.Thread(target=read_acks, name=f"acks-{who}", daemon=True).start()
+        self._mark(who, "pull", True)
+        sent_keys: set[str] = set()
+        try:
+            yield pb.PullResponse(hello=wire.hello(self.peer.identity))
+            while context.is_active() and not self.stopping.is_set():
+                generation = store.generation
+                entries, pos = store.read_log(position, flt=flt, limit=limit)
+                if pos == position:
+                    store.wait_for_append(generation, 0.5)
+                    continue
+                while not window.acquire(timeout=0.5):
+                    if not context.is_active() or self.stopping.is_set():
+                        return
+                certs = self.peer.certificates_for(entries, sent_keys)
+                yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
+                position = pos
+        finally:
+            self._mark(who, "pull", False)

@@ -1,0 +1,48 @@
+"""A hub process: the store-and-forward log, the Federation and Admin services,
+and for regional hubs the link up to the national hub."""
+
+from __future__ import annotations
+
+import threading
+
+from cli.config import HubConfig
+from core.routing import Topology
+from hub.federation import FederationServicer
+from node.admin import AdminServicer
+from node.link import Link
+from node.peer import Peer
+from node.serve import build_server, keyring_for, run_until_signal, setup_logging
+from node.status import hub_status
+from store.store import Store
+from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
+
+
+def run_hub(cfg: HubConfig) -> None:
+    setup_logging(cfg.identity, cfg.log_level)
+    # The national hub keeps the national cross-province case database: it merges records too.
+    store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+    peer = Peer(cfg.identity, store, keyring_for(cfg.tls))
+    topology = Topology.of(cfg.regions, cfg.guests)
+    stop = threading.Event()
+    federation = FederationServicer(peer, cfg.name, topology, stop)
+    link = None
+    if cfg.upstream is not None:
+        upstream = cfg.upstream.identity
+
+        def upward(after: int, limit: int):  # type: ignore[no-untyped-def]
+            return store.read_log(after, not_via=upstream, limit=limit)
+
+        link = Link(peer, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop)
+
+    admin = AdminServicer(store, cfg.name,
+                          lambda: hub_status(store, cfg.name, topology, federation.connected,
+                                             link.state if link else None), None)
+
+    def register(server):  # type: ignore[no-untyped-def]
+        federation_pb2_grpc.add_FederationServicer_to_server(federation, server)
+        admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
+
+    server, _health = build_server(cfg.listen, cfg.tls, register, workers=160)
+    if link is not None:
+        link.start()
+    run_until_signal(server, stop, store.close)

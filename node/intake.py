@@ -1,0 +1,84 @@
+"""The one place where changes from outside enter a process.
+
+Every change a node pulls or a hub accepts passes ``check``: decode the exact
+bytes, make sure the peer may hand it to us, verify the author's signature
+over those bytes (end to end: a hub cannot forge or alter a change), and make
+sure the author may write that record. A change that fails any step becomes a
+``Refused`` with a reason an operator can read; it never stops the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from core.apply import authorise
+from core.change import Envelope, parse
+from core.errors import Malformed, RemoteError, SyncError
+from core.merkle import Seal
+from store.store import Accepted, Refused
+
+
+class Verifies(Protocol):
+    def verify(self, body: bytes, seal: Seal) -> str: ...
+
+
+REASONS = {
+    "BadSignature": "bad signature",
+    "UnknownAuthor": "unknown author",
+    "Unauthorised": "unauthorised writer",
+    "Malformed": "malformed",
+    "Equivocation": "equivocation",
+}
+
+
+def reason(err: SyncError) -> str:
+    return f"{REASONS.get(type(err).__name__, type(err).__name__)}: {err}"
+
+
+def check(
+    envelopes: Iterable[Envelope],
+    verifier: Verifies,
+    *,
+    peer: str,
+    peer_may_forward: bool,
+    for_province: str | None = None,
+) -> tuple[list[Accepted], list[Refused]]:
+    """Split envelopes into the ones to store and the ones to quarantine.
+
+    ``peer`` is the identity from the peer's certificate. A province node may
+    only push what it authored itself; hubs forward anyone's changes (still
+    verified end to end). ``for_province`` is set on a node: it refuses
+    anything not routed to its own province, whatever a hub sends.
+    """
+    accepted: list[Accepted] = []
+    refused: list[Refused] = []
+    for env in envelopes:
+        change = None
+        try:
+            change = parse(env.body)
+            if not peer_may_forward and change.origin != peer:
+                raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")
+            author = verifier.verify(env.body, env.seal)
+            authorise(change, author)
+            if for_province is not None and for_province not in change.routes:
+                raise Malformed(f"change is not routed to province {for_province}")
+            accepted.append(Accepted(change, env))
+        except RemoteError as err:
+            refused.append(_refused(env, reason(err), change))
+        except SyncError as err:  # e.g. identity parse errors on a forged origin
+            refused.append(_refused(env, f"malformed: {err}", change))
+    return accepted, refused
+
+
+def _refused(env: Envelope, why: str, change) -> Refused:  # type: ignore[no-untyped-def]
+    if change is None:
+        return Refused(env, why)
+    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id)
+
+
+def unreadable(body: bytes, why: str) -> Refused:
+    """A change whose envelope could not even be decoded (bad seal fields)."""
+    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), why)
+
+
+MAX_KEPT = 256 * 1024

@@ -1,0 +1,206 @@
+"""A downstream peer's link to its hub: push our changes up, pull ours down.
+
+How this works. A Link keeps one session at a time with the first hub in its
+list that answers (home hub first, then fallbacks). A session is two bidi
+streams on one mTLS channel: Push sends batches read from the store after the
+acknowledged cursor and persists each Ack's cursor; Pull subscribes with our
+durable cursor for that hub and ingests every batch in one transaction that
+also moves the cursor, then acknowledges it. At most ``WINDOW`` batches are
+in flight, and batches are read from the database page by page, so memory
+stays flat whatever the backlog. When a session fails the Link backs off with
+full jitter and tries the next hub; a session on a fallback hub ends after
+``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
+(origin, seq) makes changes that arrive by two paths harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import grpc
+
+from cli.config import HubAddress, TLSPaths
+from node import wire
+from node.peer import Peer, now_ms
+from node.transport import secure_channel
+from store.store import LogEntry
+from yipanqi.v1 import federation_pb2 as pb
+from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+
+log = logging.getLogger("yipanqi.link")
+
+WINDOW = 4
+BATCH = 500
+FALLBACK_RECHECK = 20.0
+MAX_BACKOFF = 10.0
+
+Source = Callable[[int, int], tuple[list[LogEntry], int]]
+
+
+@dataclass
+class LinkState:
+    hub: str | None = None
+    home: str | None = None
+    up_since_ms: int | None = None
+    down_since_ms: int | None = None
+    last_error: str | None = None
+    pushed: int = 0
+    pulled: int = 0
+    quarantined: int = 0
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def fallback(self) -> bool:
+        return self.hub is not None and self.hub != self.home
+
+
+class Link(threading.Thread):
+    def __init__(self, peer: Peer, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
+                 push_cursor: str, for_province: str | None, stop: threading.Event) -> None:
+        super().__init__(name="link", daemon=True)
+        self.peer = peer
+        self.hubs = list(hubs)
+        self.tls = tls
+        self.source = source
+        self.push_cursor = push_cursor
+        self.for_province = for_province
+        self.stop_event = stop
+        self.state = LinkState(home=self.hubs[0].name, down_since_ms=now_ms())
+
+    # -- session management -------------------------------------------------
+    def run(self) -> None:
+        index, backoff = 0, 0.5
+        while not self.stop_event.is_set():
+            hub = self.hubs[index]
+            limit = None if index == 0 else FALLBACK_RECHECK
+            ok = self._session(hub, limit)
+            if self.stop_event.is_set():
+                break
+            if ok:
+                index, backoff = 0, 0.5
+                continue
+            index = (index + 1) % len(self.hubs)
+            if index == 0:  # tried them all: back off with full jitter
+                self.stop_event.wait(random.uniform(0, backoff))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _session(self, hub: HubAddress, limit: float | None) -> bool:
+        """Run one session; True if it ended cleanly (time limit), False on failure."""
+        channel = secure_channel(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=3)
+        except grpc.FutureTimeoutError:
+            self._down(hub, "not reachable")
+            channel.close()
+            return False
+        stub = pb_grpc.FederationStub(channel)
+        done = threading.Event()
+        errors: list[str] = []
+        calls: list[grpc.Call] = []
+        self.state.hub, self.state.up_since_ms, self.state.down_since_ms = hub.name, now_ms(), None
+        self.state.last_error = None
+        log.info("connected to hub-%s%s", hub.name, " (fallback)" if self.state.fallback else "")
+        threads = [
+            threading.Thread(target=self._guard, args=(self._push, stub, hub, done, calls, errors), daemon=True),
+            threading.Thread(target=self._guard, args=(self._pull, stub, hub, done, calls, errors), daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + limit if limit else None
+        while not done.is_set() and not self.stop_event.is_set():
+            if deadline and time.monotonic() > deadline:
+                break
+            done.wait(0.5)
+        done.set()
+        for call in list(calls):
+            call.cancel()
+        for t in threads:
+            t.join(timeout=5)
+        channel.close()
+        if errors and not self.stop_event.is_set():
+            self._down(hub, errors[0])
+            return False
+        return True
+
+    def _down(self, hub: HubAddress, why: str) -> None:
+        if self.state.down_since_ms is None:
+            self.state.down_since_ms = now_ms()
+        self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"hub-{hub.name}: {why}"
+        log.warning("hub-%s unavailable: %s", hub.name, why)
+
+    def _guard(self, fn, stub, hub, done, calls, errors) -> None:  # type: ignore[no-untyped-def]
+        try:
+            fn(stub, hub, done, calls)
+        except grpc.RpcError as err:
+            if not done.is_set():
+                errors.append(f"{err.code().name}: {err.details()}")
+        except Exception as err:  # noqa: BLE001 - a broken session must not kill the link
+            log.exception("sync session failed")
+            errors.append(str(err))
+        finally:
+            done.set()
+
+    # -- push: our changes up ------------------------------------------------
+    def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list) -> None:  # type: ignore[no-untyped-def]
+        store = self.peer.store
+        window = threading.Semaphore(WINDOW)
+        sent_keys: set[str] = set()
+
+        def requests():  # type: ignore[no-untyped-def]
+            yield pb.PushRequest(hello=wire.hello(self.peer.identity))
+            position = store.cursor(self.push_cursor)
+            while not done.is_set():
+                generation = store.generation
+                entries, pos = self.source(position, BATCH)
+                if not entries:
+                    position = max(position, pos)
+                    store.wait_for_append(generation, 0.5)
+                    continue
+                while not window.acquire(timeout=0.5):
+                    if done.is_set():
+                        return
+                certs = self.peer.certificates_for(entries, sent_keys)
+                yield pb.PushRequest(batch=wire.batch(pos, entries, certs))
+                position = pos
+
+        call = stub.Push(requests())
+        calls.append(call)
+        for resp in call:
+            if resp.WhichOneof("msg") == "ack":
+                store.set_cursor(self.push_cursor, resp.ack.cursor, now_ms())
+                self.state.pushed += resp.ack.accepted
+                window.release()
+
+    # -- pull: changes for us down --------------------------------------------
+    def _pull(self, stub, hub: HubAddress, done: threading.Event, calls: list) -> None:  # type: ignore[no-untyped-def]
+        name = f"pull:{hub.identity}"
+        acks: queue.Queue[pb.Ack | None] = queue.Queue()
+
+        def requests():  # type: ignore[no-untyped-def]
+            yield pb.PullRequest(subscribe=pb.Subscribe(cursor=self.peer.store.cursor(name), window=WINDOW))
+            while True:
+                ack = acks.get()
+                if ack is None:
+                    return
+                yield pb.PullRequest(ack=ack)
+
+        call = stub.Pull(requests())
+        calls.append(call)
+        try:
+            for resp in call:
+                if resp.WhichOneof("msg") != "batch":
+                    continue
+                result = self.peer.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
+                                                for_province=self.for_province, cursor_name=name)
+                self.state.pulled += result.applied
+                self.state.quarantined += result.quarantined
+                acks.put(pb.Ack(cursor=resp.batch.cursor, accepted=result.applied,
+                                duplicates=result.duplicates, quarantined=result.quarantined))
+        finally:
+            acks.put(None)

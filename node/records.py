@@ -1,0 +1,98 @@
+"""Operator edits on a node's own records, and how records are shown.
+
+The node validates an operator's input fully before anything is written: a
+create is checked as a whole record, an update is checked field by field and
+then as the merged record, so cross-field rules (birth date vs id number)
+hold after every write. Errors name the field and the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Callable, Mapping
+
+from certs.signing import Signer
+from core.errors import LocalError, NotFound, ValidationError
+from core.kinds import get_kind
+from core.record import RecordState
+from node.peer import Peer, now_ms
+
+OPS = ("create", "update", "delete", "settle")
+
+
+def record_key(kind: str) -> str:
+    return f"{kind}_id"
+
+
+def shown(state: RecordState) -> dict[str, object]:
+    """The record as operators and scripts see it: domain fields plus ``<kind>_id``."""
+    return {record_key(state.kind): state.record_id, **state.values()}
+
+
+def described(state: RecordState) -> dict[str, object]:
+    """``shown`` plus version, deletion and conflicts, for the admin API."""
+    conflicts = {
+        name: [{"value": v.value, "writer": v.at.node, "at_ms": v.at.wall_ms, "clock": v.clock.to_json()}
+               for v in versions]
+        for name, versions in state.conflicts().items()
+    }
+    return {**shown(state), "_meta": {"deleted": state.deleted, "clock": state.clock.to_json(),
+                                      "conflicts": conflicts}}
+
+
+class RecordService:
+    def __init__(self, peer: Peer, signer: Signer, today: Callable[[], dt.date] = dt.date.today) -> None:
+        self.peer = peer
+        self.signer = signer
+        self.today = today
+
+    def write(self, op: str, kind: str, record_id: str, fields: Mapping[str, object],
+              operator: str | None) -> RecordState:
+        if op not in OPS:
+            raise ValidationError("op", f"{op!r} is not one of {', '.join(OPS)}")
+        k = get_kind(kind)
+        key = record_key(kind)
+        fields = {f: v for f, v in fields.items() if f != key}
+        today = self.today()
+        if op == "create":
+            clean = k.validate(fields, today=today)
+            record_id = record_id or str(uuid.uuid4())
+        else:
+            if not record_id:
+                raise ValidationError(key, "required")
+            clean = k.validate(fields, today=today, partial=True) if fields else {}
+            if op == "update" and not clean:
+                raise ValidationError("fields", "update needs at least one field to set")
+            if op == "delete" and fields:
+                raise ValidationError("fields", "delete takes no fields")
+        try:
+            uuid.UUID(record_id)
+        except ValueError:
+            raise ValidationError(key, f"{record_id!r} is not a UUID") from None
+
+        def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
+            if op == "create":
+                if current is not None:
+                    raise LocalError(f"{kind} {record_id} already exists")
+                return op, clean
+            if current is None:
+                raise NotFound(f"no {kind} record {record_id} on {self.peer.identity}")
+            if op == "update" and current.deleted:
+                raise LocalError(f"{kind} {record_id} is deleted; settle it to restore")
+            if op == "settle":
+                unknown = set(clean) - set(current.conflicts()) - {"_deleted"}
+                if unknown:
+                    raise ValidationError(sorted(unknown)[0], "is not in conflict; use update")
+            if op != "delete":
+                merged = {**current.values(), **clean}
+                k.validate({f: v for f, v in merged.items() if v is not None}, today=today)
+            return op, clean
+
+        change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
+                                             seal=self.signer.seal_batch)
+        return change.state
+
+    def get(self, kind: str, record_id: str) -> RecordState:
+        get_kind(kind)
+        return self.peer.store.require(kind, record_id)

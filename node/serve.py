@@ -1,0 +1,72 @@
+"""Running a node or hub process: gRPC server, health, reflection, signals, logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from certs.keyring import Keyring
+from cli.config import TLSPaths
+from node.interceptor import ErrorInterceptor
+from node.transport import SERVER_OPTIONS, server_credentials
+from yipanqi.v1 import admin_pb2, federation_pb2
+
+
+def setup_logging(identity: str, level: str) -> None:
+    fmt = f"%(asctime)s %(levelname)s {identity} %(name)s: %(message)s"
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt, force=True)
+
+
+def keyring_for(tls: TLSPaths, own_signing_cert_der: bytes | None = None) -> Keyring:
+    keyring = Keyring(tls.ca.read_bytes())
+    if own_signing_cert_der is not None:
+        keyring.add_certificate(own_signing_cert_der, now=dt.datetime.now(dt.timezone.utc))
+    return keyring
+
+
+def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *, workers: int) -> tuple[grpc.Server, health.HealthServicer]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[ErrorInterceptor()],
+                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=workers - 4)
+    register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        federation_pb2.DESCRIPTOR.services_by_name["Federation"].full_name,
+        admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+        health.SERVICE_NAME,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    port = server.add_secure_port(listen, server_credentials(tls.ca, tls.cert, tls.key))
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    for name in names[:2] + ("",):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer
+
+
+def run_until_signal(server: grpc.Server, stop: threading.Event, on_stop: Callable[[], None]) -> None:
+    log = logging.getLogger("yipanqi.serve")
+
+    def handle(signum, _frame):  # type: ignore[no-untyped-def]
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    server.start()
+    log.info("serving")
+    while not stop.wait(0.5):
+        pass
+    server.stop(grace=2).wait()
+    on_stop()
+    log.info("stopped")

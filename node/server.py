@@ -1,0 +1,41 @@
+"""A province node process: its store, its link to its hubs, its admin service."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from certs.signing import Signer
+from cli.config import NodeConfig
+from node.admin import AdminServicer
+from node.link import Link
+from node.peer import Peer
+from node.records import RecordService
+from node.serve import build_server, keyring_for, run_until_signal, setup_logging
+from node.status import node_status
+from store.store import Store
+from yipanqi.v1 import admin_pb2_grpc
+
+log = logging.getLogger("yipanqi.node")
+
+
+def run_node(cfg: NodeConfig) -> None:
+    setup_logging(cfg.identity, cfg.log_level)
+    signer = Signer.load(cfg.signing.key, cfg.signing.cert)
+    if signer.identity != cfg.identity:
+        raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
+    store = Store.open(cfg.database, owner=cfg.identity)
+    peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der))
+    stop = threading.Event()
+
+    def outbox(after: int, limit: int):  # type: ignore[no-untyped-def]
+        entries = store.outbox(after, limit)
+        return entries, (entries[-1].seq if entries else after)
+
+    link = Link(peer, cfg.hubs, cfg.tls, source=outbox, push_cursor="push", for_province=cfg.province, stop=stop)
+    records = RecordService(peer, signer)
+    admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records)
+    server, _health = build_server(cfg.listen, cfg.tls,
+                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), workers=16)
+    link.start()
+    run_until_signal(server, stop, store.close)

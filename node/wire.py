@@ -1,0 +1,53 @@
+"""Translation between protobuf messages and domain objects, nothing more."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from core.change import MAX_BODY, Envelope
+from core.errors import Malformed
+from core.merkle import HASH_SIZE, Seal
+from store.store import LogEntry
+from yipanqi.v1 import federation_pb2 as pb
+
+PROTOCOL = 1
+MAX_PROOF = 64
+
+
+def envelope(msg: pb.SignedChange) -> Envelope:
+    """Decode one SignedChange; Malformed names the field at fault."""
+    if len(msg.body) > MAX_BODY:
+        raise Malformed(f"body: {len(msg.body)} bytes is over the {MAX_BODY}-byte limit")
+    s = msg.seal
+    if not s.key_id or len(s.key_id) > 64:
+        raise Malformed("seal.key_id: must be 1..64 characters")
+    if len(s.signature) != 64:
+        raise Malformed(f"seal.signature: must be 64 bytes, got {len(s.signature)}")
+    if s.size < 1 or s.index >= s.size:
+        raise Malformed(f"seal.index: {s.index} is not within a batch of {s.size}")
+    if len(s.proof) > MAX_PROOF or any(len(p) != HASH_SIZE for p in s.proof):
+        raise Malformed(f"seal.proof: must be at most {MAX_PROOF} hashes of {HASH_SIZE} bytes")
+    return Envelope(bytes(msg.body), Seal(s.key_id, bytes(s.signature), s.index, s.size, tuple(s.proof)))
+
+
+def signed_change(env: Envelope) -> pb.SignedChange:
+    s = env.seal
+    return pb.SignedChange(
+        body=env.body,
+        seal=pb.Seal(key_id=s.key_id, signature=s.signature, index=s.index, size=s.size, proof=list(s.proof)),
+    )
+
+
+def batch(cursor: int, entries: Sequence[LogEntry], certificates: Iterable[bytes]) -> pb.Batch:
+    return pb.Batch(cursor=cursor, certificates=list(certificates),
+                    changes=[signed_change(e.envelope) for e in entries])
+
+
+def hello(identity: str) -> pb.Hello:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        software = f"yipanqi {version('yipanqi')}"
+    except PackageNotFoundError:
+        software = "yipanqi"
+    return pb.Hello(protocol=PROTOCOL, software=software, identity=identity)

@@ -1,0 +1,10 @@
+"""Alembic environment: the caller passes a live connection (see store.db.migrate)."""
+
+from alembic import context
+
+from store.schema import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

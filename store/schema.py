@@ -1,0 +1,123 @@
+"""The database schema shared by nodes and hubs (one migration chain).
+
+    records     current state of every record this replica holds
+    log         every change this replica accepted, in acceptance order (lsn):
+                a node's own changes are its outbox; a hub's log is its
+                store-and-forward queue; (origin, seq) is unique, so a change
+                is applied at most once
+    log_dest    hubs only: one row per (province a change routes to, lsn),
+                the index every subscriber's queue is read from
+    quarantine  changes refused, with the reason and the bytes as received
+    cursors     durable positions: what a hub acknowledged, what we pulled
+    peers       last acknowledged cursor and contact per subscriber (status)
+    keys        signing certificates learned from peers (trust is re-checked
+                against the CA on load)
+    meta        this store's identity, so a file is never opened as another node
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
+Lsn = BigInteger().with_variant(Integer(), "sqlite")
+
+records = Table(
+    "records",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("record_id", String(64), primary_key=True),
+    Column("state", LargeBinary, nullable=False),  # canonical JSON of RecordState
+    Column("deleted", Boolean, nullable=False),
+    Column("conflicted", Boolean, nullable=False),
+    Column("provinces", String(128), nullable=False),  # ",44,45," for LIKE-free filters
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_records_conflicted", "conflicted"),
+)
+
+log = Table(
+    "log",
+    metadata,
+    Column("lsn", Lsn, primary_key=True, autoincrement=True),
+    Column("origin", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("op", String(16), nullable=False),
+    Column("operator", String(96)),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("digest", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("seal_index", Integer, nullable=False),
+    Column("seal_size", Integer, nullable=False),
+    Column("proof", LargeBinary, nullable=False),  # concatenated 32-byte hashes
+    Column("routes", String(128), nullable=False),  # ",44,45,"
+    Column("shared", Boolean, nullable=False),  # routes reach beyond the author's province
+    Column("via", String(64), nullable=False),  # peer we got it from ("local" for our own)
+    Column("received_ms", BigInteger, nullable=False),
+    UniqueConstraint("origin", "seq", name="uq_log_origin_seq"),
+    Index("ix_log_record", "kind", "record_id"),
+)
+
+log_dest = Table(
+    "log_dest",
+    metadata,
+    Column("province", String(2), primary_key=True),
+    Column("lsn", BigInteger, primary_key=True),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Lsn, primary_key=True, autoincrement=True),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("peer", String(64), nullable=False),
+    Column("origin", String(64)),
+    Column("seq", BigInteger),
+    Column("kind", String(32)),
+    Column("record_id", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("key_id", String(64)),
+    Column("signature", LargeBinary),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(96), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("identity", String(96), nullable=False),
+    Column("cert_der", LargeBinary, nullable=False),
+    Column("added_ms", BigInteger, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,427 @@
+"""The durable store of a node or hub, behind one interface for every backend.
+
+Contract (tested by tests/contract against SQLite and PostgreSQL):
+  * ``write_local`` is one transaction: the new record state and the signed
+    change (next sequence number) land together or not at all.
+  * ``ingest`` is one transaction per batch: accepted changes are appended to
+    the log (and merged into records, and indexed by route on hubs), refused
+    ones go to quarantine with their reason, and the pull cursor moves, all
+    together. A change already in the log (same origin and seq, same bytes)
+    changes nothing; same origin and seq with other bytes is equivocation and
+    is quarantined.
+  * Log sequence numbers (lsn) become visible in increasing order: one process
+    owns a store and serialises its writes, so a reader that has seen lsn N
+    has seen every lsn below N. Subscribers rely on this to never skip.
+Errors are returned as exceptions from core.errors; nothing here logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+
+from core import hlc
+from core.apply import apply, local_write
+from core.change import Change, Envelope
+from core.errors import Equivocation, LocalError, NotFound
+from core.identity import Identity
+from core.merkle import Seal
+from core.record import RecordState
+from core.routing import Filter, leaves_node
+from store.db import migrate, open_engine
+from store.schema import cursors, keys, log, log_dest, meta, quarantine, records
+
+Sealer = Callable[[Sequence[bytes]], list[Seal]]
+Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
+
+
+def _routes_text(provinces: frozenset[str]) -> str:
+    return "," + ",".join(sorted(provinces)) + "," if provinces else ","
+
+
+def _routes_set(text: str) -> frozenset[str]:
+    return frozenset(p for p in text.split(",") if p)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    lsn: int
+    origin: str
+    seq: int
+    kind: str
+    record_id: str
+    op: str
+    operator: str | None
+    at_ms: int
+    body: bytes
+    seal: Seal
+    routes: frozenset[str]
+    via: str
+    received_ms: int
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(self.body, self.seal)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A change that passed intake: signature verified, author authorised."""
+
+    change: Change
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    envelope: Envelope
+    reason: str
+    origin: str | None = None
+    seq: int | None = None
+    kind: str | None = None
+    record_id: str | None = None
+
+
+@dataclass(slots=True)
+class IngestResult:
+    applied: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    opened: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, id, field)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    id: int
+    received_ms: int
+    peer: str
+    origin: str | None
+    seq: int | None
+    kind: str | None
+    record_id: str | None
+    reason: str
+
+
+def _row_entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
+    proof = bytes(r.proof)
+    seal = Seal(r.key_id, bytes(r.signature), r.seal_index, r.seal_size,
+                tuple(proof[i:i + 32] for i in range(0, len(proof), 32)))
+    return LogEntry(r.lsn, r.origin, r.seq, r.kind, r.record_id, r.op, r.operator, r.at_ms,
+                    bytes(r.body), seal, _routes_set(r.routes), r.via, r.received_ms)
+
+
+class Store:
+    """One replica's database. ``owner`` is the identity of the process that owns it."""
+
+    def __init__(self, engine: Engine, *, owner: str, index_routes: bool = False, hold_records: bool = True):
+        self.engine = engine
+        self.owner = owner
+        ident = Identity.parse(owner)
+        self.province = ident.name if ident.role == "province" else None
+        self.index_routes = index_routes
+        self.hold_records = hold_records
+        self._lock = threading.RLock()
+        self.appended = threading.Condition()
+        self.generation = 0  # bumped on every append; waiters compare to skip lost wake-ups
+        with engine.begin() as conn:
+            found = conn.execute(select(meta.c.value).where(meta.c.key == "owner")).scalar()
+            if found is None:
+                conn.execute(insert(meta).values(key="owner", value=owner))
+            elif found != owner:
+                raise LocalError(f"database belongs to {found}, not {owner}")
+            last_at = conn.execute(select(func.max(log.c.at_ms)).where(log.c.origin == owner)).scalar()
+        self._hlc = hlc.Timestamp(last_at or 0, 0, owner)
+
+    @classmethod
+    def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True) -> "Store":
+        engine = open_engine(url)
+        migrate(engine)
+        return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- records -------------------------------------------------------------
+    def _load(self, conn, kind: str, record_id: str) -> RecordState | None:  # type: ignore[no-untyped-def]
+        raw = conn.execute(
+            select(records.c.state).where(and_(records.c.kind == kind, records.c.record_id == record_id))
+        ).scalar()
+        if raw is None:
+            return None
+        from core import canonical
+
+        return RecordState.from_json(kind, record_id, canonical.loads(bytes(raw)))
+
+    def _save(self, conn, state: RecordState, exists: bool, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        from core.change import state_provinces
+
+        row = dict(
+            state=state.to_bytes(),
+            deleted=state.deleted,
+            conflicted=bool(state.conflicts()),
+            provinces=_routes_text(state_provinces(state)),
+            updated_ms=now_ms,
+        )
+        if exists:
+            conn.execute(
+                update(records)
+                .where(and_(records.c.kind == state.kind, records.c.record_id == state.record_id))
+                .values(**row)
+            )
+        else:
+            conn.execute(insert(records).values(kind=state.kind, record_id=state.record_id, **row))
+
+    def get(self, kind: str, record_id: str) -> RecordState | None:
+        with self.engine.connect() as conn:
+            return self._load(conn, kind, record_id)
+
+    def require(self, kind: str, record_id: str) -> RecordState:
+        state = self.get(kind, record_id)
+        if state is None:
+            raise NotFound(f"no {kind} record {record_id} on {self.owner}")
+        return state
+
+    def iter_records(self, kind: str, *, include_deleted: bool = False, conflicted_only: bool = False,
+                     page: int = 500) -> Iterator[RecordState]:
+        """All records of a kind in id order, read page by page (memory stays flat)."""
+        from core import canonical
+
+        after = ""
+        while True:
+            q = select(records.c.record_id, records.c.state).where(
+                and_(records.c.kind == kind, records.c.record_id > after))
+            if not include_deleted:
+                q = q.where(records.c.deleted.is_(False))
+            if conflicted_only:
+                q = q.where(records.c.conflicted.is_(True))
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(records.c.record_id).limit(page)).all()
+            for r in rows:
+                yield RecordState.from_json(kind, r.record_id, canonical.loads(bytes(r.state)))
+            if len(rows) < page:
+                return
+            after = rows[-1].record_id
+
+    def count_records(self, *, conflicted_only: bool = False) -> int:
+        q = select(func.count()).select_from(records).where(records.c.deleted.is_(False))
+        if conflicted_only:
+            q = q.where(records.c.conflicted.is_(True))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    # -- local writes ----------------------------------------------------------
+    def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
+                    now_ms: int, seal: Sealer) -> Change:
+        """Apply an operator's edit as one signed change, in one transaction."""
+        with self._lock, self.engine.begin() as conn:
+            current = self._load(conn, kind, record_id)
+            op, values = edit(current)
+            seq = 1 + (conn.execute(select(func.max(log.c.seq)).where(log.c.origin == self.owner)).scalar() or 0)
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            change = local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
+                                 seq=seq, at=at, op=op, operator=operator)
+            body = change.to_body()
+            (sealed,) = seal([body])
+            self._append(conn, change, Envelope(body, sealed), via="local", now_ms=now_ms)
+            self._save(conn, change.state, current is not None, now_ms)
+        self._notify()
+        return change
+
+    def _append(self, conn, change: Change, env: Envelope, *, via: str, now_ms: int) -> int:  # type: ignore[no-untyped-def]
+        routes = change.routes
+        origin_province = Identity.parse(change.origin).name
+        lsn = conn.execute(
+            insert(log).values(
+                origin=change.origin, seq=change.seq, kind=change.kind, record_id=change.record_id,
+                op=change.op, operator=change.operator, at_ms=change.at.wall_ms,
+                digest=hashlib.sha256(env.body).digest(), body=env.body,
+                key_id=env.seal.key_id, signature=env.seal.signature, seal_index=env.seal.index,
+                seal_size=env.seal.size, proof=b"".join(env.seal.proof), routes=_routes_text(routes),
+                shared=leaves_node(routes, origin_province), via=via, received_ms=now_ms,
+            )
+        ).inserted_primary_key[0]
+        if self.index_routes and routes:
+            conn.execute(insert(log_dest), [{"province": p, "lsn": lsn} for p in sorted(routes)])
+        return int(lsn)
+
+    def _notify(self) -> None:
+        with self.appended:
+            self.generation += 1
+            self.appended.notify_all()
+
+    def wait_for_append(self, seen_generation: int, timeout: float) -> None:
+        """Block until something is appended after ``seen_generation`` (or timeout)."""
+        with self.appended:
+            if self.generation == seen_generation:
+                self.appended.wait(timeout)
+
+    # -- remote changes --------------------------------------------------------
+    def ingest(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
+               cursor: tuple[str, int] | None = None) -> IngestResult:
+        result = IngestResult()
+        with self._lock, self.engine.begin() as conn:
+            for r in refused:
+                self._quarantine(conn, r, via, now_ms)
+                result.quarantined += 1
+            for a in accepted:
+                ch = a.change
+                digest = hashlib.sha256(a.envelope.body).digest()
+                seen = conn.execute(
+                    select(log.c.digest).where(and_(log.c.origin == ch.origin, log.c.seq == ch.seq))
+                ).scalar()
+                if seen is not None:
+                    if bytes(seen) == digest:
+                        result.duplicates += 1
+                    else:
+                        err = Equivocation(f"{ch.origin} seq {ch.seq} was already received with other content")
+                        self._quarantine(conn, Refused(a.envelope, str(err), ch.origin, ch.seq, ch.kind,
+                                                       ch.record_id), via, now_ms)
+                        result.quarantined += 1
+                    continue
+                self._append(conn, ch, a.envelope, via=via, now_ms=now_ms)
+                self._hlc = hlc.observe(self._hlc, ch.at, now_ms, self.owner)
+                if self.hold_records:
+                    current = self._load(conn, ch.kind, ch.record_id)
+                    outcome = apply(current, ch)
+                    if outcome.changed:
+                        self._save(conn, outcome.state, current is not None, now_ms)
+                    result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
+                result.applied += 1
+            if cursor is not None:
+                self._set_cursor(conn, cursor[0], cursor[1], now_ms)
+        if result.applied:
+            self._notify()
+        return result
+
+    def _quarantine(self, conn, r: Refused, peer: str, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(insert(quarantine).values(
+            received_ms=now_ms, peer=peer, origin=r.origin, seq=r.seq, kind=r.kind, record_id=r.record_id,
+            reason=r.reason[:2000], body=r.envelope.body, key_id=r.envelope.seal.key_id[:64],
+            signature=r.envelope.seal.signature,
+        ))
+
+    def quarantined(self, *, limit: int = 1000) -> list[QuarantineEntry]:
+        q = select(quarantine.c.id, quarantine.c.received_ms, quarantine.c.peer, quarantine.c.origin,
+                   quarantine.c.seq, quarantine.c.kind, quarantine.c.record_id, quarantine.c.reason)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(quarantine.c.id.desc()).limit(limit)).all()
+        return [QuarantineEntry(*r) for r in rows]
+
+    def quarantine_body(self, entry_id: int) -> bytes:
+        with self.engine.connect() as conn:
+            raw = conn.execute(select(quarantine.c.body).where(quarantine.c.id == entry_id)).scalar()
+        if raw is None:
+            raise NotFound(f"no quarantined change {entry_id}")
+        return bytes(raw)
+
+    def count_quarantined(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(quarantine)).scalar() or 0)
+
+    # -- cursors -------------------------------------------------------------------
+    def _set_cursor(self, conn, name: str, value: int, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        done = conn.execute(update(cursors).where(cursors.c.name == name).values(value=value, updated_ms=now_ms))
+        if done.rowcount == 0:
+            conn.execute(insert(cursors).values(name=name, value=value, updated_ms=now_ms))
+
+    def set_cursor(self, name: str, value: int, now_ms: int) -> None:
+        with self._lock, self.engine.begin() as conn:
+            self._set_cursor(conn, name, value, now_ms)
+
+    def cursor(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar() or 0)
+
+    def cursors(self, prefix: str = "") -> dict[str, tuple[int, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cursors).where(cursors.c.name.startswith(prefix))).all()
+        return {r.name: (r.value, r.updated_ms) for r in rows}
+
+    # -- the log ---------------------------------------------------------------------
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(log.c.seq)).where(log.c.origin == self.owner)).scalar() or 0)
+
+    def last_lsn(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
+
+    def outbox(self, after_seq: int, limit: int = 500) -> list[LogEntry]:
+        """Our own changes that must leave this node, after the acknowledged sequence."""
+        q = (select(log).where(and_(log.c.origin == self.owner, log.c.shared.is_(True), log.c.seq > after_seq))
+             .order_by(log.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return [_row_entry(r) for r in conn.execute(q)]
+
+    def outbox_stats(self, after_seq: int) -> tuple[int, int | None]:
+        """(changes waiting, received_ms of the oldest) beyond ``after_seq``."""
+        q = select(func.count(), func.min(log.c.received_ms)).where(
+            and_(log.c.origin == self.owner, log.c.shared.is_(True), log.c.seq > after_seq))
+        with self.engine.connect() as conn:
+            n, oldest = conn.execute(q).one()
+        return int(n or 0), oldest
+
+    def _log_query(self, after_lsn: int, upto: int, flt: Filter | None, not_via: str | None):  # type: ignore[no-untyped-def]
+        cond = [log.c.lsn > after_lsn, log.c.lsn <= upto]
+        if flt is not None:
+            dest = select(log_dest.c.lsn).where(and_(log_dest.c.province.in_(sorted(flt.provinces)),
+                                                     log_dest.c.lsn > after_lsn, log_dest.c.lsn <= upto))
+            cond.append(log.c.lsn.in_(dest))
+            if flt.not_origin:
+                cond.append(log.c.origin != flt.not_origin)
+            if flt.not_via:
+                cond.append(log.c.via != flt.not_via)
+        if not_via:
+            cond.append(log.c.via != not_via)
+        return and_(*cond)
+
+    def read_log(self, after_lsn: int, *, flt: Filter | None = None, not_via: str | None = None,
+                 limit: int = 500) -> tuple[list[LogEntry], int]:
+        """Entries after ``after_lsn`` that ``flt`` admits, and the lsn scanned up to.
+
+        The returned position may be past the last entry: the filtered-out
+        stretch counts as delivered, so the subscriber never re-scans it.
+        """
+        with self.engine.connect() as conn:
+            upto = int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
+            if upto <= after_lsn:
+                return [], after_lsn
+            q = select(log).where(self._log_query(after_lsn, upto, flt, not_via)).order_by(log.c.lsn).limit(limit)
+            rows = [_row_entry(r) for r in conn.execute(q)]
+        if len(rows) == limit:
+            return rows, rows[-1].lsn
+        return rows, upto
+
+    def pending(self, after_lsn: int, *, flt: Filter | None = None, not_via: str | None = None) -> tuple[int, int | None]:
+        """(entries waiting, received_ms of the oldest) for a subscriber at ``after_lsn``."""
+        with self.engine.connect() as conn:
+            upto = int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
+            q = select(func.count(), func.min(log.c.received_ms)).where(
+                self._log_query(after_lsn, upto, flt, not_via))
+            n, oldest = conn.execute(q).one()
+        return int(n or 0), oldest
+
+    def history(self, kind: str, record_id: str) -> list[LogEntry]:
+        q = select(log).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)
+        with self.engine.connect() as conn:
+            return [_row_entry(r) for r in conn.execute(q)]
+
+    def last_applied(self) -> dict[str, tuple[int, int, int]]:
+        """Per origin: (last seq, its write time ms, when we received it ms)."""
+        q = select(log.c.origin, func.max(log.c.seq), func.max(log.c.at_ms), func.max(log.c.received_ms)).group_by(log.c.origin)
+        with self.engine.connect() as conn:
+            return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in conn.execute(q)}
+
+    # -- keys ------------------------------------------------------------------------
+    def save_key(self, key_id: str, identity: str, cert_der: bytes, now_ms: int) -> None:
+        with self._lock, self.engine.begin() as conn:
+            if conn.execute(select(keys.c.key_id).where(keys.c.key_id == key_id)).first() is None:
+                conn.execute(insert(keys).values(key_id=key_id, identity=identity, cert_der=cert_der, added_ms=now_ms))
+
+    def load_keys(self) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return [bytes(r[0]) for r in conn.execute(select(keys.c.cert_der))]
