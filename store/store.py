@@ -43,6 +43,24 @@ def _routes_text(provinces: frozenset[str]) -> str:
     return "," + ",".join(sorted(provinces)) + "," if provinces else ","
 
 
+class _Q:  # quarantine's text column lengths
+    peer = quarantine.c.peer.type.length
+    origin = quarantine.c.origin.type.length
+    kind = quarantine.c.kind.type.length
+    record_id = quarantine.c.record_id.type.length
+    key_id = quarantine.c.key_id.type.length
+
+
+def _storable(text: str | None, max_len: int) -> str | None:
+    """Peer-supplied text made storable as-is on SQLite and PostgreSQL: PostgreSQL text
+    cannot hold NUL, neither driver can encode lone surrogates, and PostgreSQL refuses
+    strings longer than the column (SQLite would keep them)."""
+    if text is None:
+        return None
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:max_len]
+
+
 def _routes_set(text: str) -> frozenset[str]:
     return frozenset(p for p in text.split(",") if p)
 
@@ -278,8 +296,9 @@ class Store:
                         result.duplicates += 1
                     else:
                         err = Equivocation(f"{ch.origin} seq {ch.seq} was already received with other content")
-                        self._quarantine(conn, Refused(a.envelope, str(err), ch.origin, ch.seq, ch.kind,
-                                                       ch.record_id), via, now_ms)
+                        # Same "<category>: <detail>" form as node.intake.reason gives every other refusal.
+                        self._quarantine(conn, Refused(a.envelope, f"equivocation: {err}", ch.origin, ch.seq,
+                                                       ch.kind, ch.record_id), via, now_ms)
                         result.quarantined += 1
                     continue
                 self._append(conn, ch, a.envelope, via=via, now_ms=now_ms)
@@ -298,10 +317,13 @@ class Store:
         return result
 
     def _quarantine(self, conn, r: Refused, peer: str, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        # Every text here may come straight from a peer's bytes (a forged origin, a reason quoting
+        # it): make it storable on every backend, or one bad change would abort the whole batch.
         conn.execute(insert(quarantine).values(
-            received_ms=now_ms, peer=peer, origin=r.origin, seq=r.seq, kind=r.kind, record_id=r.record_id,
-            reason=r.reason[:2000], body=r.envelope.body, key_id=r.envelope.seal.key_id[:64],
-            signature=r.envelope.seal.signature,
+            received_ms=now_ms, peer=_storable(peer, _Q.peer), origin=_storable(r.origin, _Q.origin),
+            seq=r.seq, kind=_storable(r.kind, _Q.kind), record_id=_storable(r.record_id, _Q.record_id),
+            reason=_storable(r.reason, 2000), body=r.envelope.body,
+            key_id=_storable(r.envelope.seal.key_id, _Q.key_id), signature=r.envelope.seal.signature,
         ))
 
     def quarantined(self, *, limit: int = 1000) -> list[QuarantineEntry]:

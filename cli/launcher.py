@@ -1,0 +1,138 @@
+"""Starting and stopping a local federation's processes (the demo and the tests).
+
+Each hub and node is its own OS process (`python -m cli.main hub|node run`),
+logging to a file under the federation directory; processes can be killed
+with real signals and restarted on the same store.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cli.config import load_any
+from cli.federation import HUB_ORDER, init_federation, node_port
+from node.transport import secure_channel
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_base_port(provinces: list[str], rng: random.Random | None = None) -> int:
+    """A base port whose hub and node ports are all free on loopback."""
+    rng = rng or random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 50000, 10)
+        ports = [base + i for i in range(len(HUB_ORDER))] + [node_port(base, p) for p in provinces]
+        if all(_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free port range on 127.0.0.1")
+
+
+@dataclass
+class Federation:
+    root: Path
+    configs: dict[str, Path]  # identity -> config path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path, provinces: list[str], base_port: int | None = None) -> "Federation":
+        base = base_port or pick_base_port(provinces)
+        return cls(root, init_federation(root, provinces, base))
+
+    # -- processes -------------------------------------------------------------
+    def start(self, identity: str, *, wait: bool = True) -> None:
+        path = self.configs[identity]
+        role = "hub" if identity.startswith("hub-") else "node"
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        out = open(logs / f"{identity}.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.procs[identity] = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", role, "run", "-c", str(path)],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        out.close()
+        if wait:
+            self.wait_healthy(identity)
+
+    def start_all(self) -> None:
+        order = sorted(self.configs, key=lambda i: (not i.startswith("hub-"), i != "hub-national", i))
+        for identity in order:
+            self.start(identity, wait=False)
+        for identity in order:
+            self.wait_healthy(identity)
+
+    def kill(self, identity: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(identity, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for identity in list(self.procs):
+            proc = self.procs[identity]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for identity in list(self.procs):
+            proc = self.procs.pop(identity)
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def running(self, identity: str) -> bool:
+        proc = self.procs.get(identity)
+        return proc is not None and proc.poll() is None
+
+    # -- talking to processes --------------------------------------------------------
+    def channel(self, identity: str) -> grpc.Channel:
+        """An operator's channel to a running node or hub (its config's [operator] credentials)."""
+        cfg = load_any(self.configs[identity])
+        assert cfg.operator is not None
+        return secure_channel(cfg.listen, cfg.identity, cfg.operator.ca, cfg.operator.cert, cfg.operator.key)
+
+    def wait_healthy(self, identity: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        with self.channel(identity) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                proc = self.procs.get(identity)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"{identity} exited with {proc.returncode}; see {self.log_path(identity)}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{identity} not healthy after {timeout}s; see {self.log_path(identity)}")
+                time.sleep(0.1)
+
+    def log_path(self, identity: str) -> Path:
+        return self.root / "logs" / f"{identity}.log"
