@@ -45,6 +45,12 @@ class AdminClient:
         except grpc.RpcError as err:
             raise _explain(err, self.config) from None
 
+    def records(self, request: Any) -> Iterator[dict[str, Any]]:
+        """Every record a List call returns (pages flattened)."""
+        for page in self.stream("List", request):
+            for reply in page.records:
+                yield json.loads(reply.json)
+
     def json(self, method: str, request: Any) -> Any:
         return json.loads(self.call(method, request).json)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli.bulk import stats
 from cli.federation import federation
 from cli.person import person
 from cli.run import hub, node
@@ -16,7 +17,7 @@ def main() -> None:
     """yipanqi: the federated exchange of migrant-population case records (一盘棋)."""
 
 
-for command in (federation, node, hub, person, status, quarantine, conflicts):
+for command in (federation, node, hub, person, status, quarantine, conflicts, stats):
     main.add_command(command)
 
 

@@ -110,19 +110,18 @@ def show(config: str, person_id: str, as_json: bool) -> None:
 def list_(config: str, as_json: bool, include_deleted: bool) -> None:
     """List the person records this node (or the national database) holds."""
     client = AdminClient.open(config)
-    rows = client.stream("List", pb.ListRequest(kind="person", include_deleted=include_deleted))
+    rows = client.records(pb.ListRequest(kind="person", include_deleted=include_deleted))
     if as_json:
         out = sys.stdout
         out.write("[")
-        for i, reply in enumerate(rows):
-            out.write(("," if i else "") + json.dumps(_plain(json.loads(reply.json)), ensure_ascii=False))
+        for i, record in enumerate(rows):
+            out.write(("," if i else "") + json.dumps(_plain(record), ensure_ascii=False))
         out.write("]\n")
         return
     table = Table(title=f"people on {client.config.identity}")
     for col in ("person_id", "name", "sex", "household", "residence", "city", "moved_in_on"):
         table.add_column(col)
-    for reply in rows:
-        r = json.loads(reply.json)
+    for r in rows:
         table.add_row(r["person_id"], r.get("name", ""), r.get("sex", ""), r.get("household_province", ""),
                       r.get("residence_province", ""), r.get("residence_city") or "", r.get("moved_in_on") or "")
     Console().print(table)

@@ -144,8 +144,7 @@ def conflicts() -> None:
 def conflicts_list(config: str, as_json: bool) -> None:
     client = AdminClient.open(config)
     rows = []
-    for reply in client.stream("List", pb.ListRequest(kind="person", include_deleted=True, conflicted_only=True)):
-        r = json.loads(reply.json)
+    for r in client.records(pb.ListRequest(kind="person", include_deleted=True, conflicted_only=True)):
         for field, versions in r["_meta"]["conflicts"].items():
             rows.append({"person_id": r["person_id"], "field": field, "versions": versions})
     if as_json:

@@ -48,20 +48,22 @@ class Change:
     state: RecordState
 
     def to_body(self) -> bytes:
-        return canonical.dumps(
+        # Canonical JSON sorts keys: every other key sorts before "state", and
+        # "state" before "v", so the head, the state's own canonical bytes and
+        # the tail concatenate to exactly dumps() of the whole object.
+        head = canonical.dumps(
             {
-                "v": PROTOCOL,
-                "kind": self.kind,
-                "id": self.record_id,
-                "origin": self.origin,
-                "seq": self.seq,
                 "at": self.at.to_json(),
+                "id": self.record_id,
+                "kind": self.kind,
                 "op": self.op,
                 "operator": self.operator,
+                "origin": self.origin,
                 "prior": sorted(self.prior),
-                "state": self.state.to_json(),
-            }
+                "seq": self.seq,
+            },
         )
+        return head[:-1] + b',"state":' + self.state.to_bytes() + b',"v":%d}' % PROTOCOL
 
     @property
     def routes(self) -> frozenset[str]:
@@ -73,8 +75,9 @@ def state_provinces(state: RecordState) -> frozenset[str]:
     """Provinces any surviving value of the record involves (conflicts included)."""
     kind = get_kind(state.kind)
     out: set[str] = set()
-    for name, value in state.candidate_values():
-        out |= kind.provinces({name: value})
+    for name in kind.routing_fields:
+        for version in state.fields.get(name, ()):
+            out |= kind.provinces({name: version.value})
     return frozenset(out)
 
 
@@ -114,7 +117,9 @@ def parse(body: bytes) -> Change:
     op = _get(obj, "op", str)
     if op not in OPS:
         raise Malformed(f"op: {op!r} is not one of {', '.join(OPS)}")
-    operator = obj.get("operator")
+    if "operator" not in obj:  # null means "no operator"; absent is a second spelling
+        raise Malformed("operator: missing")
+    operator = obj["operator"]
     if operator is not None and not isinstance(operator, str):
         raise Malformed("operator: must be a string or null")
     prior = _get(obj, "prior", list)

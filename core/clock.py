@@ -27,7 +27,7 @@ class VectorClock:
 
     @classmethod
     def of(cls, mapping: Mapping[str, int] | Iterable[tuple[str, int]]) -> "VectorClock":
-        items = mapping.items() if isinstance(mapping, Mapping) else mapping
+        items = mapping.items() if isinstance(mapping, (dict, Mapping)) else mapping
         return cls(tuple(sorted((n, c) for n, c in items if c)))
 
     @classmethod

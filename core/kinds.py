@@ -22,6 +22,7 @@ class Kind:
     fields: tuple[str, ...]
     validate: Callable[..., dict[str, object]]  # validate(fields, *, today, partial=False)
     provinces: Callable[[Mapping[str, object]], frozenset[str]]
+    routing_fields: tuple[str, ...] = ()  # the only fields ``provinces`` looks at
 
 
 KINDS: dict[str, Kind] = {
@@ -30,6 +31,7 @@ KINDS: dict[str, Kind] = {
         fields=person.FIELDS,
         validate=person.validate_person,
         provinces=person.person_provinces,
+        routing_fields=("household_province", "residence_province"),
     ),
 }
 

@@ -25,6 +25,7 @@ nothing is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping
 
 from core import canonical
@@ -42,30 +43,14 @@ class Version:
     at: Timestamp
 
     def rank(self) -> tuple[int, int, str, bytes]:
-        return (self.at.wall_ms, self.at.logical, self.at.node, canonical.dumps(self.value))
-
-    def to_json(self) -> dict[str, object]:
-        return {"v": self.value, "c": self.clock.to_json(), "t": self.at.to_json()}
-
-    @classmethod
-    def from_json(cls, obj: object, path: str) -> "Version":
-        if not isinstance(obj, dict) or set(obj) != {"v", "c", "t"}:
-            raise Malformed(f"{path}: a version is an object with keys v, c, t")
-        # Name the key inside the state: the bare "clock: ..." / "at: ..." messages
-        # would otherwise point at the change's top-level "at" key.
-        try:
-            clock = VectorClock.from_json(obj["c"])
-        except Malformed as exc:
-            raise Malformed(f"{path}.c: {exc}") from None
-        try:
-            at = Timestamp.from_json(obj["t"])
-        except Malformed as exc:
-            raise Malformed(f"{path}.t: {exc}") from None
-        return cls(obj["v"], clock, at)
+        return (self.at.wall_ms, self.at.logical, self.at.node, canonical.scalar_bytes(self.value))
 
 
 def _maximal(versions: Iterable[Version]) -> tuple[Version, ...]:
     """The versions no other version strictly dominates, in canonical order."""
+    versions = tuple(versions)
+    if len(versions) == 1:
+        return versions
     unique = {(v.rank(), v.clock.entries): v for v in versions}
     pool = list(unique.values())
     keep = [v for v in pool if not any(v.clock.compare(w.clock) is Order.BEFORE for w in pool)]
@@ -73,7 +58,7 @@ def _maximal(versions: Iterable[Version]) -> tuple[Version, ...]:
     return tuple(keep)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: to_bytes is cached on the instance
 class RecordState:
     kind: str
     record_id: str
@@ -82,11 +67,19 @@ class RecordState:
     # -- reading -----------------------------------------------------------
     @property
     def clock(self) -> VectorClock:
-        clock = VectorClock()
+        """Pointwise max of every surviving version's clock."""
+        acc: dict[str, int] = {}
+        seen: set[tuple[tuple[str, int], ...]] = set()
         for versions in self.fields.values():
             for v in versions:
-                clock = clock.merge(v.clock)
-        return clock
+                entries = v.clock.entries
+                if entries in seen:  # most fields share their write's clock
+                    continue
+                seen.add(entries)
+                for node, count in entries:
+                    if count > acc.get(node, 0):
+                        acc[node] = count
+        return VectorClock.of(acc)
 
     def winner(self, name: str) -> Version | None:
         versions = self.fields.get(name)
@@ -105,7 +98,9 @@ class RecordState:
         """Fields whose surviving versions disagree, winner first."""
         out = {}
         for name, versions in sorted(self.fields.items()):
-            distinct = {canonical.dumps(v.value) for v in versions}
+            if len(versions) < 2:
+                continue
+            distinct = {canonical.scalar_bytes(v.value) for v in versions}
             if len(distinct) > 1:
                 out[name] = versions
         return out
@@ -136,22 +131,61 @@ class RecordState:
         return RecordState(self.kind, self.record_id, fields)
 
     # -- serialisation ------------------------------------------------------
+    # {"stamps": [[clock, hlc], ...], "fields": {name: [[value, stamp index], ...]}}
+    # A write stamps every field it sets with the same (clock, hlc), so each
+    # stamp is written once and fields point at it: a third of the bytes and
+    # of the encoding work of spelling the clock out per field.
     def to_json(self) -> dict[str, object]:
-        return {name: [v.to_json() for v in vs] for name, vs in sorted(self.fields.items())}
+        def key(v: Version) -> tuple[int, int, str, tuple[tuple[str, int], ...]]:
+            return (v.at.wall_ms, v.at.logical, v.at.node, v.clock.entries)
+
+        stamps: dict[tuple[int, int, str, tuple[tuple[str, int], ...]], int] = {}
+        for versions in self.fields.values():
+            for v in versions:
+                stamps.setdefault(key(v), 0)
+        order = sorted(stamps)
+        for i, k in enumerate(order):
+            stamps[k] = i
+        return {
+            "stamps": [[dict(entries), [wall, logical, node]] for wall, logical, node, entries in order],
+            "fields": {name: [[v.value, stamps[key(v)]] for v in vs] for name, vs in sorted(self.fields.items())},
+        }
 
     @classmethod
     def from_json(cls, kind: str, record_id: str, obj: object) -> "RecordState":
-        if not isinstance(obj, dict):
-            raise Malformed("state: must be an object of field -> versions")
+        if not isinstance(obj, dict) or set(obj) != {"stamps", "fields"}:
+            raise Malformed("state: must be an object with keys stamps and fields")
+        raw_stamps, raw_fields = obj["stamps"], obj["fields"]
+        if not isinstance(raw_stamps, list) or not isinstance(raw_fields, dict):
+            raise Malformed("state: stamps must be a list and fields an object")
+        stamps: list[tuple[VectorClock, Timestamp]] = []
+        for i, stamp in enumerate(raw_stamps):
+            if not isinstance(stamp, list) or len(stamp) != 2:
+                raise Malformed(f"state.stamps[{i}]: must be [clock, hlc timestamp]")
+            try:
+                stamps.append((VectorClock.from_json(stamp[0]), Timestamp.from_json(stamp[1])))
+            except Malformed as exc:
+                raise Malformed(f"state.stamps[{i}]: {exc}") from None
         fields: dict[str, tuple[Version, ...]] = {}
-        for name, versions in obj.items():
+        for name, versions in raw_fields.items():
             if not isinstance(versions, list) or not versions:
-                raise Malformed(f"state.{name}: must be a non-empty list of versions")
-            fields[name] = _maximal(Version.from_json(v, f"state.{name}") for v in versions)
+                raise Malformed(f"state.fields.{name}: must be a non-empty list of versions")
+            out = []
+            for j, pair in enumerate(versions):
+                if (not isinstance(pair, list) or len(pair) != 2 or type(pair[1]) is not int
+                        or not 0 <= pair[1] < len(stamps)):
+                    raise Malformed(f"state.fields.{name}[{j}]: must be [value, index into stamps]")
+                clock, at = stamps[pair[1]]
+                out.append(Version(pair[0], clock, at))
+            fields[name] = _maximal(out)
         return cls(kind, record_id, fields)
 
     def to_bytes(self) -> bytes:
-        return canonical.dumps(self.to_json())
+        return self._bytes
+
+    @cached_property
+    def _bytes(self) -> bytes:
+        return canonical.dumps(self.to_json(), checked=False)  # values are canonical by construction
 
 
 def empty(kind: str, record_id: str) -> RecordState:

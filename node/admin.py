@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterator
 
-from core.errors import PermissionDenied, ValidationError
+from core.errors import PermissionDenied, SyncError, ValidationError
 from core.identity import Identity
 from node.records import RecordService, described
+from node.stats import delivery_delays, record_stats
 from node.transport import peer_identity
 from store.store import Store
 from yipanqi.v1 import admin_pb2 as pb
@@ -56,11 +57,18 @@ class AdminServicer(pb_grpc.AdminServicer):
         state = self.store.require(request.kind or "person", request.record_id)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
-    def List(self, request: pb.ListRequest, context) -> Iterator[pb.RecordReply]:  # type: ignore[no-untyped-def]
+    def List(self, request: pb.ListRequest, context) -> Iterator[pb.RecordPage]:  # type: ignore[no-untyped-def]
         self._operator(context)
+        page = pb.RecordPage()
         for state in self.store.iter_records(request.kind or "person", include_deleted=request.include_deleted,
                                              conflicted_only=request.conflicted_only):
-            yield pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
+            page.records.append(pb.RecordReply(kind=state.kind, record_id=state.record_id,
+                                               json=_dump(described(state))))
+            if len(page.records) >= PAGE:
+                yield page
+                page = pb.RecordPage()
+        if page.records:
+            yield page
 
     def History(self, request: pb.RecordRef, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._operator(context)
@@ -81,3 +89,47 @@ class AdminServicer(pb_grpc.AdminServicer):
         rows = [q.__dict__ if hasattr(q, "__dict__") else {f: getattr(q, f) for f in q.__slots__}
                 for q in self.store.quarantined()]
         return pb.JsonReply(json=_dump(rows))
+
+    def Import(self, request_iterator, context) -> Iterator[pb.ImportResult]:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        if self.records is None:
+            raise PermissionDenied("hubs do not write records; import at a province node")
+        for msg in request_iterator:
+            rows = list(msg.rows)
+            for i in range(0, len(rows), IMPORT_BATCH):
+                yield pb.ImportReport(results=list(self._import(rows[i:i + IMPORT_BATCH], operator)))
+
+    def _import(self, chunk: list[pb.WriteRequest], operator: str) -> Iterator[pb.ImportResult]:
+        assert self.records is not None
+        rows, errors = [], {}
+        for i, req in enumerate(chunk):
+            try:
+                fields = json.loads(req.fields_json or "{}")
+                if not isinstance(fields, dict):
+                    raise ValueError
+            except ValueError:
+                errors[i] = "json: must be a JSON object of field -> value"
+                fields = {}
+            rows.append((req.op or "create", req.kind or "person", req.record_id, fields))
+        good = [i for i in range(len(chunk)) if i not in errors]
+        results = dict(zip(good, self.records.write_many([rows[i] for i in good], operator)))
+        for i, req in enumerate(chunk):
+            r = results.get(i)
+            if i in errors:
+                yield pb.ImportResult(line=req.line, error=errors[i])
+            elif isinstance(r, SyncError):
+                yield pb.ImportResult(line=req.line, error=str(r))
+            else:
+                yield pb.ImportResult(line=req.line, record_id=r.record_id)  # type: ignore[union-attr]
+
+    def Stats(self, request: pb.StatsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        self._operator(context)
+        if request.by not in ("", "month", "province"):
+            raise ValidationError("by", f"{request.by!r} is not one of month, province")
+        doc = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
+        doc["delivery"] = delivery_delays(self.store)
+        return pb.JsonReply(json=_dump(doc))
+
+
+IMPORT_BATCH = 500
+PAGE = 200

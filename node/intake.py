@@ -15,6 +15,7 @@ from core.apply import authorise
 from core.change import Envelope, parse
 from core.errors import Malformed, RemoteError, SyncError
 from core.merkle import Seal
+from store.schema import log
 from store.store import Accepted, Refused
 
 
@@ -56,6 +57,7 @@ def check(
         change = None
         try:
             change = parse(env.body)
+            _check_storable(change)
             if not peer_may_forward and change.origin != peer:
                 raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")
             author = verifier.verify(env.body, env.seal)
@@ -68,6 +70,35 @@ def check(
         except SyncError as err:  # e.g. identity parse errors on a forged origin
             refused.append(_refused(env, f"malformed: {err}", change))
     return accepted, refused
+
+
+OPERATOR_MAX = log.c.operator.type.length
+
+
+def _text_ok(text: str) -> bool:
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL
+        return False
+    try:
+        text.encode("utf-8")  # lone surrogates ("\ud800" in JSON) encode on neither backend
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_storable(change) -> None:  # type: ignore[no-untyped-def]
+    """Refuse free text the log cannot store as-is on every backend.
+
+    Otherwise a change that is validly signed by an authorised author (e.g. one
+    written on a SQLite node) passes intake, then fails the log insert on a
+    PostgreSQL replica and aborts the whole batch, every time it is retried.
+    """
+    if not _text_ok(change.record_id):
+        raise Malformed("id: must be valid text without NUL characters")
+    if change.operator is not None:
+        if len(change.operator) > OPERATOR_MAX:
+            raise Malformed(f"operator: longer than {OPERATOR_MAX} characters")
+        if not _text_ok(change.operator):
+            raise Malformed("operator: must be valid text without NUL characters")
 
 
 def _refused(env: Envelope, why: str, change) -> Refused:  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from certs.signing import Signer
-from core.errors import LocalError, NotFound, ValidationError
+from core.errors import LocalError, NotFound, SyncError, ValidationError
 from core.kinds import get_kind
 from core.record import RecordState
 from node.peer import Peer, now_ms
@@ -49,6 +49,30 @@ class RecordService:
 
     def write(self, op: str, kind: str, record_id: str, fields: Mapping[str, object],
               operator: str | None) -> RecordState:
+        kind, record_id, edit = self.prepare(op, kind, record_id, fields)
+        change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
+                                             seal=self.signer.seal_batch)
+        return change.state
+
+    def write_many(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
+                   operator: str | None) -> list[RecordState | SyncError]:
+        """Many writes, one transaction and one signature; a bad row is refused alone."""
+        out: list[RecordState | SyncError | None] = []
+        items = []
+        for op, kind, record_id, fields in rows:
+            try:
+                items.append(self.prepare(op, kind, record_id, fields))
+                out.append(None)
+            except SyncError as err:
+                out.append(err)
+        written = iter(self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
+                                                         seal=self.signer.seal_batch))
+        return [r if r is not None else (lambda w: w if isinstance(w, SyncError) else w.state)(next(written))
+                for r in out]
+
+    def prepare(self, op: str, kind: str, record_id: str,
+                fields: Mapping[str, object]) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:
+        """Validate what can be checked up front; the returned edit checks against the current state."""
         if op not in OPS:
             raise ValidationError("op", f"{op!r} is not one of {', '.join(OPS)}")
         k = get_kind(kind)
@@ -89,9 +113,7 @@ class RecordService:
                 k.validate({f: v for f, v in merged.items() if v is not None}, today=today)
             return op, clean
 
-        change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
-                                             seal=self.signer.seal_batch)
-        return change.state
+        return kind, record_id, edit
 
     def get(self, kind: str, record_id: str) -> RecordState:
         get_kind(kind)

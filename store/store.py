@@ -22,12 +22,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 
 from core import hlc
 from core.apply import apply, local_write
 from core.change import Change, Envelope
-from core.errors import Equivocation, LocalError, NotFound
+from core.errors import Equivocation, LocalError, NotFound, SyncError
 from core.identity import Identity
 from core.merkle import Seal
 from core.record import RecordState
@@ -174,24 +174,45 @@ class Store:
 
         return RecordState.from_json(kind, record_id, canonical.loads(bytes(raw)))
 
-    def _save(self, conn, state: RecordState, exists: bool, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    def _load_many(self, conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordState | None]:  # type: ignore[no-untyped-def]
+        """Current states of many records in a few queries (None where absent)."""
+        from core import canonical
+
+        out: dict[tuple[str, str], RecordState | None] = {k: None for k in keys}
+        by_kind: dict[str, list[str]] = {}
+        for kind, record_id in out:
+            by_kind.setdefault(kind, []).append(record_id)
+        for kind, ids in by_kind.items():
+            for i in range(0, len(ids), 500):
+                q = select(records.c.record_id, records.c.state).where(
+                    and_(records.c.kind == kind, records.c.record_id.in_(ids[i:i + 500])))
+                for rid, raw in conn.execute(q):
+                    out[(kind, rid)] = RecordState.from_json(kind, rid, canonical.loads(bytes(raw)))
+        return out
+
+    def _save_many(self, conn, states: Sequence[tuple[RecordState, bool]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Write record states; ``exists`` says whether each is an update or an insert."""
         from core.change import state_provinces
 
-        row = dict(
-            state=state.to_bytes(),
-            deleted=state.deleted,
-            conflicted=bool(state.conflicts()),
-            provinces=_routes_text(state_provinces(state)),
-            updated_ms=now_ms,
-        )
-        if exists:
+        inserts, updates = [], []
+        for state, exists in states:
+            row = dict(
+                kind=state.kind, record_id=state.record_id, state=state.to_bytes(), deleted=state.deleted,
+                conflicted=bool(state.conflicts()), provinces=_routes_text(state_provinces(state)),
+                updated_ms=now_ms,
+            )
+            (updates if exists else inserts).append(row)
+        if inserts:
+            conn.execute(insert(records), inserts)
+        if updates:
             conn.execute(
                 update(records)
-                .where(and_(records.c.kind == state.kind, records.c.record_id == state.record_id))
-                .values(**row)
+                .where(and_(records.c.kind == bindparam("k"), records.c.record_id == bindparam("r")))
+                .values(state=bindparam("state"), deleted=bindparam("deleted"), conflicted=bindparam("conflicted"),
+                        provinces=bindparam("provinces"), updated_ms=bindparam("updated_ms")),
+                [{**{k: v for k, v in u.items() if k not in ("kind", "record_id")}, "k": u["kind"], "r": u["record_id"]}
+                 for u in updates],
             )
-        else:
-            conn.execute(insert(records).values(kind=state.kind, record_id=state.record_id, **row))
 
     def get(self, kind: str, record_id: str) -> RecordState | None:
         with self.engine.connect() as conn:
@@ -235,36 +256,77 @@ class Store:
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
                     now_ms: int, seal: Sealer) -> Change:
         """Apply an operator's edit as one signed change, in one transaction."""
-        with self._lock, self.engine.begin() as conn:
-            current = self._load(conn, kind, record_id)
-            op, values = edit(current)
-            seq = 1 + (conn.execute(select(func.max(log.c.seq)).where(log.c.origin == self.owner)).scalar() or 0)
-            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-            change = local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
-                                 seq=seq, at=at, op=op, operator=operator)
-            body = change.to_body()
-            (sealed,) = seal([body])
-            self._append(conn, change, Envelope(body, sealed), via="local", now_ms=now_ms)
-            self._save(conn, change.state, current is not None, now_ms)
-        self._notify()
-        return change
+        (result,) = self.write_local_batch([(kind, record_id, edit)], operator=operator, now_ms=now_ms, seal=seal)
+        if isinstance(result, SyncError):
+            raise result
+        return result
 
-    def _append(self, conn, change: Change, env: Envelope, *, via: str, now_ms: int) -> int:  # type: ignore[no-untyped-def]
-        routes = change.routes
-        origin_province = Identity.parse(change.origin).name
-        lsn = conn.execute(
-            insert(log).values(
-                origin=change.origin, seq=change.seq, kind=change.kind, record_id=change.record_id,
+    def write_local_batch(self, items: Sequence[tuple[str, str, Edit]], *, operator: str | None, now_ms: int,
+                          seal: Sealer) -> list[Change | SyncError]:
+        """Many edits in one transaction under one batch signature.
+
+        An edit that raises SyncError (bad input, no such record) is left out
+        and its error returned in its place; the others are written. Anything
+        else (the sealer failing, the database failing) rolls back all of them.
+        """
+        results: list[Change | SyncError] = []
+        changes: list[Change] = []
+        existed: dict[tuple[str, str], bool] = {}
+        latest: dict[tuple[str, str], RecordState] = {}
+        with self._lock, self.engine.begin() as conn:
+            seq = conn.execute(select(func.max(log.c.seq)).where(log.c.origin == self.owner)).scalar() or 0
+            loaded = self._load_many(conn, [(kind, record_id) for kind, record_id, _ in items])
+            for kind, record_id, edit in items:
+                key = (kind, record_id)
+                if key not in latest:
+                    current = loaded[key]
+                    existed[key] = current is not None
+                else:
+                    current = latest[key]
+                try:
+                    op, values = edit(current)
+                except SyncError as err:
+                    results.append(err)
+                    continue
+                seq += 1
+                self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+                change = local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
+                                     seq=seq, at=at, op=op, operator=operator)
+                latest[key] = change.state
+                changes.append(change)
+                results.append(change)
+            if changes:
+                bodies = [c.to_body() for c in changes]
+                seals = seal(bodies)
+                self._append_many(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
+                                  via="local", now_ms=now_ms)
+                self._save_many(conn, [(st, existed[k]) for k, st in latest.items()], now_ms)
+        if changes:
+            self._notify()
+        return results
+
+    def _append_many(self, conn, items: Sequence[tuple[Change, Envelope]], *, via: str, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Append changes to the log with the next lsns (we hold the write lock, so lsns are ours to hand out)."""
+        if not items:
+            return
+        lsn = int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
+        rows, dests = [], []
+        for change, env in items:
+            lsn += 1
+            routes = change.routes
+            rows.append(dict(
+                lsn=lsn, origin=change.origin, seq=change.seq, kind=change.kind, record_id=change.record_id,
                 op=change.op, operator=change.operator, at_ms=change.at.wall_ms,
                 digest=hashlib.sha256(env.body).digest(), body=env.body,
                 key_id=env.seal.key_id, signature=env.seal.signature, seal_index=env.seal.index,
                 seal_size=env.seal.size, proof=b"".join(env.seal.proof), routes=_routes_text(routes),
-                shared=leaves_node(routes, origin_province), via=via, received_ms=now_ms,
-            )
-        ).inserted_primary_key[0]
-        if self.index_routes and routes:
-            conn.execute(insert(log_dest), [{"province": p, "lsn": lsn} for p in sorted(routes)])
-        return int(lsn)
+                shared=leaves_node(routes, Identity.parse(change.origin).name), via=via, received_ms=now_ms,
+            ))
+            if self.index_routes:
+                dests += [{"province": p, "lsn": lsn} for p in sorted(routes)]
+        conn.execute(insert(log), rows)
+        if dests:
+            conn.execute(insert(log_dest), dests)
 
     def _notify(self) -> None:
         with self.appended:
@@ -285,14 +347,14 @@ class Store:
             for r in refused:
                 self._quarantine(conn, r, via, now_ms)
                 result.quarantined += 1
+            seen = self._digests(conn, [(a.change.origin, a.change.seq) for a in accepted])
+            fresh: list[Accepted] = []
             for a in accepted:
                 ch = a.change
                 digest = hashlib.sha256(a.envelope.body).digest()
-                seen = conn.execute(
-                    select(log.c.digest).where(and_(log.c.origin == ch.origin, log.c.seq == ch.seq))
-                ).scalar()
-                if seen is not None:
-                    if bytes(seen) == digest:
+                known = seen.get((ch.origin, ch.seq))
+                if known is not None:
+                    if known == digest:
                         result.duplicates += 1
                     else:
                         err = Equivocation(f"{ch.origin} seq {ch.seq} was already received with other content")
@@ -301,20 +363,39 @@ class Store:
                                                        ch.kind, ch.record_id), via, now_ms)
                         result.quarantined += 1
                     continue
-                self._append(conn, ch, a.envelope, via=via, now_ms=now_ms)
+                seen[(ch.origin, ch.seq)] = digest  # a duplicate inside the batch
+                fresh.append(a)
                 self._hlc = hlc.observe(self._hlc, ch.at, now_ms, self.owner)
-                if self.hold_records:
-                    current = self._load(conn, ch.kind, ch.record_id)
-                    outcome = apply(current, ch)
-                    if outcome.changed:
-                        self._save(conn, outcome.state, current is not None, now_ms)
+            self._append_many(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms)
+            result.applied = len(fresh)
+            if self.hold_records and fresh:
+                states = self._load_many(conn, [(a.change.kind, a.change.record_id) for a in fresh])
+                existed = {k: v is not None for k, v in states.items()}
+                for a in fresh:
+                    ch = a.change
+                    key = (ch.kind, ch.record_id)
+                    outcome = apply(states[key], ch)
+                    states[key] = outcome.state
                     result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
-                result.applied += 1
+                self._save_many(conn, [(st, existed[k]) for k, st in states.items() if st is not None], now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
         if result.applied:
             self._notify()
         return result
+
+    def _digests(self, conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:  # type: ignore[no-untyped-def]
+        """Digests of the changes among ``keys`` already in the log."""
+        out: dict[tuple[str, int], bytes] = {}
+        by_origin: dict[str, list[int]] = {}
+        for origin, seq in keys:
+            by_origin.setdefault(origin, []).append(seq)
+        for origin, seqs in by_origin.items():
+            for i in range(0, len(seqs), 500):
+                q = select(log.c.seq, log.c.digest).where(and_(log.c.origin == origin, log.c.seq.in_(seqs[i:i + 500])))
+                for seq, digest in conn.execute(q):
+                    out[(origin, seq)] = bytes(digest)
+        return out
 
     def _quarantine(self, conn, r: Refused, peer: str, now_ms: int) -> None:  # type: ignore[no-untyped-def]
         # Every text here may come straight from a peer's bytes (a forged origin, a reason quoting
@@ -426,6 +507,13 @@ class Store:
                 self._log_query(after_lsn, upto, flt, not_via))
             n, oldest = conn.execute(q).one()
         return int(n or 0), oldest
+
+    def recent_arrivals(self, last: int) -> list[tuple[str, int, int]]:
+        """(origin, written at ms, received ms) of the last ``last`` changes from other origins."""
+        q = (select(log.c.origin, log.c.at_ms, log.c.received_ms).where(log.c.via != "local")
+             .order_by(log.c.lsn.desc()).limit(last))
+        with self.engine.connect() as conn:
+            return [(r[0], int(r[1]), int(r[2])) for r in conn.execute(q)]
 
     def history(self, kind: str, record_id: str) -> list[LogEntry]:
         q = select(log).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)

@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -13,16 +15,28 @@ class RecordRef(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., record_id: _Optional[str] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("kind", "record_id", "op", "fields_json")
+    __slots__ = ("kind", "record_id", "op", "fields_json", "line")
     KIND_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     OP_FIELD_NUMBER: _ClassVar[int]
     FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
     kind: str
     record_id: str
     op: str
     fields_json: str
-    def __init__(self, kind: _Optional[str] = ..., record_id: _Optional[str] = ..., op: _Optional[str] = ..., fields_json: _Optional[str] = ...) -> None: ...
+    line: int
+    def __init__(self, kind: _Optional[str] = ..., record_id: _Optional[str] = ..., op: _Optional[str] = ..., fields_json: _Optional[str] = ..., line: _Optional[int] = ...) -> None: ...
+
+class ImportResult(_message.Message):
+    __slots__ = ("line", "record_id", "error")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    record_id: str
+    error: str
+    def __init__(self, line: _Optional[int] = ..., record_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class RecordReply(_message.Message):
     __slots__ = ("kind", "record_id", "json")
@@ -33,6 +47,24 @@ class RecordReply(_message.Message):
     record_id: str
     json: str
     def __init__(self, kind: _Optional[str] = ..., record_id: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
+
+class RecordPage(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[RecordReply]
+    def __init__(self, records: _Optional[_Iterable[_Union[RecordReply, _Mapping]]] = ...) -> None: ...
+
+class ImportChunk(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[WriteRequest]
+    def __init__(self, rows: _Optional[_Iterable[_Union[WriteRequest, _Mapping]]] = ...) -> None: ...
+
+class ImportReport(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ImportResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ImportResult, _Mapping]]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("kind", "include_deleted", "conflicted_only")
@@ -53,3 +85,9 @@ class JsonReply(_message.Message):
 class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("by",)
+    BY_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    def __init__(self, by: _Optional[str] = ...) -> None: ...

@@ -47,7 +47,7 @@ class AdminStub:
         self.List = channel.unary_stream(
                 '/yipanqi.v1.Admin/List',
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.ListRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordPage.FromString,
                 _registered_method=True)
         self.History = channel.unary_unary(
                 '/yipanqi.v1.Admin/History',
@@ -62,6 +62,16 @@ class AdminStub:
         self.Quarantine = channel.unary_unary(
                 '/yipanqi.v1.Admin/Quarantine',
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.Import = channel.stream_stream(
+                '/yipanqi.v1.Admin/Import',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ImportChunk.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.ImportReport.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/yipanqi.v1.Admin/Stats',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
 
@@ -105,6 +115,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Import(self, request_iterator, context):
+        """Bulk load: rows stream in, one result per row streams back, in order.
+        Good rows are written in batches (one transaction and one signature per batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """Statistics for monitoring (统计监测): JSON, see README.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,7 +146,7 @@ def add_AdminServicer_to_server(servicer, server):
             'List': grpc.unary_stream_rpc_method_handler(
                     servicer.List,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ListRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordPage.SerializeToString,
             ),
             'History': grpc.unary_unary_rpc_method_handler(
                     servicer.History,
@@ -136,6 +161,16 @@ def add_AdminServicer_to_server(servicer, server):
             'Quarantine': grpc.unary_unary_rpc_method_handler(
                     servicer.Quarantine,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.Empty.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Import': grpc.stream_stream_rpc_method_handler(
+                    servicer.Import,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ImportChunk.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.ImportReport.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
             ),
     }
@@ -219,7 +254,7 @@ class Admin:
             target,
             '/yipanqi.v1.Admin/List',
             yipanqi_dot_v1_dot_admin__pb2.ListRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+            yipanqi_dot_v1_dot_admin__pb2.RecordPage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -300,6 +335,60 @@ class Admin:
             target,
             '/yipanqi.v1.Admin/Quarantine',
             yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Import(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/yipanqi.v1.Admin/Import',
+            yipanqi_dot_v1_dot_admin__pb2.ImportChunk.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.ImportReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Stats',
+            yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,140 @@
+"""`yipanqi person import|export` and `yipanqi stats`: bulk CSV and statistics.
+
+Import streams the file: rows are read lazily and sent on one gRPC stream, the
+node writes them in batches and answers row by row, so memory stays flat for
+any file size. A bad row is reported with its line number and reason; the
+good rows still load; a summary closes the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cli.client import AdminClient
+from cli.person import config_option, person
+from core.errors import ValidationError
+from core.person import FIELDS, parse_field_value
+from yipanqi.v1 import admin_pb2 as pb
+
+err_console = Console(stderr=True)
+
+
+def _rows(handle, path: Path, errors: list[tuple[int, str]]) -> Iterator[pb.WriteRequest]:  # type: ignore[no-untyped-def]
+    reader = csv.DictReader(handle)
+    header = reader.fieldnames or []
+    unknown = [c for c in header if c not in FIELDS and c != "person_id"]
+    if unknown:
+        raise click.ClickException(f"{path}: column {unknown[0]!r}: unknown field (known: person_id, {', '.join(FIELDS)})")
+    for row in reader:
+        line = reader.line_num
+        try:
+            if None in row:
+                raise ValidationError("row", f"{len(row[None])} more values than columns")  # type: ignore[index]
+            fields = {k: parse_field_value(k, v or "") for k, v in row.items() if k != "person_id"}
+            fields = {k: v for k, v in fields.items() if v is not None}
+        except ValidationError as err:
+            errors.append((line, str(err)))
+            continue
+        yield pb.WriteRequest(kind="person", op="create", record_id=row.get("person_id") or "",
+                              fields_json=json.dumps(fields, ensure_ascii=False), line=line)
+
+
+def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500) -> Iterator[pb.ImportChunk]:
+    chunk = pb.ImportChunk()
+    for row in rows:
+        chunk.rows.append(row)
+        if len(chunk.rows) >= size:
+            yield chunk
+            chunk = pb.ImportChunk()
+    if chunk.rows:
+        yield chunk
+
+
+@person.command("import")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_(config: str, file: Path) -> None:
+    """Load person records from a CSV file (header: field names; person_id optional)."""
+    client = AdminClient.open(config)
+    errors: list[tuple[int, str]] = []
+    loaded = 0
+    size = file.stat().st_size
+    with open(file, newline="", encoding="utf-8-sig") as handle, Progress(
+        TextColumn("importing"), BarColumn(), TextColumn("{task.fields[rows]} rows"), TimeRemainingColumn(),
+        console=err_console, transient=True,
+    ) as progress:
+        task = progress.add_task("import", total=size, rows=0)
+        for report in client.stream("Import", _chunks(_rows(handle, file, errors))):
+            for result in report.results:
+                if result.error:
+                    errors.append((result.line, result.error))
+                else:
+                    loaded += 1
+            progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
+                            rows=loaded + len(errors))
+    for line, why in sorted(errors):
+        err_console.print(f"{file}:{line}: {why}", markup=False, highlight=False)
+    click.echo(f"imported {loaded} rows, refused {len(errors)}")
+    if errors:
+        sys.exit(1 if not loaded else 2)
+
+
+@person.command("export")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--include-deleted", is_flag=True)
+def export(config: str, file: Path, include_deleted: bool) -> None:
+    """Write the records this node holds to a CSV file (streamed)."""
+    client = AdminClient.open(config)
+    n = 0
+    with open(file, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["person_id", *FIELDS], extrasaction="ignore")
+        writer.writeheader()
+        for record in client.records(pb.ListRequest(kind="person", include_deleted=include_deleted)):
+            writer.writerow(record)
+            n += 1
+    click.echo(f"exported {n} records to {file}")
+
+
+@click.command("stats")
+@config_option
+@click.option("--by", type=click.Choice(["month", "province"]), help="Only this breakdown.")
+@click.option("--json", "as_json", is_flag=True)
+def stats(config: str, by: str | None, as_json: bool) -> None:
+    """Migrants by residence and household province, inflow/outflow, moves per month, delivery delays."""
+    doc = AdminClient.open(config).json("Stats", pb.StatsRequest(by=by or ""))
+    if as_json:
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    console = Console()
+    console.print(f"{doc['identity']}: {doc.get('migrants', '-')} migrants, {doc.get('cross_province', '-')} cross-province")
+    if "provinces" in doc:
+        t = Table(title="by province")
+        for col in ("province", "residents", "household", "inflow", "outflow"):
+            t.add_column(col)
+        for code, row in doc["provinces"].items():
+            t.add_row(code, str(row["residents"]), str(row["household"]), str(row["inflow"]), str(row["outflow"]))
+        console.print(t)
+    if "moves_by_month" in doc:
+        t = Table(title="moves per month")
+        t.add_column("month")
+        t.add_column("moves")
+        for month, n in doc["moves_by_month"].items():
+            t.add_row(month, str(n))
+        console.print(t)
+    if doc.get("delivery"):
+        t = Table(title="delivery delay from write to arrival here (双向考核)")
+        for col in ("origin", "changes", "p50", "p95"):
+            t.add_column(col)
+        for origin, row in doc["delivery"].items():
+            t.add_row(origin, str(row["changes"]), f"{row['p50_s']}s", f"{row['p95_s']}s")
+        console.print(t)
