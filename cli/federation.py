@@ -28,6 +28,12 @@ def node_port(base: int, code: str) -> int:
     return base + 100 + int(code)
 
 
+def metrics_port(base: int, identity: str) -> int:
+    """Prometheus ports: hubs at base+10.., province XX at base+200+XX."""
+    role, _, name = identity.partition("-")
+    return base + 10 + HUB_ORDER.index(name) if role == "hub" else base + 200 + int(name)
+
+
 def _rel(path: Path, start: Path) -> str:
     import os
 
@@ -59,7 +65,7 @@ def init_federation(root: Path, provinces: list[str], base_port: int) -> dict[st
         issue_identity(ca, f"hub-{hub}", d)
         cfg: dict[str, object] = {
             "hub": {"name": hub, "database": "hub.db", "listen": f"127.0.0.1:{hub_port(base_port, hub)}",
-                    "log_level": "info"},
+                    "log_level": "info", "metrics_port": metrics_port(base_port, f"hub-{hub}")},
             "tls": {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"},
             "operator": rel_tls(d, operator(hub)),
             "regions": regions_table,
@@ -75,7 +81,8 @@ def init_federation(root: Path, provinces: list[str], base_port: int) -> dict[st
         home = region_of[code]
         cfg = {
             "node": {"province": code, "database": "node.db",
-                     "listen": f"127.0.0.1:{node_port(base_port, code)}", "log_level": "info"},
+                     "listen": f"127.0.0.1:{node_port(base_port, code)}", "log_level": "info",
+                     "metrics_port": metrics_port(base_port, f"province-{code}")},
             "tls": {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"},
             "signing": {"cert": "sign.crt", "key": "sign.key"},
             "hubs": [
@@ -108,7 +115,7 @@ def federation() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--provinces", help="Comma-separated province codes (default: all 32).")
 @click.option("--base-port", type=click.IntRange(1024, 60000), default=7000, show_default=True,
-              help="Hubs listen on base..base+4, province XX on base+100+XX.")
+              help="Hubs listen on base..base+4, province XX on base+100+XX; metrics on base+10.. and base+200+XX.")
 def init(directory: Path, provinces: str | None, base_port: int) -> None:
     """Create the CA, certificates, keys and configs for a federation in DIRECTORY."""
     codes = parse_provinces(provinces)

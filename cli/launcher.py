@@ -38,8 +38,9 @@ def pick_base_port(provinces: list[str], rng: random.Random | None = None) -> in
     """A base port whose hub and node ports are all free on loopback."""
     rng = rng or random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 50000, 10)
-        ports = [base + i for i in range(len(HUB_ORDER))] + [node_port(base, p) for p in provinces]
+        base = rng.randrange(20000, 50000, 300)
+        ports = ([base + i for i in range(len(HUB_ORDER))] + [base + 10 + i for i in range(len(HUB_ORDER))]
+                 + [node_port(base, p) for p in provinces] + [base + 200 + int(p) for p in provinces])
         if all(_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range on 127.0.0.1")

@@ -63,7 +63,21 @@ def render(doc: dict) -> Group:
     for row in doc["destinations"]:
         t.add_row(row["peer"], "[green]yes[/]" if row["connected"] else "[red]no[/]", str(row["queue"]),
                   _age(row["oldest_age_s"]), str(row["acked"]), _since(row["last_contact_ms"]))
-    parts = [t]
+    parts: list = [t]
+    if doc.get("federation"):
+        f = Table(title="the whole federation (from each province's reports)")
+        for col in ("prov", "region", "up", "backlog", "oldest", "lag", "conflicts", "rejects",
+                    "deliver p50/p95", "receive p50/p95"):
+            f.add_column(col)
+        for row in doc["federation"]:
+            def pair(a, b):  # type: ignore[no-untyped-def]
+                return "-" if a is None else f"{_age(a)}/{_age(b)}"
+            f.add_row(row["province"], row["region"], "[green]yes[/]" if row["connected"] else "[red]no[/]",
+                      "-" if row["backlog"] is None else str(row["backlog"]), _age(row["oldest_age_s"]),
+                      _age(row["lag_s"]), "-" if row["conflicts"] is None else str(row["conflicts"]),
+                      str(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"]),
+                      pair(row["receive_p50_s"], row["receive_p95_s"]))
+        parts.append(f)
     if doc.get("upstream") is not None:
         up = Table(show_header=False)
         up.add_row("upstream", _link(doc["upstream"]))

@@ -6,6 +6,7 @@ from core.routing, checks from node.intake via Peer, storage from the store.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Iterator
@@ -15,7 +16,7 @@ import grpc
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
-from node import wire
+from node import metrics, wire
 from node.peer import Peer, now_ms
 from node.transport import peer_identity
 from yipanqi.v1 import federation_pb2 as pb
@@ -25,6 +26,7 @@ log = logging.getLogger("yipanqi.hub")
 
 DEFAULT_BATCH = 500
 DEFAULT_WINDOW = 4
+MAX_REPORT = 4 * 1024 * 1024
 
 
 class FederationServicer(pb_grpc.FederationServicer):
@@ -34,6 +36,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         self.topology = topology
         self.stopping = stopping
         self.connected: dict[str, dict[str, int]] = {}  # peer -> {"push": since_ms, "pull": since_ms}
+        self.reports: dict[str, dict] = {}  # identity -> its latest report (+ "received_ms", "via")
 
     def _mark(self, who: str, stream: str, on: bool) -> None:
         entry = self.connected.setdefault(who, {})
@@ -54,6 +57,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                 kind = req.WhichOneof("msg")
                 if kind == "hello":
                     yield pb.PushResponse(hello=wire.hello(self.peer.identity))
+                elif kind == "report":
+                    self._report(who, req.report.json)
                 elif kind == "batch":
                     result = self.peer.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
                                                     for_province=None, cursor_name=f"in:{who}")
@@ -64,6 +69,24 @@ class FederationServicer(pb_grpc.FederationServicer):
                     raise Malformed("push: each message must be a hello or a batch")
         finally:
             self._mark(who, "push", False)
+
+    def _report(self, who: str, text: str) -> None:
+        """Keep a peer's latest self-report; a hub's report carries its nodes' reports too."""
+        if len(text) > MAX_REPORT:
+            raise Malformed(f"report: {len(text)} bytes is over the {MAX_REPORT}-byte limit")
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise Malformed("report: not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise Malformed("report: must be a JSON object")
+        now = now_ms()
+        nodes = doc.pop("nodes", None) if Identity.parse(who).role == "hub" else None
+        self.reports[who] = {**doc, "identity": who, "received_ms": now, "via": who}
+        if isinstance(nodes, dict):
+            for identity, report in nodes.items():
+                if isinstance(report, dict) and identity.startswith("province-"):
+                    self.reports[identity] = {**report, "identity": identity, "via": who}
 
     def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
         who = peer_identity(context)
@@ -105,6 +128,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                     if not context.is_active() or self.stopping.is_set():
                         return
                 certs = self.peer.certificates_for(entries, sent_keys)
+                metrics.CHANGES_OUT.labels(who).inc(len(entries))
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
                 position = pos
         finally:

@@ -10,9 +10,10 @@ from core.routing import Topology
 from hub.federation import FederationServicer
 from node.admin import AdminServicer
 from node.link import Link
+from node.metrics import serve_metrics
 from node.peer import Peer
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
-from node.status import hub_status
+from node.status import hub_report, hub_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 
@@ -32,17 +33,21 @@ def run_hub(cfg: HubConfig) -> None:
         def upward(after: int, limit: int):  # type: ignore[no-untyped-def]
             return store.read_log(after, not_via=upstream, limit=limit)
 
-        link = Link(peer, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop)
+        link = Link(peer, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
+                    report=lambda: hub_report(store, federation.reports))
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.connected,
-                                             link.state if link else None), None)
+                                             link.state if link else None, federation.reports), None)
 
     def register(server):  # type: ignore[no-untyped-def]
         federation_pb2_grpc.add_FederationServicer_to_server(federation, server)
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
 
     server, _health = build_server(cfg.listen, cfg.tls, register, workers=160)
+    serve_metrics(cfg.listen, cfg.metrics_port,
+                  lambda: hub_status(store, cfg.name, topology, federation.connected, link.state if link else None,
+                                     federation.reports))
     if link is not None:
         link.start()
     run_until_signal(server, stop, store.close)

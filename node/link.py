@@ -15,6 +15,7 @@ full jitter and tries the next hub; a session on a fallback hub ends after
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
@@ -26,7 +27,7 @@ from typing import Callable, Sequence
 import grpc
 
 from cli.config import HubAddress, TLSPaths
-from node import wire
+from node import metrics, wire
 from node.peer import Peer, now_ms
 from node.transport import secure_channel
 from store.store import LogEntry
@@ -39,6 +40,7 @@ WINDOW = 4
 BATCH = 500
 FALLBACK_RECHECK = 20.0
 MAX_BACKOFF = 10.0
+REPORT_EVERY = 5.0
 
 Source = Callable[[int, int], tuple[list[LogEntry], int]]
 
@@ -62,7 +64,8 @@ class LinkState:
 
 class Link(threading.Thread):
     def __init__(self, peer: Peer, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
-                 push_cursor: str, for_province: str | None, stop: threading.Event) -> None:
+                 push_cursor: str, for_province: str | None, stop: threading.Event,
+                 report: Callable[[], dict] | None = None) -> None:
         super().__init__(name="link", daemon=True)
         self.peer = peer
         self.hubs = list(hubs)
@@ -71,6 +74,7 @@ class Link(threading.Thread):
         self.push_cursor = push_cursor
         self.for_province = for_province
         self.stop_event = stop
+        self.report = report
         self.state = LinkState(home=self.hubs[0].name, down_since_ms=now_ms())
 
     # -- session management -------------------------------------------------
@@ -155,7 +159,11 @@ class Link(threading.Thread):
         def requests():  # type: ignore[no-untyped-def]
             yield pb.PushRequest(hello=wire.hello(self.peer.identity))
             position = store.cursor(self.push_cursor)
+            next_report = 0.0
             while not done.is_set():
+                if self.report is not None and time.monotonic() >= next_report:
+                    next_report = time.monotonic() + REPORT_EVERY
+                    yield pb.PushRequest(report=pb.Report(json=json.dumps(self.report(), ensure_ascii=False)))
                 generation = store.generation
                 entries, pos = self.source(position, BATCH)
                 if not entries:
@@ -166,6 +174,7 @@ class Link(threading.Thread):
                     if done.is_set():
                         return
                 certs = self.peer.certificates_for(entries, sent_keys)
+                metrics.CHANGES_OUT.labels(hub.identity).inc(len(entries))
                 yield pb.PushRequest(batch=wire.batch(pos, entries, certs))
                 position = pos
 

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from certs.keyring import Keyring
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
-from node import intake, wire
+from node import intake, metrics, wire
 from store.store import IngestResult, LogEntry, Store
 from yipanqi.v1 import federation_pb2 as pb
 
@@ -71,10 +71,14 @@ class Peer:
                 envelopes.append(wire.envelope(msg))
             except intake.RemoteError as err:
                 refused.append(intake.unreadable(msg.body, intake.reason(err)))
-        accepted, bad = intake.check(envelopes, self.verifier, peer=via, peer_may_forward=peer_may_forward,
-                                     for_province=for_province)
-        result = self.store.ingest(accepted, refused + bad, via=via, now_ms=now_ms(),
-                                   cursor=(cursor_name, batch.cursor))
+        with metrics.APPLY_SECONDS.time():
+            accepted, bad = intake.check(envelopes, self.verifier, peer=via, peer_may_forward=peer_may_forward,
+                                         for_province=for_province)
+            result = self.store.ingest(accepted, refused + bad, via=via, now_ms=now_ms(),
+                                       cursor=(cursor_name, batch.cursor))
+        metrics.CHANGES_IN.labels(via).inc(result.applied)
+        metrics.DUPLICATES.labels(via).inc(result.duplicates)
         for r in refused + bad:
+            metrics.QUARANTINED.labels(r.reason.split(":", 1)[0]).inc()
             log.warning("quarantined a change from %s: %s", via, r.reason)
         return result

@@ -16,6 +16,7 @@ from certs.signing import Signer
 from core.errors import LocalError, NotFound, SyncError, ValidationError
 from core.kinds import get_kind
 from core.record import RecordState
+from node import metrics
 from node.peer import Peer, now_ms
 
 OPS = ("create", "update", "delete", "settle")
@@ -52,6 +53,7 @@ class RecordService:
         kind, record_id, edit = self.prepare(op, kind, record_id, fields)
         change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
                                              seal=self.signer.seal_batch)
+        metrics.LOCAL_WRITES.labels(change.op).inc()
         return change.state
 
     def write_many(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
@@ -65,8 +67,12 @@ class RecordService:
                 out.append(None)
             except SyncError as err:
                 out.append(err)
-        written = iter(self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
-                                                         seal=self.signer.seal_batch))
+        results = self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
+                                                    seal=self.signer.seal_batch)
+        for r in results:
+            if not isinstance(r, SyncError):
+                metrics.LOCAL_WRITES.labels(r.op).inc()
+        written = iter(results)
         return [r if r is not None else (lambda w: w if isinstance(w, SyncError) else w.state)(next(written))
                 for r in out]
 

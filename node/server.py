@@ -9,10 +9,11 @@ from certs.signing import Signer
 from cli.config import NodeConfig
 from node.admin import AdminServicer
 from node.link import Link
+from node.metrics import serve_metrics
 from node.peer import Peer
 from node.records import RecordService
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
-from node.status import node_status
+from node.status import node_report, node_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc
 
@@ -32,10 +33,12 @@ def run_node(cfg: NodeConfig) -> None:
         entries = store.outbox(after, limit)
         return entries, (entries[-1].seq if entries else after)
 
-    link = Link(peer, cfg.hubs, cfg.tls, source=outbox, push_cursor="push", for_province=cfg.province, stop=stop)
+    link = Link(peer, cfg.hubs, cfg.tls, source=outbox, push_cursor="push", for_province=cfg.province, stop=stop,
+                report=lambda: node_report(store))
     records = RecordService(peer, signer)
     admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records)
     server, _health = build_server(cfg.listen, cfg.tls,
                                    lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), workers=16)
+    serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state))
     link.start()
     run_until_signal(server, stop, store.close)

@@ -54,8 +54,88 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
     }
 
 
+def node_report(store: Store) -> dict[str, object]:
+    """What a node tells its hub about itself every few seconds (see Report in federation.proto)."""
+    from node.stats import delivery_delays
+
+    doc = node_status(store, None)
+    lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[union-attr]
+    return {
+        "at_ms": now_ms(),
+        "records": doc["records"],
+        "last_seq": doc["last_seq"],
+        "acked_seq": doc["acked_seq"],
+        "backlog": doc["outbox"]["changes"],  # type: ignore[index]
+        "oldest_age_s": doc["outbox"]["oldest_age_s"],  # type: ignore[index]
+        "max_lag_s": max(lags) if lags else None,
+        "conflicts": doc["conflicts"],
+        "quarantined": doc["quarantined"],
+        "delivery": delivery_delays(store, last=2000),
+    }
+
+
+def hub_report(store: Store, reports: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    """A regional hub's report upward: its own figures plus its nodes' latest reports."""
+    return {
+        "at_ms": now_ms(),
+        "log_lsn": store.last_lsn(),
+        "quarantined": store.count_quarantined(),
+        "nodes": {k: dict(v) for k, v in reports.items() if k.startswith("province-")},
+    }
+
+
+ONLINE_S = 20.0
+
+
+def federation_table(store: Store, topology: Topology, reports: Mapping[str, Mapping[str, object]],
+                     now: int) -> list[dict[str, object]]:
+    """Every province in one table, for the national hub (双向考核 included).
+
+    As sender: how long changes authored by the province took to reach the other
+    provinces involved (the median of the receivers' medians, the worst of their
+    95th percentiles). As receiver: the province's own view of its incoming delays.
+    """
+    from statistics import median
+
+    hub_rejects: dict[str, int] = {}
+    for q in store.quarantined(limit=100_000):
+        if q.origin:
+            hub_rejects[q.origin] = hub_rejects.get(q.origin, 0) + 1
+    sent: dict[str, list[dict]] = {}
+    for report in reports.values():
+        for origin, d in (report.get("delivery") or {}).items():  # type: ignore[union-attr]
+            if isinstance(d, dict):
+                sent.setdefault(origin, []).append(d)
+    rows = []
+    for region, provinces in sorted(topology.regions.items()):
+        for code in sorted(provinces):
+            identity = f"province-{code}"
+            r = reports.get(identity, {})
+            received = r.get("received_ms")
+            incoming = [d for d in (r.get("delivery") or {}).values() if isinstance(d, dict)]  # type: ignore[union-attr]
+            outgoing = sent.get(identity, [])
+            rows.append({
+                "province": code,
+                "region": region,
+                "connected": received is not None and (now - int(received)) / 1000 < ONLINE_S,  # type: ignore[arg-type]
+                "last_report_age_s": _age_s(received, now),  # type: ignore[arg-type]
+                "via": r.get("via"),
+                "records": r.get("records"),
+                "backlog": r.get("backlog"),
+                "oldest_age_s": r.get("oldest_age_s"),
+                "lag_s": r.get("max_lag_s"),
+                "conflicts": r.get("conflicts"),
+                "rejects": (r.get("quarantined") or 0) + hub_rejects.get(identity, 0),  # type: ignore[operator]
+                "delivery_p50_s": median(d["p50_s"] for d in outgoing) if outgoing else None,
+                "delivery_p95_s": max(d["p95_s"] for d in outgoing) if outgoing else None,
+                "receive_p50_s": median(d["p50_s"] for d in incoming) if incoming else None,
+                "receive_p95_s": max(d["p95_s"] for d in incoming) if incoming else None,
+            })
+    return rows
+
+
 def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
-               upstream: LinkState | None) -> dict[str, object]:
+               upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, object]:
     now = now_ms()
     expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
     if hub == "national":
@@ -94,6 +174,8 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
     if store.hold_records:
         report["records"] = store.count_records()
         report["conflicts"] = store.count_records(conflicted_only=True)
+    if hub == "national":
+        report["federation"] = federation_table(store, topology, reports or {}, now)
     return report
 
 
