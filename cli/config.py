@@ -31,6 +31,7 @@ class TLSPaths:
     ca: Path
     cert: Path
     key: Path
+    revoked: Path | None = None  # the federation's revocation list (see certs/revocation.py)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ class _Reader:
         t = self.table(section, required=required)
         if t is None:
             return None
-        return TLSPaths(self.file(t, section, "ca"), self.file(t, section, "cert"), self.file(t, section, "key"))
+        revoked = self.file(t, section, "revoked") if "revoked" in t else None
+        return TLSPaths(self.file(t, section, "ca"), self.file(t, section, "cert"), self.file(t, section, "key"),
+                        revoked)
 
     def common(self, t: dict[str, Any], section: str) -> tuple[str, int | None]:
         level = t.get("log_level", "info")

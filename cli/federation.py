@@ -50,6 +50,8 @@ def init_federation(root: Path, provinces: list[str], base_port: int) -> dict[st
     regions_table = {r: list(ps) for r, ps in DEFAULT_REGIONS.items()}
     written: dict[str, Path] = {}
     ca_crt = root / "ca" / "ca.crt"
+    revoked = root / "revoked.txt"
+    revoked.write_text("# revoked certificate serials and signing key ids, one per line (yipanqi federation revoke)\n")
 
     def operator(scope: str) -> dict[str, str]:
         d = root / "operators" / scope
@@ -66,7 +68,7 @@ def init_federation(root: Path, provinces: list[str], base_port: int) -> dict[st
         cfg: dict[str, object] = {
             "hub": {"name": hub, "database": "hub.db", "listen": f"127.0.0.1:{hub_port(base_port, hub)}",
                     "log_level": "info", "metrics_port": metrics_port(base_port, f"hub-{hub}")},
-            "tls": {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"},
+            "tls": {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key", "revoked": _rel(revoked, d)},
             "operator": rel_tls(d, operator(hub)),
             "regions": regions_table,
         }
@@ -83,7 +85,7 @@ def init_federation(root: Path, provinces: list[str], base_port: int) -> dict[st
             "node": {"province": code, "database": "node.db",
                      "listen": f"127.0.0.1:{node_port(base_port, code)}", "log_level": "info",
                      "metrics_port": metrics_port(base_port, f"province-{code}")},
-            "tls": {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"},
+            "tls": {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key", "revoked": _rel(revoked, d)},
             "signing": {"cert": "sign.crt", "key": "sign.key"},
             "hubs": [
                 {"name": home, "address": f"127.0.0.1:{hub_port(base_port, home)}"},
@@ -124,3 +126,55 @@ def init(directory: Path, provinces: str | None, base_port: int) -> None:
     written = init_federation(directory, codes, base_port)
     hubs = sum(1 for k in written if k.startswith("hub-"))
     click.echo(f"created a federation of {len(codes)} nodes and {hubs} hubs in {directory}")
+
+
+@federation.command("issue")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("identity")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the keys (default: the identity's own directory in the federation).")
+def issue(directory: Path, identity: str, out: Path | None) -> None:
+    """Issue fresh keys and certificates for IDENTITY (certificate rotation).
+
+    The old signing certificate stays known to every peer that saw it, so the
+    history it signed still verifies; revoke the old one once the new is live.
+    """
+    from certs.ca import load_ca
+    from core.identity import Identity
+
+    ident = Identity.parse(identity)
+    if out is None:
+        sub = {"province": ("nodes", ident.name), "hub": ("hubs", ident.name)}.get(ident.role,
+                                                                                   ("operators", ident.scope or ""))
+        out = directory / sub[0] / sub[1]
+    issued = issue_identity(load_ca(directory / "ca"), identity, out)
+    click.echo(f"issued new keys for {identity} in {issued.dir}")
+
+
+@federation.command("revoke")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("what")
+@click.option("--note", default="revoked", help="Why (kept as a comment in the list).")
+def revoke(directory: Path, what: str, note: str) -> None:
+    """Revoke a certificate (a .crt file, a hex serial) or a signing key id (ed25519:...).
+
+    Appends to DIRECTORY/revoked.txt, the list every node and hub reads
+    ([tls].revoked); running processes pick it up without a restart.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certs.ca import fingerprint_key_id
+    from certs.revocation import append
+
+    target = directory / "revoked.txt"
+    path = Path(what)
+    if path.is_file():
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        tokens = [format(cert.serial_number, "x")]
+        if path.name.startswith("sign"):
+            tokens.append(fingerprint_key_id(cert.public_bytes(Encoding.DER)))
+    else:
+        tokens = [what]
+    for token in tokens:
+        click.echo(f"revoked {append(target, token, note)}")

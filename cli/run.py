@@ -47,3 +47,41 @@ def hub_run(config: str, log_level: str | None) -> None:
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
     run_hub(replace(cfg, log_level=log_level or cfg.log_level))
+
+
+@node.command("rebuild")
+@click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False), help="node.toml")
+def node_rebuild(config: str) -> None:
+    """Rebuild this node's store from the national database (run it with the node stopped).
+
+    Brings back every cross-province record that involves the province, with
+    its history; then start the node as usual and it resumes syncing.
+    """
+    import datetime as dt
+
+    from certs.keyring import Keyring
+    from certs.revocation import RevocationList
+    from certs.signing import Signer
+    from node.peer import Peer
+    from node.rebuild import rebuild
+    from store.store import Store
+
+    try:
+        cfg = load_node(config)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+    national = next((h for h in cfg.hubs if h.name == "national"), None)
+    if national is None:
+        raise click.ClickException(f"{cfg.path}: [[hubs]]: list the national hub to rebuild from it")
+    signer = Signer.load(cfg.signing.key, cfg.signing.cert)
+    store = Store.open(cfg.database, owner=cfg.identity)
+    keyring = Keyring(cfg.tls.ca.read_bytes())
+    keyring.add_certificate(signer.cert_der, now=dt.datetime.now(dt.timezone.utc))
+    peer = Peer(cfg.identity, store, keyring, RevocationList(cfg.tls.revoked))
+    try:
+        applied = rebuild(peer, national, cfg.tls, cfg.province)
+    except Exception as err:  # noqa: BLE001 - tell the operator plainly
+        raise click.ClickException(f"rebuild from {national.identity} at {national.address} failed: {err}") from None
+    finally:
+        store.close()
+    click.echo(f"rebuilt {cfg.identity} from the national database: {applied} changes applied")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import replace
 from typing import Iterator
 
 import grpc
@@ -18,7 +19,7 @@ from core.identity import Identity
 from core.routing import Topology
 from node import metrics, wire
 from node.peer import Peer, now_ms
-from node.transport import peer_identity
+from node.transport import PeerGate
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
 
@@ -30,7 +31,8 @@ MAX_REPORT = 4 * 1024 * 1024
 
 
 class FederationServicer(pb_grpc.FederationServicer):
-    def __init__(self, peer: Peer, hub: str, topology: Topology, stopping: threading.Event) -> None:
+    def __init__(self, peer: Peer, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate) -> None:
+        self.gate = gate
         self.peer = peer
         self.hub = hub  # "pearl", "national"
         self.topology = topology
@@ -47,7 +49,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             entry[f"{stream}_last"] = now_ms()
 
     def Push(self, request_iterator, context) -> Iterator[pb.PushResponse]:  # type: ignore[no-untyped-def]
-        who = peer_identity(context)
+        who = self.gate.identity(context)
         if not self.topology.may_push(self.hub, who):
             raise PermissionDenied(f"{who} may not push to hub-{self.hub}")
         may_forward = Identity.parse(who).role == "hub"
@@ -89,7 +91,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                     self.reports[identity] = {**report, "identity": identity, "via": who}
 
     def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
-        who = peer_identity(context)
+        who = self.gate.identity(context)
         flt = self.topology.subscription(self.hub, who)
         if flt is None:
             raise PermissionDenied(f"{who} may not pull from hub-{self.hub}")
@@ -97,6 +99,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         if first is None or first.WhichOneof("msg") != "subscribe":
             raise Malformed("pull: the first message must be subscribe")
         sub = first.subscribe
+        if sub.include_own:
+            flt = replace(flt, not_origin=None)  # a province rebuilding its store gets its own changes back
         position = sub.cursor
         limit = min(sub.max_batch or DEFAULT_BATCH, 5000)
         window = threading.Semaphore(min(sub.window or DEFAULT_WINDOW, 64))
@@ -118,12 +122,17 @@ class FederationServicer(pb_grpc.FederationServicer):
         sent_keys: set[str] = set()
         try:
             yield pb.PullResponse(hello=wire.hello(self.peer.identity))
+            told_idle = False
             while context.is_active() and not self.stopping.is_set():
                 generation = store.generation
                 entries, pos = store.read_log(position, flt=flt, limit=limit)
                 if pos == position:
+                    if not told_idle:
+                        told_idle = True
+                        yield pb.PullResponse(batch=pb.Batch(cursor=position, caught_up=True))
                     store.wait_for_append(generation, 0.5)
                     continue
+                told_idle = False
                 while not window.acquire(timeout=0.5):
                     if not context.is_active() or self.stopping.is_set():
                         return

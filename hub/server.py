@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 
+from certs.revocation import RevocationList
 from cli.config import HubConfig
+from node.transport import PeerGate
 from core.routing import Topology
 from hub.federation import FederationServicer
 from node.admin import AdminServicer
@@ -22,10 +24,12 @@ def run_hub(cfg: HubConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     # The national hub keeps the national cross-province case database: it merges records too.
     store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
-    peer = Peer(cfg.identity, store, keyring_for(cfg.tls))
+    revocations = RevocationList(cfg.tls.revoked)
+    gate = PeerGate(revocations)
+    peer = Peer(cfg.identity, store, keyring_for(cfg.tls), revocations)
     topology = Topology.of(cfg.regions, cfg.guests)
     stop = threading.Event()
-    federation = FederationServicer(peer, cfg.name, topology, stop)
+    federation = FederationServicer(peer, cfg.name, topology, stop, gate)
     link = None
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
@@ -38,7 +42,7 @@ def run_hub(cfg: HubConfig) -> None:
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.connected,
-                                             link.state if link else None, federation.reports), None)
+                                             link.state if link else None, federation.reports), None, gate)
 
     def register(server):  # type: ignore[no-untyped-def]
         federation_pb2_grpc.add_FederationServicer_to_server(federation, server)

@@ -15,7 +15,7 @@ from core.errors import PermissionDenied, SyncError, ValidationError
 from core.identity import Identity
 from node.records import RecordService, described
 from node.stats import delivery_delays, record_stats
-from node.transport import peer_identity
+from node.transport import PeerGate
 from store.store import Store
 from yipanqi.v1 import admin_pb2 as pb
 from yipanqi.v1 import admin_pb2_grpc as pb_grpc
@@ -26,14 +26,16 @@ def _dump(obj: object) -> str:
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, store: Store, scope: str, status: Callable[[], dict], records: RecordService | None) -> None:
+    def __init__(self, store: Store, scope: str, status: Callable[[], dict], records: RecordService | None,
+                 gate: PeerGate) -> None:
+        self.gate = gate
         self.store = store
         self.scope = scope  # "44" on a node, "pearl" / "national" on a hub
         self.status = status
         self.records = records  # None on hubs: hubs hold no records of their own to edit
 
     def _operator(self, context) -> str:  # type: ignore[no-untyped-def]
-        who = peer_identity(context)
+        who = self.gate.identity(context)
         ident = Identity.parse(who)
         if ident.role != "operator" or ident.scope != self.scope:
             raise PermissionDenied(f"{who} is not an operator of {self.scope}")

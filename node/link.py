@@ -203,8 +203,8 @@ class Link(threading.Thread):
         calls.append(call)
         try:
             for resp in call:
-                if resp.WhichOneof("msg") != "batch":
-                    continue
+                if resp.WhichOneof("msg") != "batch" or resp.batch.caught_up:
+                    continue  # caught_up batches take no window slot and need no ack
                 result = self.peer.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
                                                 for_province=self.for_province, cursor_name=name)
                 self.state.pulled += result.applied

@@ -14,6 +14,7 @@ import time
 from typing import Iterable, Sequence
 
 from certs.keyring import Keyring
+from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from node import intake, metrics, wire
@@ -28,13 +29,25 @@ def now_ms() -> int:
 
 
 class Peer:
-    def __init__(self, identity: str, store: Store, keyring: Keyring) -> None:
+    def __init__(self, identity: str, store: Store, keyring: Keyring,
+                 revocations: RevocationList | None = None) -> None:
+        self.revocations = revocations or RevocationList(None)
+        self._revoked: frozenset[str] = frozenset()
         self.identity = identity
         self.store = store
         self.keyring = keyring
         self.verifier = Verifier(keyring)
+        self.sync_revocations()
         for der in store.load_keys():
             self._trust(der, save=False)
+
+    def sync_revocations(self) -> None:
+        """Drop keys the federation has revoked since we last looked."""
+        tokens = self.revocations.tokens()
+        for token in tokens - self._revoked:
+            self.keyring.revoke(token)
+            log.warning("signing key or certificate %s is revoked", token)
+        self._revoked = tokens
 
     def _trust(self, der: bytes, *, save: bool = True) -> None:
         try:
@@ -64,6 +77,7 @@ class Peer:
 
     def ingest_batch(self, batch: pb.Batch, *, via: str, peer_may_forward: bool, for_province: str | None,
                      cursor_name: str) -> IngestResult:
+        self.sync_revocations()
         self.learn(batch.certificates)
         envelopes, refused = [], []
         for msg in batch.changes:

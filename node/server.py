@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from certs.revocation import RevocationList
 from certs.signing import Signer
+from node.transport import PeerGate
 from cli.config import NodeConfig
 from node.admin import AdminServicer
 from node.link import Link
@@ -26,7 +28,9 @@ def run_node(cfg: NodeConfig) -> None:
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
     store = Store.open(cfg.database, owner=cfg.identity)
-    peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der))
+    revocations = RevocationList(cfg.tls.revoked)
+    peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
+    peer.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert
     stop = threading.Event()
 
     def outbox(after: int, limit: int):  # type: ignore[no-untyped-def]
@@ -36,7 +40,8 @@ def run_node(cfg: NodeConfig) -> None:
     link = Link(peer, cfg.hubs, cfg.tls, source=outbox, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
     records = RecordService(peer, signer)
-    admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records)
+    admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,
+                          PeerGate(revocations))
     server, _health = build_server(cfg.listen, cfg.tls,
                                    lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), workers=16)
     serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state))

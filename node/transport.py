@@ -12,7 +12,12 @@ from pathlib import Path
 
 import grpc
 
+import logging
+
+from certs.revocation import RevocationList
 from core.errors import PermissionDenied
+
+log = logging.getLogger("yipanqi.transport")
 
 MAX_MESSAGE = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -49,10 +54,21 @@ def secure_channel(address: str, server_identity: str, ca: Path, cert: Path, key
     return grpc.secure_channel(address, creds, options=options)
 
 
-def peer_identity(context: grpc.ServicerContext) -> str:
-    """The CN of the client certificate the peer proved in the TLS handshake."""
-    auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
-    if len(names) != 1:
-        raise PermissionDenied("no client certificate identity")
-    return names[0].decode()
+class PeerGate:
+    """Who is calling: the CN of the client certificate proved in the TLS
+    handshake, refused if that certificate has since been revoked."""
+
+    def __init__(self, revocations: RevocationList | None = None) -> None:
+        self.revocations = revocations or RevocationList(None)
+
+    def identity(self, context: grpc.ServicerContext) -> str:
+        auth = context.auth_context()
+        names = auth.get("x509_common_name") or []
+        if len(names) != 1:
+            raise PermissionDenied("no client certificate identity")
+        who = names[0].decode()
+        pems = auth.get("x509_pem_cert") or []
+        if pems and self.revocations.tokens() and self.revocations.certificate_revoked(pems[0]):
+            log.warning("refused %s: its certificate is revoked", who)
+            raise PermissionDenied(f"the certificate of {who} is revoked")
+        return who

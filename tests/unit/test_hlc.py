@@ -49,7 +49,7 @@ def test_observe_basics() -> None:
 
 
 @given(st.lists(_event, min_size=1, max_size=60))
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_sequences_are_strictly_monotonic_and_past_everything_seen(events: list[tuple]) -> None:
     last: Timestamp | None = None
     seen_max: Timestamp | None = None
@@ -85,7 +85,7 @@ def test_sequences_are_strictly_monotonic_and_past_everything_seen(events: list[
     skew_b=st.integers(-6 * HOUR, 6 * HOUR),
     steps=st.lists(st.tuples(st.booleans(), st.integers(0, 5000)), min_size=1, max_size=40),
 )
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_skewed_wall_clocks_keep_causal_order(skew_a: int, skew_b: int, steps: list[tuple[bool, int]]) -> None:
     """Two nodes hours apart exchange messages; each message's receipt (and
     every later event) is timestamped after the send, so causality holds."""

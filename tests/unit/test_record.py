@@ -252,24 +252,30 @@ def test_json_round_trip_is_exact() -> None:
 def test_from_json_normalises_order_and_drops_dominated_versions() -> None:
     s = _sample_states()[-1]
     obj = s.to_json()
-    shuffled = {k: list(reversed(vs)) for k, vs in reversed(list(obj.items()))}
+    shuffled = {"stamps": obj["stamps"],
+                "fields": {k: list(reversed(vs)) for k, vs in reversed(list(obj["fields"].items()))}}
     assert RecordState.from_json(KIND, RID, shuffled).to_bytes() == s.to_bytes()
-    old = Version("旧", VectorClock(), ts(1, A)).to_json()  # empty clock: before everything
-    padded = dict(obj)
-    padded["name"] = obj["name"] + [old]
+    # A version whose clock is empty is before everything: it is dropped on load.
+    padded = {"stamps": obj["stamps"] + [[{}, ts(1, A).to_json()]], "fields": dict(obj["fields"])}
+    padded["fields"]["name"] = obj["fields"]["name"] + [["旧", len(obj["stamps"])]]
     assert RecordState.from_json(KIND, RID, padded) == s
+
+
+STAMP = [{"n": 1}, [1, 0, "n"]]
 
 
 @pytest.mark.parametrize(
     "bad, where",
     [
         ([], "state"),
-        ({"name": []}, "state.name"),
-        ({"name": {}}, "state.name"),
-        ({"name": [{"v": 1, "c": {}}]}, "state.name"),
-        ({"name": [{"v": 1, "c": {}, "t": [1, 0, "n"], "x": 1}]}, "state.name"),
-        ({"name": [{"v": 1, "c": {"n": -1}, "t": [1, 0, "n"]}]}, "state.name.c"),
-        ({"name": [{"v": 1, "c": {"n": 1}, "t": [1, 0]}]}, "state.name.t"),
+        ({"fields": {}}, "state"),
+        ({"stamps": [], "fields": {}, "x": 1}, "state"),
+        ({"stamps": [STAMP], "fields": {"name": []}}, "state.fields.name"),
+        ({"stamps": [STAMP], "fields": {"name": {}}}, "state.fields.name"),
+        ({"stamps": [STAMP], "fields": {"name": [[1]]}}, "state.fields.name"),
+        ({"stamps": [STAMP], "fields": {"name": [[1, 1]]}}, "state.fields.name"),
+        ({"stamps": [[{"n": -1}, [1, 0, "n"]]], "fields": {}}, "state.stamps[0]"),
+        ({"stamps": [[{"n": 1}, [1, 0]]], "fields": {}}, "state.stamps[0]"),
     ],
 )
 def test_from_json_rejects(bad: object, where: str) -> None:

@@ -39,14 +39,16 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., software: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("cursor", "certificates", "changes")
+    __slots__ = ("cursor", "certificates", "changes", "caught_up")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     cursor: int
     certificates: _containers.RepeatedScalarFieldContainer[bytes]
     changes: _containers.RepeatedCompositeFieldContainer[SignedChange]
-    def __init__(self, cursor: _Optional[int] = ..., certificates: _Optional[_Iterable[bytes]] = ..., changes: _Optional[_Iterable[_Union[SignedChange, _Mapping]]] = ...) -> None: ...
+    caught_up: bool
+    def __init__(self, cursor: _Optional[int] = ..., certificates: _Optional[_Iterable[bytes]] = ..., changes: _Optional[_Iterable[_Union[SignedChange, _Mapping]]] = ..., caught_up: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("cursor", "accepted", "duplicates", "quarantined")
@@ -61,14 +63,16 @@ class Ack(_message.Message):
     def __init__(self, cursor: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., quarantined: _Optional[int] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("cursor", "max_batch", "window")
+    __slots__ = ("cursor", "max_batch", "window", "include_own")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_OWN_FIELD_NUMBER: _ClassVar[int]
     cursor: int
     max_batch: int
     window: int
-    def __init__(self, cursor: _Optional[int] = ..., max_batch: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
+    include_own: bool
+    def __init__(self, cursor: _Optional[int] = ..., max_batch: _Optional[int] = ..., window: _Optional[int] = ..., include_own: _Optional[bool] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("json",)

@@ -1,0 +1,53 @@
+"""Rebuilding a node that lost its database, from the national database.
+
+Every cross-province record that involves the province is in the national
+hub's log, including the changes the province itself wrote. ``rebuild`` pulls
+all of them (Subscribe.include_own) into a fresh store until the national hub
+says it is caught up, then marks the node's own changes as already delivered,
+so that sync resumes without pushing or applying anything twice. Records that
+never left the province (intra-province migrants) exist nowhere else and
+cannot come back this way: restore those from a backup.
+"""
+
+from __future__ import annotations
+
+import queue
+
+from cli.config import HubAddress, TLSPaths
+from node.peer import Peer, now_ms
+from node.transport import secure_channel
+from yipanqi.v1 import federation_pb2 as pb
+from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+
+
+def rebuild(peer: Peer, national: HubAddress, tls: TLSPaths, province: str,
+            progress=lambda applied: None) -> int:  # type: ignore[no-untyped-def]
+    """Pull everything for ``province`` from the national hub; returns changes applied."""
+    name = f"pull:{national.identity}"
+    acks: queue.Queue[pb.Ack | None] = queue.Queue()
+
+    def requests():  # type: ignore[no-untyped-def]
+        yield pb.PullRequest(subscribe=pb.Subscribe(cursor=peer.store.cursor(name), include_own=True))
+        while (ack := acks.get()) is not None:
+            yield pb.PullRequest(ack=ack)
+
+    applied = 0
+    with secure_channel(national.address, national.identity, tls.ca, tls.cert, tls.key) as channel:
+        call = pb_grpc.FederationStub(channel).Pull(requests())
+        try:
+            for resp in call:
+                if resp.WhichOneof("msg") != "batch":
+                    continue
+                if resp.batch.caught_up:
+                    break
+                result = peer.ingest_batch(resp.batch, via=national.identity, peer_may_forward=True,
+                                           for_province=province, cursor_name=name)
+                applied += result.applied
+                progress(applied)
+                acks.put(pb.Ack(cursor=resp.batch.cursor, accepted=result.applied))
+        finally:
+            acks.put(None)
+            call.cancel()
+    # Our own changes came back from the federation: they need no pushing again.
+    peer.store.set_cursor("push", max(peer.store.cursor("push"), peer.store.last_seq()), now_ms())
+    return applied
