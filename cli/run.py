@@ -85,3 +85,57 @@ def node_rebuild(config: str) -> None:
     finally:
         store.close()
     click.echo(f"rebuilt {cfg.identity} from the national database: {applied} changes applied")
+
+
+def _sqlite_path(url: str, key: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise click.ClickException(f"{key}: {url.split('://')[0]} stores are backed up with their own tools "
+                                   "(pg_dump / pg_restore for PostgreSQL); see docs/operations.md")
+    return url.removeprefix("sqlite:///")
+
+
+@node.command("backup")
+@click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False), help="node.toml")
+@click.argument("file", type=click.Path(dir_okay=False))
+def node_backup(config: str, file: str) -> None:
+    """Write a consistent copy of the node's SQLite store to FILE (safe while the node runs)."""
+    import sqlite3
+
+    cfg = load_node(config)
+    src = sqlite3.connect(_sqlite_path(cfg.database, "[node].database"))
+    dst = sqlite3.connect(file)
+    with dst:
+        src.backup(dst)  # SQLite's online backup: a snapshot even while the node writes
+    dst.close()
+    src.close()
+    click.echo(f"backed up {cfg.identity} to {file}")
+
+
+@node.command("restore")
+@click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False), help="node.toml")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.pass_context
+def node_restore(ctx: click.Context, config: str, file: str) -> None:
+    """Restore the node's store from a backup (node stopped), then catch up from the national hub.
+
+    Catching up before the node writes again matters: changes it made after
+    the backup come back from the federation, so their sequence numbers are
+    never reused.
+    """
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    cfg = load_node(config)
+    path = Path(_sqlite_path(cfg.database, "[node].database"))
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    tmp = path.with_suffix(".restoring")
+    shutil.copyfile(file, tmp)
+    (verdict,) = sqlite3.connect(tmp).execute("PRAGMA integrity_check").fetchone()
+    if verdict != "ok":
+        tmp.unlink()
+        raise click.ClickException(f"{file}: not a sound SQLite database ({verdict}); nothing restored")
+    tmp.replace(path)
+    click.echo(f"restored {cfg.identity} from {file}")
+    ctx.invoke(node_rebuild, config=config)

@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0001"
+HEAD = "0002"
 
 
 def open_engine(url: str) -> Engine:

@@ -46,6 +46,10 @@ records = Table(
     Column("conflicted", Boolean, nullable=False),
     Column("provinces", String(128), nullable=False),  # ",44,45," for LIKE-free filters
     Column("updated_ms", BigInteger, nullable=False),
+    # Projections of the shown values, for statistics by SQL (added in 0002).
+    Column("household", String(2)),
+    Column("residence", String(2)),
+    Column("moved_on", String(10)),
     Index("ix_records_conflicted", "conflicted"),
 )
 

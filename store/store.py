@@ -61,6 +61,11 @@ def _storable(text: str | None, max_len: int) -> str | None:
     return text[:max_len]
 
 
+def _text(value: object, size: int) -> str | None:
+    """A projection column's value: text that fits, else nothing (the state stays authoritative)."""
+    return value if isinstance(value, str) and len(value) <= size else None
+
+
 def _routes_set(text: str) -> frozenset[str]:
     return frozenset(p for p in text.split(",") if p)
 
@@ -196,10 +201,12 @@ class Store:
 
         inserts, updates = [], []
         for state, exists in states:
+            shown = state.values()
             row = dict(
                 kind=state.kind, record_id=state.record_id, state=state.to_bytes(), deleted=state.deleted,
                 conflicted=bool(state.conflicts()), provinces=_routes_text(state_provinces(state)),
-                updated_ms=now_ms,
+                updated_ms=now_ms, household=_text(shown.get("household_province"), 2),
+                residence=_text(shown.get("residence_province"), 2), moved_on=_text(shown.get("moved_in_on"), 10),
             )
             (updates if exists else inserts).append(row)
         if inserts:
@@ -209,7 +216,9 @@ class Store:
                 update(records)
                 .where(and_(records.c.kind == bindparam("k"), records.c.record_id == bindparam("r")))
                 .values(state=bindparam("state"), deleted=bindparam("deleted"), conflicted=bindparam("conflicted"),
-                        provinces=bindparam("provinces"), updated_ms=bindparam("updated_ms")),
+                        provinces=bindparam("provinces"), updated_ms=bindparam("updated_ms"),
+                        household=bindparam("household"), residence=bindparam("residence"),
+                        moved_on=bindparam("moved_on")),
                 [{**{k: v for k, v in u.items() if k not in ("kind", "record_id")}, "k": u["kind"], "r": u["record_id"]}
                  for u in updates],
             )
@@ -244,6 +253,15 @@ class Store:
             if len(rows) < page:
                 return
             after = rows[-1].record_id
+
+    def flow_counts(self, kind: str = "person") -> list[tuple[str | None, str | None, str | None, int]]:
+        """(household, residence, move month, live records) groups, from the projection columns."""
+        month = func.substr(records.c.moved_on, 1, 7)
+        q = (select(records.c.household, records.c.residence, month, func.count())
+             .where(and_(records.c.kind == kind, records.c.deleted.is_(False)))
+             .group_by(records.c.household, records.c.residence, month))
+        with self.engine.connect() as conn:
+            return [(h, r, m, int(n)) for h, r, m, n in conn.execute(q)]
 
     def count_records(self, *, conflicted_only: bool = False) -> int:
         q = select(func.count()).select_from(records).where(records.c.deleted.is_(False))
