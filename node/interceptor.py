@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import grpc
 
+from sqlalchemy.exc import OperationalError
+
 from core.errors import SyncError
 
 log = logging.getLogger("yipanqi.rpc")
@@ -27,6 +29,9 @@ def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> Non
     if isinstance(exc, SyncError):
         log.info("%s refused: %s", method, exc)
         context.abort(_code(exc), str(exc))
+    if isinstance(exc, OperationalError):  # locked, disk full, server gone: nothing was written
+        log.error("%s: the store is unavailable: %s", method, exc.orig)
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"the store is unavailable ({exc.orig}); nothing was written")
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import grpc
+from sqlalchemy.exc import OperationalError
 
 from cli.config import HubAddress, TLSPaths
 from node import metrics, wire
@@ -144,6 +145,9 @@ class Link(threading.Thread):
         except grpc.RpcError as err:
             if not done.is_set():
                 errors.append(f"{err.code().name}: {err.details()}")
+        except OperationalError as err:  # locked or full store: retry after backoff, nothing half-applied
+            log.error("sync paused: the store is unavailable: %s", err.orig)
+            errors.append(f"store unavailable: {err.orig}")
         except Exception as err:  # noqa: BLE001 - a broken session must not kill the link
             log.exception("sync session failed")
             errors.append(str(err))

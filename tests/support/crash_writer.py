@@ -50,7 +50,9 @@ def main(argv: list[str]) -> int:
             operator=None, now_ms=int(time.time() * 1000),
             seal=lambda bodies: signer.seal_batch(bodies),
         )
-        print(change.seq, change.record_id, flush=True)
+        # One write of one whole line (print would write its pieces separately when unbuffered).
+        sys.stdout.write(f"{change.seq} {change.record_id}\n")
+        sys.stdout.flush()
     return 0
 
 
