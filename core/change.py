@@ -92,13 +92,38 @@ def _get(obj: Mapping[str, object], key: str, typ: type) -> object:
     return value
 
 
-def parse(body: bytes) -> Change:
-    """Decode exactly these bytes into a Change, or raise Malformed naming the key."""
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A change's routing and audit facts, decoded without building its state.
+
+    Regional hubs store and forward but hold no records: they need who wrote
+    what and where it goes (to check the author and route it), not the merged
+    state, so they skip the cost of decoding every field version. The state's
+    structure is still checked in full by every node and the national hub.
+    """
+
+    kind: str
+    record_id: str
+    origin: str
+    seq: int
+    at: Timestamp
+    op: str
+    operator: str | None
+    prior: frozenset[str]
+    routes: frozenset[str]
+
+
+def _decode(body: bytes) -> dict:
     if len(body) > MAX_BODY:
         raise Malformed(f"body: {len(body)} bytes is over the {MAX_BODY}-byte limit")
     obj = canonical.loads(body)
     if not isinstance(obj, dict):
         raise Malformed("body: must be a JSON object")
+    return obj
+
+
+def _header(obj: Mapping[str, object]) -> dict[str, object]:
+    """Check and pick out everything but the state; Malformed names the key."""
     version = _get(obj, "v", int)
     if version < 1:  # type: ignore[operator]
         raise Malformed(f"v: protocol version {version} is not supported")
@@ -125,18 +150,37 @@ def parse(body: bytes) -> Change:
     prior = _get(obj, "prior", list)
     if not all(isinstance(p, str) for p in prior):  # type: ignore[attr-defined]
         raise Malformed("prior: must be a list of province codes")
-    state = RecordState.from_json(kind, record_id, _get(obj, "state", dict))  # type: ignore[arg-type]
-    return Change(
-        kind=kind,  # type: ignore[arg-type]
-        record_id=record_id,  # type: ignore[arg-type]
-        origin=origin,  # type: ignore[arg-type]
-        seq=seq,  # type: ignore[arg-type]
-        at=Timestamp.from_json(_get(obj, "at", list)),
-        op=op,  # type: ignore[arg-type]
-        operator=operator,
-        prior=frozenset(prior),  # type: ignore[arg-type]
-        state=state,
-    )
+    return dict(kind=kind, record_id=record_id, origin=origin, seq=seq, at=Timestamp.from_json(_get(obj, "at", list)),
+                op=op, operator=operator, prior=frozenset(prior))  # type: ignore[arg-type]
+
+
+def parse(body: bytes) -> Change:
+    """Decode exactly these bytes into a Change, or raise Malformed naming the key."""
+    obj = _decode(body)
+    head = _header(obj)
+    state = RecordState.from_json(head["kind"], head["record_id"], _get(obj, "state", dict))  # type: ignore[arg-type]
+    return Change(state=state, **head)  # type: ignore[arg-type]
+
+
+def parse_head(body: bytes) -> Head:
+    """Decode the routing and audit facts of a change (see Head)."""
+    obj = _decode(body)
+    head = _header(obj)
+    state = _get(obj, "state", dict)
+    fields = state.get("fields")  # type: ignore[attr-defined]
+    if not isinstance(fields, dict):
+        raise Malformed("state.fields: must be an object")
+    kind = get_kind(head["kind"])  # type: ignore[arg-type]
+    routes: set[str] = set(head["prior"])  # type: ignore[arg-type]
+    for name in kind.routing_fields:
+        versions = fields.get(name, [])
+        if not isinstance(versions, list):
+            raise Malformed(f"state.fields.{name}: must be a list of versions")
+        for version in versions:
+            if not isinstance(version, list) or len(version) != 2:
+                raise Malformed(f"state.fields.{name}: must be [value, index into stamps]")
+            routes |= kind.provinces({name: version[0]})
+    return Head(routes=frozenset(routes), **head)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

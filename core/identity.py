@@ -20,6 +20,7 @@ certificates, key rings and authorisation rules. Pure: no I/O here.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,6 +98,7 @@ class Identity:
         return cls("operator", label, scope)
 
     @classmethod
+    @lru_cache(maxsize=1024)  # identities are few and immutable; parsing is on the per-change path
     def parse(cls, text: str) -> Identity:
         if not isinstance(text, str):
             raise IdentityError(f"expected str, got {type(text).__name__}")

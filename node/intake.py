@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Protocol
 
 from core.apply import authorise
-from core.change import Envelope, parse
+from core.change import Envelope, parse, parse_head
 from core.errors import Malformed, RemoteError, SyncError
 from core.merkle import Seal
 from store.schema import log
@@ -43,6 +43,7 @@ def check(
     peer: str,
     peer_may_forward: bool,
     for_province: str | None = None,
+    full: bool = True,
 ) -> tuple[list[Accepted], list[Refused]]:
     """Split envelopes into the ones to store and the ones to quarantine.
 
@@ -50,13 +51,15 @@ def check(
     only push what it authored itself; hubs forward anyone's changes (still
     verified end to end). ``for_province`` is set on a node: it refuses
     anything not routed to its own province, whatever a hub sends.
+    ``full=False`` (regional hubs, which merge nothing) decodes only the
+    change's head; the state is decoded and checked where it is merged.
     """
     accepted: list[Accepted] = []
     refused: list[Refused] = []
     for env in envelopes:
         change = None
         try:
-            change = parse(env.body)
+            change = parse(env.body) if full else parse_head(env.body)
             _check_storable(change)
             if not peer_may_forward and change.origin != peer:
                 raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")

@@ -87,7 +87,7 @@ class Peer:
                 refused.append(intake.unreadable(msg.body, intake.reason(err)))
         with metrics.APPLY_SECONDS.time():
             accepted, bad = intake.check(envelopes, self.verifier, peer=via, peer_may_forward=peer_may_forward,
-                                         for_province=for_province)
+                                         for_province=for_province, full=self.store.hold_records)
             result = self.store.ingest(accepted, refused + bad, via=via, now_ms=now_ms(),
                                        cursor=(cursor_name, batch.cursor))
         metrics.CHANGES_IN.labels(via).inc(result.applied)

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 
 from core import hlc
 from core.apply import apply, local_write
-from core.change import Change, Envelope
+from core.change import Change, Envelope, Head
 from core.errors import Equivocation, LocalError, NotFound, SyncError
 from core.identity import Identity
 from core.merkle import Seal
@@ -95,7 +95,7 @@ class LogEntry:
 class Accepted:
     """A change that passed intake: signature verified, author authorised."""
 
-    change: Change
+    change: Change | Head  # Head on regional hubs, which merge nothing
     envelope: Envelope
 
 
