@@ -62,6 +62,7 @@ class Change:
                 "prior": sorted(self.prior),
                 "seq": self.seq,
             },
+            checked=False,  # ints and strings we assembled ourselves
         )
         return head[:-1] + b',"state":' + self.state.to_bytes() + b',"v":%d}' % PROTOCOL
 

@@ -13,6 +13,7 @@ re-coded areas (e.g. pre-1997 Chongqing numbers starting 51) are legitimate.
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 
 from core.errors import ValidationError
 
@@ -37,21 +38,28 @@ def check_id_number(value: object, field: str = "id_number") -> str:
     """Validate an 18-character ID number and return it with an upper-case X."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    text = value.strip().upper()
+    reason = _problem(value.strip().upper())
+    if reason:
+        raise ValidationError(field, reason)
+    return value.strip().upper()
+
+
+@lru_cache(maxsize=4096)  # the same id is checked by validation and by the cross-field rules
+def _problem(text: str) -> str | None:
     if len(text) != 18:
-        raise ValidationError(field, f"must be 18 characters, got {len(text)}")
+        return f"must be 18 characters, got {len(text)}"
     # isdecimal() alone would let full-width or other Unicode digits through.
     body, last = text[:17], text[17]
     if not (body.isascii() and body.isdigit()):
-        raise ValidationError(field, "first 17 characters must be digits 0-9")
+        return "first 17 characters must be digits 0-9"
     if last not in _CHECK_CHARS:
-        raise ValidationError(field, "last character must be a digit 0-9 or X")
+        return "last character must be a digit 0-9 or X"
     if _parse_birth(body[6:14]) is None:
-        raise ValidationError(field, f"birth date {body[6:14]} is not a date")
+        return f"birth date {body[6:14]} is not a date"
     expected = check_char(body)
     if last != expected:
-        raise ValidationError(field, f"bad checksum (expected '{expected}', got '{last}')")
-    return text
+        return f"bad checksum (expected '{expected}', got '{last}')"
+    return None
 
 
 def id_birth_date(id_number: str) -> date:
