@@ -14,8 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import tomli_w
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -53,9 +57,23 @@ class Federation:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, provinces: list[str], base_port: int | None = None) -> "Federation":
+    def create(cls, root: Path, provinces: list[str], base_port: int | None = None,
+               database: Callable[[str], str] | None = None) -> "Federation":
+        """Certificates and configs for a local federation; ``database`` maps an
+        identity to a SQLAlchemy URL to use instead of its SQLite file."""
         base = base_port or pick_base_port(provinces)
-        return cls(root, init_federation(root, provinces, base))
+        fed = cls(root, init_federation(root, provinces, base))
+        if database is not None:
+            for identity, path in fed.configs.items():
+                fed.set_database(identity, database(identity))
+        return fed
+
+    def set_database(self, identity: str, url: str) -> None:
+        """Point an identity's config at another store (e.g. a PostgreSQL database)."""
+        path = self.configs[identity]
+        data = tomllib.loads(path.read_text())
+        data["hub" if identity.startswith("hub-") else "node"]["database"] = url
+        path.write_text(tomli_w.dumps(data))
 
     # -- processes -------------------------------------------------------------
     def start(self, identity: str, *, wait: bool = True) -> None:
