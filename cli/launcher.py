@@ -76,13 +76,13 @@ class Federation:
         path.write_text(tomli_w.dumps(data))
 
     # -- processes -------------------------------------------------------------
-    def start(self, identity: str, *, wait: bool = True) -> None:
+    def start(self, identity: str, *, wait: bool = True, env: dict[str, str] | None = None) -> None:
         path = self.configs[identity]
         role = "hub" if identity.startswith("hub-") else "node"
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         out = open(logs / f"{identity}.log", "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.procs[identity] = subprocess.Popen(
             [sys.executable, "-m", "cli.main", role, "run", "-c", str(path)],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
