@@ -97,10 +97,7 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
     """
     from statistics import median
 
-    hub_rejects: dict[str, int] = {}
-    for q in store.quarantined(limit=100_000):
-        if q.origin:
-            hub_rejects[q.origin] = hub_rejects.get(q.origin, 0) + 1
+    hub_rejects = store.quarantined_by_origin()
     sent: dict[str, list[dict]] = {}
     for report in reports.values():
         for origin, d in (report.get("delivery") or {}).items():  # type: ignore[union-attr]

@@ -439,6 +439,11 @@ class Store:
             raise NotFound(f"no quarantined change {entry_id}")
         return bytes(raw)
 
+    def quarantined_by_origin(self) -> dict[str, int]:
+        q = select(quarantine.c.origin, func.count()).where(quarantine.c.origin.is_not(None)).group_by(quarantine.c.origin)
+        with self.engine.connect() as conn:
+            return {origin: int(n) for origin, n in conn.execute(q)}
+
     def count_quarantined(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(quarantine)).scalar() or 0)
