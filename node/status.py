@@ -146,8 +146,10 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
         queue, oldest = store.pending(acked, flt=flt) if flt else (0, None)
         conn = connected.get(peer, {})
         last = max([v for v in conn.values()] + [acked_ms or 0]) or None
-        if peer.startswith("province-") and hub == "national" and peer not in connected and f"out:{peer}" not in cursors:
-            continue  # provinces reach the national hub only as a fallback; list those that did
+        if peer.startswith("province-") and hub == "national" and not ("pull" in conn or "push" in conn):
+            # Provinces reach the national hub only as a fallback, and get everything through their
+            # home hub otherwise: a queue here is not a backlog. List only those on it right now.
+            continue
         rows.append({
             "peer": peer,
             "connected": "pull" in conn or "push" in conn,
