@@ -28,17 +28,26 @@ from yipanqi.v1 import admin_pb2 as pb
 err_console = Console(stderr=True)
 
 
-def _rows(handle, path: Path, errors: list[tuple[int, str]]) -> Iterator[pb.WriteRequest]:  # type: ignore[no-untyped-def]
+def _reader(handle, path: Path) -> csv.DictReader:  # type: ignore[no-untyped-def]
+    """The CSV reader, its header checked here, before any row is sent (not inside the request stream,
+    where an exception only cancels the call)."""
     reader = csv.DictReader(handle)
     header = reader.fieldnames or []
     unknown = [c for c in header if c not in FIELDS and c != "person_id"]
     if unknown:
         raise click.ClickException(f"{path}: column {unknown[0]!r}: unknown field (known: person_id, {', '.join(FIELDS)})")
+    return reader
+
+
+def _rows(reader: csv.DictReader, errors: list[tuple[int, str]]) -> Iterator[pb.WriteRequest]:
     for row in reader:
         line = reader.line_num
         try:
             if None in row:
                 raise ValidationError("row", f"{len(row[None])} more values than columns")  # type: ignore[index]
+            missing = sum(1 for v in row.values() if v is None)  # DictReader's filler for a short row
+            if missing:
+                raise ValidationError("row", f"{missing} fewer values than columns")
             fields = {k: parse_field_value(k, v or "") for k, v in row.items() if k != "person_id"}
             fields = {k: v for k, v in fields.items() if v is not None}
         except ValidationError as err:
@@ -73,7 +82,8 @@ def import_(config: str, file: Path) -> None:
         console=err_console, transient=True,
     ) as progress:
         task = progress.add_task("import", total=size, rows=0)
-        for report in client.stream("Import", _chunks(_rows(handle, file, errors))):
+        reader = _reader(handle, file)
+        for report in client.stream("Import", _chunks(_rows(reader, errors))):
             for result in report.results:
                 if result.error:
                     errors.append((result.line, result.error))
@@ -82,7 +92,7 @@ def import_(config: str, file: Path) -> None:
             progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
                             rows=loaded + len(errors))
     for line, why in sorted(errors):
-        err_console.print(f"{file}:{line}: {why}", markup=False, highlight=False)
+        err_console.print(f"{file}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)  # one line each
     click.echo(f"imported {loaded} rows, refused {len(errors)}")
     if errors:
         sys.exit(1 if not loaded else 2)

@@ -105,6 +105,11 @@ class _Reader:
     def fail(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.path, key, reason)
 
+    @staticmethod
+    def key(section: str, key: str) -> str:
+        """``[node].listen``; a section given already bracketed (``[[hubs]][0]``, ``[upstream]``) is kept as is."""
+        return f"{section if section.startswith('[') else f'[{section}]'}.{key}"
+
     def table(self, name: str, *, required: bool = True) -> dict[str, Any] | None:
         value = self.data.get(name)
         if value is None:
@@ -118,20 +123,20 @@ class _Reader:
     def string(self, table: dict[str, Any], section: str, key: str, default: str | None = None) -> str:
         value = table.get(key, default)
         if not isinstance(value, str) or not value:
-            raise self.fail(f"[{section}].{key}", "missing" if value is None else "must be a non-empty string")
+            raise self.fail(self.key(section, key), "missing" if value is None else "must be a non-empty string")
         return value
 
     def file(self, table: dict[str, Any], section: str, key: str) -> Path:
         path = (self.base / self.string(table, section, key)).resolve()
         if not path.is_file():
-            raise self.fail(f"[{section}].{key}", f"file not found: {path}")
+            raise self.fail(self.key(section, key), f"file not found: {path}")
         return path
 
     def address(self, table: dict[str, Any], section: str, key: str) -> str:
         value = self.string(table, section, key)
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self.fail(f"[{section}].{key}", f"{value!r} is not host:port")
+            raise self.fail(self.key(section, key), f"{value!r} is not host:port")
         return value
 
     def database(self, table: dict[str, Any], section: str) -> str:

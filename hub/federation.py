@@ -56,6 +56,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         self._mark(who, "push", True)
         try:
             for req in request_iterator:
+                # Streams live for days: a certificate revoked since this one opened ends it here.
+                self.gate.identity(context)
                 kind = req.WhichOneof("msg")
                 if kind == "hello":
                     yield pb.PushResponse(hello=wire.hello(self.peer.identity))
@@ -107,6 +109,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         store = self.peer.store
         cursor_name = f"out:{who}"
 
+        failed: list[Exception] = []  # a store error while recording an ack: ends the stream below
+
         def read_acks() -> None:
             try:
                 for req in request_iterator:
@@ -115,6 +119,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                         window.release()
             except grpc.RpcError:
                 pass
+            except Exception as exc:  # noqa: BLE001 - e.g. the store locked or full: the peer must reconnect,
+                failed.append(exc)  # or this stream, its ack uncounted, would never send another batch
 
         store.set_cursor(cursor_name, position, now_ms())
         threading.Thread(target=read_acks, name=f"acks-{who}", daemon=True).start()
@@ -124,6 +130,9 @@ class FederationServicer(pb_grpc.FederationServicer):
             yield pb.PullResponse(hello=wire.hello(self.peer.identity))
             told_idle = False
             while context.is_active() and not self.stopping.is_set():
+                if failed:
+                    raise failed[0]
+                self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
                 generation = store.generation
                 entries, pos = store.read_log(position, flt=flt, limit=limit)
                 if pos == position:
@@ -134,6 +143,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                     continue
                 told_idle = False
                 while not window.acquire(timeout=0.5):
+                    if failed:
+                        raise failed[0]
                     if not context.is_active() or self.stopping.is_set():
                         return
                 certs = self.peer.certificates_for(entries, sent_keys)

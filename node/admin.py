@@ -49,6 +49,8 @@ class AdminServicer(pb_grpc.AdminServicer):
             fields = json.loads(request.fields_json or "{}")
         except json.JSONDecodeError as exc:
             raise ValidationError("json", f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+        except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting too deep
+            raise ValidationError("json", f"not acceptable JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(fields, dict):
             raise ValidationError("json", "must be a JSON object of field -> value")
         state = self.records.write(request.op, request.kind or "person", request.record_id, fields, operator)
@@ -109,7 +111,7 @@ class AdminServicer(pb_grpc.AdminServicer):
                 fields = json.loads(req.fields_json or "{}")
                 if not isinstance(fields, dict):
                     raise ValueError
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 errors[i] = "json: must be a JSON object of field -> value"
                 fields = {}
             rows.append((req.op or "create", req.kind or "person", req.record_id, fields))

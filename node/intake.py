@@ -9,10 +9,11 @@ sure the author may write that record. A change that fails any step becomes a
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Protocol
 
 from core.apply import authorise
-from core.change import Envelope, parse, parse_head
+from core.change import Change, Envelope, parse, parse_head
 from core.errors import Malformed, RemoteError, SyncError
 from core.merkle import Seal
 from store.schema import log
@@ -61,6 +62,7 @@ def check(
         try:
             change = parse(env.body) if full else parse_head(env.body)
             _check_storable(change)
+            _check_encodable(change, env.body)
             if not peer_may_forward and change.origin != peer:
                 raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")
             author = verifier.verify(env.body, env.seal)
@@ -102,6 +104,23 @@ def _check_storable(change) -> None:  # type: ignore[no-untyped-def]
             raise Malformed(f"operator: longer than {OPERATOR_MAX} characters")
         if not _text_ok(change.operator):
             raise Malformed("operator: must be valid text without NUL characters")
+
+
+# A "\\ud800".."\\udfff" escape: the only way JSON in valid UTF-8 can spell a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_encodable(change, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Refuse a state that has no UTF-8 form: a lone surrogate (only spellable as a JSON escape)
+    in a field name, value or clock node would pass every check, then fail encoding the merged
+    record at ingest, aborting the whole batch on every retry. (Regional hubs decode only the
+    head, store the bytes as they are, and leave this to whoever merges the state.)"""
+    if not isinstance(change, Change) or not _SURROGATE_ESCAPE.search(body):
+        return  # the common case: nothing to encode twice
+    try:
+        change.state.to_bytes()
+    except UnicodeEncodeError:
+        raise Malformed("state: a field name, value or clock holds a lone UTF-16 surrogate") from None
 
 
 def _refused(env: Envelope, why: str, change) -> Refused:  # type: ignore[no-untyped-def]

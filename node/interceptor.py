@@ -16,7 +16,7 @@ import grpc
 
 from sqlalchemy.exc import OperationalError
 
-from core.errors import SyncError
+from core.errors import Malformed, SyncError
 
 log = logging.getLogger("yipanqi.rpc")
 
@@ -25,10 +25,24 @@ def _code(err: SyncError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, err.status, grpc.StatusCode.INTERNAL)
 
 
+# Status details travel in trailing metadata, which gRPC clients cap (8 KiB by default): a
+# longer message (one quoting a peer's oversized input back, say) would reach the client as
+# RESOURCE_EXHAUSTED instead of the real status.
+MAX_DETAILS = 1000
+
+
+def _details(exc: BaseException) -> str:
+    text = str(exc)
+    if len(text) > MAX_DETAILS:
+        text = f"{text[:MAX_DETAILS]}... ({len(text) - MAX_DETAILS} more characters)"
+    return text
+
+
 def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, SyncError):
-        log.info("%s refused: %s", method, exc)
-        context.abort(_code(exc), str(exc))
+        details = _details(exc)
+        log.info("%s refused: %s", method, details)
+        context.abort(_code(exc), details)
     if isinstance(exc, OperationalError):  # locked, disk full, server gone: nothing was written
         log.error("%s: the store is unavailable: %s", method, exc.orig)
         context.abort(grpc.StatusCode.UNAVAILABLE, f"the store is unavailable ({exc.orig}); nothing was written")
@@ -36,9 +50,46 @@ def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> Non
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 
 
-def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+class _Undecodable:
+    """Stands in for a request message that did not decode (see ``_lenient``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # grpc answers a request it cannot deserialize with INTERNAL ("Exception deserializing
+    # request!"), as if the server were broken. Hand the handler a marker instead, so the
+    # peer's bytes are refused as INVALID_ARGUMENT like any other malformed input.
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return decode
+
+
+def _decoded(request: Any, method: str) -> Any:
+    if isinstance(request, _Undecodable):
+        raise Malformed(f"{method}: the request message does not decode ({request.error})")
+    return request
+
+
+def _checked_stream(requests: Any, method: str) -> Any:
+    for request in requests:
+        yield _decoded(request, method)
+
+
+def _wrap_unary(fn: Callable[..., Any], method: str, streaming: bool = False) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            request = _checked_stream(request, method) if streaming else _decoded(request, method)
             return fn(request, context)
         except grpc.RpcError:
             raise
@@ -50,9 +101,10 @@ def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     return handler
 
 
-def _wrap_stream(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_stream(fn: Callable[..., Any], method: str, streaming: bool = False) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            request = _checked_stream(request, method) if streaming else _decoded(request, method)
             yield from fn(request, context)
         except grpc.RpcError:
             raise
@@ -75,12 +127,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
         if handler.unary_unary:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method, streaming=True))
         if handler.unary_stream:
             return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method, streaming=True))
         return handler

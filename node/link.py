@@ -108,9 +108,6 @@ class Link(threading.Thread):
         done = threading.Event()
         errors: list[str] = []
         calls: list[grpc.Call] = []
-        self.state.hub, self.state.up_since_ms, self.state.down_since_ms = hub.name, now_ms(), None
-        self.state.last_error = None
-        log.info("connected to hub-%s%s", hub.name, " (fallback)" if self.state.fallback else "")
         threads = [
             threading.Thread(target=self._guard, args=(self._push, stub, hub, done, calls, errors), daemon=True),
             threading.Thread(target=self._guard, args=(self._pull, stub, hub, done, calls, errors), daemon=True),
@@ -132,6 +129,13 @@ class Link(threading.Thread):
             self._down(hub, errors[0])
             return False
         return True
+
+    def _up(self, hub: HubAddress) -> None:
+        # Connected once the hub has answered our hello, not when TLS is up: a hub that refuses
+        # every stream (a revoked certificate, say) must not show as connected, nor reset down_since.
+        self.state.hub, self.state.up_since_ms, self.state.down_since_ms = hub.name, now_ms(), None
+        self.state.last_error = None
+        log.info("connected to hub-%s%s", hub.name, " (fallback)" if self.state.fallback else "")
 
     def _down(self, hub: HubAddress, why: str) -> None:
         if self.state.down_since_ms is None:
@@ -185,7 +189,9 @@ class Link(threading.Thread):
         call = stub.Push(requests())
         calls.append(call)
         for resp in call:
-            if resp.WhichOneof("msg") == "ack":
+            if resp.WhichOneof("msg") == "hello":
+                self._up(hub)
+            elif resp.WhichOneof("msg") == "ack":
                 store.set_cursor(self.push_cursor, resp.ack.cursor, now_ms())
                 self.state.pushed += resp.ack.accepted
                 window.release()

@@ -12,6 +12,9 @@ cannot come back this way: restore those from a backup.
 from __future__ import annotations
 
 import queue
+from typing import Sequence
+
+import grpc
 
 from cli.config import HubAddress, TLSPaths
 from node.peer import Peer, now_ms
@@ -20,10 +23,30 @@ from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
 
 
-def rebuild(peer: Peer, national: HubAddress, tls: TLSPaths, province: str,
-            progress=lambda applied: None) -> int:  # type: ignore[no-untyped-def]
-    """Pull everything for ``province`` from the national hub; returns changes applied."""
-    name = f"pull:{national.identity}"
+def rebuild(peer: Peer, hubs: Sequence[HubAddress], tls: TLSPaths, province: str) -> tuple[int, list[str]]:
+    """Pull everything for ``province`` from each hub in turn (the national hub first).
+
+    The home hub matters too: changes it acknowledged may not have reached the
+    national hub yet, and our own among them must come back before we write
+    again, or their sequence numbers would be reused. Returns the changes
+    applied and the hubs that could not be reached (with why).
+    """
+    applied, failures = 0, []
+    ordered = sorted(hubs, key=lambda h: h.name != "national")
+    for hub in ordered:
+        try:
+            applied += _pull_all(peer, hub, tls, province)
+        except grpc.RpcError as err:
+            failures.append(f"{hub.identity} at {hub.address}: {err.code().name}: {err.details()}")
+    if len(failures) == len(ordered):
+        raise RuntimeError("no hub could be reached: " + "; ".join(failures))
+    # Our own changes came back from the federation: they need no pushing again.
+    peer.store.set_cursor("push", max(peer.store.cursor("push"), peer.store.last_seq()), now_ms())
+    return applied, failures
+
+
+def _pull_all(peer: Peer, hub: HubAddress, tls: TLSPaths, province: str) -> int:
+    name = f"pull:{hub.identity}"
     acks: queue.Queue[pb.Ack | None] = queue.Queue()
 
     def requests():  # type: ignore[no-untyped-def]
@@ -32,7 +55,7 @@ def rebuild(peer: Peer, national: HubAddress, tls: TLSPaths, province: str,
             yield pb.PullRequest(ack=ack)
 
     applied = 0
-    with secure_channel(national.address, national.identity, tls.ca, tls.cert, tls.key) as channel:
+    with secure_channel(hub.address, hub.identity, tls.ca, tls.cert, tls.key) as channel:
         call = pb_grpc.FederationStub(channel).Pull(requests())
         try:
             for resp in call:
@@ -40,14 +63,11 @@ def rebuild(peer: Peer, national: HubAddress, tls: TLSPaths, province: str,
                     continue
                 if resp.batch.caught_up:
                     break
-                result = peer.ingest_batch(resp.batch, via=national.identity, peer_may_forward=True,
+                result = peer.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
                                            for_province=province, cursor_name=name)
                 applied += result.applied
-                progress(applied)
                 acks.put(pb.Ack(cursor=resp.batch.cursor, accepted=result.applied))
         finally:
             acks.put(None)
             call.cancel()
-    # Our own changes came back from the federation: they need no pushing again.
-    peer.store.set_cursor("push", max(peer.store.cursor("push"), peer.store.last_seq()), now_ms())
     return applied

@@ -14,7 +14,9 @@ from typing import Callable, Mapping, Sequence
 
 from certs.signing import Signer
 from core.errors import LocalError, NotFound, SyncError, ValidationError
-from core.kinds import get_kind
+from core.change import state_provinces
+from core.identity import Identity
+from core.kinds import Kind, get_kind
 from core.record import RecordState
 from node import metrics
 from node.peer import Peer, now_ms
@@ -105,6 +107,7 @@ class RecordService:
             if op == "create":
                 if current is not None:
                     raise LocalError(f"{kind} {record_id} already exists")
+                self._check_involved(k, None, clean)
                 return op, clean
             if current is None:
                 raise NotFound(f"no {kind} record {record_id} on {self.peer.identity}")
@@ -118,9 +121,23 @@ class RecordService:
                 merged = {**current.values(), **clean}
                 # Fields a newer release wrote are kept and passed on, not judged by our rules.
                 k.validate({f: v for f, v in merged.items() if v is not None and f in k.fields}, today=today)
+            self._check_involved(k, current, clean)
             return op, clean
 
         return kind, record_id, edit
+
+    def _check_involved(self, k: Kind, current: RecordState | None, clean: Mapping[str, object]) -> None:
+        """A province writes only records that involve it, before or after the write (as every
+        hub and node checks on receipt: a write that fails this would stay here and be quarantined
+        everywhere else)."""
+        own = Identity.parse(self.peer.identity).province
+        before = state_provinces(current) if current is not None else frozenset()
+        new = {f: clean[f] for f in k.routing_fields if clean.get(f) is not None}
+        involved = before | k.provinces(new)
+        if own is not None and own not in involved:
+            field = next((f for f in reversed(k.routing_fields) if f in clean), k.routing_fields[-1])
+            raise ValidationError(field, f"{self.peer.identity} may only write records that involve province "
+                                         f"{own}; this one involves {', '.join(sorted(involved)) or 'none'}")
 
     def get(self, kind: str, record_id: str) -> RecordState:
         get_kind(kind)

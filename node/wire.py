@@ -12,6 +12,10 @@ from yipanqi.v1 import federation_pb2 as pb
 
 PROTOCOL = 1
 MAX_PROOF = 64
+# The log keeps seal index and size in 32-bit signed columns. Size is not signed (core.merkle):
+# the last leaf of a genuine batch also verifies at index 2**31 of a "2**31+1 batch", which
+# PostgreSQL would refuse to store, failing the whole batch on every retry.
+MAX_SEAL_SIZE = 2**31 - 1
 
 
 def envelope(msg: pb.SignedChange) -> Envelope:
@@ -23,6 +27,8 @@ def envelope(msg: pb.SignedChange) -> Envelope:
         raise Malformed("seal.key_id: must be 1..64 characters")
     if len(s.signature) != 64:
         raise Malformed(f"seal.signature: must be 64 bytes, got {len(s.signature)}")
+    if s.size > MAX_SEAL_SIZE:
+        raise Malformed(f"seal.size: {s.size} is over the {MAX_SEAL_SIZE}-change limit")
     if s.size < 1 or s.index >= s.size:
         raise Malformed(f"seal.index: {s.index} is not within a batch of {s.size}")
     if len(s.proof) > MAX_PROOF or any(len(p) != HASH_SIZE for p in s.proof):

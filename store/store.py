@@ -62,8 +62,10 @@ def _storable(text: str | None, max_len: int) -> str | None:
 
 
 def _text(value: object, size: int) -> str | None:
-    """A projection column's value: text that fits, else nothing (the state stays authoritative)."""
-    return value if isinstance(value, str) and len(value) <= size else None
+    """A projection column's value: text that fits, else nothing (the state stays authoritative).
+    Values come unvalidated from peers (only routing fields are checked on receipt): a NUL,
+    which PostgreSQL text cannot hold, would fail the whole batch."""
+    return value if isinstance(value, str) and len(value) <= size and "\x00" not in value else None
 
 
 def _routes_set(text: str) -> frozenset[str]:

@@ -18,10 +18,17 @@ branch_labels = None
 depends_on = None
 
 
+_SIZES = {"household_province": 2, "residence_province": 2, "moved_in_on": 10}
+
+
 def _winner(fields: dict, name: str) -> object:
     # Stored state: {"stamps": [[clock, [wall, logical, node]], ...], "fields": {name: [[value, stamp], ...]}}
     versions = fields.get(name) or []
-    return versions[0][0] if versions else None
+    value = versions[0][0] if versions else None
+    # The store's own rule (store.store._text): text that fits the column, else NULL (the state stays
+    # authoritative). A value this release would not write (a peer's newer format) must neither fail
+    # the whole upgrade (PostgreSQL refuses over-long text) nor land in the column.
+    return value if isinstance(value, str) and len(value) <= _SIZES[name] else None
 
 
 def upgrade() -> None:

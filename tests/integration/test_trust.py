@@ -1,0 +1,323 @@
+"""Trust over time, against real processes: revoking TLS certificates, signing keys
+and operator certificates through the federation's revocation list
+(``yipanqi federation revoke``, DIR/revoked.txt, read by every process), rotating
+a node's keys (``yipanqi federation issue``), and operators confined to their scope.
+
+Each test runs its own small federation (provinces 11, 44, 45: hub-national,
+hub-bohai, hub-pearl), because revocations are permanent.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certs.ca import fingerprint_key_id
+from cli.config import load_any
+from cli.launcher import Federation
+from node.transport import secure_channel
+from tests.integration.conftest import _LIVE, Fed, eventually, person
+from yipanqi.v1 import admin_pb2 as apb
+from yipanqi.v1 import admin_pb2_grpc as apb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+PROVINCES = ["11", "44", "45"]
+N11, N44, N45 = "province-11", "province-44", "province-45"
+NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
+SLOW = 60  # generous: the machine is shared
+
+
+class SmallFed(Fed):
+    """``Fed`` for a federation of any provinces (conftest's ``start_all`` knows the default five only)."""
+
+    def start_all(self, timeout: float = SLOW) -> None:
+        ids = list(self.fed.configs)
+        tiers = [[NATIONAL], sorted(i for i in ids if i.startswith("hub-") and i != NATIONAL),
+                 sorted(i for i in ids if i.startswith("province-"))]
+        for tier in tiers:
+            for identity in tier:
+                self.fed.start(identity, wait=False)
+            for identity in tier:
+                self.fed.wait_healthy(identity, timeout=SLOW)
+        self.wait_linked(timeout)
+
+    def start(self, identity: str) -> None:
+        self._drop(identity)
+        self.fed.start(identity, wait=False)
+        self.fed.wait_healthy(identity, timeout=SLOW)
+
+
+@contextmanager
+def small_federation(root: Path, provinces: list[str] = PROVINCES,
+                     configure: Callable[[Federation], None] | None = None) -> Iterator[SmallFed]:
+    fed = SmallFed(Federation.create(root, provinces))
+    if configure is not None:
+        configure(fed.fed)
+    _LIVE.append(fed)  # conftest attaches the process logs to a failure report
+    try:
+        fed.start_all()
+        yield fed
+    finally:
+        fed.close()
+        fed.fed.stop_all()
+        _LIVE.remove(fed)
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[SmallFed]:
+    with small_federation(tmp_path / "fed") as f:
+        yield f
+
+
+def yipanqi(*args: str) -> str:
+    """Run the real CLI; returns its stdout (fails the test with its stderr otherwise)."""
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"yipanqi {' '.join(args)} failed ({done.returncode}): {done.stderr}"
+    return done.stdout
+
+
+def operator_stub(fed: Fed, scope: str, target: str) -> tuple[grpc.Channel, apb_grpc.AdminStub]:
+    """An Admin stub on ``target`` using operator-``scope``'s certificate."""
+    op = fed.root / "operators" / scope
+    channel = secure_channel(load_any(fed.fed.configs[target]).listen, target, fed.root / "ca" / "ca.crt",
+                             op / "tls.crt", op / "tls.key")
+    return channel, apb_grpc.AdminStub(channel)
+
+
+def denied(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
+    return err.value
+
+
+def log_text(fed: Fed, identity: str) -> str:
+    return fed.fed.log_path(identity).read_text(errors="replace")
+
+
+def quarantined(fed: Fed, identity: str, record_id: str) -> list[dict[str, Any]]:
+    return [q for q in fed.quarantine(identity) if q["record_id"] == record_id]
+
+
+def never_equivocation(fed: Fed, *identities: str) -> None:
+    for identity in identities:
+        bad = [q for q in fed.quarantine(identity) if q["reason"].startswith("equivocation")]
+        assert bad == [], f"{identity} quarantined equivocations: {bad}"
+
+
+# -- TLS certificate revocation ------------------------------------------------------------------
+
+
+def test_revoked_node_tls_certificate_is_refused_and_others_keep_syncing(fed: SmallFed,
+                                                                        rng: random.Random) -> None:
+    early = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    fed.arrives(N44, early["person_id"], early, timeout=SLOW)
+
+    out = yipanqi("federation", "revoke", str(fed.root), str(fed.root / "nodes" / "45" / "tls.crt"))
+    assert out.startswith("revoked ")
+
+    # Its live sessions are cut and every new one refused: status shows it, within ~30 s.
+    def refused() -> dict:
+        hub = fed.status(N45)["hub"]
+        err = hub["last_error"] or ""
+        return hub if not hub["connected"] and ("revoked" in err or "PERMISSION_DENIED" in err) else {}
+
+    hub = eventually(refused, 40, interval=0.3, message=lambda: f"45 link: {fed.status(N45)['hub']}")
+    assert "revoked" in hub["last_error"], hub
+    eventually(lambda: "province-45" in (t := log_text(fed, PEARL)) and "revoked" in t, 10,
+               message="hub-pearl's log does not say it refused the revoked certificate of province-45")
+
+    # What 45 writes now stays at 45: no hub takes it from a revoked peer.
+    stranded = fed.write(N45, "create", person(rng, household="45", residence="44"))
+
+    # Everyone else keeps syncing, in the region and across it.
+    a = fed.write(N44, "create", person(rng, household="11", residence="44"))
+    b = fed.write(N11, "create", person(rng, household="11", residence="44"))
+    for pid, rec, where in ((a["person_id"], a, (N11, NATIONAL)), (b["person_id"], b, (N44, NATIONAL))):
+        for identity in where:
+            fed.arrives(identity, pid, rec, timeout=SLOW)
+    assert fed.status(N44)["hub"]["connected"] and fed.status(N11)["hub"]["connected"]
+
+    assert fed.get(N44, stranded["person_id"]) is None
+    assert fed.get(NATIONAL, stranded["person_id"]) is None
+    st = fed.status(N45)
+    assert st["outbox"]["changes"] >= 1 and not st["hub"]["connected"], st
+    assert fed.get(N44, early["person_id"]) == early  # what it sent before stays
+
+
+# -- signing key revocation ----------------------------------------------------------------------
+
+
+def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fed: SmallFed,
+                                                                              rng: random.Random) -> None:
+    before = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    fed.arrives(N44, before["person_id"], before, timeout=SLOW)
+    fed.arrives(NATIONAL, before["person_id"], before, timeout=SLOW)
+
+    sign_crt = fed.root / "nodes" / "45" / "sign.crt"
+    key_id = fingerprint_key_id(x509.load_pem_x509_certificate(sign_crt.read_bytes()).public_bytes(Encoding.DER))
+    out = yipanqi("federation", "revoke", str(fed.root), str(sign_crt))
+    assert key_id in out, out
+    assert key_id in (fed.root / "revoked.txt").read_text()
+
+    # 45's TLS certificate is still valid: it connects and pushes, but what it signs now is refused.
+    after = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    edit = fed.write(N45, "update", {"children": 7}, before["person_id"])
+
+    def refused_at_pearl() -> list[dict[str, Any]]:
+        rows = quarantined(fed, PEARL, after["person_id"]) + quarantined(fed, PEARL, before["person_id"])
+        return rows if len(rows) == 2 else []
+
+    rows = eventually(refused_at_pearl, SLOW, message=lambda: f"hub-pearl quarantine: {fed.quarantine(PEARL)}")
+    for q in rows:
+        assert q["origin"] == N45 and q["reason"].startswith("unknown author"), q
+        assert key_id in q["reason"], q
+    assert fed.status(N45)["hub"]["connected"]
+    # Drained: 45's outbox was taken (and refused), a later change of 11's reaches 44 through the same hubs.
+    eventually(lambda: fed.status(N45)["outbox"]["changes"] == 0, SLOW)
+    marker = fed.write(N11, "create", person(rng, household="11", residence="44"))
+    fed.arrives(N44, marker["person_id"], marker, timeout=SLOW)
+
+    assert fed.get(N44, after["person_id"]) is None
+    assert fed.get(NATIONAL, after["person_id"]) is None
+    assert fed.history(PEARL, after["person_id"]) == []  # never entered the hub's log
+    # Accepted before the revocation: stays, unchanged by the refused edit.
+    assert fed.get(N44, before["person_id"]) == before
+    assert fed.get(NATIONAL, before["person_id"]) == before
+    assert [(r["origin"], r["seq"]) for r in fed.history(N44, before["person_id"])] == [(N45, 1)]
+    assert fed.quarantine(N44) == []
+    # It stays after 44 restarts (its store's copy of the revoked key is refused on load).
+    fed.stop(N44)
+    fed.start(N44)
+    eventually(lambda: fed.status(N44)["hub"]["connected"], SLOW)
+    assert fed.get(N44, before["person_id"]) == before
+    assert fed.quarantine(N44) == []
+
+
+# -- operator certificates -----------------------------------------------------------------------
+
+
+def test_revoked_operator_certificate_is_refused_by_the_admin_api(fed: SmallFed) -> None:
+    assert fed.status(N44)["identity"] == N44
+    yipanqi("federation", "revoke", str(fed.root), str(fed.root / "operators" / "44" / "tls.crt"))
+
+    def refused() -> bool:
+        try:
+            fed.status(N44)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            assert "revoked" in (err.details() or ""), err.details()
+            return True
+        return False
+
+    eventually(refused, 10)
+    channel, stub = operator_stub(fed, "44", N44)  # a fresh connection too
+    with channel:
+        denied(lambda: stub.Status(apb.Empty(), timeout=10))
+        denied(lambda: list(stub.List(apb.ListRequest(kind="person"), timeout=10)))
+        denied(lambda: stub.Write(apb.WriteRequest(kind="person", op="create", fields_json="{}"), timeout=10))
+    # Other operators are unaffected.
+    assert fed.status(N45)["identity"] == N45
+    assert fed.status(PEARL)["identity"] == PEARL
+
+
+# -- key rotation ----------------------------------------------------------------------------------
+
+
+def test_key_rotation_keeps_syncing_and_old_history_verifies(fed: SmallFed, rng: random.Random) -> None:
+    first = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    fed.arrives(N44, first["person_id"], first, timeout=SLOW)
+
+    # 44 is down while 45 writes with its old key: it will get that change only after the rotation.
+    fed.stop(N44)
+    pending = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    eventually(lambda: fed.get(NATIONAL, pending["person_id"]) == pending, SLOW)
+
+    d = fed.root / "nodes" / "45"
+    old_der = x509.load_pem_x509_certificate((d / "sign.crt").read_bytes()).public_bytes(Encoding.DER)
+    old_tls = (d / "tls.crt").read_bytes()
+    yipanqi("federation", "issue", str(fed.root), N45)
+    new_der = x509.load_pem_x509_certificate((d / "sign.crt").read_bytes()).public_bytes(Encoding.DER)
+    assert new_der != old_der and (d / "tls.crt").read_bytes() != old_tls
+    old_key, new_key = fingerprint_key_id(old_der), fingerprint_key_id(new_der)
+
+    fed.stop(N45)
+    fed.start(N45)
+    eventually(lambda: fed.status(N45)["hub"]["connected"], SLOW)
+    rotated = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    edit = fed.write(N45, "update", {"children": 2}, first["person_id"])
+
+    fed.start(N44)
+    for pid, rec in ((first["person_id"], edit), (pending["person_id"], pending),
+                     (rotated["person_id"], rotated)):
+        fed.arrives(N44, pid, rec, timeout=SLOW)
+        fed.arrives(NATIONAL, pid, rec, timeout=SLOW)
+    for identity in (N44, PEARL, NATIONAL):
+        assert fed.quarantine(identity) == [], identity
+
+    # 44 restarts: both keys come back from its store, nothing is refused, records intact.
+    fed.stop(N44)
+    fed.start(N44)
+    eventually(lambda: fed.status(N44)["hub"]["connected"], SLOW)
+    for pid, rec in ((first["person_id"], edit), (pending["person_id"], pending),
+                     (rotated["person_id"], rotated)):
+        assert fed.get(N44, pid) == rec
+    assert fed.quarantine(N44) == []
+    assert "refused a signing certificate" not in log_text(fed, N44)
+
+    # Retire the old key: sync goes on with the new one.
+    out = yipanqi("federation", "revoke", str(fed.root), old_key, "--note", "rotated")
+    assert old_key in out
+    later = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    again = fed.write(N45, "update", {"children": 3}, first["person_id"])
+    for pid, rec in ((later["person_id"], later), (first["person_id"], again)):
+        fed.arrives(N44, pid, rec, timeout=SLOW)
+        fed.arrives(NATIONAL, pid, rec, timeout=SLOW)
+    assert fed.get(N44, pending["person_id"]) == pending  # accepted under the old key: stays
+    for identity in (N44, PEARL, NATIONAL):
+        assert fed.quarantine(identity) == [], identity
+    assert new_key not in (fed.root / "revoked.txt").read_text()
+    never_equivocation(fed, PEARL, NATIONAL)
+
+
+# -- operator scope ------------------------------------------------------------------------------
+
+
+def test_operator_is_confined_to_its_own_node(fed: SmallFed, rng: random.Random) -> None:
+    shared = fed.write(N44, "create", person(rng, household="11", residence="44"))
+    pid = shared["person_id"]
+    for identity in (N11, NATIONAL):
+        fed.arrives(identity, pid, shared, timeout=SLOW)
+
+    for target in (N11, BOHAI, NATIONAL):
+        channel, stub = operator_stub(fed, "44", target)
+        with channel:
+            denied(lambda: stub.Get(apb.RecordRef(kind="person", record_id=pid), timeout=10))
+            denied(lambda: list(stub.List(apb.ListRequest(kind="person"), timeout=10)))
+            denied(lambda: stub.Status(apb.Empty(), timeout=10))
+            denied(lambda: stub.Quarantine(apb.Empty(), timeout=10))
+            err = denied(lambda: stub.Write(apb.WriteRequest(kind="person", record_id=pid, op="update",
+                                                             fields_json='{"children": 5}'), timeout=10))
+            assert "operator-44-admin" in (err.details() or ""), err.details()
+    assert fed.get(N11, pid) == shared  # the refused write changed nothing
+    assert fed.get(NATIONAL, pid) == shared
+
+    channel, stub = operator_stub(fed, "44", N44)
+    with channel:
+        assert stub.Status(apb.Empty(), timeout=10).json
+        assert stub.Get(apb.RecordRef(kind="person", record_id=pid), timeout=10).record_id == pid
+        reply = stub.Write(apb.WriteRequest(kind="person", record_id=pid, op="update",
+                                            fields_json='{"children": 5}'), timeout=10)
+        assert reply.record_id == pid
+    eventually(lambda: (r := fed.get(N11, pid)) is not None and r["children"] == 5, SLOW)
