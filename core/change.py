@@ -28,6 +28,7 @@ from core.errors import Malformed
 from core.hlc import Timestamp
 from core.kinds import get_kind
 from core.merkle import Seal
+from core.provinces import PROVINCES
 from core.record import RecordState
 
 PROTOCOL = 1
@@ -149,7 +150,9 @@ def _header(obj: Mapping[str, object]) -> dict[str, object]:
     if operator is not None and not isinstance(operator, str):
         raise Malformed("operator: must be a string or null")
     prior = _get(obj, "prior", list)
-    if not all(isinstance(p, str) for p in prior):  # type: ignore[attr-defined]
+    # Known codes only: prior becomes routes, stored as two-character log_dest rows and a
+    # ",44,45," text (a comma or a long entry there would abort the batch on PostgreSQL).
+    if not all(isinstance(p, str) and p in PROVINCES for p in prior):  # type: ignore[attr-defined]
         raise Malformed("prior: must be a list of province codes")
     return dict(kind=kind, record_id=record_id, origin=origin, seq=seq, at=Timestamp.from_json(_get(obj, "at", list)),
                 op=op, operator=operator, prior=frozenset(prior))  # type: ignore[arg-type]

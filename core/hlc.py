@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from core.errors import Malformed
 
 
+# Wall times are stored as 64-bit signed integers (log.at_ms); a peer's timestamp beyond that
+# would fail the insert of the whole batch it came in, on every retry.
+MAX_WALL_MS = 2**63
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class Timestamp:
     wall_ms: int
@@ -32,10 +37,10 @@ class Timestamp:
             or type(obj[0]) is not int
             or type(obj[1]) is not int
             or not isinstance(obj[2], str)
-            or obj[0] < 0
+            or not 0 <= obj[0] < MAX_WALL_MS
             or obj[1] < 0
         ):
-            raise Malformed("at: must be [wall_ms >= 0, logical >= 0, node]")
+            raise Malformed("at: must be [0 <= wall_ms < 2**63, logical >= 0, node]")
         return cls(obj[0], obj[1], obj[2])
 
 

@@ -9,6 +9,7 @@
                 the index every subscriber's queue is read from
     quarantine  changes refused, with the reason and the bytes as received
     cursors     durable positions: what a hub acknowledged, what we pulled
+    counters    running totals for status (record counts, last change per origin)
     peers       last acknowledged cursor and contact per subscriber (status)
     keys        signing certificates learned from peers (trust is re-checked
                 against the CA on load)
@@ -117,6 +118,17 @@ keys = Table(
     Column("identity", String(96), nullable=False),
     Column("cert_der", LargeBinary, nullable=False),
     Column("added_ms", BigInteger, nullable=False),
+)
+
+# Running totals kept in the same transactions as the data they summarise (added in 0003):
+# live and conflicted record counts, and per origin the last change applied and its lag,
+# so status answers in O(1) whatever the size of the store.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(96), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
 )
 
 meta = Table(

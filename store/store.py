@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -33,8 +34,9 @@ from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter, leaves_node
 from store.db import migrate, open_engine
-from store.schema import cursors, keys, log, log_dest, meta, quarantine, records
+from store.schema import counters, cursors, keys, log, log_dest, meta, quarantine, records
 
+MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
 Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
@@ -152,6 +154,8 @@ class Store:
         self._lock = threading.RLock()
         self.appended = threading.Condition()
         self.generation = 0  # bumped on every append; waiters compare to skip lost wake-ups
+        # (origin, written ms, applied ms) of the latest arrivals, for delivery-delay figures.
+        self.arrivals: deque[tuple[str, int, int]] = deque(maxlen=10_000)
         with engine.begin() as conn:
             found = conn.execute(select(meta.c.value).where(meta.c.key == "owner")).scalar()
             if found is None:
@@ -159,7 +163,36 @@ class Store:
             elif found != owner:
                 raise LocalError(f"database belongs to {found}, not {owner}")
             last_at = conn.execute(select(func.max(log.c.at_ms)).where(log.c.origin == owner)).scalar()
+            self._init_counters(conn)
         self._hlc = hlc.Timestamp(last_at or 0, 0, owner)
+
+    # Live and conflicted record counts are counters updated in the same transaction as the
+    # records, so status stays O(1) however many records a store holds.
+    _LIVE, _CONFLICTED = "records:live", "records:conflicted"
+
+    def _init_counters(self, conn) -> None:  # type: ignore[no-untyped-def]
+        have = set(conn.execute(select(counters.c.name).where(counters.c.name.in_([self._LIVE, self._CONFLICTED]))).scalars())
+        if self._LIVE not in have:  # first open of a store (or one from before counters): count once
+            live = conn.execute(select(func.count()).select_from(records).where(records.c.deleted.is_(False))).scalar()
+            self._set_counter(conn, self._LIVE, int(live or 0), 0)
+        if self._CONFLICTED not in have:
+            n = conn.execute(select(func.count()).select_from(records).where(
+                and_(records.c.deleted.is_(False), records.c.conflicted.is_(True)))).scalar()
+            self._set_counter(conn, self._CONFLICTED, int(n or 0), 0)
+
+    def _bump(self, conn, name: str, delta: int) -> None:  # type: ignore[no-untyped-def]
+        if delta:
+            conn.execute(update(counters).where(counters.c.name == name).values(value=counters.c.value + delta))
+
+    def _set_counter(self, conn, name: str, value: int, at_ms: int) -> None:  # type: ignore[no-untyped-def]
+        done = conn.execute(update(counters).where(counters.c.name == name).values(value=value, at_ms=at_ms))
+        if done.rowcount == 0:
+            conn.execute(insert(counters).values(name=name, value=value, at_ms=at_ms))
+
+    def _counters(self, prefix: str) -> dict[str, tuple[int, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(counters).where(counters.c.name.startswith(prefix))).all()
+        return {r.name: (int(r.value), int(r.at_ms)) for r in rows}
 
     @classmethod
     def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True) -> "Store":
@@ -197,12 +230,19 @@ class Store:
                     out[(kind, rid)] = RecordState.from_json(kind, rid, canonical.loads(bytes(raw)))
         return out
 
-    def _save_many(self, conn, states: Sequence[tuple[RecordState, bool]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
-        """Write record states; ``exists`` says whether each is an update or an insert."""
+    def _save_many(self, conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Write record states, each with the state it replaces (None: a new record)."""
         from core.change import state_provinces
 
         inserts, updates = [], []
-        for state, exists in states:
+        live = conflicted = 0
+        for state, prior in states:
+            exists = prior is not None
+            now_live, now_conflicted = not state.deleted, not state.deleted and bool(state.conflicts())
+            was_live = prior is not None and not prior.deleted
+            was_conflicted = was_live and bool(prior.conflicts())  # type: ignore[union-attr]
+            live += now_live - was_live
+            conflicted += now_conflicted - was_conflicted
             shown = state.values()
             row = dict(
                 kind=state.kind, record_id=state.record_id, state=state.to_bytes(), deleted=state.deleted,
@@ -224,6 +264,8 @@ class Store:
                 [{**{k: v for k, v in u.items() if k not in ("kind", "record_id")}, "k": u["kind"], "r": u["record_id"]}
                  for u in updates],
             )
+        self._bump(conn, self._LIVE, live)
+        self._bump(conn, self._CONFLICTED, conflicted)
 
     def get(self, kind: str, record_id: str) -> RecordState | None:
         with self.engine.connect() as conn:
@@ -266,11 +308,9 @@ class Store:
             return [(h, r, m, int(n)) for h, r, m, n in conn.execute(q)]
 
     def count_records(self, *, conflicted_only: bool = False) -> int:
-        q = select(func.count()).select_from(records).where(records.c.deleted.is_(False))
-        if conflicted_only:
-            q = q.where(records.c.conflicted.is_(True))
-        with self.engine.connect() as conn:
-            return int(conn.execute(q).scalar() or 0)
+        """Live records (or live records with open conflicts), from the counters."""
+        name = self._CONFLICTED if conflicted_only else self._LIVE
+        return self._counters(name).get(name, (0, 0))[0]
 
     # -- local writes ----------------------------------------------------------
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
@@ -320,7 +360,7 @@ class Store:
                 seals = seal(bodies)
                 self._append_many(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
                                   via="local", now_ms=now_ms)
-                self._save_many(conn, [(st, existed[k]) for k, st in latest.items()], now_ms)
+                self._save_many(conn, [(st, loaded[k]) for k, st in latest.items()], now_ms)
         if changes:
             self._notify()
         return results
@@ -385,21 +425,26 @@ class Store:
                     continue
                 seen[(ch.origin, ch.seq)] = digest  # a duplicate inside the batch
                 fresh.append(a)
-                self._hlc = hlc.observe(self._hlc, ch.at, now_ms, self.owner)
+                if ch.at.wall_ms <= now_ms + MAX_CLOCK_LEAD_MS:
+                    # A peer's clock far ahead (broken, or hostile) must not drag ours along:
+                    # its change still merges; only our own timestamps ignore it.
+                    self._hlc = hlc.observe(self._hlc, ch.at, now_ms, self.owner)
             self._append_many(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms)
             result.applied = len(fresh)
             if self.hold_records and fresh:
-                states = self._load_many(conn, [(a.change.kind, a.change.record_id) for a in fresh])
-                existed = {k: v is not None for k, v in states.items()}
+                priors = self._load_many(conn, [(a.change.kind, a.change.record_id) for a in fresh])
+                states = dict(priors)
                 for a in fresh:
                     ch = a.change
                     key = (ch.kind, ch.record_id)
                     outcome = apply(states[key], ch)
                     states[key] = outcome.state
                     result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
-                self._save_many(conn, [(st, existed[k]) for k, st in states.items() if st is not None], now_ms)
+                self._save_many(conn, [(st, priors[k]) for k, st in states.items() if st is not None], now_ms)
+            self._note_origins(conn, fresh, now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
+        self.arrivals.extend((a.change.origin, a.change.at.wall_ms, now_ms) for a in fresh)
         if result.applied:
             self._notify()
         return result
@@ -534,22 +579,37 @@ class Store:
         return int(n or 0), oldest
 
     def recent_arrivals(self, last: int) -> list[tuple[str, int, int]]:
-        """(origin, written at ms, received ms) of the last ``last`` changes from other origins."""
-        q = (select(log.c.origin, log.c.at_ms, log.c.received_ms).where(log.c.via != "local")
-             .order_by(log.c.lsn.desc()).limit(last))
-        with self.engine.connect() as conn:
-            return [(r[0], int(r[1]), int(r[2])) for r in conn.execute(q)]
+        """(origin, written at ms, applied ms) of the last ``last`` changes received since this process started."""
+        return list(self.arrivals)[-last:]
 
     def history(self, kind: str, record_id: str) -> list[LogEntry]:
         q = select(log).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)
         with self.engine.connect() as conn:
             return [_row_entry(r) for r in conn.execute(q)]
 
+    def _note_origins(self, conn, fresh: Sequence[Accepted], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Keep, per origin, the highest seq applied and that change's write time (for lag)."""
+        best: dict[str, tuple[int, int]] = {}
+        for a in fresh:
+            ch = a.change
+            if ch.seq > best.get(ch.origin, (0, 0))[0]:
+                best[ch.origin] = (ch.seq, ch.at.wall_ms)
+        known = {name: value for name, value in conn.execute(
+            select(counters.c.name, counters.c.value).where(counters.c.name.in_([f"origin:{o}" for o in best])))}
+        for origin, (seq, at_ms) in best.items():
+            if known.get(f"origin:{origin}", 0) >= seq:
+                continue  # an older change arriving late (another path): the summary stands
+            self._set_counter(conn, f"origin:{origin}", seq, at_ms)  # last seq, its write time
+            self._set_counter(conn, f"arrived:{origin}", max(0, now_ms - at_ms), now_ms)  # its lag, arrival
+
     def last_applied(self) -> dict[str, tuple[int, int, int]]:
         """Per origin: (last seq, its write time ms, when we received it ms)."""
-        q = select(log.c.origin, func.max(log.c.seq), func.max(log.c.at_ms), func.max(log.c.received_ms)).group_by(log.c.origin)
-        with self.engine.connect() as conn:
-            return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in conn.execute(q)}
+        arrived = self._counters("arrived:")
+        out = {}
+        for name, (seq, at_ms) in self._counters("origin:").items():
+            origin = name.removeprefix("origin:")
+            out[origin] = (seq, at_ms, arrived.get(f"arrived:{origin}", (0, at_ms))[1])
+        return out
 
     # -- keys ------------------------------------------------------------------------
     def save_key(self, key_id: str, identity: str, cert_der: bytes, now_ms: int) -> None:
