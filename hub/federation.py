@@ -142,6 +142,9 @@ class FederationServicer(pb_grpc.FederationServicer):
                     store.wait_for_append(generation, 0.5)
                     continue
                 told_idle = False
+                if not entries:  # all filtered out: move on without a batch (and its fsyncs) for nothing
+                    position = pos
+                    continue
                 while not window.acquire(timeout=0.5):
                     if failed:
                         raise failed[0]

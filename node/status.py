@@ -141,15 +141,15 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
     peers = list(dict.fromkeys(expected + [c[4:] for c in cursors] + list(connected)))
     rows = []
     for peer in peers:
-        flt = topology.subscription(hub, peer)
-        acked, acked_ms = cursors.get(f"out:{peer}", (0, None))
-        queue, oldest = store.pending(acked, flt=flt) if flt else (0, None)
         conn = connected.get(peer, {})
-        last = max([v for v in conn.values()] + [acked_ms or 0]) or None
         if peer.startswith("province-") and hub == "national" and not ("pull" in conn or "push" in conn):
             # Provinces reach the national hub only as a fallback, and get everything through their
             # home hub otherwise: a queue here is not a backlog. List only those on it right now.
             continue
+        flt = topology.subscription(hub, peer)
+        acked, acked_ms = cursors.get(f"out:{peer}", (0, None))
+        queue, oldest = store.pending(acked, flt=flt) if flt else (0, None)
+        last = max([v for v in conn.values()] + [acked_ms or 0]) or None
         rows.append({
             "peer": peer,
             "connected": "pull" in conn or "push" in conn,
