@@ -86,12 +86,14 @@ class Fed:
         (Starting nodes before their hub listens would send them to their
         fallback hub for a while, which would make the tests' paths random.)
         """
-        tiers = [["hub-national"], [h for h in HUBS if h != "hub-national"], NODES]
+        ids = list(self.fed.configs)
+        tiers = [["hub-national"], sorted(i for i in ids if i.startswith("hub-") and i != "hub-national"),
+                 sorted(i for i in ids if i.startswith("province-"))]
         for tier in tiers:
             for identity in tier:
                 self.fed.start(identity, wait=False)
             for identity in tier:
-                self.fed.wait_healthy(identity)
+                self.fed.wait_healthy(identity, timeout=60)
         self.wait_linked(timeout)
 
     def wait_linked(self, timeout: float = 40) -> None:
@@ -111,7 +113,8 @@ class Fed:
 
     def start(self, identity: str) -> None:
         self._drop(identity)
-        self.fed.start(identity)
+        self.fed.start(identity, wait=False)
+        self.fed.wait_healthy(identity, timeout=60)
 
     def kill(self, identity: str, sig: int = signal.SIGKILL) -> None:
         self._drop(identity)

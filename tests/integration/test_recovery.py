@@ -34,29 +34,9 @@ HUB_IDS = (NATIONAL, BOHAI, PEARL)
 SLOW = 60  # generous: the machine is shared
 
 
-class SmallFed(Fed):
-    """``Fed`` for a federation of any provinces (conftest's ``start_all`` knows the default five only)."""
-
-    def start_all(self, timeout: float = SLOW) -> None:
-        ids = list(self.fed.configs)
-        tiers = [[NATIONAL], sorted(i for i in ids if i.startswith("hub-") and i != NATIONAL),
-                 sorted(i for i in ids if i.startswith("province-"))]
-        for tier in tiers:
-            for identity in tier:
-                self.fed.start(identity, wait=False)
-            for identity in tier:
-                self.fed.wait_healthy(identity, timeout=SLOW)
-        self.wait_linked(timeout)
-
-    def start(self, identity: str) -> None:
-        self._drop(identity)
-        self.fed.start(identity, wait=False)
-        self.fed.wait_healthy(identity, timeout=SLOW)
-
-
 @contextmanager
-def small_federation(root: Path, provinces: list[str] = PROVINCES) -> Iterator[SmallFed]:
-    fed = SmallFed(Federation.create(root, provinces))
+def small_federation(root: Path, provinces: list[str] = PROVINCES) -> Iterator[Fed]:
+    fed = Fed(Federation.create(root, provinces))
     _LIVE.append(fed)  # conftest attaches the process logs to a failure report
     try:
         fed.start_all()
@@ -68,7 +48,7 @@ def small_federation(root: Path, provinces: list[str] = PROVINCES) -> Iterator[S
 
 
 @pytest.fixture
-def fed(tmp_path: Path) -> Iterator[SmallFed]:
+def fed(tmp_path: Path) -> Iterator[Fed]:
     with small_federation(tmp_path / "fed") as f:
         yield f
 
@@ -114,7 +94,7 @@ def holders(rec: dict[str, Any]) -> set[str]:
 # -- rebuild from the national database ----------------------------------------------------------
 
 
-def test_rebuild_brings_back_every_cross_province_record_and_resumes_sync(fed: SmallFed,
+def test_rebuild_brings_back_every_cross_province_record_and_resumes_sync(fed: Fed,
                                                                          rng: random.Random) -> None:
     # Records involving 44, written at 44, 11 and 45, edited from several places.
     a = fed.write(N44, "create", person(rng, household="11", residence="44"))
@@ -198,7 +178,7 @@ def test_rebuild_brings_back_every_cross_province_record_and_resumes_sync(fed: S
 # -- backup and restore ------------------------------------------------------------------------------
 
 
-def test_restore_from_a_backup_then_catch_up_from_the_federation(fed: SmallFed, rng: random.Random,
+def test_restore_from_a_backup_then_catch_up_from_the_federation(fed: Fed, rng: random.Random,
                                                                  tmp_path: Path) -> None:
     x1 = fed.write(N44, "create", person(rng, household="44", residence="45"))
     y1 = fed.write(N44, "create", person(rng, household="44", residence="44"))

@@ -52,24 +52,9 @@ SLOW = 60  # generous: the machine is shared
 BUSY_S = 1
 
 
-class SmallFed(Fed):
-    """``Fed`` for a federation of any provinces (conftest's ``start_all`` knows the default five only)."""
-
-    def start_all(self, timeout: float = SLOW) -> None:
-        ids = list(self.fed.configs)
-        tiers = [[NATIONAL], sorted(i for i in ids if i.startswith("hub-") and i != NATIONAL),
-                 sorted(i for i in ids if i.startswith("province-"))]
-        for tier in tiers:
-            for identity in tier:
-                self.fed.start(identity, wait=False)
-            for identity in tier:
-                self.fed.wait_healthy(identity, timeout=SLOW)
-        self.wait_linked(timeout)
-
-
 @contextmanager
-def small_federation(root: Path, configure: Callable[[Federation], None]) -> Iterator[SmallFed]:
-    fed = SmallFed(Federation.create(root, PROVINCES))
+def small_federation(root: Path, configure: Callable[[Federation], None]) -> Iterator[Fed]:
+    fed = Fed(Federation.create(root, PROVINCES))
     configure(fed.fed)
     _LIVE.append(fed)  # conftest attaches the process logs to a failure report
     try:

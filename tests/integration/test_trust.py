@@ -37,30 +37,10 @@ NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
 SLOW = 60  # generous: the machine is shared
 
 
-class SmallFed(Fed):
-    """``Fed`` for a federation of any provinces (conftest's ``start_all`` knows the default five only)."""
-
-    def start_all(self, timeout: float = SLOW) -> None:
-        ids = list(self.fed.configs)
-        tiers = [[NATIONAL], sorted(i for i in ids if i.startswith("hub-") and i != NATIONAL),
-                 sorted(i for i in ids if i.startswith("province-"))]
-        for tier in tiers:
-            for identity in tier:
-                self.fed.start(identity, wait=False)
-            for identity in tier:
-                self.fed.wait_healthy(identity, timeout=SLOW)
-        self.wait_linked(timeout)
-
-    def start(self, identity: str) -> None:
-        self._drop(identity)
-        self.fed.start(identity, wait=False)
-        self.fed.wait_healthy(identity, timeout=SLOW)
-
-
 @contextmanager
 def small_federation(root: Path, provinces: list[str] = PROVINCES,
-                     configure: Callable[[Federation], None] | None = None) -> Iterator[SmallFed]:
-    fed = SmallFed(Federation.create(root, provinces))
+                     configure: Callable[[Federation], None] | None = None) -> Iterator[Fed]:
+    fed = Fed(Federation.create(root, provinces))
     if configure is not None:
         configure(fed.fed)
     _LIVE.append(fed)  # conftest attaches the process logs to a failure report
@@ -74,7 +54,7 @@ def small_federation(root: Path, provinces: list[str] = PROVINCES,
 
 
 @pytest.fixture
-def fed(tmp_path: Path) -> Iterator[SmallFed]:
+def fed(tmp_path: Path) -> Iterator[Fed]:
     with small_federation(tmp_path / "fed") as f:
         yield f
 
@@ -119,7 +99,7 @@ def never_equivocation(fed: Fed, *identities: str) -> None:
 # -- TLS certificate revocation ------------------------------------------------------------------
 
 
-def test_revoked_node_tls_certificate_is_refused_and_others_keep_syncing(fed: SmallFed,
+def test_revoked_node_tls_certificate_is_refused_and_others_keep_syncing(fed: Fed,
                                                                         rng: random.Random) -> None:
     early = fed.write(N45, "create", person(rng, household="45", residence="44"))
     fed.arrives(N44, early["person_id"], early, timeout=SLOW)
@@ -159,7 +139,7 @@ def test_revoked_node_tls_certificate_is_refused_and_others_keep_syncing(fed: Sm
 # -- signing key revocation ----------------------------------------------------------------------
 
 
-def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fed: SmallFed,
+def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fed: Fed,
                                                                               rng: random.Random) -> None:
     before = fed.write(N45, "create", person(rng, household="45", residence="44"))
     fed.arrives(N44, before["person_id"], before, timeout=SLOW)
@@ -208,7 +188,7 @@ def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fe
 # -- operator certificates -----------------------------------------------------------------------
 
 
-def test_revoked_operator_certificate_is_refused_by_the_admin_api(fed: SmallFed) -> None:
+def test_revoked_operator_certificate_is_refused_by_the_admin_api(fed: Fed) -> None:
     assert fed.status(N44)["identity"] == N44
     yipanqi("federation", "revoke", str(fed.root), str(fed.root / "operators" / "44" / "tls.crt"))
 
@@ -235,7 +215,7 @@ def test_revoked_operator_certificate_is_refused_by_the_admin_api(fed: SmallFed)
 # -- key rotation ----------------------------------------------------------------------------------
 
 
-def test_key_rotation_keeps_syncing_and_old_history_verifies(fed: SmallFed, rng: random.Random) -> None:
+def test_key_rotation_keeps_syncing_and_old_history_verifies(fed: Fed, rng: random.Random) -> None:
     first = fed.write(N45, "create", person(rng, household="45", residence="44"))
     fed.arrives(N44, first["person_id"], first, timeout=SLOW)
 
@@ -294,7 +274,7 @@ def test_key_rotation_keeps_syncing_and_old_history_verifies(fed: SmallFed, rng:
 # -- operator scope ------------------------------------------------------------------------------
 
 
-def test_operator_is_confined_to_its_own_node(fed: SmallFed, rng: random.Random) -> None:
+def test_operator_is_confined_to_its_own_node(fed: Fed, rng: random.Random) -> None:
     shared = fed.write(N44, "create", person(rng, household="11", residence="44"))
     pid = shared["person_id"]
     for identity in (N11, NATIONAL):
