@@ -174,6 +174,33 @@ def conflicts_list(config: str, as_json: bool) -> None:
     Console().print(t)
 
 
+@conflicts.command("show")
+@config_option
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True)
+def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
+    """One record's open conflicts: every value, who wrote it and when."""
+    import datetime as dt
+
+    client = AdminClient.open(config)
+    record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
+    found = record["_meta"]["conflicts"]
+    if as_json:
+        click.echo(json.dumps({"person_id": person_id, "conflicts": found}, ensure_ascii=False))
+        return
+    if not found:
+        click.echo(f"person {person_id} has no open conflicts")
+        return
+    t = Table(title=f"open conflicts of person {person_id}")
+    for col in ("field", "value", "written by", "at", "shown"):
+        t.add_column(col)
+    for field, versions in found.items():
+        for i, v in enumerate(versions):
+            when = dt.datetime.fromtimestamp(v["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            t.add_row(field, repr(v["value"]), v["writer"], when, "yes" if i == 0 else "")
+    Console().print(t)
+
+
 @conflicts.command("resolve")
 @config_option
 @click.argument("person_id")

@@ -259,6 +259,10 @@ def test_conflict_is_listed_and_settled_through_the_cli(fresh_federation: Fed, r
         assert sorted(v["value"] for v in versions) == ["东莞市", "深圳市"]
         assert {v["writer"] for v in versions} == {"province-44", "province-11"}
     assert "residence_city" in ok("conflicts", "list", "-c", n11)
+    one = ok_json("conflicts", "show", "-c", n44, pid)
+    assert one["person_id"] == pid and list(one["conflicts"]) == ["residence_city"]
+    assert sorted(v["value"] for v in one["conflicts"]["residence_city"]) == ["东莞市", "深圳市"]
+    assert "深圳市" in ok("conflicts", "show", "-c", n11, pid)
     shown = ok_json("person", "show", "-c", n11, pid)
     assert shown["residence_city"] in ("东莞市", "深圳市")
 
@@ -269,6 +273,7 @@ def test_conflict_is_listed_and_settled_through_the_cli(fresh_federation: Fed, r
     out = ok("conflicts", "resolve", "-c", n44, pid, "residence_city", "--value", "佛山市")
     assert f"settled residence_city of {pid}" in out
     assert ok_json("conflicts", "list", "-c", n44) == []
+    assert ok_json("conflicts", "show", "-c", n44, pid)["conflicts"] == {}
 
     def settled_everywhere() -> bool:
         return all((r := fed.get(i, pid)) and r["residence_city"] == "佛山市" and not r["_meta"]["conflicts"]
