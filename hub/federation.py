@@ -39,14 +39,27 @@ class FederationServicer(pb_grpc.FederationServicer):
         self.stopping = stopping
         self.connected: dict[str, dict[str, int]] = {}  # peer -> {"push": since_ms, "pull": since_ms}
         self.reports: dict[str, dict] = {}  # identity -> its latest report (+ "received_ms", "via")
+        # Open streams per (peer, kind): a peer that reconnected while its old stream was still
+        # being torn down (or lingers, half-open) has two for a while; it is connected until the last ends.
+        self._open: dict[tuple[str, str], int] = {}
+        self._open_lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """A consistent copy of who is connected, for status (streams open and close meanwhile)."""
+        with self._open_lock:
+            return {who: dict(entry) for who, entry in self.connected.items()}
 
     def _mark(self, who: str, stream: str, on: bool) -> None:
-        entry = self.connected.setdefault(who, {})
-        if on:
-            entry[stream] = now_ms()
-        else:
-            entry.pop(stream, None)
-            entry[f"{stream}_last"] = now_ms()
+        with self._open_lock:
+            entry = self.connected.setdefault(who, {})
+            count = self._open.get((who, stream), 0) + (1 if on else -1)
+            self._open[(who, stream)] = max(count, 0)
+            if on:
+                entry[stream] = now_ms()
+            else:
+                if count <= 0:
+                    entry.pop(stream, None)
+                entry[f"{stream}_last"] = now_ms()
 
     def Push(self, request_iterator, context) -> Iterator[pb.PushResponse]:  # type: ignore[no-untyped-def]
         who = self.gate.identity(context)

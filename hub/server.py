@@ -41,7 +41,7 @@ def run_hub(cfg: HubConfig) -> None:
                     report=lambda: hub_report(store, federation.reports))
 
     admin = AdminServicer(store, cfg.name,
-                          lambda: hub_status(store, cfg.name, topology, federation.connected,
+                          lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.reports), None, gate)
 
     def register(server):  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def run_hub(cfg: HubConfig) -> None:
 
     server, _health = build_server(cfg.listen, cfg.tls, register, workers=160)
     serve_metrics(cfg.listen, cfg.metrics_port,
-                  lambda: hub_status(store, cfg.name, topology, federation.connected, link.state if link else None,
+                  lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
                                      federation.reports))
     if link is not None:
         link.start()

@@ -164,7 +164,8 @@ class Store:
                 raise LocalError(f"database belongs to {found}, not {owner}")
             last_at = conn.execute(select(func.max(log.c.at_ms)).where(log.c.origin == owner)).scalar()
             self._init_counters(conn)
-        self._hlc = hlc.Timestamp(last_at or 0, 0, owner)
+        # Past every timestamp we issued before a restart (only the wall part is stored).
+        self._hlc = hlc.Timestamp(last_at + 1 if last_at else 0, 0, owner)
 
     # Live and conflicted record counts are counters updated in the same transaction as the
     # records, so status stays O(1) however many records a store holds.
