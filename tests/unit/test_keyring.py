@@ -25,7 +25,10 @@ from certs.ca import (
 from certs.keyring import Keyring
 from core.errors import BadSignature, UnknownAuthor, ValidationError
 
-NOW = dt.datetime.now(dt.timezone.utc)
+def now() -> dt.datetime:
+    # Read at use, not at import: a long suite may reach this test minutes after collection,
+    # after the fixtures issued certificates whose validity starts then.
+    return dt.datetime.now(dt.timezone.utc)
 OPENSSL = shutil.which("openssl")
 
 
@@ -72,8 +75,8 @@ def _craft(
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())  # type: ignore[attr-defined]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or NOW - dt.timedelta(days=1))
-        .not_valid_after(not_after or NOW + dt.timedelta(days=30))
+        .not_valid_before(not_before or now() - dt.timedelta(days=1))
+        .not_valid_after(not_after or now() + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(digital_signature, False, False, False, False, is_ca, False, False, False),
@@ -214,13 +217,13 @@ def test_fingerprint_key_id() -> None:
 def test_admits_issued_signing_certificate(ca: CA, province44) -> None:  # type: ignore[no-untyped-def]
     ring = Keyring(ca.cert_pem)
     der = _der(province44.sign_cert)
-    key_id = ring.add_certificate(der, now=NOW)
+    key_id = ring.add_certificate(der, now=now())
     assert key_id == fingerprint_key_id(der)
     assert ring.identity_of(key_id) == "province-44"
     assert ring.certificate_der(key_id) == der
     assert ring.key_ids() == [key_id]
     # Idempotent.
-    assert ring.add_certificate(der, now=NOW) == key_id
+    assert ring.add_certificate(der, now=now()) == key_id
     assert ring.key_ids() == [key_id]
 
 
@@ -235,7 +238,7 @@ def test_refuses_certificate_from_another_ca_with_the_same_name(
     ).subject
     ring = Keyring(province44.ca_cert.read_bytes())
     with pytest.raises(UnknownAuthor, match="signature"):
-        ring.add_certificate(_der(paths.sign_cert), now=NOW)
+        ring.add_certificate(_der(paths.sign_cert), now=now())
     assert ring.key_ids() == []
 
 
@@ -248,13 +251,13 @@ def test_refuses_certificate_with_foreign_issuer_name(ca: CA, tmp_path: Path) ->
         .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else")]))
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=1))
+        .not_valid_before(now() - dt.timedelta(days=1))
+        .not_valid_after(now() + dt.timedelta(days=1))
         .sign(other.key, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )
     with pytest.raises(UnknownAuthor, match="issuer"):
-        Keyring(ca.cert_pem).add_certificate(der, now=NOW)
+        Keyring(ca.cert_pem).add_certificate(der, now=now())
 
 
 def test_refuses_expired_and_not_yet_valid(ca: CA, province44) -> None:  # type: ignore[no-untyped-def]
@@ -273,7 +276,7 @@ def test_refuses_expired_and_not_yet_valid(ca: CA, province44) -> None:  # type:
 
 def test_refuses_tls_certificate(ca: CA, province44) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UnknownAuthor, match="Ed25519"):
-        Keyring(ca.cert_pem).add_certificate(_der(province44.tls_cert), now=NOW)
+        Keyring(ca.cert_pem).add_certificate(_der(province44.tls_cert), now=now())
 
 
 @pytest.mark.parametrize(
@@ -288,13 +291,13 @@ def test_refuses_tls_certificate(ca: CA, province44) -> None:  # type: ignore[no
 )
 def test_refuses_defective_certificates(ca: CA, kwargs: dict, reason: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(UnknownAuthor, match=reason):
-        Keyring(ca.cert_pem).add_certificate(_craft(ca, **kwargs), now=NOW)
+        Keyring(ca.cert_pem).add_certificate(_craft(ca, **kwargs), now=now())
 
 
 def test_crafted_control_is_admitted(ca: CA) -> None:
     # Guards the parametrised refusals above: without defects, _craft passes.
     ring = Keyring(ca.cert_pem)
-    key_id = ring.add_certificate(_craft(ca, uri="yipanqi:province-44"), now=NOW)
+    key_id = ring.add_certificate(_craft(ca, uri="yipanqi:province-44"), now=now())
     assert ring.identity_of(key_id) == "province-44"
 
 
@@ -310,7 +313,7 @@ def test_revoked_key_is_refused(ca: CA, province44) -> None:  # type: ignore[no-
     der = _der(province44.sign_cert)
     key_id = fingerprint_key_id(der)
     with pytest.raises(UnknownAuthor, match="revoked"):
-        Keyring(ca.cert_pem, revoked=[key_id]).add_certificate(der, now=NOW)
+        Keyring(ca.cert_pem, revoked=[key_id]).add_certificate(der, now=now())
 
 
 def test_revoked_serial_is_refused(ca: CA, province44) -> None:  # type: ignore[no-untyped-def]
@@ -320,21 +323,21 @@ def test_revoked_serial_is_refused(ca: CA, province44) -> None:  # type: ignore[
     openssl_form = ":".join(f"{serial:X}"[i : i + 2] for i in range(0, len(f"{serial:X}"), 2))
     for token in (format(serial, "x"), openssl_form):
         with pytest.raises(UnknownAuthor, match="revoked"):
-            Keyring(ca.cert_pem, revoked=[token]).add_certificate(der, now=NOW)
+            Keyring(ca.cert_pem, revoked=[token]).add_certificate(der, now=now())
 
 
 def test_revoking_an_admitted_key_forgets_it(ca: CA) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     ring = Keyring(ca.cert_pem)
     der = _craft(ca, key=key)
-    key_id = ring.add_certificate(der, now=NOW)
+    key_id = ring.add_certificate(der, now=now())
     assert ring.verify(key_id, b"m", key.sign(b"m")) == "province-44"
     ring.revoke(key_id)
     for call in (
         lambda: ring.identity_of(key_id),
         lambda: ring.certificate_der(key_id),
         lambda: ring.verify(key_id, b"m", key.sign(b"m")),
-        lambda: ring.add_certificate(der, now=NOW),
+        lambda: ring.add_certificate(der, now=now()),
     ):
         with pytest.raises(UnknownAuthor):
             call()
@@ -344,7 +347,7 @@ def test_revoking_an_admitted_key_forgets_it(ca: CA) -> None:
 def test_revoke_by_serial_after_admission(ca: CA) -> None:
     ring = Keyring(ca.cert_pem)
     der = _craft(ca)
-    key_id = ring.add_certificate(der, now=NOW)
+    key_id = ring.add_certificate(der, now=now())
     ring.revoke(hex(x509.load_der_x509_certificate(der).serial_number))
     with pytest.raises(UnknownAuthor):
         ring.identity_of(key_id)
@@ -353,7 +356,7 @@ def test_revoke_by_serial_after_admission(ca: CA) -> None:
 def test_verify(ca: CA) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     ring = Keyring(ca.cert_pem)
-    key_id = ring.add_certificate(_craft(ca, key=key, cn="hub-pearl"), now=NOW)
+    key_id = ring.add_certificate(_craft(ca, key=key, cn="hub-pearl"), now=now())
     sig = key.sign(b"message")
     assert ring.verify(key_id, b"message", sig) == "hub-pearl"
     with pytest.raises(BadSignature):

@@ -18,7 +18,10 @@ from certs.signing import Signer, Verifier
 from core.errors import BadSignature, UnknownAuthor, ValidationError
 from core.merkle import Seal, signed_message
 
-NOW = dt.datetime.now(dt.timezone.utc)
+def now() -> dt.datetime:
+    # Read at use, not at import: a long suite may reach this test minutes after collection,
+    # after the fixtures issued certificates whose validity starts then.
+    return dt.datetime.now(dt.timezone.utc)
 
 # Known answer: other implementations must reproduce these exactly.
 KAT_SEED = bytes(range(32))
@@ -43,8 +46,8 @@ def _cert_for(ca: CA, key: ed25519.Ed25519PrivateKey, cn: str = "province-44") -
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=30))
+        .not_valid_before(now() - dt.timedelta(days=1))
+        .not_valid_after(now() + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
@@ -74,7 +77,7 @@ class CountingKeyring(Keyring):
 @pytest.fixture
 def keyring(ca: CA, signer: Signer) -> CountingKeyring:
     ring = CountingKeyring(ca.cert_pem)
-    ring.add_certificate(signer.cert_der, now=NOW)
+    ring.add_certificate(signer.cert_der, now=now())
     return ring
 
 
@@ -109,7 +112,7 @@ def test_signer_properties_and_load(ca: CA, tmp_path: Path) -> None:
     assert signer.identity == "hub-yangtze"
     assert signer.key_id == fingerprint_key_id(signer.cert_der)
     ring = Keyring(ca.cert_pem)
-    ring.add_certificate(signer.cert_der, now=NOW)
+    ring.add_certificate(signer.cert_der, now=now())
     (seal,) = signer.seal_batch([b"x"])
     assert Verifier(ring).verify(b"x", seal) == "hub-yangtze"
 
@@ -181,7 +184,7 @@ def test_cache_does_not_transfer_between_keys(ca: CA, signer: Signer, keyring: K
     # Same root, same signature bytes, but claimed under another trusted key.
     other_key = ed25519.Ed25519PrivateKey.generate()
     other = Signer(other_key, _cert_for(ca, other_key, cn="province-45"))
-    keyring.add_certificate(other.cert_der, now=NOW)
+    keyring.add_certificate(other.cert_der, now=now())
     (seal,) = signer.seal_batch([b"x"])
     verifier = Verifier(keyring)
     verifier.verify(b"x", seal)
