@@ -35,6 +35,7 @@ def run_hub(cfg: HubConfig) -> None:
         upstream = cfg.upstream.identity
 
         def upward(after: int, limit: int):  # type: ignore[no-untyped-def]
+            # core.routing.pushes_upstream, as a query: everything but what came down from upstream.
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(peer, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,

@@ -21,7 +21,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import grpc
@@ -56,7 +56,6 @@ class LinkState:
     pushed: int = 0
     pulled: int = 0
     quarantined: int = 0
-    history: list[str] = field(default_factory=list)
 
     @property
     def fallback(self) -> bool:
