@@ -21,6 +21,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if report.failed and report.when in ("setup", "call") and _LIVE:
         for fed in _LIVE:
             report.sections.append((f"federation logs ({fed.root})", fed.log_tails()))
+
+
+@contextmanager
+def small_federation(root: Path, provinces: list[str],
+                     configure: Callable[[Federation], None] | None = None) -> Iterator["Fed"]:
+    """A federation of just these provinces (and the hubs they need), started, always stopped."""
+    fed = Fed(Federation.create(root, provinces))
+    if configure is not None:
+        configure(fed.fed)
+    _LIVE.append(fed)  # the failure report attaches the process logs
+    try:
+        fed.start_all()
+        yield fed
+    finally:
+        fed.close()
+        fed.fed.stop_all()
+        _LIVE.remove(fed)

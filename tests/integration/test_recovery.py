@@ -17,14 +17,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cli.launcher import Federation
-from tests.integration.conftest import _LIVE, Fed, eventually, person
+from tests.integration.conftest import Fed, small_federation, eventually, person
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVINCES = ["11", "44", "45"]
@@ -34,22 +32,9 @@ HUB_IDS = (NATIONAL, BOHAI, PEARL)
 SLOW = 60  # generous: the machine is shared
 
 
-@contextmanager
-def small_federation(root: Path, provinces: list[str] = PROVINCES) -> Iterator[Fed]:
-    fed = Fed(Federation.create(root, provinces))
-    _LIVE.append(fed)  # conftest attaches the process logs to a failure report
-    try:
-        fed.start_all()
-        yield fed
-    finally:
-        fed.close()
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
-
-
 @pytest.fixture
 def fed(tmp_path: Path) -> Iterator[Fed]:
-    with small_federation(tmp_path / "fed") as f:
+    with small_federation(tmp_path / "fed", PROVINCES) as f:
         yield f
 
 

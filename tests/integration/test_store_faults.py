@@ -22,7 +22,6 @@ import random
 import sqlite3
 import subprocess
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -32,7 +31,6 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-import tomli_w
 from sqlalchemy.exc import OperationalError
 
 from cli.config import load_any
@@ -40,7 +38,7 @@ from cli.launcher import Federation
 from node.transport import secure_channel
 from node.intake import check
 from store.store import Store
-from tests.integration.conftest import _LIVE, Fed, eventually, person
+from tests.integration.conftest import Fed, small_federation, eventually, person
 from tests.support.pki import build_pki
 from yipanqi.v1 import federation_pb2 as fpb
 from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
@@ -50,27 +48,6 @@ N11, N44, N45 = "province-11", "province-44", "province-45"
 NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
 SLOW = 60  # generous: the machine is shared
 BUSY_S = 1
-
-
-@contextmanager
-def small_federation(root: Path, configure: Callable[[Federation], None]) -> Iterator[Fed]:
-    fed = Fed(Federation.create(root, PROVINCES))
-    configure(fed.fed)
-    _LIVE.append(fed)  # conftest attaches the process logs to a failure report
-    try:
-        fed.start_all()
-        yield fed
-    finally:
-        fed.close()
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
-
-
-def set_database(fed: Federation, identity: str, database: str) -> None:
-    path = fed.configs[identity]
-    cfg = tomllib.loads(path.read_text())
-    cfg["hub" if identity.startswith("hub-") else "node"]["database"] = database
-    path.write_text(tomli_w.dumps(cfg))
 
 
 def node_db(fed: Fed) -> Path:
@@ -138,9 +115,9 @@ def exclusive_lock(db: Path, timeout: float = 30) -> Iterator[sqlite3.Connection
 def test_locked_store_refuses_writes_pauses_sync_and_catches_up_after(tmp_path: Path, rng: random.Random) -> None:
     def short_busy_timeout(f: Federation) -> None:
         db = f.root.resolve() / "nodes" / "44" / "node.db"
-        set_database(f, N44, f"sqlite:///{db}?timeout={BUSY_S}")
+        f.set_database(N44, f"sqlite:///{db}?timeout={BUSY_S}")
 
-    with small_federation(tmp_path / "fed", short_busy_timeout) as fed:
+    with small_federation(tmp_path / "fed", PROVINCES, short_busy_timeout) as fed:
         base = fed.write(N45, "create", person(rng, household="45", residence="44"))
         fed.arrives(N44, base["person_id"], base, timeout=SLOW)
         fed.quiet(SLOW)
@@ -240,9 +217,9 @@ def test_hub_store_error_on_an_ack_ends_the_pull_instead_of_wedging_it(tmp_path:
     node, seeing a healthy stream, would wait for ever."""
     def pearl_short_busy_timeout(f: Federation) -> None:
         db = f.root.resolve() / "hubs" / "pearl" / "hub.db"
-        set_database(f, PEARL, f"sqlite:///{db}?timeout={BUSY_S}")
+        f.set_database(PEARL, f"sqlite:///{db}?timeout={BUSY_S}")
 
-    with small_federation(tmp_path / "fed", pearl_short_busy_timeout) as fed:
+    with small_federation(tmp_path / "fed", PROVINCES, pearl_short_busy_timeout) as fed:
         fed.stop(N44)
         recs = [fed.write(N45, "create", person(rng, household="45", residence="44")) for _ in range(3)]
         for rec in recs:  # through hub-pearl, so in its log
@@ -328,7 +305,7 @@ def test_disk_full_is_reported_the_store_stays_sound_and_sync_resumes(tmp_path: 
     disk = tmp_path / "disk"
     with tmpfs(disk, "8m"):
         db = disk / "node.db"
-        with small_federation(tmp_path / "fed", lambda f: set_database(f, N44, str(db))) as fed:
+        with small_federation(tmp_path / "fed", PROVINCES, lambda f: f.set_database(N44, str(db))) as fed:
             assert node_db(fed) != db and db.exists()
             base = fed.write(N45, "create", person(rng, household="45", residence="44"))
             fed.arrives(N44, base["person_id"], base, timeout=SLOW)

@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.ca import fingerprint_key_id
 from cli.config import load_any
-from cli.launcher import Federation
 from node.transport import secure_channel
-from tests.integration.conftest import _LIVE, Fed, eventually, person
+from tests.integration.conftest import Fed, small_federation, eventually, person
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc
 
@@ -37,25 +35,9 @@ NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
 SLOW = 60  # generous: the machine is shared
 
 
-@contextmanager
-def small_federation(root: Path, provinces: list[str] = PROVINCES,
-                     configure: Callable[[Federation], None] | None = None) -> Iterator[Fed]:
-    fed = Fed(Federation.create(root, provinces))
-    if configure is not None:
-        configure(fed.fed)
-    _LIVE.append(fed)  # conftest attaches the process logs to a failure report
-    try:
-        fed.start_all()
-        yield fed
-    finally:
-        fed.close()
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
-
-
 @pytest.fixture
 def fed(tmp_path: Path) -> Iterator[Fed]:
-    with small_federation(tmp_path / "fed") as f:
+    with small_federation(tmp_path / "fed", PROVINCES) as f:
         yield f
 
 
@@ -153,7 +135,7 @@ def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fe
 
     # 45's TLS certificate is still valid: it connects and pushes, but what it signs now is refused.
     after = fed.write(N45, "create", person(rng, household="45", residence="44"))
-    edit = fed.write(N45, "update", {"children": 7}, before["person_id"])
+    fed.write(N45, "update", {"children": 7}, before["person_id"])
 
     def refused_at_pearl() -> list[dict[str, Any]]:
         rows = quarantined(fed, PEARL, after["person_id"]) + quarantined(fed, PEARL, before["person_id"])
