@@ -32,7 +32,9 @@ from certs.ca import fingerprint_key_id
 from certs.keyring import Keyring
 from core.errors import BadSignature, ValidationError
 from core.identity import Identity
-from core.merkle import Seal, build, signed_message
+from core.merkle import Proven, Seal, build, signed_message, walk
+
+ProvenBatches = dict[tuple[str, bytes, int], Proven]  # (key id, signature, size) -> verified tree nodes
 
 
 class Signer:
@@ -79,12 +81,25 @@ class Verifier:
         self._cache: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def verify(self, body: bytes, seal: Seal) -> str:
-        """Return the author identity of ``body``; BadSignature / UnknownAuthor."""
+    def verify(self, body: bytes, seal: Seal, proven: ProvenBatches | None = None) -> str:
+        """Return the author identity of ``body``; BadSignature / UnknownAuthor.
+
+        ``proven`` (one dict per received batch, see ``core.merkle.walk``) keeps
+        the tree nodes of every batch signature verified so far, so the other
+        changes of that batch are checked with about one hash each.
+        """
+        tree = None
+        if proven is not None:
+            batch = (seal.key_id, bytes(seal.signature), seal.size)
+            tree = proven.get(batch)
         try:
-            root = seal.root_for(body)
+            root, learned, joined = walk(body, seal.index, seal.size, seal.proof, tree)
         except ValueError as e:
             raise BadSignature(f"seal by {seal.key_id} is inconsistent: {e}") from None
+        if joined:  # on a tree whose signature verified in this batch; the key may be revoked since
+            identity = self._keyring.identity_of(seal.key_id)
+            tree.update(learned)  # type: ignore[union-attr]
+            return identity
         triple = (seal.key_id, root, bytes(seal.signature))
         with self._lock:
             hit = triple in self._cache
@@ -92,11 +107,17 @@ class Verifier:
                 self._cache.move_to_end(triple)
         if hit:
             # Still consult the keyring: the key may have been revoked since.
-            return self._keyring.identity_of(seal.key_id)
-        identity = self._keyring.verify(seal.key_id, signed_message(root), triple[2])
-        if self._cache_size > 0:
-            with self._lock:
-                self._cache[triple] = None
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            identity = self._keyring.identity_of(seal.key_id)
+        else:
+            identity = self._keyring.verify(seal.key_id, signed_message(root), triple[2])
+            if self._cache_size > 0:
+                with self._lock:
+                    self._cache[triple] = None
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        if proven is not None:
+            if tree is None:
+                proven[batch] = learned
+            else:
+                tree.update(learned)
         return identity

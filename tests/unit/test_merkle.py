@@ -14,6 +14,7 @@ from core.merkle import (
     build,
     leaf_hash,
     root_from_proof,
+    walk,
     signed_message,
 )
 
@@ -132,3 +133,57 @@ def test_seal_proof_is_normalised_to_a_tuple() -> None:
     seal = Seal("k", b"s", 0, 2, [bytes(32)])  # type: ignore[arg-type]
     assert seal.proof == (bytes(32),)
     hash(seal)
+
+
+# -- walking with a proven tree (one receiver checking a whole batch) -----------------
+
+def _check_all(bodies: list[bytes], proofs: list, order: list[int], proven: dict) -> list[bytes]:
+    """What a verifier does: walk each leaf, and adopt what it learned (the root is right here)."""
+    roots = []
+    for i in order:
+        root, learned, _ = walk(bodies[i], i, len(bodies), proofs[i], proven or None)
+        proven.update(learned)
+        roots.append(root)
+    return roots
+
+
+@given(st.lists(st.binary(max_size=20), min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_walking_with_a_proven_tree_gives_the_same_root(bodies: list[bytes], rnd) -> None:  # type: ignore[no-untyped-def]
+    root, proofs = build(bodies)
+    order = list(range(len(bodies)))
+    rnd.shuffle(order)
+    proven: dict = {}
+    assert _check_all(bodies, proofs, order, proven) == [root] * len(bodies)
+    # Once every leaf has been seen, every leaf joins the proven tree at once, learning nothing.
+    if len(bodies) > 1:
+        again = [walk(bodies[i], i, len(bodies), proofs[i], proven) for i in order]
+        assert all(joined and not learned for _, learned, joined in again)
+
+
+@given(st.lists(st.binary(max_size=20), min_size=2, max_size=40, unique=True), st.data())
+def test_a_proven_tree_does_not_excuse_a_tampered_leaf_or_proof(bodies: list[bytes], data) -> None:  # type: ignore[no-untyped-def]
+    root, proofs = build(bodies)
+    proven: dict = {}
+    _check_all(bodies, proofs, list(range(len(bodies))), proven)
+    i = data.draw(st.integers(0, len(bodies) - 1))
+    # Another body at i: a different root, or the walk refuses outright.
+    other = bodies[i] + b"!"
+    if other not in bodies:
+        try:
+            assert walk(other, i, len(bodies), proofs[i], proven)[0] != root
+        except ValueError:
+            pass
+    # A changed sibling anywhere in the proof: refused, or a different root.
+    if proofs[i]:
+        j = data.draw(st.integers(0, len(proofs[i]) - 1))
+        bad = list(proofs[i])
+        bad[j] = bytes(32) if bad[j] != bytes(32) else b"\x01" * 32
+        try:
+            assert walk(bodies[i], i, len(bodies), bad, proven)[0] != root
+        except ValueError:
+            pass
+        # Too long or too short is refused whatever is proven.
+        with pytest.raises(ValueError):
+            walk(bodies[i], i, len(bodies), list(proofs[i]) + [bytes(32)], proven)
+        with pytest.raises(ValueError):
+            walk(bodies[i], i, len(bodies), list(proofs[i])[:-1], proven)

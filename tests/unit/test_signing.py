@@ -228,3 +228,28 @@ def test_cache_is_bounded(signer: Signer, keyring: CountingKeyring) -> None:
     assert keyring.calls == 4
     verifier.verify(*batches[2])  # still cached
     assert keyring.calls == 4
+
+
+def test_a_batch_checked_together_costs_one_ed25519_call_and_refuses_tampering(
+    signer: Signer, keyring: CountingKeyring
+) -> None:
+    bodies = [f"body-{i}".encode() for i in range(37)]
+    seals = signer.seal_batch(bodies)
+    verifier = Verifier(keyring, cache_size=0)  # no signature cache: only the batch's proven tree helps
+    proven: dict = {}
+    for body, seal in zip(bodies, seals):
+        assert verifier.verify(body, seal, proven) == "province-44"
+    assert keyring.calls == 1
+    # A tampered body and a moved body fail even with every node of the tree proven.
+    with pytest.raises(BadSignature):
+        verifier.verify(b"body-x", seals[3], proven)
+    with pytest.raises(BadSignature):
+        verifier.verify(bodies[3], seals[4], proven)
+    # A forged signature does not share the proven tree (it is keyed by signature).
+    forged = dataclasses.replace(seals[5], signature=bytes(64))
+    with pytest.raises(BadSignature):
+        verifier.verify(bodies[5], forged, proven)
+    # Revoking the key refuses even changes that join a proven tree.
+    keyring.revoke(signer.key_id)
+    with pytest.raises(UnknownAuthor):
+        verifier.verify(bodies[6], seals[6], proven)
