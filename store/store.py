@@ -133,6 +133,19 @@ class QuarantineEntry:
     reason: str
 
 
+_LOG_COLUMNS = ("lsn", "origin", "seq", "kind", "record_id", "op", "operator", "at_ms", "digest", "body", "key_id",
+                "signature", "seal_index", "seal_size", "proof", "routes", "shared", "via", "received_ms")
+
+
+def _insert_rows(conn, table, columns: Sequence[str], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    """One executemany of plain tuples, straight to the driver: the hot path appends hundreds of
+    log rows per batch, and per-row parameter processing would cost more than the insert itself.
+    Values are already the driver's types (str, int, bytes, bool) on SQLite and PostgreSQL."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(sql, rows)
+
+
 def _row_entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
     proof = bytes(r.proof)
     seal = Seal(r.key_id, bytes(r.signature), r.seal_index, r.seal_size,
@@ -366,28 +379,29 @@ class Store:
             self._notify()
         return results
 
-    def _append_many(self, conn, items: Sequence[tuple[Change, Envelope]], *, via: str, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    def _append_many(self, conn, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, now_ms: int,  # type: ignore[no-untyped-def]
+                     digests: Sequence[bytes] | None = None) -> None:
         """Append changes to the log with the next lsns (we hold the write lock, so lsns are ours to hand out)."""
         if not items:
             return
         lsn = int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
         rows, dests = [], []
-        for change, env in items:
+        sha256 = hashlib.sha256
+        for i, (change, env) in enumerate(items):
             lsn += 1
             routes = change.routes
-            rows.append(dict(
-                lsn=lsn, origin=change.origin, seq=change.seq, kind=change.kind, record_id=change.record_id,
-                op=change.op, operator=change.operator, at_ms=change.at.wall_ms,
-                digest=hashlib.sha256(env.body).digest(), body=env.body,
-                key_id=env.seal.key_id, signature=env.seal.signature, seal_index=env.seal.index,
-                seal_size=env.seal.size, proof=b"".join(env.seal.proof), routes=_routes_text(routes),
-                shared=leaves_node(routes, Identity.parse(change.origin).name), via=via, received_ms=now_ms,
+            seal = env.seal
+            rows.append((
+                lsn, change.origin, change.seq, change.kind, change.record_id, change.op, change.operator,
+                change.at.wall_ms, digests[i] if digests is not None else sha256(env.body).digest(), env.body,
+                seal.key_id, seal.signature, seal.index, seal.size, b"".join(seal.proof), _routes_text(routes),
+                leaves_node(routes, Identity.parse(change.origin).name), via, now_ms,
             ))
             if self.index_routes:
-                dests += [{"province": p, "lsn": lsn} for p in sorted(routes)]
-        conn.execute(insert(log), rows)
+                dests += [(p, lsn) for p in sorted(routes)]
+        _insert_rows(conn, log, _LOG_COLUMNS, rows)
         if dests:
-            conn.execute(insert(log_dest), dests)
+            _insert_rows(conn, log_dest, ("province", "lsn"), dests)
 
     def _notify(self) -> None:
         with self.appended:
@@ -430,7 +444,8 @@ class Store:
                     # A peer's clock far ahead (broken, or hostile) must not drag ours along:
                     # its change still merges; only our own timestamps ignore it.
                     self._hlc = hlc.observe(self._hlc, ch.at, now_ms, self.owner)
-            self._append_many(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms)
+            self._append_many(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms,
+                              digests=[seen[(a.change.origin, a.change.seq)] for a in fresh])
             result.applied = len(fresh)
             if self.hold_records and fresh:
                 priors = self._load_many(conn, [(a.change.kind, a.change.record_id) for a in fresh])
