@@ -31,9 +31,10 @@ def envelope(msg: pb.SignedChange) -> Envelope:
         raise Malformed(f"seal.size: {s.size} is over the {MAX_SEAL_SIZE}-change limit")
     if s.size < 1 or s.index >= s.size:
         raise Malformed(f"seal.index: {s.index} is not within a batch of {s.size}")
-    if len(s.proof) > MAX_PROOF or any(len(p) != HASH_SIZE for p in s.proof):
+    proof = tuple(s.proof)
+    if len(proof) > MAX_PROOF or (proof and set(map(len, proof)) != {HASH_SIZE}):
         raise Malformed(f"seal.proof: must be at most {MAX_PROOF} hashes of {HASH_SIZE} bytes")
-    return Envelope(bytes(msg.body), Seal(s.key_id, bytes(s.signature), s.index, s.size, tuple(s.proof)))
+    return Envelope(msg.body, Seal(s.key_id, s.signature, s.index, s.size, proof))
 
 
 def signed_change(env: Envelope) -> pb.SignedChange:
@@ -45,8 +46,10 @@ def signed_change(env: Envelope) -> pb.SignedChange:
 
 
 def batch(cursor: int, entries: Sequence[LogEntry], certificates: Iterable[bytes]) -> pb.Batch:
-    return pb.Batch(cursor=cursor, certificates=list(certificates),
-                    changes=[signed_change(e.envelope) for e in entries])
+    Change, Seal = pb.SignedChange, pb.Seal
+    return pb.Batch(cursor=cursor, certificates=list(certificates), changes=[
+        Change(body=e.body, seal=Seal(key_id=s.key_id, signature=s.signature, index=s.index, size=s.size, proof=s.proof))
+        for e in entries for s in (e.seal,)])
 
 
 def hello(identity: str) -> pb.Hello:

@@ -146,12 +146,19 @@ def _insert_rows(conn, table, columns: Sequence[str], rows: list[tuple]) -> None
     conn.exec_driver_sql(sql, rows)
 
 
+# Columns read back into LogEntry, in its field order (digest and shared stay in the database).
+_ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_id, log.c.op, log.c.operator,
+                  log.c.at_ms, log.c.body, log.c.key_id, log.c.signature, log.c.seal_index, log.c.seal_size,
+                  log.c.proof, log.c.routes, log.c.via, log.c.received_ms)
+
+
 def _row_entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
-    proof = bytes(r.proof)
-    seal = Seal(r.key_id, bytes(r.signature), r.seal_index, r.seal_size,
-                tuple(proof[i:i + 32] for i in range(0, len(proof), 32)))
-    return LogEntry(r.lsn, r.origin, r.seq, r.kind, r.record_id, r.op, r.operator, r.at_ms,
-                    bytes(r.body), seal, _routes_set(r.routes), r.via, r.received_ms)
+    (lsn, origin, seq, kind, record_id, op, operator, at_ms, body, key_id, signature, index, size, proof,
+     routes, via, received_ms) = r
+    proof = bytes(proof)
+    seal = Seal(key_id, bytes(signature), index, size, tuple([proof[i:i + 32] for i in range(0, len(proof), 32)]))
+    return LogEntry(lsn, origin, seq, kind, record_id, op, operator, at_ms, bytes(body), seal, _routes_set(routes),
+                    via, received_ms)
 
 
 class Store:
@@ -541,7 +548,7 @@ class Store:
 
     def outbox(self, after_seq: int, limit: int = 500) -> list[LogEntry]:
         """Our own changes that must leave this node, after the acknowledged sequence."""
-        q = (select(log).where(and_(log.c.origin == self.owner, log.c.shared.is_(True), log.c.seq > after_seq))
+        q = (select(*_ENTRY_COLUMNS).where(and_(log.c.origin == self.owner, log.c.shared.is_(True), log.c.seq > after_seq))
              .order_by(log.c.seq).limit(limit))
         with self.engine.connect() as conn:
             return [_row_entry(r) for r in conn.execute(q)]
@@ -579,7 +586,7 @@ class Store:
             upto = int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
             if upto <= after_lsn:
                 return [], after_lsn
-            q = select(log).where(self._log_query(after_lsn, upto, flt, not_via)).order_by(log.c.lsn).limit(limit)
+            q = select(*_ENTRY_COLUMNS).where(self._log_query(after_lsn, upto, flt, not_via)).order_by(log.c.lsn).limit(limit)
             rows = [_row_entry(r) for r in conn.execute(q)]
         if len(rows) == limit:
             return rows, rows[-1].lsn
@@ -599,7 +606,7 @@ class Store:
         return list(self.arrivals)[-last:]
 
     def history(self, kind: str, record_id: str) -> list[LogEntry]:
-        q = select(log).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)
+        q = select(*_ENTRY_COLUMNS).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)
         with self.engine.connect() as conn:
             return [_row_entry(r) for r in conn.execute(q)]
 
