@@ -98,7 +98,9 @@ def root_from_proof(
     return walk(leaf, index, size, proof, None)[0]
 
 
-Proven = dict[tuple[int, int], bytes]  # (level, position) -> hash, of one batch's verified tree
+# One batch's verified tree: (level, position) -> (hash, the proof from there up to the root).
+Proven = dict[tuple[int, int], tuple[bytes, tuple[bytes, ...]]]
+_ROOT = (-1, 0)
 
 
 def walk(
@@ -107,57 +109,63 @@ def walk(
     """``root_from_proof``, reusing the nodes of a tree already verified.
 
     ``proven`` holds nodes of *this batch's* tree (same key, signature and
-    size) that earlier leaves proved against a signed root. Once the path
-    reaches a proven node, the rest needs no hashing: each remaining sibling
-    must equal the proven one (any other sibling leads, short of a SHA-256
-    collision, to another root, so the seal fails here and now), and the
-    root is the proven root. A whole batch then costs about two hashes per
-    leaf instead of log2(size) + 1.
+    size) that earlier leaves proved against a signed root, each with the
+    proof that leads from it to the root. Once the path reaches a proven
+    node, the rest of its proof must be exactly that node's (any other
+    sibling leads, short of a SHA-256 collision, to another root, so the seal
+    fails here and now) and the root is the proven root. A whole batch then
+    costs about two hashes per leaf instead of log2(size) + 1.
 
-    Returns (root, learned, joined): ``learned`` is the path's new nodes and
-    siblings; ``joined`` says the path reached proven nodes, so its root is
-    already verified and ``learned`` may be added to ``proven`` at once.
-    Otherwise add it only once the signature over this root has verified.
+    Returns (root, learned, joined): ``learned`` holds the path's new nodes
+    and siblings; ``joined`` says the path reached proven nodes, so its root
+    is already verified and ``learned`` may be added to ``proven`` at once.
+    Otherwise add it only after the signature over this root has verified.
     """
     if type(index) is not int or type(size) is not int:
         raise ValueError("index and size must be ints")
     if size < 1 or not 0 <= index < size:
         raise ValueError(f"index {index} out of range for batch size {size}")
+    proof = tuple(proof)
     node = leaf_hash(leaf)
-    learned: Proven = {}
-    joined = False
+    steps: list[tuple[int, int, bytes, int, bool]] = []  # (level, position, node, its proof's start, paired)
     used = 0
     pos, width, level = index, size, 0
     while width > 1:
-        if not joined:
-            if proven is not None and proven.get((level, pos)) == node:
-                joined = True  # from here on, only compare with the proven tree
-            else:
-                learned[(level, pos)] = node
+        if proven is not None:
+            known = proven.get((level, pos))
+            if known is not None and known[0] == node:
+                if proof[used:] != known[1]:
+                    raise ValueError("proof disagrees with the verified tree of its batch")
+                return proven[_ROOT][0], _learned(steps, proof), True
         has_left = pos % 2 == 1
-        has_right = not has_left and pos + 1 < width
-        if has_left or has_right:
+        paired = has_left or pos + 1 < width
+        steps.append((level, pos, node, used, paired))
+        if paired:
             if used >= len(proof):
                 raise ValueError("proof too short for its index and size")
             sibling = proof[used]
             used += 1
             if not isinstance(sibling, bytes) or len(sibling) != HASH_SIZE:
                 raise ValueError("proof entries must be 32-byte hashes")
-            if joined:
-                if proven.get((level, pos ^ 1)) != sibling:  # type: ignore[union-attr]
-                    raise ValueError("proof disagrees with the verified tree of its batch")
-            else:
-                learned[(level, pos ^ 1)] = sibling
-                node = _node(sibling, node) if has_left else _node(node, sibling)
+            node = _node(sibling, node) if has_left else _node(node, sibling)
         pos //= 2
         width = (width + 1) // 2
         level += 1
     if used != len(proof):
         raise ValueError("proof too long for its index and size")
-    if joined:
-        return proven[(level, 0)], learned, True  # type: ignore[index]
-    learned[(level, 0)] = node
+    learned = _learned(steps, proof)
+    learned[_ROOT] = (node, ())
     return node, learned, False
+
+
+def _learned(steps: list[tuple[int, int, bytes, int, bool]], proof: tuple[bytes, ...]) -> Proven:
+    """Each node of a checked path, and each sibling, with its proof up to the root."""
+    out: Proven = {}
+    for level, pos, node, start, paired in steps:
+        out[(level, pos)] = (node, proof[start:])
+        if paired:  # the sibling's own proof starts with this node
+            out[(level, pos ^ 1)] = (proof[start], (node,) + proof[start + 1:])
+    return out
 
 
 def signed_message(root: bytes) -> bytes:
