@@ -152,6 +152,9 @@ _ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_i
                   log.c.proof, log.c.routes, log.c.via, log.c.received_ms)
 
 
+_RECORD_VALUES = ("state", "deleted", "conflicted", "provinces", "updated_ms", "household", "residence", "moved_on")
+
+
 def _row_entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
     (lsn, origin, seq, kind, record_id, op, operator, at_ms, body, key_id, signature, index, size, proof,
      routes, via, received_ms) = r
@@ -258,33 +261,26 @@ class Store:
         inserts, updates = [], []
         live = conflicted = 0
         for state, prior in states:
-            exists = prior is not None
-            now_live, now_conflicted = not state.deleted, not state.deleted and bool(state.conflicts())
+            now_live = not state.deleted
+            now_conflicted = bool(state.conflicts())
             was_live = prior is not None and not prior.deleted
             was_conflicted = was_live and bool(prior.conflicts())  # type: ignore[union-attr]
             live += now_live - was_live
-            conflicted += now_conflicted - was_conflicted
+            conflicted += (now_live and now_conflicted) - was_conflicted
             shown = state.values()
-            row = dict(
-                kind=state.kind, record_id=state.record_id, state=state.to_bytes(), deleted=state.deleted,
-                conflicted=bool(state.conflicts()), provinces=_routes_text(state_provinces(state)),
-                updated_ms=now_ms, household=_text(shown.get("household_province"), 2),
-                residence=_text(shown.get("residence_province"), 2), moved_on=_text(shown.get("moved_in_on"), 10),
-            )
-            (updates if exists else inserts).append(row)
+            values = (state.to_bytes(), state.deleted, now_conflicted, _routes_text(state_provinces(state)), now_ms,
+                      _text(shown.get("household_province"), 2), _text(shown.get("residence_province"), 2),
+                      _text(shown.get("moved_in_on"), 10))
+            if prior is None:
+                inserts.append((state.kind, state.record_id, *values))
+            else:
+                updates.append((*values, state.kind, state.record_id))
         if inserts:
-            conn.execute(insert(records), inserts)
+            _insert_rows(conn, records, ("kind", "record_id", *_RECORD_VALUES), inserts)
         if updates:
-            conn.execute(
-                update(records)
-                .where(and_(records.c.kind == bindparam("k"), records.c.record_id == bindparam("r")))
-                .values(state=bindparam("state"), deleted=bindparam("deleted"), conflicted=bindparam("conflicted"),
-                        provinces=bindparam("provinces"), updated_ms=bindparam("updated_ms"),
-                        household=bindparam("household"), residence=bindparam("residence"),
-                        moved_on=bindparam("moved_on")),
-                [{**{k: v for k, v in u.items() if k not in ("kind", "record_id")}, "k": u["kind"], "r": u["record_id"]}
-                 for u in updates],
-            )
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(f"UPDATE records SET {', '.join(f'{c} = {mark}' for c in _RECORD_VALUES)} "
+                                 f"WHERE kind = {mark} AND record_id = {mark}", updates)
         self._bump(conn, self._LIVE, live)
         self._bump(conn, self._CONFLICTED, conflicted)
 
