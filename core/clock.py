@@ -34,12 +34,18 @@ class VectorClock:
     def from_json(cls, obj: object) -> "VectorClock":
         if not isinstance(obj, dict):
             raise Malformed("clock: must be an object of node id -> count")
+        zero = False
         for node, count in obj.items():
             if not isinstance(node, str) or not node:
                 raise Malformed("clock: node ids must be non-empty strings")
             if type(count) is not int or count < 0:
                 raise Malformed(f"clock: count for {node!r} must be a non-negative integer")
-        return cls.of(obj)
+            if not count:
+                zero = True
+        if zero:
+            return cls.of(obj)
+        # No zero counts to drop: of()'s canonical form is just the sorted items.
+        return cls(tuple(sorted(obj.items())))
 
     def to_json(self) -> dict[str, int]:
         return dict(self.entries)
@@ -63,14 +69,23 @@ class VectorClock:
         return VectorClock.of(d)
 
     def compare(self, other: "VectorClock") -> Order:
-        a, b = dict(self.entries), dict(other.entries)
+        a, b = self.entries, other.entries
+        if a == b:  # the common case when merging copies of the same write
+            return Order.EQUAL
+        da, db = dict(a), dict(b)
         less = greater = False
-        for n in a.keys() | b.keys():
-            x, y = a.get(n, 0), b.get(n, 0)
+        for n, x in da.items():
+            y = db.get(n, 0)
             if x < y:
                 less = True
             elif x > y:
                 greater = True
+        for n, y in db.items():
+            if n not in da:  # x is 0 here
+                if y > 0:
+                    less = True
+                elif y < 0:
+                    greater = True
         if less and greater:
             return Order.CONCURRENT
         if less:

@@ -49,13 +49,40 @@ class Version:
 def _maximal(versions: Iterable[Version]) -> tuple[Version, ...]:
     """The versions no other version strictly dominates, in canonical order."""
     versions = tuple(versions)
-    if len(versions) == 1:
+    n = len(versions)
+    if n == 1:
         return versions
+    if n == 2:
+        return _maximal2(versions[0], versions[1])
+    # Each version's sort key is computed once; a later duplicate replaces an earlier one, as in a dict.
     unique = {(v.rank(), v.clock.entries): v for v in versions}
-    pool = list(unique.values())
-    keep = [v for v in pool if not any(v.clock.compare(w.clock) is Order.BEFORE for w in pool)]
-    keep.sort(key=lambda v: (v.rank(), v.clock.entries), reverse=True)
-    return tuple(keep)
+    pool = list(unique.items())
+    keep = [(k, v) for k, v in pool if not any(v.clock.compare(w.clock) is Order.BEFORE for _, w in pool)]
+    keep.sort(key=_first, reverse=True)
+    return tuple(v for _, v in keep)
+
+
+def _first(pair: tuple) -> object:
+    return pair[0]
+
+
+def _maximal2(v: Version, w: Version) -> tuple[Version, ...]:
+    """``_maximal`` of exactly two versions (the usual merge of two single-version fields).
+
+    Same result as the general case: if one clock is strictly before the other, the
+    keys differ (their clocks do) and only the later survives; otherwise equal keys
+    keep the second (dict semantics) and distinct ones are both kept, greatest first.
+    """
+    order = v.clock.compare(w.clock)
+    if order is Order.BEFORE:
+        return (w,)
+    if order is Order.AFTER:
+        return (v,)
+    kv = (v.rank(), v.clock.entries)
+    kw = (w.rank(), w.clock.entries)
+    if kv == kw:
+        return (w,)
+    return (v, w) if kv > kw else (w, v)
 
 
 @dataclass(frozen=True)  # no slots: to_bytes is cached on the instance
@@ -65,7 +92,10 @@ class RecordState:
     fields: Mapping[str, tuple[Version, ...]] = field(default_factory=dict)
 
     # -- reading -----------------------------------------------------------
-    @property
+    # The derived views below are cached on the instance (like _bytes): a state
+    # is immutable, and sync asks each of them several times per change. Views
+    # returning a dict return a fresh copy, so a caller may still mutate it.
+    @cached_property
     def clock(self) -> VectorClock:
         """Pointwise max of every surviving version's clock."""
         acc: dict[str, int] = {}
@@ -87,15 +117,23 @@ class RecordState:
 
     def values(self) -> dict[str, object]:
         """The shown record: each field's winning value (no reserved fields)."""
+        return dict(self._values)
+
+    @cached_property
+    def _values(self) -> dict[str, object]:
         return {k: vs[0].value for k, vs in sorted(self.fields.items()) if k != DELETED and vs}
 
     @property
     def deleted(self) -> bool:
-        w = self.winner(DELETED)
-        return bool(w and w.value is True)
+        vs = self.fields.get(DELETED)
+        return bool(vs) and vs[0].value is True  # type: ignore[index]
 
     def conflicts(self) -> dict[str, tuple[Version, ...]]:
         """Fields whose surviving versions disagree, winner first."""
+        return dict(self._conflicts)
+
+    @cached_property
+    def _conflicts(self) -> dict[str, tuple[Version, ...]]:
         out = {}
         for name, versions in sorted(self.fields.items()):
             if len(versions) < 2:
@@ -115,8 +153,13 @@ class RecordState:
     def merge(self, other: "RecordState") -> "RecordState":
         if (self.kind, self.record_id) != (other.kind, other.record_id):
             raise ValueError("cannot merge states of different records")
-        names = self.fields.keys() | other.fields.keys()
-        merged = {n: _maximal(self.fields.get(n, ()) + other.fields.get(n, ())) for n in names}
+        mine, theirs = self.fields, other.fields
+        merged = {}
+        for n in mine.keys() | theirs.keys():
+            a, b = mine.get(n, ()), theirs.get(n, ())
+            # The same tuple on both sides (a field neither replica has written since
+            # they last met) merges to _maximal(a + a), which for one version is a.
+            merged[n] = a if a is b and len(a) == 1 and type(a) is tuple else _maximal(a + b)
         return RecordState(self.kind, self.record_id, merged)
 
     def write(self, values: Mapping[str, object], *, node: str, at: Timestamp, delete: bool = False) -> "RecordState":
@@ -136,36 +179,44 @@ class RecordState:
     # stamp is written once and fields point at it: a third of the bytes and
     # of the encoding work of spelling the clock out per field.
     def to_json(self) -> dict[str, object]:
-        def key(v: Version) -> tuple[int, int, str, tuple[tuple[str, int], ...]]:
-            return (v.at.wall_ms, v.at.logical, v.at.node, v.clock.entries)
-
-        stamps: dict[tuple[int, int, str, tuple[tuple[str, int], ...]], int] = {}
+        # Versions of one write share their clock and timestamp objects, so the stamp
+        # key is computed once per distinct (clock, at) pair of objects; equal stamps
+        # held by different objects still map to the same key, hence the same index.
+        # (id() is safe here: every object stays referenced by self.fields throughout.)
+        by_obj: dict[tuple[int, int], tuple[int, int, str, tuple[tuple[str, int], ...]]] = {}
         for versions in self.fields.values():
             for v in versions:
-                stamps.setdefault(key(v), 0)
-        order = sorted(stamps)
-        for i, k in enumerate(order):
-            stamps[k] = i
+                ref = (id(v.clock), id(v.at))
+                if ref not in by_obj:
+                    at = v.at
+                    by_obj[ref] = (at.wall_ms, at.logical, at.node, v.clock.entries)
+        order = sorted(set(by_obj.values()))
+        index = {k: i for i, k in enumerate(order)}
+        pos = {ref: index[k] for ref, k in by_obj.items()}
         return {
             "stamps": [[dict(entries), [wall, logical, node]] for wall, logical, node, entries in order],
-            "fields": {name: [[v.value, stamps[key(v)]] for v in vs] for name, vs in sorted(self.fields.items())},
+            "fields": {name: [[v.value, pos[id(v.clock), id(v.at)]] for v in vs]
+                       for name, vs in sorted(self.fields.items())},
         }
 
     @classmethod
     def from_json(cls, kind: str, record_id: str, obj: object) -> "RecordState":
-        if not isinstance(obj, dict) or set(obj) != {"stamps", "fields"}:
+        # A dict has unique keys, so two keys, both the expected ones, is set(obj) == {stamps, fields}.
+        if not isinstance(obj, dict) or len(obj) != 2 or "stamps" not in obj or "fields" not in obj:
             raise Malformed("state: must be an object with keys stamps and fields")
         raw_stamps, raw_fields = obj["stamps"], obj["fields"]
         if not isinstance(raw_stamps, list) or not isinstance(raw_fields, dict):
             raise Malformed("state: stamps must be a list and fields an object")
         stamps: list[tuple[VectorClock, Timestamp]] = []
+        clock_of, at_of = VectorClock.from_json, Timestamp.from_json
         for i, stamp in enumerate(raw_stamps):
             if not isinstance(stamp, list) or len(stamp) != 2:
                 raise Malformed(f"state.stamps[{i}]: must be [clock, hlc timestamp]")
             try:
-                stamps.append((VectorClock.from_json(stamp[0]), Timestamp.from_json(stamp[1])))
+                stamps.append((clock_of(stamp[0]), at_of(stamp[1])))
             except Malformed as exc:
                 raise Malformed(f"state.stamps[{i}]: {exc}") from None
+        n = len(stamps)
         fields: dict[str, tuple[Version, ...]] = {}
         for name, versions in raw_fields.items():
             if not isinstance(versions, list) or not versions:
@@ -173,11 +224,11 @@ class RecordState:
             out = []
             for j, pair in enumerate(versions):
                 if (not isinstance(pair, list) or len(pair) != 2 or type(pair[1]) is not int
-                        or not 0 <= pair[1] < len(stamps)):
+                        or not 0 <= pair[1] < n):
                     raise Malformed(f"state.fields.{name}[{j}]: must be [value, index into stamps]")
                 clock, at = stamps[pair[1]]
                 out.append(Version(pair[0], clock, at))
-            fields[name] = _maximal(out)
+            fields[name] = (out[0],) if len(out) == 1 else _maximal(out)  # one version: _maximal is the identity
         return cls(kind, record_id, fields)
 
     def to_bytes(self) -> bytes:
