@@ -15,7 +15,7 @@ from core.change import Change, state_provinces
 from core.errors import Unauthorised
 from core.hlc import Timestamp
 from core.identity import Identity
-from core.record import RecordState, empty
+from core.record import RecordState, _maximal, empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +58,40 @@ def authorise(change: Change, author: str) -> None:
 
 
 def apply(current: RecordState | None, change: Change) -> Outcome:
+    if current is None:
+        fast = _apply_new(change)
+        if fast is not None:
+            return fast
     before = current or empty(change.kind, change.record_id)
     after = before.merge(change.state)
     had = set(before.conflicts())
     opened = tuple(sorted(set(after.conflicts()) - had))
     return Outcome(after, after != before, opened)
+
+
+def _apply_new(change: Change) -> Outcome | None:
+    """``apply`` to a record we do not hold yet, without the merge when it is a no-op.
+
+    Merging into the empty state gives, per field, _maximal(versions), which for
+    a single version is the version itself; when that holds for every field (or
+    _maximal keeps the very same versions in the same order), the merged state
+    equals change.state, field for field and byte for byte, so
+    change.state is the result (keeping what it has already cached). It changed
+    the record iff it has fields (the empty state has none), and every conflict
+    it has was opened (the empty state has none; conflicts() is sorted by name).
+    Anything unusual (another record's state, a subclass, a field not in normal
+    form) takes the general path.
+    """
+    state = change.state
+    fields = state.fields
+    if (type(state) is not RecordState or type(fields) is not dict
+            or state.kind != change.kind or state.record_id != change.record_id):
+        return None
+    for vs in fields.values():
+        if type(vs) is not tuple:
+            return None
+        if len(vs) != 1:  # normalised already (from_json and merge leave it so) iff _maximal keeps it as is
+            m = _maximal(vs)
+            if len(m) != len(vs) or any(x is not y for x, y in zip(m, vs)):
+                return None
+    return Outcome(state, bool(fields), tuple(state.conflicts()))
