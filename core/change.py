@@ -75,11 +75,25 @@ class Change:
 
 def state_provinces(state: RecordState) -> frozenset[str]:
     """Provinces any surviving value of the record involves (conflicts included)."""
+    # Asked several times per change (routes, authorise, intake, the store's projection):
+    # computed once per state and kept on the (immutable) instance, as it keeps its bytes.
+    cache = state.__dict__
+    out = cache.get(_PROVINCES_ATTR)
+    if out is None:
+        out = cache[_PROVINCES_ATTR] = _state_provinces(state)
+    return out
+
+
+_PROVINCES_ATTR = "_state_provinces"
+
+
+def _state_provinces(state: RecordState) -> frozenset[str]:
     kind = get_kind(state.kind)
+    provinces = kind.provinces
     out: set[str] = set()
     for name in kind.routing_fields:
         for version in state.fields.get(name, ()):
-            out |= kind.provinces({name: version.value})
+            out |= provinces({name: version.value})
     return frozenset(out)
 
 
@@ -124,58 +138,89 @@ def _decode(body: bytes) -> dict:
     return obj
 
 
-def _header(obj: Mapping[str, object]) -> dict[str, object]:
-    """Check and pick out everything but the state; Malformed names the key."""
-    version = _get(obj, "v", int)
+_MISSING = object()
+
+
+def _header(obj: Mapping[str, object]) -> tuple:
+    """Check and pick out everything but the state; Malformed names the key.
+
+    Returns (kind, record_id, origin, seq, at, op, operator, prior), Change's
+    field order. Each value is type-checked inline; when a check fails, _get
+    raises the error it always has ("missing" or "must be ...").
+    """
+    get = obj.get
+    version = get("v", _MISSING)
+    if type(version) is not int:
+        _get(obj, "v", int)
     if version < 1:  # type: ignore[operator]
         raise Malformed(f"v: protocol version {version} is not supported")
-    kind = _get(obj, "kind", str)
+    kind = get("kind", _MISSING)
+    if not isinstance(kind, str):
+        _get(obj, "kind", str)
     try:
         get_kind(kind)  # type: ignore[arg-type]
     except Exception:
         raise Malformed(f"kind: unknown record kind {kind!r}") from None
-    record_id = _get(obj, "id", str)
+    record_id = get("id", _MISSING)
+    if not isinstance(record_id, str):
+        _get(obj, "id", str)
     if not record_id or len(record_id) > 64:  # type: ignore[arg-type]
         raise Malformed("id: must be 1..64 characters")
-    origin = _get(obj, "origin", str)
-    seq = _get(obj, "seq", int)
+    origin = get("origin", _MISSING)
+    if not isinstance(origin, str):
+        _get(obj, "origin", str)
+    seq = get("seq", _MISSING)
+    if type(seq) is not int:
+        _get(obj, "seq", int)
     if seq < 1 or seq >= 2**63:  # type: ignore[operator]
         raise Malformed(f"seq: {seq} is out of range")
-    op = _get(obj, "op", str)
+    op = get("op", _MISSING)
+    if not isinstance(op, str):
+        _get(obj, "op", str)
     if op not in OPS:
         raise Malformed(f"op: {op!r} is not one of {', '.join(OPS)}")
-    if "operator" not in obj:  # null means "no operator"; absent is a second spelling
+    operator = get("operator", _MISSING)  # null means "no operator"; absent is a second spelling
+    if operator is _MISSING:
         raise Malformed("operator: missing")
-    operator = obj["operator"]
     if operator is not None and not isinstance(operator, str):
         raise Malformed("operator: must be a string or null")
-    prior = _get(obj, "prior", list)
+    prior = get("prior", _MISSING)
+    if not isinstance(prior, list):
+        _get(obj, "prior", list)
     # Known codes only: prior becomes routes, stored as two-character log_dest rows and a
     # ",44,45," text (a comma or a long entry there would abort the batch on PostgreSQL).
-    if not all(isinstance(p, str) and p in PROVINCES for p in prior):  # type: ignore[attr-defined]
-        raise Malformed("prior: must be a list of province codes")
-    return dict(kind=kind, record_id=record_id, origin=origin, seq=seq, at=Timestamp.from_json(_get(obj, "at", list)),
-                op=op, operator=operator, prior=frozenset(prior))  # type: ignore[arg-type]
+    for p in prior:  # type: ignore[attr-defined]
+        if not (isinstance(p, str) and p in PROVINCES):
+            raise Malformed("prior: must be a list of province codes")
+    at = get("at", _MISSING)
+    if not isinstance(at, list):
+        _get(obj, "at", list)
+    return (kind, record_id, origin, seq, Timestamp.from_json(at), op, operator, frozenset(prior))
 
 
 def parse(body: bytes) -> Change:
     """Decode exactly these bytes into a Change, or raise Malformed naming the key."""
     obj = _decode(body)
     head = _header(obj)
-    state = RecordState.from_json(head["kind"], head["record_id"], _get(obj, "state", dict))  # type: ignore[arg-type]
-    return Change(state=state, **head)  # type: ignore[arg-type]
+    state = obj.get("state", _MISSING)
+    if not isinstance(state, dict):
+        _get(obj, "state", dict)
+    return Change(*head, RecordState.from_json(head[0], head[1], state))  # type: ignore[arg-type]
 
 
 def parse_head(body: bytes) -> Head:
     """Decode the routing and audit facts of a change (see Head)."""
     obj = _decode(body)
     head = _header(obj)
-    state = _get(obj, "state", dict)
+    state = obj.get("state", _MISSING)
+    if not isinstance(state, dict):
+        _get(obj, "state", dict)
     fields = state.get("fields")  # type: ignore[attr-defined]
     if not isinstance(fields, dict):
         raise Malformed("state.fields: must be an object")
-    kind = get_kind(head["kind"])  # type: ignore[arg-type]
-    routes: set[str] = set(head["prior"])  # type: ignore[arg-type]
+    kind = get_kind(head[0])  # type: ignore[arg-type]
+    provinces = kind.provinces
+    routes: set[str] = set(head[7])  # type: ignore[arg-type]
     for name in kind.routing_fields:
         versions = fields.get(name, [])
         if not isinstance(versions, list):
@@ -183,8 +228,8 @@ def parse_head(body: bytes) -> Head:
         for version in versions:
             if not isinstance(version, list) or len(version) != 2:
                 raise Malformed(f"state.fields.{name}: must be [value, index into stamps]")
-            routes |= kind.provinces({name: version[0]})
-    return Head(routes=frozenset(routes), **head)  # type: ignore[arg-type]
+            routes |= provinces({name: version[0]})
+    return Head(*head, frozenset(routes))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

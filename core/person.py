@@ -222,11 +222,17 @@ def validate_person(
 
 def person_provinces(fields: Mapping[str, object]) -> frozenset[str]:
     """Provinces a record involves: its household and residence provinces."""
-    return frozenset(
-        check_province(field, fields[field])
-        for field in ("household_province", "residence_province")
-        if fields.get(field) is not None
-    )
+    # Unrolled (household first, as the generator did): called per version on every change.
+    household = fields.get("household_province")
+    residence = fields.get("residence_province")
+    if household is None:
+        if residence is None:
+            return frozenset()
+        return frozenset((check_province("residence_province", fields["residence_province"]),))
+    first = check_province("household_province", fields["household_province"])
+    if residence is None:
+        return frozenset((first,))
+    return frozenset((first, check_province("residence_province", fields["residence_province"])))
 
 
 def parse_field_value(field: str, text: str) -> object:

@@ -78,6 +78,8 @@ def check_province(field: str, value: object) -> str:
     Ints are accepted because TOML configs and CLI flags naturally produce
     them (``province = 44``); bools are refused since ``True`` is an int.
     """
+    if type(value) is str and value in PROVINCES:
+        return value  # the common case: a known code is already stripped
     if isinstance(value, bool):
         raise ValidationError(field, f"province code must be a 2-digit string, got {value!r}")
     if isinstance(value, int):
