@@ -128,7 +128,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             try:
                 for req in request_iterator:
                     if req.WhichOneof("msg") == "ack":
-                        store.set_cursor(cursor_name, req.ack.cursor, now_ms())
+                        store.note_ack(cursor_name, req.ack.cursor, now_ms())
                         window.release()
             except grpc.RpcError:
                 pass

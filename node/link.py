@@ -191,7 +191,7 @@ class Link(threading.Thread):
             if resp.WhichOneof("msg") == "hello":
                 self._up(hub)
             elif resp.WhichOneof("msg") == "ack":
-                store.set_cursor(self.push_cursor, resp.ack.cursor, now_ms())
+                store.note_ack(self.push_cursor, resp.ack.cursor, now_ms())
                 self.state.pushed += resp.ack.accepted
                 window.release()
 

@@ -37,6 +37,7 @@ from store.db import migrate, open_engine
 from store.schema import counters, cursors, keys, log, log_dest, meta, quarantine, records
 
 MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
+ACK_FLUSH_S = 0.25
 Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
@@ -179,6 +180,10 @@ class Store:
         self.generation = 0  # bumped on every append; waiters compare to skip lost wake-ups
         # (origin, written ms, applied ms) of the latest arrivals, for delivery-delay figures.
         self.arrivals: deque[tuple[str, int, int]] = deque(maxlen=10_000)
+        self._acks: dict[str, tuple[int, int]] = {}  # cursor name -> (value, ms): noted, not yet written
+        self._acks_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         with engine.begin() as conn:
             found = conn.execute(select(meta.c.value).where(meta.c.key == "owner")).scalar()
             if found is None:
@@ -225,7 +230,11 @@ class Store:
         return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._closed.set()
+        try:
+            self.flush_acks()
+        finally:
+            self.engine.dispose()
 
     # -- records -------------------------------------------------------------
     def _load(self, conn, kind: str, record_id: str) -> RecordState | None:  # type: ignore[no-untyped-def]
@@ -378,6 +387,7 @@ class Store:
                 self._append_many(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
                                   via="local", now_ms=now_ms)
                 self._save_many(conn, [(st, loaded[k]) for k, st in latest.items()], now_ms)
+            self._write_acks(conn)
         if changes:
             self._notify()
         return results
@@ -463,6 +473,7 @@ class Store:
             self._note_origins(conn, fresh, now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
+            self._write_acks(conn)
         self.arrivals.extend((a.change.origin, a.change.at.wall_ms, now_ms) for a in fresh)
         if result.applied:
             self._notify()
@@ -522,16 +533,60 @@ class Store:
 
     def set_cursor(self, name: str, value: int, now_ms: int) -> None:
         with self._lock, self.engine.begin() as conn:
+            with self._acks_lock:
+                self._acks.pop(name, None)  # this write supersedes a noted ack
             self._set_cursor(conn, name, value, now_ms)
 
+    def note_ack(self, name: str, value: int, now_ms: int) -> None:
+        """Record a peer's acknowledgement (how far it has durably taken what we sent).
+
+        Not a transaction of its own: acks arrive once per batch on every stream, and an
+        fsync'd commit each would hold the write lock as long as the batches themselves.
+        The value rides along with the next ingest or local write, or is written by a
+        background flush within ``ACK_FLUSH_S``. Losing the latest few to a crash only
+        means resending batches the peer already holds, which it counts as duplicates.
+        """
+        with self._acks_lock:
+            self._acks[name] = (value, now_ms)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_acks_loop, name="ack-flush", daemon=True)
+                self._flusher.start()
+
+    def flush_acks(self) -> None:
+        """Write noted acks now (the flush loop, and close)."""
+        with self._acks_lock:
+            if not self._acks:
+                return
+        with self._lock, self.engine.begin() as conn:
+            self._write_acks(conn)
+
+    def _write_acks(self, conn) -> None:  # type: ignore[no-untyped-def]
+        with self._acks_lock:
+            pending, self._acks = self._acks, {}
+        for name, (value, at_ms) in pending.items():
+            self._set_cursor(conn, name, value, at_ms)
+
+    def _flush_acks_loop(self) -> None:
+        while not self._closed.wait(ACK_FLUSH_S):
+            try:
+                self.flush_acks()
+            except Exception:  # noqa: BLE001 - a locked or full store: the acks wait for the next try
+                pass
+
     def cursor(self, name: str) -> int:
+        with self._acks_lock:
+            if name in self._acks:
+                return self._acks[name][0]
         with self.engine.connect() as conn:
             return int(conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar() or 0)
 
     def cursors(self, prefix: str = "") -> dict[str, tuple[int, int]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(cursors).where(cursors.c.name.startswith(prefix))).all()
-        return {r.name: (r.value, r.updated_ms) for r in rows}
+        out = {r.name: (r.value, r.updated_ms) for r in rows}
+        with self._acks_lock:
+            out.update((name, ack) for name, ack in self._acks.items() if name.startswith(prefix))
+        return out
 
     # -- the log ---------------------------------------------------------------------
     def last_seq(self) -> int:

@@ -626,6 +626,46 @@ def test_cursor_moves_atomically_with_ingest(db_url: str, pki: PKI, authors: Aut
     assert len(log_rows(s)) == 4
 
 
+def _stored_cursors(s: Store) -> dict[str, int]:
+    """What a fresh reader of the database sees (no process memory)."""
+    from sqlalchemy import select
+
+    from store.schema import cursors
+
+    with s.engine.connect() as conn:
+        return {name: value for name, value in conn.execute(select(cursors.c.name, cursors.c.value))}
+
+
+def test_noted_acks_ride_with_the_next_transaction_or_the_flush(db_url: str, pki: PKI, authors: Authors,
+                                                                 opened: list[Store]) -> None:
+    envs = [authors.write("province-11", "11", "44")[1] for _ in range(2)]
+    accepted = accept_all(pki, envs)
+    s = open_store(db_url, opened, owner="hub-pearl", index_routes=True, hold_records=False)
+    s.note_ack("out:province-44", 5, T0)
+    assert s.cursor("out:province-44") == 5  # this process sees it at once
+    assert s.cursors("out:") == {"out:province-44": (5, T0)}
+    s.ingest(accepted[:1], [], via="hub-national", now_ms=T0 + 1, cursor=("in:hub-national", 1))
+    assert _stored_cursors(s) == {"in:hub-national": 1, "out:province-44": 5}  # written with the batch
+
+    # A failed batch loses the noted ack it carried, never the data's atomicity; a later ack repairs it.
+    s.note_ack("out:province-44", 9, T0 + 2)
+    with failing_writes(s, "log"), pytest.raises(Boom):
+        s.ingest(accepted[1:], [], via="hub-national", now_ms=T0 + 3, cursor=("in:hub-national", 2))
+    assert _stored_cursors(s)["out:province-44"] == 5
+
+    # With no traffic the flush writes it; an explicit set_cursor supersedes a noted ack.
+    s.note_ack("out:province-44", 11, T0 + 4)
+    s.flush_acks()
+    assert _stored_cursors(s)["out:province-44"] == 11
+    s.note_ack("out:province-45", 3, T0 + 5)
+    s.set_cursor("out:province-45", 2, T0 + 6)
+    assert s.cursor("out:province-45") == 2
+    s.note_ack("out:province-44", 12, T0 + 7)
+    s.close()  # close flushes
+    again = open_store(db_url, opened, owner="hub-pearl", index_routes=True, hold_records=False)
+    assert again.cursors("out:") == {"out:province-44": (12, T0 + 7), "out:province-45": (2, T0 + 6)}
+
+
 # -- 7. the hub log --------------------------------------------------------------------------------
 
 
