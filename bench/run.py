@@ -272,9 +272,9 @@ class Run:
     def scale(self, empty: dict) -> dict:
         b, args = self.b, self.args
         have = b.probe("hub-national").records()
-        to_load = args.national_records
+        to_load = max(0, args.national_records - have)  # the earlier sections' records count towards it
         say(f"scale: national holds {have:,} records; loading {to_load:,} more through 11 -> bohai -> national "
-            f"(household 11, residence 13)")
+            f"(household 11, residence 13), to {max(have, args.national_records):,}")
         t = time.perf_counter()
         load_rate = None
         if to_load:
