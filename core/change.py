@@ -205,7 +205,7 @@ def parse(body: bytes) -> Change:
     state = obj.get("state", _MISSING)
     if not isinstance(state, dict):
         _get(obj, "state", dict)
-    # obj is ours alone, so the state may keep it as the source of its bytes (see from_wire).
+    # Encoding the decoded state is cheaper than rebuilding its JSON later (see from_wire).
     return Change(*head, RecordState.from_wire(head[0], head[1], state))  # type: ignore[arg-type]
 
 
