@@ -278,6 +278,7 @@ def _decode(cls: type[RecordState], kind: str, record_id: str, obj: object, keep
     n = len(stamps)
     used: set[int] = set()
     version = _version
+    new, set_value, set_clock, set_at = _new_object, _set_value, _set_clock, _set_at
     fields: dict[str, tuple[Version, ...]] = {}
     for name, versions in raw_fields.items():
         if not isinstance(versions, list) or not versions:
@@ -288,7 +289,11 @@ def _decode(cls: type[RecordState], kind: str, record_id: str, obj: object, keep
                 i = pair[1]
                 if type(i) is int and 0 <= i < n:
                     clock, at = stamps[i]
-                    fields[name] = (version(pair[0], clock, at),)
+                    v = new(Version)  # _version(pair[0], clock, at), inline: once per field per change
+                    set_value(v, pair[0])
+                    set_clock(v, clock)
+                    set_at(v, at)
+                    fields[name] = (v,)
                     if normal:
                         used.add(i)
                     continue

@@ -11,6 +11,7 @@ zero clock counts, unused stamps, 1 vs true, wrong types).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 
@@ -505,3 +506,42 @@ def test_parse_and_parse_head_match(edits, state: RecordState) -> None:
     else:
         h = got_head[1]
         assert (h.kind, h.record_id, h.origin, h.seq, h.at, h.op, h.operator, h.prior, h.routes) == ref_head[1]
+
+
+def ref_cross_checks(out) -> None:
+    from core.errors import ValidationError
+    from core.idnumber import id_birth_date, id_sex
+
+    id_number, birth = out.get("id_number"), out.get("birth_date")
+    if isinstance(id_number, str):
+        if isinstance(birth, str):
+            encoded = id_birth_date(id_number).isoformat()
+            if birth != encoded:
+                raise ValidationError("birth_date", f"{birth} does not match id_number (which encodes {encoded})")
+        sex = out.get("sex")
+        if isinstance(sex, str) and sex != id_sex(id_number):
+            raise ValidationError("sex", f"{sex} does not match id_number (which encodes {id_sex(id_number)})")
+    if isinstance(birth, str):
+        for later in ("moved_in_on", "last_service_on"):
+            value = out.get(later)
+            if isinstance(value, str) and value < birth:
+                raise ValidationError(later, f"{value} is before birth_date {birth}")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dates(max_value=dt.date(2020, 1, 1)),
+       st.integers(0, 999), st.dates(max_value=dt.date(2020, 1, 1)),
+       st.sampled_from(["M", "F"]), st.booleans(), st.booleans())
+def test_person_cross_checks_match(born, serial: int, claimed, sex: str, give_birth: bool, give_sex: bool) -> None:
+    from core.idnumber import make_id_number
+    from core.person import _cross_checks
+
+    if born.year < 1000:
+        born = born.replace(year=1000 + born.year)  # make_id_number needs 4 digits; still exercises years < 2000
+    out: dict[str, object] = {"id_number": make_id_number("110101", born, serial)}
+    if give_birth:
+        out["birth_date"] = (born if serial % 3 else claimed).isoformat()
+    if give_sex:
+        out["sex"] = sex
+    out["moved_in_on"] = (claimed + dt.timedelta(days=1)).isoformat() if claimed.year < 2019 else None
+    assert outcome(_cross_checks, out) == outcome(ref_cross_checks, out)
