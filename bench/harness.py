@@ -466,7 +466,7 @@ def start_profilers(pids: dict[str, int], out_dir: Path, seconds: float) -> list
     for identity, pid in pids.items():
         path = out_dir / f"{identity}.txt"
         procs.append((identity, path, subprocess.Popen(
-            [str(spy), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--format", "raw",
+            [str(spy), "record", "--gil", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--format", "raw",
              "--output", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     return procs
 

@@ -21,7 +21,7 @@ import hashlib
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 
@@ -72,11 +72,10 @@ def _text(value: object, size: int) -> str | None:
 
 
 def _routes_set(text: str) -> frozenset[str]:
-    return frozenset(p for p in text.split(",") if p)
+    return frozenset(text[1:-1].split(",")) if len(text) > 1 else frozenset()  # ",11,44," / ","
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(NamedTuple):  # a tuple: read by the hundred per batch, built in one call
     lsn: int
     origin: str
     seq: int
