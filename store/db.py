@@ -9,6 +9,7 @@ latest schema by Alembic before use, so upgrading a node keeps its data.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from alembic import command
 from alembic.config import Config
@@ -38,6 +39,27 @@ def open_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
+
+
+def _mark(conn) -> str:  # type: ignore[no-untyped-def]
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def insert_rows(conn, table, columns: Sequence[str], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    """One executemany of plain tuples, straight to the driver: the hot path writes hundreds of
+    rows per batch, and per-row parameter processing would cost more than the insert itself.
+    Values must already be the driver's types (str, int, bytes, bool, None), which suit SQLite
+    and PostgreSQL alike."""
+    mark = _mark(conn)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                         f"VALUES ({', '.join([mark] * len(columns))})", rows)
+
+
+def update_rows(conn, table, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    """``insert_rows`` for updates: each row is the new ``columns`` values, then the ``keys`` values."""
+    mark = _mark(conn)
+    conn.exec_driver_sql(f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} "
+                         f"WHERE {' AND '.join(f'{k} = {mark}' for k in keys)}", rows)
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

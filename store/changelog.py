@@ -1,0 +1,177 @@
+"""The log of changes a store accepted: appending, reading, and what subscribers wait for.
+
+Every accepted change gets the next log sequence number (lsn). A node's own
+changes are its outbox (read by ``seq``, shared ones only); a hub indexes every
+entry by the provinces it routes to (``log_dest``), and each subscriber reads
+the entries its ``Filter`` admits after its cursor. Functions here take an open
+connection; the Store decides transactions and locking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple, Sequence
+
+from sqlalchemy import and_, func, select
+
+from core.change import Change, Envelope, Head
+from core.identity import Identity
+from core.merkle import Seal
+from core.routing import Filter, leaves_node
+from store.db import insert_rows
+from store.schema import log, log_dest
+
+
+class LogEntry(NamedTuple):  # a tuple: read by the hundred per batch, built in one call
+    lsn: int
+    origin: str
+    seq: int
+    kind: str
+    record_id: str
+    op: str
+    operator: str | None
+    at_ms: int
+    body: bytes
+    seal: Seal
+    routes: frozenset[str]
+    via: str
+    received_ms: int
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(self.body, self.seal)
+
+
+def routes_text(provinces: frozenset[str]) -> str:
+    return "," + ",".join(sorted(provinces)) + "," if provinces else ","
+
+
+def _routes_set(text: str) -> frozenset[str]:
+    return frozenset(text[1:-1].split(",")) if len(text) > 1 else frozenset()  # ",11,44," / ","
+
+
+_LOG_COLUMNS = ("lsn", "origin", "seq", "kind", "record_id", "op", "operator", "at_ms", "digest", "body", "key_id",
+                "signature", "seal_index", "seal_size", "proof", "routes", "shared", "via", "received_ms")
+# Columns read back into LogEntry, in its field order (digest and shared stay in the database).
+_ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_id, log.c.op, log.c.operator,
+                  log.c.at_ms, log.c.body, log.c.key_id, log.c.signature, log.c.seal_index, log.c.seal_size,
+                  log.c.proof, log.c.routes, log.c.via, log.c.received_ms)
+
+
+def _entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
+    (lsn, origin, seq, kind, record_id, op, operator, at_ms, body, key_id, signature, index, size, proof,
+     routes, via, received_ms) = r
+    proof = bytes(proof)
+    seal = Seal(key_id, bytes(signature), index, size, tuple([proof[i:i + 32] for i in range(0, len(proof), 32)]))
+    return LogEntry(lsn, origin, seq, kind, record_id, op, operator, at_ms, bytes(body), seal, _routes_set(routes),
+                    via, received_ms)
+
+
+def append(conn, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, now_ms: int,  # type: ignore[no-untyped-def]
+           index_routes: bool, digests: Sequence[bytes] | None = None) -> None:
+    """Append changes with the next lsns. The caller holds the store's write lock, so the lsns are its to hand out."""
+    if not items:
+        return
+    lsn = int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
+    rows, dests = [], []
+    sha256 = hashlib.sha256
+    for i, (change, env) in enumerate(items):
+        lsn += 1
+        routes = change.routes
+        seal = env.seal
+        rows.append((
+            lsn, change.origin, change.seq, change.kind, change.record_id, change.op, change.operator,
+            change.at.wall_ms, digests[i] if digests is not None else sha256(env.body).digest(), env.body,
+            seal.key_id, seal.signature, seal.index, seal.size, b"".join(seal.proof), routes_text(routes),
+            leaves_node(routes, Identity.parse(change.origin).name), via, now_ms,
+        ))
+        if index_routes:
+            dests += [(p, lsn) for p in sorted(routes)]
+    insert_rows(conn, log, _LOG_COLUMNS, rows)
+    if dests:
+        insert_rows(conn, log_dest, ("province", "lsn"), dests)
+
+
+def digests(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:  # type: ignore[no-untyped-def]
+    """Digests of the changes among ``keys`` (origin, seq) already in the log."""
+    out: dict[tuple[str, int], bytes] = {}
+    by_origin: dict[str, list[int]] = {}
+    for origin, seq in keys:
+        by_origin.setdefault(origin, []).append(seq)
+    for origin, seqs in by_origin.items():
+        for i in range(0, len(seqs), 500):
+            q = select(log.c.seq, log.c.digest).where(and_(log.c.origin == origin, log.c.seq.in_(seqs[i:i + 500])))
+            for seq, digest in conn.execute(q):
+                out[(origin, seq)] = bytes(digest)
+    return out
+
+
+def last_seq(conn, origin: str) -> int:  # type: ignore[no-untyped-def]
+    return int(conn.execute(select(func.max(log.c.seq)).where(log.c.origin == origin)).scalar() or 0)
+
+
+def last_lsn(conn) -> int:  # type: ignore[no-untyped-def]
+    return int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
+
+
+def last_write_ms(conn, origin: str) -> int | None:  # type: ignore[no-untyped-def]
+    return conn.execute(select(func.max(log.c.at_ms)).where(log.c.origin == origin)).scalar()
+
+
+def outbox(conn, origin: str, after_seq: int, limit: int) -> list[LogEntry]:  # type: ignore[no-untyped-def]
+    """``origin``'s own changes that must leave its node, after the acknowledged sequence."""
+    q = (select(*_ENTRY_COLUMNS).where(and_(log.c.origin == origin, log.c.shared.is_(True), log.c.seq > after_seq))
+         .order_by(log.c.seq).limit(limit))
+    return [_entry(r) for r in conn.execute(q)]
+
+
+def outbox_stats(conn, origin: str, after_seq: int) -> tuple[int, int | None]:  # type: ignore[no-untyped-def]
+    """(changes waiting, received_ms of the oldest) beyond ``after_seq``."""
+    q = select(func.count(), func.min(log.c.received_ms)).where(
+        and_(log.c.origin == origin, log.c.shared.is_(True), log.c.seq > after_seq))
+    n, oldest = conn.execute(q).one()
+    return int(n or 0), oldest
+
+
+def _admitted(after_lsn: int, upto: int, flt: Filter | None, not_via: str | None):  # type: ignore[no-untyped-def]
+    cond = [log.c.lsn > after_lsn, log.c.lsn <= upto]
+    if flt is not None:
+        dest = select(log_dest.c.lsn).where(and_(log_dest.c.province.in_(sorted(flt.provinces)),
+                                                 log_dest.c.lsn > after_lsn, log_dest.c.lsn <= upto))
+        cond.append(log.c.lsn.in_(dest))
+        if flt.not_origin:
+            cond.append(log.c.origin != flt.not_origin)
+        if flt.not_via:
+            cond.append(log.c.via != flt.not_via)
+    if not_via:
+        cond.append(log.c.via != not_via)
+    return and_(*cond)
+
+
+def read(conn, after_lsn: int, *, flt: Filter | None, not_via: str | None,  # type: ignore[no-untyped-def]
+         limit: int) -> tuple[list[LogEntry], int]:
+    """Entries after ``after_lsn`` that ``flt`` admits, and the lsn scanned up to.
+
+    The returned position may be past the last entry: the filtered-out
+    stretch counts as delivered, so the subscriber never re-scans it.
+    """
+    upto = last_lsn(conn)
+    if upto <= after_lsn:
+        return [], after_lsn
+    q = select(*_ENTRY_COLUMNS).where(_admitted(after_lsn, upto, flt, not_via)).order_by(log.c.lsn).limit(limit)
+    rows = [_entry(r) for r in conn.execute(q)]
+    if len(rows) == limit:
+        return rows, rows[-1].lsn
+    return rows, upto
+
+
+def pending(conn, after_lsn: int, *, flt: Filter | None, not_via: str | None) -> tuple[int, int | None]:  # type: ignore[no-untyped-def]
+    """(entries waiting, received_ms of the oldest) for a subscriber at ``after_lsn``."""
+    q = select(func.count(), func.min(log.c.received_ms)).where(_admitted(after_lsn, last_lsn(conn), flt, not_via))
+    n, oldest = conn.execute(q).one()
+    return int(n or 0), oldest
+
+
+def history(conn, kind: str, record_id: str) -> list[LogEntry]:  # type: ignore[no-untyped-def]
+    q = select(*_ENTRY_COLUMNS).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)
+    return [_entry(r) for r in conn.execute(q)]

@@ -1,0 +1,112 @@
+"""Current record states: loading, saving with their projections, and paging through them.
+
+A record row holds the state (canonical JSON of ``RecordState``) plus columns
+derived from it for queries: deleted, conflicted, the provinces it involves,
+and projections of shown values for statistics. Functions take an open
+connection; the Store decides transactions and keeps the counters.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from sqlalchemy import and_, func, select
+
+from core import canonical
+from core.change import state_provinces
+from core.record import RecordState
+from store.changelog import routes_text
+from store.db import insert_rows, update_rows
+from store.schema import records
+
+_VALUES = ("state", "deleted", "conflicted", "provinces", "updated_ms", "household", "residence", "moved_on")
+
+
+def _text(value: object, size: int) -> str | None:
+    """A projection column's value: text that fits, else nothing (the state stays authoritative).
+    Values come unvalidated from peers (only routing fields are checked on receipt): a NUL,
+    which PostgreSQL text cannot hold, would fail the whole batch."""
+    return value if isinstance(value, str) and len(value) <= size and "\x00" not in value else None
+
+
+def _state(kind: str, record_id: str, raw: bytes) -> RecordState:
+    return RecordState.from_json(kind, record_id, canonical.loads(bytes(raw)))
+
+
+def load(conn, kind: str, record_id: str) -> RecordState | None:  # type: ignore[no-untyped-def]
+    raw = conn.execute(
+        select(records.c.state).where(and_(records.c.kind == kind, records.c.record_id == record_id))
+    ).scalar()
+    return None if raw is None else _state(kind, record_id, raw)
+
+
+def load_many(conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordState | None]:  # type: ignore[no-untyped-def]
+    """Current states of many records in a few queries (None where absent)."""
+    out: dict[tuple[str, str], RecordState | None] = {k: None for k in keys}
+    by_kind: dict[str, list[str]] = {}
+    for kind, record_id in out:
+        by_kind.setdefault(kind, []).append(record_id)
+    for kind, ids in by_kind.items():
+        for i in range(0, len(ids), 500):
+            q = select(records.c.record_id, records.c.state).where(
+                and_(records.c.kind == kind, records.c.record_id.in_(ids[i:i + 500])))
+            for rid, raw in conn.execute(q):
+                out[(kind, rid)] = _state(kind, rid, raw)
+    return out
+
+
+def save_many(conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Write record states, each with the state it replaces (None: a new record).
+
+    Returns the change in (live records, live records with open conflicts), for the counters.
+    """
+    inserts, updates = [], []
+    live = conflicted = 0
+    for state, prior in states:
+        now_live = not state.deleted
+        now_conflicted = bool(state.conflicts())
+        was_live = prior is not None and not prior.deleted
+        was_conflicted = was_live and bool(prior.conflicts())  # type: ignore[union-attr]
+        live += now_live - was_live
+        conflicted += (now_live and now_conflicted) - was_conflicted
+        shown = state.values()
+        values = (state.to_bytes(), state.deleted, now_conflicted, routes_text(state_provinces(state)), now_ms,
+                  _text(shown.get("household_province"), 2), _text(shown.get("residence_province"), 2),
+                  _text(shown.get("moved_in_on"), 10))
+        if prior is None:
+            inserts.append((state.kind, state.record_id, *values))
+        else:
+            updates.append((*values, state.kind, state.record_id))
+    if inserts:
+        insert_rows(conn, records, ("kind", "record_id", *_VALUES), inserts)
+    if updates:
+        update_rows(conn, records, _VALUES, ("kind", "record_id"), updates)
+    return live, conflicted
+
+
+def page(conn, kind: str, after: str, *, include_deleted: bool, conflicted_only: bool,  # type: ignore[no-untyped-def]
+         limit: int) -> list[RecordState]:
+    """Up to ``limit`` records of a kind with ids after ``after``, in id order."""
+    q = select(records.c.record_id, records.c.state).where(and_(records.c.kind == kind, records.c.record_id > after))
+    if not include_deleted:
+        q = q.where(records.c.deleted.is_(False))
+    if conflicted_only:
+        q = q.where(records.c.conflicted.is_(True))
+    return [_state(kind, rid, raw) for rid, raw in conn.execute(q.order_by(records.c.record_id).limit(limit))]
+
+
+def flow_counts(conn, kind: str) -> list[tuple[str | None, str | None, str | None, int]]:  # type: ignore[no-untyped-def]
+    """(household, residence, move month, live records) groups, from the projection columns."""
+    month = func.substr(records.c.moved_on, 1, 7)
+    q = (select(records.c.household, records.c.residence, month, func.count())
+         .where(and_(records.c.kind == kind, records.c.deleted.is_(False)))
+         .group_by(records.c.household, records.c.residence, month))
+    return [(h, r, m, int(n)) for h, r, m, n in conn.execute(q)]
+
+
+def count(conn, *, conflicted_only: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """Live (or live and conflicted) records, counted (the counters' starting values)."""
+    cond = records.c.deleted.is_(False)
+    if conflicted_only:
+        cond = and_(cond, records.c.conflicted.is_(True))
+    return int(conn.execute(select(func.count()).select_from(records).where(cond)).scalar() or 0)
