@@ -32,6 +32,7 @@ from core.samples import sample_person
 from node import wire
 from node.peer import Peer
 from node.records import RecordService
+from node.serve import tune_gc
 from store.store import Store
 from yipanqi.v1 import federation_pb2 as pb
 
@@ -126,7 +127,11 @@ def main() -> None:
     ap.add_argument("--changes", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--profile", type=Path, help="write a cProfile summary (top 40 by own time) here")
+    ap.add_argument("--default-gc", action="store_true", help="keep Python's default collector settings "
+                    "(the servers tune them: node.serve.tune_gc)")
     args = ap.parse_args()
+    if not args.default_gc:
+        tune_gc()
     per = run(args.changes, args.batch, args.profile)
     width = max(map(len, per))
     total = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import signal
 import sys
@@ -54,6 +55,21 @@ def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], N
     return server, health_servicer
 
 
+# Young-generation collections every 50,000 net allocations instead of 700. Every change
+# allocates dozens of short-lived objects, nearly all freed by reference counting; with the
+# default threshold the cyclic collector ran hundreds of times a second and, with full
+# collections over the whole heap, took 10-20% of a hub's or node's CPU (bench.hops).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Move everything loaded at start-up (modules, config, keys) out of the collector's sight
+    and collect young objects less often; memory stays bounded (the bench watches peak RSS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run_until_signal(server: grpc.Server, stop: threading.Event, on_stop: Callable[[], None]) -> None:
     log = logging.getLogger("yipanqi.serve")
 
@@ -63,6 +79,7 @@ def run_until_signal(server: grpc.Server, stop: threading.Event, on_stop: Callab
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    tune_gc()
     server.start()
     log.info("serving")
     while not stop.wait(0.5):
