@@ -11,6 +11,12 @@ stays flat whatever the backlog. When a session fails the Link backs off with
 full jitter and tries the next hub; a session on a fallback hub ends after
 ``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
 (origin, seq) makes changes that arrive by two paths harmless.
+
+While the federation's revocation list is not empty, a session starts with a
+TLS handshake of its own to the hub (gRPC shows a client nothing of the
+server's certificate) and a hub whose certificate is revoked is refused like
+a failed session; the check is run again every ``REVOCATION_RECHECK`` seconds
+on an open session when the list has changed.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from sqlalchemy.exc import OperationalError
 from cli.config import HubAddress, TLSPaths
 from node import metrics, wire
 from node.peer import Peer, now_ms
-from node.transport import secure_channel
+from node.transport import secure_channel, server_certificate
 from store.store import LogEntry
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
@@ -42,6 +48,7 @@ BATCH = 500
 FALLBACK_RECHECK = 20.0
 MAX_BACKOFF = 10.0
 REPORT_EVERY = 5.0
+REVOCATION_RECHECK = 3.0
 
 Source = Callable[[int, int], tuple[list[LogEntry], int]]
 
@@ -96,6 +103,17 @@ class Link(threading.Thread):
 
     def _session(self, hub: HubAddress, limit: float | None) -> bool:
         """Run one session; True if it ended cleanly (time limit), False on failure."""
+        checked = self.peer.revocations.tokens()
+        if checked:
+            try:
+                revoked = self._hub_revoked(hub)
+            except OSError as err:
+                log.debug("hub-%s: no TLS handshake: %s", hub.name, err)
+                self._down(hub, "not reachable")
+                return False
+            if revoked:
+                self._down(hub, revoked)
+                return False
         channel = secure_channel(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key)
         try:
             grpc.channel_ready_future(channel).result(timeout=3)
@@ -114,9 +132,20 @@ class Link(threading.Thread):
         for t in threads:
             t.start()
         deadline = time.monotonic() + limit if limit else None
+        next_check, revoked = time.monotonic() + REVOCATION_RECHECK, None
         while not done.is_set() and not self.stop_event.is_set():
             if deadline and time.monotonic() > deadline:
                 break
+            if time.monotonic() >= next_check:  # revoked while we are connected?
+                next_check = time.monotonic() + REVOCATION_RECHECK
+                tokens = self.peer.revocations.tokens()
+                if tokens != checked:
+                    try:
+                        revoked, checked = (self._hub_revoked(hub) if tokens else None), tokens
+                    except OSError as err:  # try again next time; a dead hub ends the session anyway
+                        log.debug("hub-%s: no TLS handshake: %s", hub.name, err)
+                    if revoked:
+                        break
             done.wait(0.5)
         done.set()
         for call in list(calls):
@@ -124,10 +153,23 @@ class Link(threading.Thread):
         for t in threads:
             t.join(timeout=5)
         channel.close()
+        if revoked and not self.stop_event.is_set():
+            self._down(hub, revoked)
+            return False
         if errors and not self.stop_event.is_set():
             self._down(hub, errors[0])
             return False
         return True
+
+    def _hub_revoked(self, hub: HubAddress) -> str | None:
+        """Why we must not talk to ``hub``: its TLS certificate is revoked; None if it is not.
+        Raises ``OSError`` when no TLS handshake with the hub completes."""
+        der = server_certificate(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key)
+        serial = self.peer.revocations.revoked_serial(der)
+        if serial is None:
+            return None
+        log.error("refused hub-%s: its TLS certificate is revoked (serial %s)", hub.name, serial)
+        return f"certificate revoked (serial {serial})"
 
     def _up(self, hub: HubAddress) -> None:
         # Connected once the hub has answered our hello, not when TLS is up: a hub that refuses

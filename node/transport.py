@@ -8,11 +8,12 @@ certificate never gets past the handshake (require_client_auth=True).
 
 from __future__ import annotations
 
+import logging
+import socket
+import ssl
 from pathlib import Path
 
 import grpc
-
-import logging
 
 from certs.revocation import RevocationList
 from core.errors import PermissionDenied
@@ -60,6 +61,31 @@ def secure_channel(address: str, server_identity: str, ca: Path, cert: Path, key
     )
     options = CHANNEL_OPTIONS + [("grpc.ssl_target_name_override", server_identity)]
     return grpc.secure_channel(address, creds, options=options)
+
+
+def server_certificate(address: str, server_identity: str, ca: Path, cert: Path, key: Path,
+                       timeout: float = 3.0) -> bytes:
+    """The certificate (DER) a server at ``address`` proves in a TLS handshake, checked as
+    ``secure_channel`` checks it: it chains to ``ca`` and names ``server_identity``.
+
+    Python gRPC shows a client nothing of the server's certificate, so this is a separate
+    handshake on its own connection, closed right after (no HTTP/2 is spoken). Servers require
+    client authentication, so ours (``cert``/``key``) is presented. Raises ``OSError``
+    (``ssl.SSLError``, ``ConnectionRefusedError``, ``TimeoutError``, ...) when no handshake
+    completes. Whether the certificate is still trusted is for ``certs.revocation`` to say.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+    context.load_verify_locations(cafile=str(ca))
+    context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        with context.wrap_socket(sock, server_hostname=server_identity) as tls:
+            der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ssl.SSLError(f"{server_identity} at {address} proved no certificate")
+    return der
 
 
 class PeerGate:

@@ -118,6 +118,46 @@ def test_revoked_node_tls_certificate_is_refused_and_others_keep_syncing(fed: Fe
     assert fed.get(N44, early["person_id"]) == early  # what it sent before stays
 
 
+def test_node_refuses_a_hub_whose_tls_certificate_is_revoked_and_falls_back_to_national(
+        fed: Fed, rng: random.Random) -> None:
+    assert fed.status(N44)["hub"]["hub"] == "pearl"  # start_all: every link is up on its home hub
+    pearl_crt = fed.root / "hubs" / "pearl" / "tls.crt"
+    serial = format(x509.load_pem_x509_certificate(pearl_crt.read_bytes()).serial_number, "x")
+    out = yipanqi("federation", "revoke", str(fed.root), str(pearl_crt))
+    assert out.startswith("revoked ")
+
+    # The session 44 has open on hub-pearl ends within ~30 s (the link checks its hub again when
+    # the list changes) and 44 moves to the national hub, its fallback.
+    def off_pearl() -> dict:
+        hub = fed.status(N44)["hub"]
+        err = hub["last_error"] or ""
+        if hub["hub"] == "pearl":
+            return {}
+        revoked = "hub-pearl" in err and "revoked" in err
+        return hub if revoked or (hub["connected"] and hub["hub"] == "national" and hub["fallback"]) else {}
+
+    eventually(off_pearl, 40, interval=0.3, message=lambda: f"44 link: {fed.status(N44)['hub']}")
+    refusal = f"refused hub-pearl: its TLS certificate is revoked (serial {serial})"
+    eventually(lambda: refusal in log_text(fed, N44), 10,
+               message="province-44's log does not say it refused hub-pearl's revoked certificate")
+
+    # A record written at 11 for 44 still arrives: hub-bohai, hub-national, then 44 on its fallback.
+    rec = fed.write(N11, "create", person(rng, household="11", residence="44"))
+    fed.arrives(N44, rec["person_id"], rec, timeout=SLOW)
+    assert fed.status(N44)["hub"]["hub"] != "pearl"
+
+    # A new session is checked before it opens: restarted, 44 refuses hub-pearl at once.
+    before = log_text(fed, N44)
+    fed.stop(N44)
+    fed.start(N44)
+    eventually(lambda: refusal in log_text(fed, N44)[len(before):], 20,
+               message="restarted, province-44 did not refuse hub-pearl's revoked certificate")
+    link = eventually(lambda: (h := fed.status(N44)["hub"])["connected"] and h, 30,
+                      message=lambda: f"44 link: {fed.status(N44)['hub']}")
+    assert link["hub"] == "national" and link["fallback"], link
+    assert "connected to hub-pearl" not in log_text(fed, N44)[len(before):]
+
+
 # -- signing key revocation ----------------------------------------------------------------------
 
 
