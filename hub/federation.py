@@ -123,12 +123,14 @@ class FederationServicer(pb_grpc.FederationServicer):
         cursor_name = f"out:{who}"
 
         failed: list[Exception] = []  # a store error while recording an ack: ends the stream below
+        sent, acked = [position], [position]  # cursors of the last batch sent and the last ack (one writer each)
 
         def read_acks() -> None:
             try:
                 for req in request_iterator:
                     if req.WhichOneof("msg") == "ack":
                         store.note_ack(cursor_name, req.ack.cursor, now_ms())
+                        acked[0] = req.ack.cursor
                         window.release()
             except grpc.RpcError:
                 pass
@@ -148,6 +150,10 @@ class FederationServicer(pb_grpc.FederationServicer):
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
                 generation = store.generation
                 entries, pos = store.read_log(position, flt=flt, limit=limit)
+                if pos > position and not entries and acked[0] >= sent[0]:
+                    # All filtered out and nothing in flight: the subscriber has everything it is owed
+                    # up to here. Moving its ack past the stretch keeps status from counting through it.
+                    store.note_ack(cursor_name, pos, now_ms())
                 if pos == position:
                     if not told_idle:
                         told_idle = True
@@ -165,6 +171,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                         return
                 certs = self.peer.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(who).inc(len(entries))
+                sent[0] = pos
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
                 position = pos
         finally:

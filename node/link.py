@@ -204,6 +204,8 @@ class Link(threading.Thread):
         store = self.peer.store
         window = threading.Semaphore(WINDOW)
         sent_keys: set[str] = set()
+        # Cursor of the last batch sent, and of the last ack: each written by one thread only.
+        sent, acked = [0], [0]
 
         def requests():  # type: ignore[no-untyped-def]
             yield pb.PushRequest(hello=wire.hello(self.peer.identity))
@@ -216,6 +218,10 @@ class Link(threading.Thread):
                 generation = store.generation
                 entries, pos = self.source(position, BATCH)
                 if not entries:
+                    if pos > position and acked[0] >= sent[0]:
+                        # Nothing in flight and nothing there to send: the hub has all it needs up to
+                        # here, so status counts no backlog behind what it will never be sent.
+                        store.note_ack(self.push_cursor, pos, now_ms())
                     position = max(position, pos)
                     store.wait_for_append(generation, 0.5)
                     continue
@@ -224,6 +230,7 @@ class Link(threading.Thread):
                         return
                 certs = self.peer.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(hub.identity).inc(len(entries))
+                sent[0] = pos
                 yield pb.PushRequest(batch=wire.batch(pos, entries, certs))
                 position = pos
 
@@ -235,6 +242,7 @@ class Link(threading.Thread):
             elif resp.WhichOneof("msg") == "ack":
                 store.note_ack(self.push_cursor, resp.ack.cursor, now_ms())
                 self.state.pushed += resp.ack.accepted
+                acked[0] = resp.ack.cursor
                 window.release()
 
     # -- pull: changes for us down --------------------------------------------

@@ -33,11 +33,7 @@ def run_node(cfg: NodeConfig) -> None:
     peer.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert
     stop = threading.Event()
 
-    def outbox(after: int, limit: int):  # type: ignore[no-untyped-def]
-        entries = store.outbox(after, limit)
-        return entries, (entries[-1].seq if entries else after)
-
-    link = Link(peer, cfg.hubs, cfg.tls, source=outbox, push_cursor="push", for_province=cfg.province, stop=stop,
+    link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
     records = RecordService(peer, signer)
     admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,

@@ -118,11 +118,26 @@ def last_write_ms(conn, origin: str) -> int | None:  # type: ignore[no-untyped-d
     return conn.execute(select(func.max(log.c.at_ms)).where(log.c.origin == origin)).scalar()
 
 
-def outbox(conn, origin: str, after_seq: int, limit: int) -> list[LogEntry]:  # type: ignore[no-untyped-def]
+def outbox(conn, origin: str, after_seq: int, limit: int, upto: int | None = None) -> list[LogEntry]:  # type: ignore[no-untyped-def]
     """``origin``'s own changes that must leave its node, after the acknowledged sequence."""
-    q = (select(*_ENTRY_COLUMNS).where(and_(log.c.origin == origin, log.c.shared.is_(True), log.c.seq > after_seq))
-         .order_by(log.c.seq).limit(limit))
+    cond = [log.c.origin == origin, log.c.shared.is_(True), log.c.seq > after_seq]
+    if upto is not None:
+        cond.append(log.c.seq <= upto)
+    q = select(*_ENTRY_COLUMNS).where(and_(*cond)).order_by(log.c.seq).limit(limit)
     return [_entry(r) for r in conn.execute(q)]
+
+
+def outbox_page(conn, origin: str, after_seq: int, limit: int) -> tuple[list[LogEntry], int]:  # type: ignore[no-untyped-def]
+    """``outbox``, and the seq scanned up to: past the entries that never leave the node.
+
+    The last seq is read first: seqs are handed out under the write lock and committed in
+    order, so every change up to it is already visible to the outbox query that follows.
+    """
+    upto = last_seq(conn, origin)
+    entries = outbox(conn, origin, after_seq, limit, upto)
+    if len(entries) == limit:
+        return entries, entries[-1].seq
+    return entries, max(upto, after_seq)
 
 
 def outbox_stats(conn, origin: str, after_seq: int) -> tuple[int, int | None]:  # type: ignore[no-untyped-def]

@@ -378,6 +378,11 @@ class Store:
         with self.engine.connect() as conn:
             return changelog.outbox(conn, self.owner, after_seq, limit)
 
+    def outbox_page(self, after_seq: int, limit: int = 500) -> tuple[list[LogEntry], int]:
+        """``outbox`` and the seq it scanned up to (see changelog.outbox_page)."""
+        with self.engine.connect() as conn:
+            return changelog.outbox_page(conn, self.owner, after_seq, limit)
+
     def outbox_stats(self, after_seq: int) -> tuple[int, int | None]:
         """(changes waiting, received_ms of the oldest) beyond ``after_seq``."""
         with self.engine.connect() as conn:

@@ -208,6 +208,12 @@ def test_write_local_is_one_transaction(db_url: str, pki: PKI, authors: Authors,
     assert [r.shared for r in rows] == [True, True, True, False]  # c never leaves province 44
     assert [e.seq for e in s.outbox(0)] == [1, 2, 3]
     assert s.last_seq() == 4
+    # A page of the outbox says how far it looked: past the change that stays here.
+    page, upto = s.outbox_page(0, 2)
+    assert ([e.seq for e in page], upto) == ([1, 2], 2)
+    page, upto = s.outbox_page(2, 2)
+    assert ([e.seq for e in page], upto) == ([3], 4)
+    assert s.outbox_page(4, 2) == ([], 4)
 
     # The record state and the logged change are the same thing.
     assert s.get(KIND, a["id_number"]) == ch3.state

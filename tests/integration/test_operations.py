@@ -67,8 +67,7 @@ def test_status_shows_a_queue_for_a_stopped_node_then_it_drains(fresh_federation
                                                                rng: random.Random) -> None:
     fed = fresh_federation
     fed.kill("province-45", signal.SIGTERM)
-    # A record not involving 45 is not queued for it. (Written first: an intra-province change never
-    # leaves the node, so no hub acknowledges it, and acked_seq stays below last_seq until a shared one.)
+    # A record not involving 45 is not queued for it (nor pushed at all: it never leaves 44).
     fed.write("province-44", "create", person(rng, household="44", residence="44"))
     creates, updates = 5, 20
     n = creates + updates
@@ -98,7 +97,19 @@ def test_status_shows_a_queue_for_a_stopped_node_then_it_drains(fresh_federation
     node = eventually(handed_over, 30, message="province-44's outbox was not acknowledged")
     assert node["last_seq"] == n + 1
     assert node["outbox"] == {"changes": 0, "oldest_age_s": None}
-    assert node["records"] == creates + 1
+    # A change that never leaves the node leaves nothing owed: acked_seq moves past it too.
+    fed.write("province-44", "create", person(rng, household="44", residence="44"))
+    node = eventually(handed_over, 30, message="acked_seq stayed behind an intra-province write")
+    assert node["last_seq"] == n + 2 and node["outbox"]["changes"] == 0
+    assert node["records"] == creates + 2
+
+    # Nor does the national hub owe hub-pearl what came up from pearl: its ack moves past all of it.
+    def nothing_owed() -> dict:
+        doc = status(fed, "hub-national")
+        row = row_for(doc, "hub-pearl")
+        return row if doc["log_lsn"] >= n and row["acked"] == doc["log_lsn"] and row["queue"] == 0 else {}
+
+    eventually(nothing_owed, 30, message=lambda: f"national -> pearl: {row_for(status(fed, 'hub-national'), 'hub-pearl')}")
 
     fed.start("province-45")
     eventually(lambda: fed.destination("hub-pearl", "province-45")["queue"] == 0, 45,
