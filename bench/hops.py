@@ -85,8 +85,11 @@ def run(changes: int, batch: int, profile: Path | None) -> dict[str, float]:
             position = 0
             while True:
                 entries, pos = timed(f"{name}: read", lambda: read(position))
-                if not entries:
+                if pos == position:
                     return
+                if not entries:
+                    position = pos
+                    continue
                 raw = timed(f"{name}: encode", lambda: wire.batch(pos, entries,
                                                                   [signer.cert_der]).SerializeToString())
                 msg = timed(f"{name}: decode", lambda: pb.Batch.FromString(raw))

@@ -218,11 +218,13 @@ class Link(threading.Thread):
                 generation = store.generation
                 entries, pos = self.source(position, BATCH)
                 if not entries:
-                    if pos > position and acked[0] >= sent[0]:
-                        # Nothing in flight and nothing there to send: the hub has all it needs up to
-                        # here, so status counts no backlog behind what it will never be sent.
-                        store.note_ack(self.push_cursor, pos, now_ms())
-                    position = max(position, pos)
+                    if pos > position:  # a stretch with nothing to send: read on from its end
+                        if acked[0] >= sent[0]:
+                            # Nothing in flight either: the hub has all it needs up to here, so
+                            # status counts no backlog behind what it will never be sent.
+                            store.note_ack(self.push_cursor, pos, now_ms())
+                        position = pos
+                        continue
                     store.wait_for_append(generation, 0.5)
                     continue
                 while not window.acquire(timeout=0.5):

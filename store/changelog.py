@@ -163,14 +163,22 @@ def _admitted(after_lsn: int, upto: int, flt: Filter | None, not_via: str | None
     return and_(*cond)
 
 
+# A read looks at most this many lsns ahead: a filter's index lookup (log_dest) is materialised
+# by the database over the range it is given, so an unbounded range would make every read of a
+# million-change backlog cost the whole backlog. A stretch with nothing admitted is skipped.
+SCAN_WINDOW = 20_000
+
+
 def read(conn, after_lsn: int, *, flt: Filter | None, not_via: str | None,  # type: ignore[no-untyped-def]
          limit: int) -> tuple[list[LogEntry], int]:
     """Entries after ``after_lsn`` that ``flt`` admits, and the lsn scanned up to.
 
     The returned position may be past the last entry: the filtered-out
-    stretch counts as delivered, so the subscriber never re-scans it.
+    stretch counts as delivered, so the subscriber never re-scans it. An
+    empty page with a position further on means "nothing for you there,
+    read on".
     """
-    upto = last_lsn(conn)
+    upto = min(last_lsn(conn), after_lsn + SCAN_WINDOW)
     if upto <= after_lsn:
         return [], after_lsn
     q = select(*_ENTRY_COLUMNS).where(_admitted(after_lsn, upto, flt, not_via)).order_by(log.c.lsn).limit(limit)

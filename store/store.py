@@ -210,7 +210,8 @@ class Store:
                 changelog.append(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
                                  via="local", now_ms=now_ms, index_routes=self.index_routes)
                 self._save(conn, [(st, loaded[k]) for k, st in latest.items()], now_ms)
-            self._write_acks(conn)
+            acks = self._write_acks(conn)
+        self._acks_written(acks)
         if changes:
             self._notify()
         return results
@@ -274,7 +275,8 @@ class Store:
             counters.note_origins(conn, ((a.change.origin, a.change.seq, a.change.at.wall_ms) for a in fresh), now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
-            self._write_acks(conn)
+            acks = self._write_acks(conn)
+        self._acks_written(acks)
         self.arrivals.extend((a.change.origin, a.change.at.wall_ms, now_ms) for a in fresh)
         if result.applied:
             self._notify()
@@ -334,13 +336,23 @@ class Store:
             if not self._acks:
                 return
         with self._lock, self.engine.begin() as conn:
-            self._write_acks(conn)
+            acks = self._write_acks(conn)
+        self._acks_written(acks)
 
-    def _write_acks(self, conn) -> None:  # type: ignore[no-untyped-def]
+    def _write_acks(self, conn) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
+        """Write the noted acks in the caller's transaction; they stay noted until it commits."""
         with self._acks_lock:
-            pending, self._acks = self._acks, {}
+            pending = dict(self._acks)
         for name, (value, at_ms) in pending.items():
             self._set_cursor(conn, name, value, at_ms)
+        return pending
+
+    def _acks_written(self, written: dict[str, tuple[int, int]]) -> None:
+        """After the commit: forget the acks written, unless a newer one came meanwhile."""
+        with self._acks_lock:
+            for name, ack in written.items():
+                if self._acks.get(name) == ack:
+                    del self._acks[name]
 
     def _flush_acks_loop(self) -> None:
         while not self._closed.wait(ACK_FLUSH_S):

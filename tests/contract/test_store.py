@@ -40,6 +40,7 @@ from core.samples import sample_person
 from node.intake import check
 from store.db import HEAD, MIGRATIONS, current_revision, migrate, open_engine
 from store.schema import log, metadata, records
+from store import changelog
 from store.store import Accepted, LogEntry, Store
 from tests.support.pki import PKI
 
@@ -653,11 +654,16 @@ def test_noted_acks_ride_with_the_next_transaction_or_the_flush(db_url: str, pki
     s.ingest(accepted[:1], [], via="hub-national", now_ms=T0 + 1, cursor=("in:hub-national", 1))
     assert _stored_cursors(s) == {"in:hub-national": 1, "out:province-44": 5}  # written with the batch
 
-    # A failed batch loses the noted ack it carried, never the data's atomicity; a later ack repairs it.
+    # A failed batch writes nothing, the ack it carried included, which stays noted for the next write.
     s.note_ack("out:province-44", 9, T0 + 2)
     with failing_writes(s, "log"), pytest.raises(Boom):
         s.ingest(accepted[1:], [], via="hub-national", now_ms=T0 + 3, cursor=("in:hub-national", 2))
     assert _stored_cursors(s)["out:province-44"] == 5
+    assert s.cursor("out:province-44") == 9
+    with failing_writes(s, "cursors"), pytest.raises(Boom):
+        s.flush_acks()  # a flush that fails (locked, full) keeps it too
+    s.flush_acks()
+    assert _stored_cursors(s)["out:province-44"] == 9
 
     # With no traffic the flush writes it; an explicit set_cursor supersedes a noted ack.
     s.note_ack("out:province-44", 11, T0 + 4)
@@ -695,8 +701,12 @@ def _drain(hub: Store, after: int, flt: Filter | None, limit: int, want: list[Lo
     raise AssertionError("read_log never finished")
 
 
+@pytest.mark.parametrize("window", [None, 2], ids=["default-window", "scan-window-2"])
 def test_hub_log_routes_filters_and_pages_without_skipping(db_url: str, pki: PKI, authors: Authors,
-                                                          opened: list[Store]) -> None:
+                                                          opened: list[Store], window: int | None,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if window is not None:  # reads that look only 2 lsns ahead: empty pages in between, nothing skipped
+        monkeypatch.setattr(changelog, "SCAN_WINDOW", window)
     hub = open_store(db_url, opened, owner="hub-pearl", index_routes=True, hold_records=False)
     clock = iter(range(T0, T0 + 10_000))
 
