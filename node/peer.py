@@ -46,7 +46,7 @@ class Peer:
         tokens = self.revocations.tokens()
         for token in tokens - self._revoked:
             self.keyring.revoke(token)
-            log.warning("signing key or certificate %s is revoked", token)
+            log.warning("revocation list: %s is revoked (a signing key id or a certificate serial)", token)
         self._revoked = tokens
 
     def _trust(self, der: bytes, *, save: bool = True) -> None:
