@@ -17,8 +17,12 @@ the tail of every process log is attached to the failure report.
 from __future__ import annotations
 
 import json
+import os
+import queue
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +37,8 @@ from cli.launcher import Federation
 from core.samples import sample_person
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc
+from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
 
 PROVINCES = ["11", "13", "31", "44", "45"]
 HUBS = ["hub-national", "hub-bohai", "hub-yangtze", "hub-pearl"]
@@ -238,19 +244,64 @@ class Fed:
         return "\n".join(out)
 
 
-def _launch(root: Path) -> Iterator[Fed]:
-    fed = Fed(Federation.create(root, PROVINCES))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def yipanqi(*args: object, cwd: Path = ROOT, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as an operator would (no terminal size, no stdin); the finished process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def yipanqi_ok(*args: object) -> str:
+    """``yipanqi`` that must succeed; its stdout."""
+    r = yipanqi(*args)
+    assert r.returncode == 0, f"yipanqi {' '.join(map(str, args))} exited {r.returncode}: {r.stderr}{r.stdout}"
+    return r.stdout
+
+
+class RawPush:
+    """A hand-driven Federation.Push stream, for tests that play a peer by hand."""
+
+    def __init__(self, channel: grpc.Channel, timeout: float = 90) -> None:
+        self._requests: queue.Queue[fpb.PushRequest | None] = queue.Queue()
+        self.call = fpb_grpc.FederationStub(channel).Push(iter(self._requests.get, None), timeout=timeout)
+        self._responses = iter(self.call)
+
+    def exchange(self, request: fpb.PushRequest) -> fpb.PushResponse:
+        self._requests.put(request)
+        return next(self._responses)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        assert list(self._responses) == []
+
+
+@contextmanager
+def running(fed: Fed, start: Callable[[], object], *, stop: Callable[[], object] | None = None) -> Iterator[Fed]:
+    """``start`` a created federation and yield it; always stopped afterwards (``stop`` first,
+    e.g. to thaw frozen processes). Meanwhile a failing test's report carries its logs, and a
+    start that fails says so with them."""
     _LIVE.append(fed)
     try:
         try:
-            fed.start_all()
+            start()
         except Exception as exc:
             raise RuntimeError(f"the federation did not start: {exc}\n{fed.log_tails()}") from exc
         yield fed
     finally:
         fed.close()
+        if stop is not None:
+            stop()
         fed.fed.stop_all()
         _LIVE.remove(fed)
+
+
+def _launch(root: Path) -> Iterator[Fed]:
+    fed = Fed(Federation.create(root, PROVINCES))
+    with running(fed, fed.start_all):
+        yield fed
 
 
 @pytest.fixture(scope="module")
@@ -284,11 +335,5 @@ def small_federation(root: Path, provinces: list[str],
     fed = Fed(Federation.create(root, provinces))
     if configure is not None:
         configure(fed.fed)
-    _LIVE.append(fed)  # the failure report attaches the process logs
-    try:
-        fed.start_all()
+    with running(fed, fed.start_all):
         yield fed
-    finally:
-        fed.close()
-        fed.fed.stop_all()
-        _LIVE.remove(fed)

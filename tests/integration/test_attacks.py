@@ -17,7 +17,6 @@ One small federation for the module: provinces 11 (hub-bohai), 44 and 45
 from __future__ import annotations
 
 import json
-import queue
 import random
 import sqlite3
 import subprocess
@@ -45,10 +44,9 @@ from node import wire
 from node.peer import now_ms
 from node.records import described
 from node.transport import CHANNEL_OPTIONS, MAX_MESSAGE, secure_channel
-from tests.integration.conftest import _LIVE, Fed, person
+from tests.integration.conftest import Fed, running, person, RawPush
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import federation_pb2 as fpb
-from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
 
 NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
 
@@ -59,24 +57,19 @@ def launch(root: Path, provinces: list[str]) -> Iterator[Fed]:
     """Start a federation of ``provinces`` and the hubs they need, upstream first, and wait
     until every link is up on its home hub. Always stopped afterwards."""
     fed = Fed(Federation.create(root, provinces))
-    _LIVE.append(fed)  # the integration conftest attaches these logs to failure reports
-    try:
-        hubs = sorted(i for i in fed.fed.configs if i.startswith("hub-") and i != NATIONAL)
-        nodes = sorted(i for i in fed.fed.configs if i.startswith("province-"))
-        try:
-            for tier in ([NATIONAL], hubs, nodes):
-                for identity in tier:
-                    fed.fed.start(identity, wait=False)
-                for identity in tier:
-                    fed.fed.wait_healthy(identity, timeout=60)
-            fed.wait_linked(timeout=90)
-        except Exception as exc:
-            raise RuntimeError(f"the federation did not start: {exc}\n{fed.log_tails()}") from exc
+    hubs = sorted(i for i in fed.fed.configs if i.startswith("hub-") and i != NATIONAL)
+    nodes = sorted(i for i in fed.fed.configs if i.startswith("province-"))
+
+    def start() -> None:
+        for tier in ([NATIONAL], hubs, nodes):
+            for identity in tier:
+                fed.fed.start(identity, wait=False)
+            for identity in tier:
+                fed.fed.wait_healthy(identity, timeout=60)
+        fed.wait_linked(timeout=90)
+
+    with running(fed, start):
         yield fed
-    finally:
-        fed.close()
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
 
 
 def address(fed: Fed, identity: str) -> str:
@@ -148,23 +141,6 @@ def as_signed_change(row: dict[str, Any], body: bytes | None = None) -> fpb.Sign
     return fpb.SignedChange(body=bytes(row["body"]) if body is None else body, seal=fpb.Seal(
         key_id=row["key_id"], signature=bytes(row["signature"]), index=row["seal_index"], size=row["seal_size"],
         proof=[proof[i:i + 32] for i in range(0, len(proof), 32)]))
-
-
-class RawPush:
-    """A hand-driven Federation.Push stream."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self._requests: queue.Queue[fpb.PushRequest | None] = queue.Queue()
-        self.call = fpb_grpc.FederationStub(channel).Push(iter(self._requests.get, None), timeout=90)
-        self._responses = iter(self.call)
-
-    def exchange(self, request: fpb.PushRequest) -> fpb.PushResponse:
-        self._requests.put(request)
-        return next(self._responses)
-
-    def close(self) -> None:
-        self._requests.put(None)
-        assert list(self._responses) == []
 
 
 def push(fed: Fed, who: str, target: str, batch: fpb.Batch) -> fpb.Ack:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from cli.launcher import Federation
-from tests.integration.conftest import _LIVE, Fed, eventually, person
+from tests.integration.conftest import Fed, running, eventually, person
 from tests.support.faults import Procs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,21 +46,8 @@ def skew_env(seconds: int) -> dict[str, str]:
 def skewed(tmp_path: Path) -> Iterator[tuple[Fed, Procs]]:
     fed = Fed(Federation.create(tmp_path / "fed", PROVINCES))
     procs = Procs(fed.fed, env={identity: skew_env(s) for identity, s in SKEW_S.items()})
-    _LIVE.append(fed)
-    try:
-        try:
-            procs.start_all()
-            fed.wait_linked(60)
-        except Exception as exc:
-            raise RuntimeError(f"the federation did not start: {exc}\n{fed.log_tails()}") from exc
+    with running(fed, lambda: (procs.start_all(), fed.wait_linked(60)), stop=procs.thaw_all):
         yield fed, procs
-    finally:
-        fed.close()
-        with procs.lock:
-            for identity in list(procs.frozen):
-                procs.thaw(identity)
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
 
 
 def holders(rec: dict[str, Any]) -> list[str]:

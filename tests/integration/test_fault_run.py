@@ -43,7 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from cli.launcher import Federation
-from tests.integration.conftest import _LIVE, Fed, eventually, person
+from tests.integration.conftest import Fed, running, eventually, person
 from tests.support.faults import (Entry, FaultInjector, Ledger, Procs, Writer, env_float, env_seed, plan_faults,
                                   shown_fields)
 
@@ -107,21 +107,10 @@ def fault_federation(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     databases = PgDatabases(request.getfixturevalue("pg_admin_url")) if backend == "postgresql" else None
     fed = Fed(Federation.create(tmp_path / "fed", PROVINCES, database=databases))
     procs = Procs(fed.fed)
-    _LIVE.append(fed)
     try:
-        try:
-            procs.start_all()
-            fed.wait_linked(90)
-        except Exception as exc:
-            raise RuntimeError(f"the federation did not start: {exc}\n{fed.log_tails()}") from exc
-        yield fed, procs
+        with running(fed, lambda: (procs.start_all(), fed.wait_linked(90)), stop=procs.thaw_all):
+            yield fed, procs
     finally:
-        fed.close()
-        with procs.lock:
-            for identity in list(procs.frozen):
-                procs.thaw(identity)
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
         if databases is not None:
             databases.drop()
 
@@ -421,10 +410,7 @@ def test_frozen_home_hub_is_left_for_the_fallback_within_keepalive(tmp_path: Pat
     rng = random.Random(tmp_path.name)
     fed = Fed(Federation.create(tmp_path / "fed", ["11", "44", "45"]))
     procs = Procs(fed.fed)
-    _LIVE.append(fed)
-    try:
-        procs.start_all()
-        fed.wait_linked(60)
+    with running(fed, lambda: (procs.start_all(), fed.wait_linked(60)), stop=procs.thaw_all):
         before = fed.write("province-44", "create", person(rng, household="44", residence="11"))
         fed.arrives("province-11", before["person_id"], before)
 
@@ -446,10 +432,4 @@ def test_frozen_home_hub_is_left_for_the_fallback_within_keepalive(tmp_path: Pat
         fed.quiet(60)
         for identity in fed.fed.configs:
             assert fed.quarantine(identity) == [], identity
-    finally:
-        fed.close()
-        for identity in list(procs.frozen):
-            procs.thaw(identity)
-        fed.fed.stop_all()
-        _LIVE.remove(fed)
 

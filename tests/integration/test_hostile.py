@@ -10,7 +10,6 @@ handshake; an operator is confined to their own province.
 from __future__ import annotations
 
 import json
-import queue
 import random
 import uuid
 from datetime import date
@@ -31,7 +30,7 @@ from node import wire
 from node.peer import now_ms
 from node.records import described
 from node.transport import secure_channel
-from tests.integration.conftest import Fed, person
+from tests.integration.conftest import Fed, person, RawPush
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc
 from yipanqi.v1 import federation_pb2 as fpb
@@ -73,23 +72,6 @@ def _shown(change: Change) -> dict:
     return json.loads(json.dumps(described(change.state), ensure_ascii=False, sort_keys=True))
 
 
-class RawPush:
-    """A hand-driven Federation.Push stream."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self._requests: queue.Queue[fpb.PushRequest | None] = queue.Queue()
-        self.call = fpb_grpc.FederationStub(channel).Push(iter(self._requests.get, None), timeout=60)
-        self._responses = iter(self.call)
-
-    def exchange(self, request: fpb.PushRequest) -> fpb.PushResponse:
-        self._requests.put(request)
-        return next(self._responses)
-
-    def close(self) -> None:
-        self._requests.put(None)
-        assert list(self._responses) == []
-
-
 def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng: random.Random) -> None:
     fed = federation
     s44, s45 = _signer(fed, "44"), _signer(fed, "45")
@@ -114,7 +96,7 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         _sealed(s44, good),            # (d) a good change, after the bad ones
     ])
     with _node_channel(fed, "44", "hub-pearl") as channel:
-        push = RawPush(channel)
+        push = RawPush(channel, timeout=60)
         hello = push.exchange(fpb.PushRequest(hello=wire.hello("province-44")))
         assert hello.WhichOneof("msg") == "hello" and hello.hello.identity == "hub-pearl"
         reply = push.exchange(fpb.PushRequest(batch=batch))
@@ -167,7 +149,7 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
 def test_push_from_a_node_outside_the_region_is_refused(federation: Fed) -> None:
     with _node_channel(federation, "11", "hub-pearl") as channel:
         with pytest.raises(grpc.RpcError) as err:
-            RawPush(channel).exchange(fpb.PushRequest(hello=wire.hello("province-11")))
+            RawPush(channel, timeout=60).exchange(fpb.PushRequest(hello=wire.hello("province-11")))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,21 +16,9 @@ from typing import Any
 from cli.launcher import Federation
 from core.person import FIELDS
 from core.samples import CITIES, sample_people
-from tests.integration.conftest import PROVINCES, Fed, eventually, person
+from tests.integration.conftest import PROVINCES, Fed, eventually, person, yipanqi
+from tests.integration.conftest import yipanqi_ok as ok
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def yipanqi(*args: object, cwd: Path = ROOT, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def ok(*args: object) -> str:
-    r = yipanqi(*args)
-    assert r.returncode == 0, f"yipanqi {' '.join(map(str, args))} exited {r.returncode}: {r.stderr}{r.stdout}"
-    return r.stdout
 
 
 def listed(config: Path) -> list[dict[str, Any]]:

@@ -9,11 +9,8 @@ the command itself is not what is being tested.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import date, timedelta
@@ -23,25 +20,13 @@ from typing import Any
 import pytest
 
 from core.provinces import DEFAULT_REGIONS
-from tests.integration.conftest import NODES, PROVINCES, Fed, eventually, person
+from tests.integration.conftest import NODES, PROVINCES, Fed, eventually, person, yipanqi
+from tests.integration.conftest import yipanqi_ok as ok
 
-ROOT = Path(__file__).resolve().parents[2]
 REGION_OF = {p: r for r, ps in DEFAULT_REGIONS.items() for p in ps}
 
 
 # -- the command ---------------------------------------------------------------------
-
-def yipanqi(*args: object, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def ok(*args: object) -> str:
-    r = yipanqi(*args)
-    assert r.returncode == 0, f"yipanqi {' '.join(map(str, args))} exited {r.returncode}: {r.stderr}{r.stdout}"
-    return r.stdout
-
 
 def ok_json(*args: object) -> Any:
     return json.loads(ok(*args, "--json"))

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Fed, small_federation, eventually, person
+from tests.integration.conftest import Fed, small_federation, eventually, person, yipanqi_ok
 
-ROOT = Path(__file__).resolve().parents[2]
 PROVINCES = ["11", "44", "45"]
 N11, N44, N45 = "province-11", "province-44", "province-45"
 NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
@@ -36,13 +33,6 @@ SLOW = 60  # generous: the machine is shared
 def fed(tmp_path: Path) -> Iterator[Fed]:
     with small_federation(tmp_path / "fed", PROVINCES) as f:
         yield f
-
-
-def yipanqi(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, f"yipanqi {' '.join(args)} failed ({done.returncode}): {done.stderr}"
-    return done.stdout
 
 
 def node_db(fed: Fed, code: str) -> Path:
@@ -126,7 +116,7 @@ def test_rebuild_brings_back_every_cross_province_record_and_resumes_sync(fed: F
     # The disk is gone.
     fed.stop(N44)
     drop_database(fed, "44")
-    out = yipanqi("node", "rebuild", "-c", str(fed.fed.configs[N44]))
+    out = yipanqi_ok("node", "rebuild", "-c", str(fed.fed.configs[N44]))
     m = re.search(r"rebuilt province-44 from the national database and its hubs: (\d+) changes applied", out)
     assert m, out
     assert int(m.group(1)) == cross_changes, out
@@ -172,7 +162,7 @@ def test_restore_from_a_backup_then_catch_up_from_the_federation(fed: Fed, rng: 
     fed.arrives(N44, z1["person_id"], z1, timeout=SLOW)
 
     backup = tmp_path / "node44-backup.db"
-    out = yipanqi("node", "backup", "-c", str(fed.fed.configs[N44]), str(backup))  # while it runs
+    out = yipanqi_ok("node", "backup", "-c", str(fed.fed.configs[N44]), str(backup))  # while it runs
     assert "backed up province-44" in out and backup.stat().st_size > 0
 
     # After the backup: 44 writes more, and receives more from 45.
@@ -190,7 +180,7 @@ def test_restore_from_a_backup_then_catch_up_from_the_federation(fed: Fed, rng: 
     last_seq = fed.status(N44)["last_seq"]
 
     fed.stop(N44)
-    out = yipanqi("node", "restore", "-c", str(fed.fed.configs[N44]), str(backup))
+    out = yipanqi_ok("node", "restore", "-c", str(fed.fed.configs[N44]), str(backup))
     assert "restored province-44" in out and "rebuilt province-44" in out, out
 
     fed.start(N44)

@@ -10,8 +10,6 @@ hub-bohai, hub-pearl), because revocations are permanent.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certs.ca import fingerprint_key_id
 from cli.config import load_any
 from node.transport import secure_channel
-from tests.integration.conftest import Fed, small_federation, eventually, person
+from tests.integration.conftest import Fed, small_federation, eventually, person, yipanqi_ok
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
 PROVINCES = ["11", "44", "45"]
 N11, N44, N45 = "province-11", "province-44", "province-45"
 NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
@@ -39,14 +36,6 @@ SLOW = 60  # generous: the machine is shared
 def fed(tmp_path: Path) -> Iterator[Fed]:
     with small_federation(tmp_path / "fed", PROVINCES) as f:
         yield f
-
-
-def yipanqi(*args: str) -> str:
-    """Run the real CLI; returns its stdout (fails the test with its stderr otherwise)."""
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, f"yipanqi {' '.join(args)} failed ({done.returncode}): {done.stderr}"
-    return done.stdout
 
 
 def operator_stub(fed: Fed, scope: str, target: str) -> tuple[grpc.Channel, apb_grpc.AdminStub]:
@@ -86,7 +75,7 @@ def test_revoked_node_tls_certificate_is_refused_and_others_keep_syncing(fed: Fe
     early = fed.write(N45, "create", person(rng, household="45", residence="44"))
     fed.arrives(N44, early["person_id"], early, timeout=SLOW)
 
-    out = yipanqi("federation", "revoke", str(fed.root), str(fed.root / "nodes" / "45" / "tls.crt"))
+    out = yipanqi_ok("federation", "revoke", str(fed.root), str(fed.root / "nodes" / "45" / "tls.crt"))
     assert out.startswith("revoked ")
 
     # Its live sessions are cut and every new one refused: status shows it, within ~30 s.
@@ -123,7 +112,7 @@ def test_node_refuses_a_hub_whose_tls_certificate_is_revoked_and_falls_back_to_n
     assert fed.status(N44)["hub"]["hub"] == "pearl"  # start_all: every link is up on its home hub
     pearl_crt = fed.root / "hubs" / "pearl" / "tls.crt"
     serial = format(x509.load_pem_x509_certificate(pearl_crt.read_bytes()).serial_number, "x")
-    out = yipanqi("federation", "revoke", str(fed.root), str(pearl_crt))
+    out = yipanqi_ok("federation", "revoke", str(fed.root), str(pearl_crt))
     assert out.startswith("revoked ")
 
     # The session 44 has open on hub-pearl ends within ~30 s (the link checks its hub again when
@@ -169,7 +158,7 @@ def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fe
 
     sign_crt = fed.root / "nodes" / "45" / "sign.crt"
     key_id = fingerprint_key_id(x509.load_pem_x509_certificate(sign_crt.read_bytes()).public_bytes(Encoding.DER))
-    out = yipanqi("federation", "revoke", str(fed.root), str(sign_crt))
+    out = yipanqi_ok("federation", "revoke", str(fed.root), str(sign_crt))
     assert key_id in out, out
     assert key_id in (fed.root / "revoked.txt").read_text()
 
@@ -212,7 +201,7 @@ def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fe
 
 def test_revoked_operator_certificate_is_refused_by_the_admin_api(fed: Fed) -> None:
     assert fed.status(N44)["identity"] == N44
-    yipanqi("federation", "revoke", str(fed.root), str(fed.root / "operators" / "44" / "tls.crt"))
+    yipanqi_ok("federation", "revoke", str(fed.root), str(fed.root / "operators" / "44" / "tls.crt"))
 
     def refused() -> bool:
         try:
@@ -249,7 +238,7 @@ def test_key_rotation_keeps_syncing_and_old_history_verifies(fed: Fed, rng: rand
     d = fed.root / "nodes" / "45"
     old_der = x509.load_pem_x509_certificate((d / "sign.crt").read_bytes()).public_bytes(Encoding.DER)
     old_tls = (d / "tls.crt").read_bytes()
-    yipanqi("federation", "issue", str(fed.root), N45)
+    yipanqi_ok("federation", "issue", str(fed.root), N45)
     new_der = x509.load_pem_x509_certificate((d / "sign.crt").read_bytes()).public_bytes(Encoding.DER)
     assert new_der != old_der and (d / "tls.crt").read_bytes() != old_tls
     old_key, new_key = fingerprint_key_id(old_der), fingerprint_key_id(new_der)
@@ -279,7 +268,7 @@ def test_key_rotation_keeps_syncing_and_old_history_verifies(fed: Fed, rng: rand
     assert "refused a signing certificate" not in log_text(fed, N44)
 
     # Retire the old key: sync goes on with the new one.
-    out = yipanqi("federation", "revoke", str(fed.root), old_key, "--note", "rotated")
+    out = yipanqi_ok("federation", "revoke", str(fed.root), old_key, "--note", "rotated")
     assert old_key in out
     later = fed.write(N45, "create", person(rng, household="45", residence="44"))
     again = fed.write(N45, "update", {"children": 3}, first["person_id"])

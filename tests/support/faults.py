@@ -141,6 +141,12 @@ class Procs:
             if identity in self.frozen:
                 self._cont(identity)
 
+    def thaw_all(self) -> None:
+        """Every frozen process continued (teardown: a stopped process ignores SIGTERM)."""
+        with self.lock:
+            for identity in list(self.frozen):
+                self._cont(identity)
+
     def heal_all(self) -> None:
         """Every process unfrozen and running (restarted on its store if it died), and healthy."""
         with self.lock:
