@@ -472,30 +472,18 @@ def start_profilers(pids: dict[str, int], out_dir: Path, seconds: float) -> list
 
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-# Leaf frames of threads that wait rather than work (py-spy cannot always tell idle threads here).
-IDLE = {"Condition.wait", "_worker", "_serve", "_PollLikeSelector.select", "_run_channel_spin_thread.<locals>.channel_spin",
-        "Event.wait", "Semaphore.acquire", "Queue.get", "BaseSelector.select", "run_until_signal", "Thread.join",
-        "_wait_once", "_next", "_common_wait", "_wait"}
 PRODUCT = ("store/", "node/", "hub/", "core/", "certs/", "cli/")
 
 
-def _lock_lines() -> set[tuple[str, int]]:
-    """(file, line) of every ``with self._lock`` in the store: a leaf there is waiting for the write lock."""
-    root = Path(__file__).resolve().parents[1]
-    out = set()
-    for rel in ("store/store.py",):
-        for n, text in enumerate((root / rel).read_text().splitlines(), 1):
-            if "self._lock" in text:
-                out.add((rel, n))
-    return out
-
-
 def summarise_profile(path: Path, top: int = 8) -> dict[str, object]:
-    """Busy vs waiting samples, and the top busy frames (self; inclusive for product code), from py-spy raw output."""
-    locks = _lock_lines()
+    """The top frames (self; inclusive for product code) from py-spy raw output.
+
+    The profilers sample with ``--gil``: every sample is a thread running Python, so
+    threads that wait (for work, the network, the store's lock, an fsync) do not count.
+    """
     self_counts: dict[str, int] = {}
     incl: dict[str, int] = {}
-    total = busy = lock_wait = 0
+    busy = 0
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
@@ -506,17 +494,9 @@ def summarise_profile(path: Path, top: int = 8) -> dict[str, object]:
             continue
         count = int(n)
         frames = [_FRAME.match(f) for f in stack.split(";") if f]
-        if not frames:
+        if not frames or frames[-1] is None:
             continue
-        total += count
         leaf = frames[-1]
-        if leaf is None:
-            continue
-        if leaf["fn"] in IDLE:
-            continue
-        if leaf["line"] and (leaf["file"], int(leaf["line"])) in locks:
-            lock_wait += count
-            continue
         busy += count
         name = f"{leaf['fn']} ({leaf['file']})"
         self_counts[name] = self_counts.get(name, 0) + count
@@ -526,5 +506,4 @@ def summarise_profile(path: Path, top: int = 8) -> dict[str, object]:
     def pct(d: dict[str, int]) -> list[tuple[str, float]]:
         return [(k, round(100 * v / max(busy, 1), 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "busy_samples": busy, "store_lock_wait_samples": lock_wait,
-            "self": pct(self_counts), "inclusive": pct(incl)}
+    return {"samples": busy, "busy_samples": busy, "self": pct(self_counts), "inclusive": pct(incl)}

@@ -489,8 +489,8 @@ def print_table(doc: dict) -> None:
                                       f"{v['p50_ms']:.0f} / {v['p99_ms']:.0f}" for k, v in hops.items()))
         for ident, prof in tp.get("profiles", {}).items():
             if prof.get("busy_samples"):
-                console.print(escape(f"[{be}] {ident}") + f" py-spy: {prof['busy_samples']} busy samples "
-                              f"(+{prof['store_lock_wait_samples']} waiting for the store lock); busy in "
+                console.print(escape(f"[{be}] {ident}") + f" py-spy: {prof['busy_samples']} samples holding the GIL; "
+                              f"busy in "
                               + ", ".join(f"{k} {v}%" for k, v in prof["inclusive"][:6]))
 
 
