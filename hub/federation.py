@@ -122,7 +122,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         store = self.peer.store
         cursor_name = f"out:{who}"
 
-        failed: list[Exception] = []  # a store error while recording an ack: ends the stream below
+        failed: list[Exception] = []  # an error in the ack reader: ends the stream below
         sent, acked = [position], [position]  # cursors of the last batch sent and the last ack (one writer each)
 
         def read_acks() -> None:
@@ -134,8 +134,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                         window.release()
             except grpc.RpcError:
                 pass
-            except Exception as exc:  # noqa: BLE001 - e.g. the store locked or full: the peer must reconnect,
-                failed.append(exc)  # or this stream, its ack uncounted, would never send another batch
+            except Exception as exc:  # noqa: BLE001 - acks are only noted in memory, so none is expected; but
+                failed.append(exc)  # a stream whose acks go uncounted would never send another batch
 
         store.set_cursor(cursor_name, position, now_ms())
         threading.Thread(target=read_acks, name=f"acks-{who}", daemon=True).start()

@@ -31,6 +31,7 @@ from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
 from core.errors import Equivocation, LocalError, NotFound, SyncError
 from core.identity import Identity
+from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from store import changelog, counters, quarantine, records
@@ -43,7 +44,7 @@ __all__ = ["Accepted", "IngestResult", "LogEntry", "QuarantineEntry", "Refused",
 
 MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
 ACK_FLUSH_S = 0.25
-Sealer = Callable[[Sequence[bytes]], list]
+Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
 
