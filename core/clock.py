@@ -13,6 +13,11 @@ from typing import Iterable, Mapping
 
 from core.errors import Malformed
 
+# A count is a number of writes: no history reaches 2**63 (the same bound as a change's
+# seq). A bound is what keeps one peer from freezing a record: an entry of 10**4300 once
+# parsed, merged, and then made every later write of that record fail to encode.
+MAX_COUNT = 2**63
+
 
 class Order(enum.Enum):
     EQUAL = "equal"
@@ -38,8 +43,8 @@ class VectorClock:
         for node, count in obj.items():
             if not isinstance(node, str) or not node:
                 raise Malformed("clock: node ids must be non-empty strings")
-            if type(count) is not int or count < 0:
-                raise Malformed(f"clock: count for {node!r} must be a non-negative integer")
+            if type(count) is not int or not 0 <= count < MAX_COUNT:
+                raise Malformed(f"clock: count for {node!r} must be an integer in 0..2**63-1")
             if not count:
                 zero = True
         if zero:
@@ -58,7 +63,10 @@ class VectorClock:
 
     def increment(self, node: str) -> "VectorClock":
         d = dict(self.entries)
-        d[node] = d.get(node, 0) + 1
+        count = d.get(node, 0) + 1
+        if count >= MAX_COUNT:
+            raise Malformed(f"clock: count for {node!r} would pass 2**63-1")
+        d[node] = count
         return VectorClock.of(d)
 
     def merge(self, other: "VectorClock") -> "VectorClock":

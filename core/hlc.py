@@ -18,6 +18,7 @@ from core.errors import Malformed
 # Wall times are stored as 64-bit signed integers (log.at_ms); a peer's timestamp beyond that
 # would fail the insert of the whole batch it came in, on every retry.
 MAX_WALL_MS = 2**63
+MAX_LOGICAL = 2**63  # as wall_ms: a bound keeps a peer's counter from growing past what stores and encodes
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -38,9 +39,9 @@ class Timestamp:
             or type(obj[1]) is not int
             or not isinstance(obj[2], str)
             or not 0 <= obj[0] < MAX_WALL_MS
-            or obj[1] < 0
+            or not 0 <= obj[1] < MAX_LOGICAL
         ):
-            raise Malformed("at: must be [0 <= wall_ms < 2**63, logical >= 0, node]")
+            raise Malformed("at: must be [0 <= wall_ms < 2**63, 0 <= logical < 2**63, node]")
         return cls(obj[0], obj[1], obj[2])
 
 
@@ -48,7 +49,15 @@ def tick(last: Timestamp | None, now_ms: int, node: str) -> Timestamp:
     """Timestamp for a local event."""
     if last is None or now_ms > last.wall_ms:
         return Timestamp(now_ms, 0, node)
-    return Timestamp(last.wall_ms, last.logical + 1, node)
+    return _next(last.wall_ms, last.logical, node)
+
+
+def _next(wall: int, logical: int, node: str) -> Timestamp:
+    """The timestamp just after (wall, logical). A peer may have pushed the logical part to
+    its bound; then time moves on by a millisecond instead, which still orders after it."""
+    if logical + 1 >= MAX_LOGICAL:
+        return Timestamp(wall + 1, 0, node)
+    return Timestamp(wall, logical + 1, node)
 
 
 def observe(last: Timestamp | None, remote: Timestamp, now_ms: int, node: str) -> Timestamp:
@@ -59,4 +68,4 @@ def observe(last: Timestamp | None, remote: Timestamp, now_ms: int, node: str) -
         logical = last.logical
     if remote.wall_ms == wall:
         logical = max(logical, remote.logical)
-    return Timestamp(wall, logical + 1, node)
+    return _next(wall, logical, node)

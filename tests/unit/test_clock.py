@@ -175,6 +175,8 @@ def test_from_json_is_insertion_order_independent(d: dict[str, int]) -> None:
         {"province-11": "1"},
         {"province-11": None},
         {"province-11": [1]},
+        {"province-11": 2**63},
+        {"province-11": 10**4300 - 1},  # once accepted, it froze the record (issue 10, finding 2)
         {"": 1},
         [["province-11", 1]],
         [],
@@ -186,3 +188,10 @@ def test_from_json_is_insertion_order_independent(d: dict[str, int]) -> None:
 def test_from_json_rejects(bad: object) -> None:
     with pytest.raises(Malformed, match="clock"):
         VectorClock.from_json(bad)
+
+
+def test_increment_at_the_bound_refuses_instead_of_overflowing() -> None:
+    top = VectorClock.of({"province-11": 2**63 - 1})
+    with pytest.raises(Malformed, match="2\\*\\*63"):
+        top.increment("province-11")
+    assert top.increment("province-44").get("province-44") == 1

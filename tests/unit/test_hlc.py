@@ -142,3 +142,18 @@ def test_node_hours_behind_still_orders_after_what_it_saw() -> None:
 def test_from_json_rejects(bad: object) -> None:
     with pytest.raises(Malformed, match="at"):
         Timestamp.from_json(bad)
+
+
+def test_logical_part_is_bounded_on_the_wire() -> None:
+    with pytest.raises(Malformed, match="logical"):
+        Timestamp.from_json([1, 2**63, "province-11"])
+    assert Timestamp.from_json([1, 2**63 - 1, "province-11"]).logical == 2**63 - 1
+
+
+def test_a_peer_at_the_logical_bound_moves_time_on_instead_of_overflowing() -> None:
+    remote = Timestamp(1_000, 2**63 - 1, "province-44")
+    after = observe(None, remote, 1_000, "province-11")
+    assert after > remote and after.logical < 2**63
+    assert Timestamp.from_json([after.wall_ms, after.logical, after.node]) == after
+    again = tick(after, 0, "province-11")
+    assert again > after and again.logical < 2**63
