@@ -18,6 +18,7 @@ key takes effect immediately.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ class Signer:
             raise ValidationError("sign.crt", "subject must have exactly one CN")
         self._key = private_key
         self.cert_der: bytes = cert_der
+        self.not_after: dt.datetime = cert.not_valid_after_utc
         self.key_id: str = fingerprint_key_id(cert_der)
         self.identity: str = str(Identity.parse(cns[0].value))
 

@@ -43,6 +43,12 @@ class NotFound(LocalError):
     status = "NOT_FOUND"
 
 
+class KeyUnusable(LocalError):
+    """This process's own signing key is revoked or expired: nothing it signs would be accepted."""
+
+    status = "FAILED_PRECONDITION"
+
+
 class PermissionDenied(SyncError):
     status = "PERMISSION_DENIED"
 

@@ -13,7 +13,7 @@ import uuid
 from typing import Callable, Mapping, Sequence
 
 from certs.signing import Signer
-from core.errors import LocalError, NotFound, SyncError, ValidationError
+from core.errors import KeyUnusable, LocalError, NotFound, SyncError, ValidationError
 from core.change import state_provinces
 from core.identity import Identity
 from core.kinds import Kind, get_kind
@@ -50,8 +50,27 @@ class RecordService:
         self.signer = signer
         self.today = today
 
+    def check_signing_key(self) -> None:
+        """Refuse to write with a key the federation no longer trusts.
+
+        A change signed with a revoked or expired key is quarantined by every hub, so a
+        write accepted here would be reported as sent and then never arrive anywhere.
+        The revocation list is re-read first, so a revocation takes effect at once.
+        """
+        self.peer.sync_revocations()
+        key_id = self.signer.key_id
+        if key_id not in self.peer.keyring:
+            raise KeyUnusable(
+                f"this node's signing key {key_id} is revoked: no peer would accept what it signs; "
+                "install a new signing certificate ([signing] key/cert) and restart before writing")
+        if dt.datetime.now(dt.timezone.utc) > self.signer.not_after:
+            raise KeyUnusable(
+                f"this node's signing certificate {key_id} expired at {self.signer.not_after.isoformat()}; "
+                "install a new one ([signing] cert) and restart before writing")
+
     def write(self, op: str, kind: str, record_id: str, fields: Mapping[str, object],
               operator: str | None) -> RecordState:
+        self.check_signing_key()
         kind, record_id, edit = self.prepare(op, kind, record_id, fields)
         change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
                                              seal=self.signer.seal_batch)
@@ -61,6 +80,7 @@ class RecordService:
     def write_many(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
                    operator: str | None) -> list[RecordState | SyncError]:
         """Many writes, one transaction and one signature; a bad row is refused alone."""
+        self.check_signing_key()
         out: list[RecordState | SyncError | None] = []
         items = []
         for op, kind, record_id, fields in rows:

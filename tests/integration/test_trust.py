@@ -25,6 +25,7 @@ from node.transport import secure_channel
 from tests.integration.conftest import Fed, small_federation, eventually, person, yipanqi_ok
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc
+from yipanqi.v1 import federation_pb2 as fpb
 
 PROVINCES = ["11", "44", "45"]
 N11, N44, N45 = "province-11", "province-44", "province-45"
@@ -150,8 +151,8 @@ def test_node_refuses_a_hub_whose_tls_certificate_is_revoked_and_falls_back_to_n
 # -- signing key revocation ----------------------------------------------------------------------
 
 
-def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fed: Fed,
-                                                                              rng: random.Random) -> None:
+def test_revoked_signing_key_refuses_local_writes_and_hubs_refuse_what_it_signs(fed: Fed,
+                                                                                rng: random.Random) -> None:
     before = fed.write(N45, "create", person(rng, household="45", residence="44"))
     fed.arrives(N44, before["person_id"], before, timeout=SLOW)
     fed.arrives(NATIONAL, before["person_id"], before, timeout=SLOW)
@@ -161,29 +162,34 @@ def test_revoked_signing_key_quarantines_later_changes_and_keeps_earlier_ones(fe
     out = yipanqi_ok("federation", "revoke", str(fed.root), str(sign_crt))
     assert key_id in out, out
     assert key_id in (fed.root / "revoked.txt").read_text()
+    last_seq = fed.status(N45)["last_seq"]
 
-    # 45's TLS certificate is still valid: it connects and pushes, but what it signs now is refused.
-    after = fed.write(N45, "create", person(rng, household="45", residence="44"))
-    fed.write(N45, "update", {"children": 7}, before["person_id"])
+    # Nothing is acknowledged and then lost: 45 refuses to sign with the revoked key, and says why.
+    for op, fields, record_id in (("create", person(rng, household="45", residence="44"), ""),
+                                  ("update", {"children": 7}, before["person_id"])):
+        with pytest.raises(grpc.RpcError) as err:
+            fed.write(N45, op, fields, record_id)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value
+        assert "revoked" in (err.value.details() or "") and key_id in (err.value.details() or ""), err.value
+    status = fed.status(N45)
+    assert status["last_seq"] == last_seq and status["outbox"]["changes"] == 0, status
 
-    def refused_at_pearl() -> list[dict[str, Any]]:
-        rows = quarantined(fed, PEARL, after["person_id"]) + quarantined(fed, PEARL, before["person_id"])
-        return rows if len(rows) == 2 else []
+    # A compromised 45 that ignores the list and pushes what the revoked key signs is refused by the hub.
+    from tests.integration.test_attacks import new_change, push, sealed, signer
 
-    rows = eventually(refused_at_pearl, SLOW, message=lambda: f"hub-pearl quarantine: {fed.quarantine(PEARL)}")
-    for q in rows:
-        assert q["origin"] == N45 and q["reason"].startswith("unknown author"), q
-        assert key_id in q["reason"], q
+    forged = new_change(N45, last_seq + 1, person(rng, household="45", residence="44"))
+    ack = push(fed, N45, PEARL, fpb.Batch(cursor=1, changes=sealed(signer(fed, "45"), forged)))
+    assert ack.quarantined == 1 and ack.accepted == 0, ack
+    (row,) = eventually(lambda: quarantined(fed, PEARL, forged.record_id), SLOW,
+                        message=lambda: f"hub-pearl quarantine: {fed.quarantine(PEARL)}")
+    assert row["origin"] == N45 and row["reason"].startswith("unknown author") and key_id in row["reason"], row
     assert fed.status(N45)["hub"]["connected"]
-    # Drained: 45's outbox was taken (and refused), a later change of 11's reaches 44 through the same hubs.
-    eventually(lambda: fed.status(N45)["outbox"]["changes"] == 0, SLOW)
     marker = fed.write(N11, "create", person(rng, household="11", residence="44"))
     fed.arrives(N44, marker["person_id"], marker, timeout=SLOW)
-
-    assert fed.get(N44, after["person_id"]) is None
-    assert fed.get(NATIONAL, after["person_id"]) is None
-    assert fed.history(PEARL, after["person_id"]) == []  # never entered the hub's log
-    # Accepted before the revocation: stays, unchanged by the refused edit.
+    assert fed.get(N44, forged.record_id) is None
+    assert fed.get(NATIONAL, forged.record_id) is None
+    assert fed.history(PEARL, forged.record_id) == []  # never entered the hub's log
+    # Accepted before the revocation: stays, unchanged.
     assert fed.get(N44, before["person_id"]) == before
     assert fed.get(NATIONAL, before["person_id"]) == before
     assert [(r["origin"], r["seq"]) for r in fed.history(N44, before["person_id"])] == [(N45, 1)]
