@@ -60,8 +60,8 @@ def ref_clock_from_json(obj: object) -> VectorClock:
     for node, count in obj.items():
         if not isinstance(node, str) or not node:
             raise Malformed("clock: node ids must be non-empty strings")
-        if type(count) is not int or count < 0:
-            raise Malformed(f"clock: count for {node!r} must be a non-negative integer")
+        if type(count) is not int or not 0 <= count < 2**63:
+            raise Malformed(f"clock: count for {node!r} must be an integer in 0..2**63-1")
     return VectorClock.of(obj)
 
 
