@@ -1,0 +1,169 @@
+"""The v2 change envelope: a signed delta (see docs/design/v2-wire.md, section 2).
+
+How this works. A v1 change carried a record's whole state, every writer's
+versions included, under the signature of its last author alone, so an author
+could put words in another province's mouth. A delta carries only what its
+author writes now, plus the hashes of the deltas it was written on top of:
+
+    kind, id             the record
+    origin, epoch, seq   the author, its key epoch, its per-author order
+    at                   the author's hybrid logical timestamp
+    op                   create / update / delete / settle / accept
+    operator             the operator certificate behind the write (audit)
+    deps                 the heads of the author's replica of the record
+    accepts              claims this delta lets into the record (op "accept")
+    set                  the author's new field values (``_deleted`` included)
+    routes               the provinces the delta goes to, as the author computed them
+    chain                per-destination counters (accountable hubs; opaque here)
+
+A delta's identity is the SHA-256 of its exact signed bytes, so deduplication
+needs no trust in (origin, seq), and two different deltas can never share an
+identity. Nothing here decides whether a delta is allowed: that is
+``core.graph``, evaluated on the history the receiver holds.
+
+Status: pure groundwork for the v2 wire format, property-tested; the running
+federation still speaks v1 (core.change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping
+
+from core import canonical
+from core.errors import Malformed
+from core.hlc import Timestamp
+from core.identity import Identity
+from core.provinces import PROVINCES
+from core.record import DELETED
+
+PROTOCOL = 2
+OPS = ("create", "update", "delete", "settle", "accept")
+MAX_BODY = 64 * 1024
+MAX_DEPS = 64  # an author's heads on one record: the concurrent branches one write joins
+MAX_ID = 64
+_HEX = frozenset("0123456789abcdef")
+_KEYS = frozenset({"v", "kind", "id", "origin", "epoch", "seq", "at", "op", "operator", "deps", "accepts",
+                   "set", "routes", "chain"})
+
+
+def delta_id(body: bytes) -> str:
+    """A delta's identity: the SHA-256 of its signed bytes, in hex."""
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    kind: str
+    record_id: str
+    origin: str
+    epoch: int
+    seq: int
+    at: Timestamp
+    op: str
+    operator: str | None
+    deps: tuple[str, ...]
+    accepts: tuple[str, ...]
+    values: Mapping[str, object]
+    routes: frozenset[str]
+    chain: Mapping[str, int]
+
+    @property
+    def province(self) -> str:
+        """The author's province code (only province nodes author deltas)."""
+        return self.origin.removeprefix("province-")
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Where this delta stands among its author's own: (epoch, seq)."""
+        return (self.epoch, self.seq)
+
+    def to_body(self) -> bytes:
+        return canonical.dumps({
+            "v": PROTOCOL, "kind": self.kind, "id": self.record_id, "origin": self.origin,
+            "epoch": self.epoch, "seq": self.seq, "at": self.at.to_json(), "op": self.op,
+            "operator": self.operator, "deps": sorted(self.deps), "accepts": sorted(self.accepts),
+            "set": dict(self.values), "routes": sorted(self.routes), "chain": dict(self.chain),
+        })
+
+
+def _hashes(obj: Mapping[str, object], key: str) -> tuple[str, ...]:
+    value = obj.get(key)
+    if not isinstance(value, list) or len(value) > MAX_DEPS:
+        raise Malformed(f"{key}: must be a list of at most {MAX_DEPS} delta hashes")
+    for h in value:
+        if not (isinstance(h, str) and len(h) == 64 and _HEX.issuperset(h)):
+            raise Malformed(f"{key}: each entry must be a 64-character lowercase hex SHA-256")
+    if value != sorted(set(value)):
+        raise Malformed(f"{key}: must be sorted and without repeats")
+    return tuple(value)
+
+
+def _int(obj: Mapping[str, object], key: str, low: int) -> int:
+    value = obj.get(key)
+    if type(value) is not int or not low <= value < 2**63:
+        raise Malformed(f"{key}: must be an integer in {low}..2**63-1")
+    return value
+
+
+def parse(body: bytes) -> Delta:
+    """Decode exactly these bytes into a Delta, or raise Malformed naming the key.
+
+    Only the envelope's shape is checked here: field values are the record
+    kind's validator's business, and authority is core.graph's.
+    """
+    if len(body) > MAX_BODY:
+        raise Malformed(f"body: {len(body)} bytes is over the {MAX_BODY}-byte limit")
+    obj = canonical.loads(body)
+    if not isinstance(obj, dict):
+        raise Malformed("body: must be a JSON object")
+    if obj.get("v") != PROTOCOL:
+        raise Malformed(f"v: protocol version {obj.get('v')!r} is not {PROTOCOL}")
+    extra = sorted(set(obj) - _KEYS)
+    if extra:
+        raise Malformed(f"{extra[0]}: not a field of a v{PROTOCOL} delta")
+    kind, record_id, origin = obj.get("kind"), obj.get("id"), obj.get("origin")
+    if not isinstance(kind, str) or not kind:
+        raise Malformed("kind: must be a non-empty string")
+    if not isinstance(record_id, str) or not 1 <= len(record_id) <= MAX_ID:
+        raise Malformed(f"id: must be 1..{MAX_ID} characters")
+    if not isinstance(origin, str):
+        raise Malformed("origin: must be a string")
+    try:
+        ident = Identity.parse(origin)
+    except ValueError as err:
+        raise Malformed(f"origin: {err}") from None
+    if ident.role != "province":
+        raise Malformed(f"origin: {origin} is not a province node; only provinces author deltas")
+    op = obj.get("op")
+    if op not in OPS:
+        raise Malformed(f"op: {op!r} is not one of {', '.join(OPS)}")
+    operator = obj.get("operator")
+    if operator is not None and not (isinstance(operator, str) and len(operator) <= 96):
+        raise Malformed("operator: must be null or a string of at most 96 characters")
+    values = obj.get("set")
+    if not isinstance(values, dict):
+        raise Malformed("set: must be an object of field -> value")
+    if values.get(DELETED, False) not in (True, False):
+        raise Malformed(f"set.{DELETED}: must be true or false")
+    routes = obj.get("routes")
+    if not isinstance(routes, list) or any(not (isinstance(p, str) and p in PROVINCES) for p in routes):
+        raise Malformed("routes: must be a list of province codes")
+    if routes != sorted(set(routes)):
+        raise Malformed("routes: must be sorted and without repeats")
+    chain = obj.get("chain")
+    if not isinstance(chain, dict) or any(type(n) is not int or not 0 < n < 2**63 for n in chain.values()):
+        raise Malformed("chain: must be an object of destination -> counter (1..2**63-1)")
+    deps, accepts = _hashes(obj, "deps"), _hashes(obj, "accepts")
+    if (op == "create") == bool(deps):
+        raise Malformed("deps: a create depends on nothing, and every other delta on the record's heads")
+    if (op == "accept") != bool(accepts):
+        raise Malformed("accepts: names the claims an accept lets in, and only an accept has it")
+    if not set(accepts) <= set(deps):
+        raise Malformed("accepts: every accepted claim must also be a dependency")
+    at = Timestamp.from_json(obj.get("at"))
+    if at.node != origin:
+        raise Malformed(f"at: a timestamp of {at.node!r} on a delta by {origin}")
+    return Delta(kind, record_id, origin, _int(obj, "epoch", 0), _int(obj, "seq", 1), at, op, operator,
+                 deps, accepts, values, frozenset(routes), chain)

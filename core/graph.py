@@ -1,0 +1,364 @@
+"""One record's signed history, and the state it makes (v2; docs/design/v2-wire.md, section 3).
+
+How this works. A replica holds, per record, the verified deltas whose
+dependencies it also holds. The record's state is a function of that set
+alone, so replicas that hold the same deltas agree, whatever order they came in:
+
+* Causality is the dependency graph. A version (one delta's value for one
+  field) survives unless a counted delta that also sets the field descends
+  from it. Survivors with different values are an open conflict; the shown
+  value is the greatest (HLC time, author, value bytes), as in v1. No clock
+  entry is ever taken from a peer: order is ancestry.
+* Authority is decided on the history *at the delta* (the closure of its
+  dependencies), as Matrix decides auth on the state at an event: a delta
+  counts only if its author is involved in the record there, and its signed
+  routes must be what that history says. These checks read the delta and its
+  ancestors only, so every replica decides them alike, and a delta that
+  fails them is refused on receipt and never held.
+* Creates found the record by rank (``_founders``); a create that neither
+  founds nor is named by the founders is a *claim*: held, counted for nothing,
+  until an involved province's ``accept`` lists it. Nothing that descends from
+  an uncounted create counts either, so a claimer cannot write its way in.
+* An author's deltas on a record form a chain. A delta that does not descend
+  from an earlier delta of its own author is *backdated* and counts for
+  nothing. Two different deltas of one author with the same (epoch, seq) are
+  both kept, and the author is flagged as *equivocating*.
+* A delta whose dependencies are not all held is *parked* (durably, by the
+  caller) until they are; one stamped more than 24 h ahead of the receiver's
+  clock is parked until it no longer is.
+
+Pure: no I/O, no clock; time and identity are arguments. Status: groundwork for
+the v2 wire format, property-tested in tests/unit/test_graph.py; the running
+federation still speaks v1 (core.record, core.change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from core import canonical
+from core.delta import Delta, delta_id
+from core.errors import SyncError
+from core.hlc import Timestamp
+from core.record import DELETED
+
+MAX_LEAD_MS = 24 * 3600 * 1000
+
+HELD, PARKED, REFUSED, DUPLICATE = "held", "parked", "refused", "duplicate"
+TIME = "time"  # what a delta stamped too far ahead waits for
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the graph needs to know about a record kind."""
+
+    involved: Callable[[Mapping[str, object]], frozenset[str]]  # provinces one value of each field involves
+    routing_fields: tuple[str, ...]
+    anchor: str | None = None  # the field naming the founding province (a person's household)
+    arbiter: Callable[[Mapping[str, object]], str | None] = lambda values: None  # breaks ties between founders
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    value: object
+    delta: str
+    at: Timestamp
+    origin: str
+
+    def rank(self) -> tuple[int, int, str, bytes]:
+        return (self.at.wall_ms, self.at.logical, self.origin, canonical.scalar_bytes(self.value))
+
+
+@dataclass(frozen=True)
+class View:
+    """The record one set of deltas makes."""
+
+    fields: Mapping[str, tuple[Version, ...]] = field(default_factory=dict)  # survivors, winner first
+    involved: frozenset[str] = frozenset()
+    counted: frozenset[str] = frozenset()  # deltas whose versions count
+    claims: frozenset[str] = frozenset()  # creates held apart, waiting for an accept
+    backdated: frozenset[str] = frozenset()
+    equivocating: frozenset[str] = frozenset()  # origins seen signing two deltas at one (epoch, seq)
+    disputed: bool = False  # two provinces each found the record (design doc, 3.2a)
+    founders: frozenset[str] = frozenset()
+    rank: int | None = None  # the founders' rank: 0 = the household the resident ID names
+    founded_by: Mapping[str, str] = field(default_factory=dict)  # founder id -> its province
+
+    def confirmed_for(self, province: str) -> bool:
+        """Whether an honest ``province`` should write on this record: founded by the household
+        its resident ID names, or by ``province`` itself. Anything else may still be a claim that a
+        later founding create turns aside (design doc 3.2a), so a node keeps its operators off it."""
+        if self.disputed or not self.founders:
+            return False
+        return self.rank == 0 or self._founder_provinces == {province}
+
+    @property
+    def _founder_provinces(self) -> set[str]:
+        return set(self.founded_by.values())
+
+    def values(self) -> dict[str, object]:
+        return {k: vs[0].value for k, vs in sorted(self.fields.items()) if k != DELETED}
+
+    @property
+    def deleted(self) -> bool:
+        vs = self.fields.get(DELETED)
+        return bool(vs) and vs[0].value is True
+
+    def conflicts(self) -> dict[str, tuple[Version, ...]]:
+        return {k: vs for k, vs in sorted(self.fields.items())
+                if len({canonical.scalar_bytes(v.value) for v in vs}) > 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: str  # HELD, PARKED, REFUSED or DUPLICATE
+    reason: str = ""
+    waiting_for: frozenset[str] = frozenset()  # delta ids (or TIME) a parked delta needs
+    released: tuple[str, ...] = ()  # parked deltas this one let in
+
+
+class RecordGraph:
+    """The deltas one replica holds for one record."""
+
+    def __init__(self, kind: str, record_id: str, rules: Rules) -> None:
+        self.kind, self.record_id, self.rules = kind, record_id, rules
+        self.held: dict[str, Delta] = {}
+        self.parked: dict[str, tuple[Delta, str, frozenset[str]]] = {}  # id -> (delta, signer, waiting for)
+        self._anc: dict[str, frozenset[str]] = {}
+        self._view: View | None = None
+
+    # -- receiving -------------------------------------------------------------------------------
+    def receive(self, did: str, delta: Delta, *, author: str, now_ms: int) -> Decision:
+        """Hold, park or refuse one verified delta; ``author`` is who signed it."""
+        if did in self.held or did in self.parked:
+            return Decision(DUPLICATE)
+        decision = self._admit(did, delta, author, now_ms)
+        if decision.outcome == PARKED:
+            self.parked[did] = (delta, author, decision.waiting_for)
+            return decision
+        if decision.outcome != HELD:
+            return decision
+        released = self._release(now_ms)
+        return Decision(HELD, released=released)
+
+    def release(self, now_ms: int) -> tuple[str, ...]:
+        """Re-check parked deltas (call when the clock has moved on); returns those now held."""
+        return self._release(now_ms)
+
+    def _release(self, now_ms: int) -> tuple[str, ...]:
+        out: list[str] = []
+        progress = True
+        while progress:
+            progress = False
+            for did, (delta, author, waiting) in sorted(self.parked.items()):
+                if TIME not in waiting and not all(d in self.held for d in waiting):
+                    continue
+                del self.parked[did]
+                decision = self._admit(did, delta, author, now_ms)
+                if decision.outcome == PARKED:
+                    self.parked[did] = (delta, author, decision.waiting_for)
+                elif decision.outcome == HELD:
+                    out.append(did)
+                    progress = True
+        return tuple(out)
+
+    def _admit(self, did: str, delta: Delta, author: str, now_ms: int) -> Decision:
+        refuse = _refusal
+        if (delta.kind, delta.record_id) != (self.kind, self.record_id):
+            return refuse(f"id: the delta is for {delta.kind} {delta.record_id}, not this record")
+        if author != delta.origin:
+            return refuse(f"origin: claims {delta.origin} but is signed by {author}")
+        missing = frozenset(d for d in delta.deps if d not in self.held)
+        if missing:
+            return Decision(PARKED, f"waiting for {len(missing)} dependencies", missing)
+        for dep in delta.deps:
+            if self.held[dep].at > delta.at:
+                return refuse(f"at: earlier than its dependency {dep[:12]}")
+        if delta.at.wall_ms > now_ms + MAX_LEAD_MS:
+            return Decision(PARKED, "stamped more than 24 h ahead of this replica's clock", frozenset({TIME}))
+        closure = self._closure(delta.deps)
+        for a in closure:
+            own = self.held[a]
+            if own.origin == delta.origin and own.order >= delta.order:
+                return refuse(f"seq: ({delta.epoch}, {delta.seq}) is not after its author's earlier "
+                              f"({own.epoch}, {own.seq}) on this record")
+        before = self.evaluate(closure)
+        mine = delta.province
+        if delta.op == "create":
+            if mine not in self._involves(delta.values):
+                return refuse(f"unauthorised: a create by {delta.origin} must involve its author")
+        elif mine not in before.involved:
+            return refuse(f"unauthorised: {delta.origin} is not involved in the record at its dependencies "
+                          f"(it involves {', '.join(sorted(before.involved)) or 'nobody'})")
+        for claim in delta.accepts:
+            if claim not in before.claims:
+                return refuse(f"accepts: {claim[:12]} is not a claim waiting in this record")
+        self.held[did] = delta  # tentatively, to compute what the record is after it
+        self._view = None
+        after = self.evaluate(self._closure((did,)) | {did})
+        required = before.involved | after.involved
+        if delta.routes != required:
+            del self.held[did]
+            self._anc.pop(did, None)
+            return refuse(f"routes: {', '.join(sorted(delta.routes)) or 'none'} is not what the history "
+                          f"says ({', '.join(sorted(required)) or 'none'})")
+        return Decision(HELD)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def view(self) -> View:
+        if self._view is None:
+            self._view = self.evaluate(frozenset(self.held))
+        return self._view
+
+    def heads(self) -> tuple[str, ...]:
+        """What an honest write depends on: the counted deltas nothing counted descends from."""
+        counted = self.view().counted
+        inner = set().union(*(self._ancestors(d) for d in counted)) if counted else set()
+        return tuple(sorted(counted - inner))
+
+    def evaluate(self, ids: Iterable[str]) -> View:
+        """The record made by these held deltas (a set closed under dependencies)."""
+        ids = frozenset(ids)
+        held, anc = self.held, self._ancestors
+        creates = [d for d in ids if held[d].op == "create"]
+        founders, disputed, rank = self._founders(creates)
+        named = self._involves_all(held[d].values for d in founders)
+        admitted = {c for c in creates if c in founders or (not disputed and held[c].province in named)}
+        by_order: dict[tuple[str, tuple[int, int]], set[str]] = {}
+        for d in ids:
+            by_order.setdefault((held[d].origin, held[d].order), set()).add(d)
+        equivocating = frozenset(origin for (origin, _), same in by_order.items() if len(same) > 1)
+        backdated = frozenset(
+            d for d in ids
+            if any(held[q].origin == held[d].origin and held[q].order < held[d].order and q not in anc(d)
+                   for q in ids if q != d))
+        accepts = sorted(d for d in ids if held[d].op == "accept" and d not in backdated)
+        grew = True
+        while grew:  # an accept that counts lets its claims in, which may let a later accept count
+            grew = False
+            for d in accepts:
+                claims = set(held[d].accepts)
+                if not claims <= admitted and self._creates_in(d, ids) <= admitted | claims:
+                    admitted |= claims
+                    grew = True
+        counted = frozenset(
+            d for d in ids
+            if d not in backdated and (d in admitted if held[d].op == "create" else self._creates_in(d, ids) <= admitted))
+        fields: dict[str, list[str]] = {}
+        for d in counted:
+            for name in held[d].values:
+                fields.setdefault(name, []).append(d)
+        survivors: dict[str, tuple[Version, ...]] = {}
+        for name, writers in fields.items():
+            alive = [d for d in writers if not any(d in anc(e) for e in writers if e != d)]
+            versions = [Version(held[d].values[name], d, held[d].at, held[d].origin) for d in alive]
+            survivors[name] = tuple(sorted(versions, key=_order, reverse=True))
+        involved: set[str] = set()
+        for name in self.rules.routing_fields:
+            for v in survivors.get(name, ()):
+                involved |= self._involves({name: v.value})
+        return View(survivors, frozenset(involved), counted,
+                    frozenset(c for c in creates if c not in admitted), backdated, equivocating, disputed,
+                    frozenset(founders), rank, {d: held[d].province for d in founders})
+
+    # -- writing (what an honest author does) ----------------------------------------------------
+    def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
+              op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
+              now_ms: int | None = None) -> tuple[str, Delta, bytes]:
+        """Build, hold and return this author's next delta: (id, delta, signed-to-be body)."""
+        body_values = dict(values)
+        if op in ("create", "update", "settle", "delete"):
+            body_values[DELETED] = op == "delete"
+        deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts)))
+        draft = Delta(self.kind, self.record_id, origin, epoch, seq, at, op, operator, deps,
+                      tuple(sorted(accepts)), body_values, frozenset(), {})
+        closure = self._closure(deps)
+        before = self.evaluate(closure)
+        self.held["draft"] = draft
+        try:
+            after = self.evaluate(closure | {"draft"})
+        finally:
+            del self.held["draft"]
+            self._anc.pop("draft", None)
+        final = replace(draft, routes=before.involved | after.involved)
+        body = final.to_body()
+        did = delta_id(body)
+        decision = self.receive(did, final, author=origin, now_ms=at.wall_ms if now_ms is None else now_ms)
+        if decision.outcome != HELD:
+            raise ValueError(f"own write not held: {decision.outcome} {decision.reason}")
+        return did, final, body
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _involves(self, values: Mapping[str, object]) -> frozenset[str]:
+        picked = {k: v for k, v in values.items() if k in self.rules.routing_fields}
+        try:
+            return self.rules.involved(picked)
+        except (ValueError, TypeError, SyncError):  # a value the kind's validator would refuse involves no one
+            return frozenset()
+
+    def _involves_all(self, values: Iterable[Mapping[str, object]]) -> frozenset[str]:
+        out: set[str] = set()
+        for vs in values:
+            for name in self.rules.routing_fields:
+                if name in vs:
+                    out |= self._involves({name: vs[name]})
+        return frozenset(out)
+
+    def _founders(self, creates: list[str]) -> tuple[set[str], bool, int | None]:
+        """The creates that found the record, whether two provinces dispute it (design doc 3.2a),
+        and the founders' rank."""
+        if not creates:
+            return set(), False, None
+        anchor, arbiter = self.rules.anchor, self.rules.arbiter
+
+        def rank(d: str) -> int:
+            delta = self.held[d]
+            if anchor is None or delta.values.get(anchor) != delta.province:
+                return 2
+            return 0 if arbiter(delta.values) == delta.province else 1
+
+        best = min(rank(c) for c in creates)
+        top = {c for c in creates if rank(c) == best}
+        if len({self.held[c].province for c in top}) > 1:
+            return set(), True, best
+        return top, False, best
+
+    def _creates_in(self, d: str, ids: frozenset[str]) -> set[str]:
+        return {a for a in self._ancestors(d) if a in ids and self.held[a].op == "create"}
+
+    def _closure(self, ids: Iterable[str]) -> frozenset[str]:
+        out: set[str] = set()
+        for d in ids:
+            out.add(d)
+            out |= self._ancestors(d)
+        return frozenset(out)
+
+    def _ancestors(self, did: str) -> frozenset[str]:
+        """Every delta ``did`` descends from (memoised; iterative, so long histories don't recurse)."""
+        memo = self._anc
+        if did in memo:
+            return memo[did]
+        stack = [did]
+        while stack:
+            top = stack[-1]
+            pending = [p for p in self.held[top].deps if p not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if top not in memo:
+                acc: set[str] = set()
+                for p in self.held[top].deps:
+                    acc.add(p)
+                    acc |= memo[p]
+                memo[top] = frozenset(acc)
+        return memo[did]
+
+
+def _order(v: Version) -> tuple[tuple[int, int, str, bytes], str]:
+    return (v.rank(), v.delta)  # the id settles ties (an equivocating author's twin values)
+
+
+def _refusal(reason: str) -> Decision:
+    return Decision(REFUSED, reason)
