@@ -86,7 +86,7 @@ def node_rebuild(config: str) -> None:
         store.close()
     for failure in failures:
         click.echo(plain(f"warning: not reached, rebuild again once it is up: {failure}"), err=True)
-    click.echo(f"rebuilt {cfg.identity} from the national database and its hubs: {applied} changes applied")
+    click.echo(plain(f"rebuilt {cfg.identity} from the national database and its hubs: {applied} changes applied"))
 
 
 def _sqlite_path(url: str, key: str) -> str:
@@ -120,7 +120,7 @@ def node_backup(config: str, file: str) -> None:
         src.backup(dst)  # SQLite's online backup: a snapshot even while the node writes
     dst.close()
     src.close()
-    click.echo(f"backed up {cfg.identity} to {file}")
+    click.echo(plain(f"backed up {cfg.identity} to {file}"))
 
 
 @node.command("restore")
@@ -152,5 +152,5 @@ def node_restore(ctx: click.Context, config: str, file: str) -> None:
         tmp.unlink()
         raise click.ClickException(f"{file}: not a sound SQLite database ({verdict}); nothing restored")
     tmp.replace(path)
-    click.echo(f"restored {cfg.identity} from {file}")
+    click.echo(plain(f"restored {cfg.identity} from {file}"))
     ctx.invoke(node_rebuild, config=config)
