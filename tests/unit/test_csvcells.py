@@ -7,7 +7,7 @@ import io
 import tracemalloc
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import csvcells
@@ -16,6 +16,7 @@ from cli.csvcells import MAX_FIELD, MAX_LINE, TRIGGERS, neutralise, restore
 cells = st.text(alphabet=st.sampled_from(list("=+-@\t\r'ab 1\n\"张,")), max_size=8) | st.text(max_size=8)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cells)
 def test_round_trip_is_exact_and_no_cell_starts_a_formula(value: str) -> None:
     out = neutralise(value)
@@ -24,6 +25,7 @@ def test_round_trip_is_exact_and_no_cell_starts_a_formula(value: str) -> None:
     assert not out or out[0] not in TRIGGERS
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(cells, min_size=1, max_size=4), min_size=1, max_size=5))
 def test_round_trip_through_a_csv_file(rows: list[list[str]]) -> None:
     buf = io.StringIO(newline="")

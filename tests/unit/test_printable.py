@@ -6,7 +6,7 @@ import json
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.output import console, json_text, plain, shown, text
@@ -24,6 +24,7 @@ def raw_unsafe(out: str, allowed: str = "") -> list[str]:
 any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=60)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(any_text)
 def test_escaped_text_never_holds_a_raw_unsafe_character(value: str) -> None:
     out = escape(value)
@@ -32,6 +33,7 @@ def test_escaped_text_never_holds_a_raw_unsafe_character(value: str) -> None:
     assert (first_unsafe(value) is None) == (out == value)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=st.characters(blacklist_categories=tuple(UNSAFE_CATEGORIES)), max_size=60))
 def test_safe_text_is_shown_as_it_is(value: str) -> None:
     assert escape(value) == value
@@ -61,6 +63,7 @@ json_values = st.recursive(
 )
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values, st.sampled_from([None, 2]))
 def test_json_output_is_exact_and_safe(value: object, indent: int | None) -> None:
     out = json_text(value, indent=indent)
