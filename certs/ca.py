@@ -100,6 +100,19 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _private_dir(path: Path) -> Path:
+    """``path`` as a directory; created 0700 (with any missing parents), whatever the umask. A
+    node's or hub's directory holds its keys and, by default, its store (personal data)."""
+    if not path.exists():
+        _private_dir(path.parent)
+        try:
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)
+        except FileExistsError:
+            pass
+    return path
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -121,8 +134,7 @@ def create_ca(dir: Path, *, now: dt.datetime | None = None) -> CA:
     Refuses to overwrite an existing CA: replacing it silently would orphan
     every credential in the federation.
     """
-    dir = Path(dir)
-    dir.mkdir(parents=True, exist_ok=True)
+    dir = _private_dir(Path(dir))
     if (dir / "ca.key").exists() or (dir / "ca.crt").exists():
         raise FileExistsError(f"a CA already exists in {dir}")
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -258,8 +270,7 @@ def issue_identity(
     if days < 1:
         raise ValidationError("days", "must be at least 1")
     now = now or dt.datetime.now(dt.timezone.utc)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _private_dir(Path(out_dir))
 
     tls_key = ec.generate_private_key(ec.SECP256R1())
     tls_cert = (

@@ -10,6 +10,7 @@ import click
 import grpc
 
 from cli.config import ConfigError, HubConfig, NodeConfig, load_any
+from cli.output import Failure
 from node.transport import secure_channel
 from yipanqi.v1 import admin_pb2 as pb
 from yipanqi.v1 import admin_pb2_grpc as pb_grpc
@@ -26,9 +27,9 @@ class AdminClient:
         try:
             cfg = load_any(path)
         except ConfigError as err:
-            raise click.ClickException(str(err)) from None
+            raise Failure(str(err)) from None
         if cfg.operator is None:
-            raise click.ClickException(f"{cfg.path}: [operator]: missing section (operator credentials for the CLI)")
+            raise Failure(f"{cfg.path}: [operator]: missing section (operator credentials for the CLI)")
         op = cfg.operator
         channel = secure_channel(cfg.listen, cfg.identity, op.ca, op.cert, op.key)
         return cls(cfg, pb_grpc.AdminStub(channel), channel)
@@ -59,7 +60,8 @@ class AdminClient:
 
 
 def _explain(err: grpc.RpcError, cfg: NodeConfig | HubConfig) -> click.ClickException:
+    """The server's error for the operator; its details may quote data back, so they are escaped (Failure)."""
     code = err.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return click.ClickException(f"{cfg.identity} at {cfg.listen} is not reachable ({err.details()}); is it running?")
-    return click.ClickException(f"{code.name.lower().replace('_', ' ')}: {err.details()}")
+        return Failure(f"{cfg.identity} at {cfg.listen} is not reachable ({err.details()}); is it running?")
+    return Failure(f"{code.name.lower().replace('_', ' ')}: {err.details()}")

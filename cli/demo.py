@@ -19,6 +19,7 @@ from rich.table import Table
 
 from cli.federation import parse_provinces
 from cli.launcher import Federation
+from cli.output import plain, text
 from core.provinces import DEFAULT_REGIONS, province_name
 from core.samples import sample_person
 from yipanqi.v1 import admin_pb2 as pb
@@ -64,13 +65,15 @@ def _table(demo: Demo, provinces: list[str], started: float) -> Table:
             t.add_row(f"{code} {_short(code)}", "[red]down[/]", *["-"] * 6)
             continue
         hub = s["hub"]
-        link = f"[green]{hub['hub']}[/]" + (" (fallback)" if hub["fallback"] else "") if hub["connected"] else "[red]down[/]"
-        t.add_row(f"{code} {_short(code)}", link, str(s["records"]), str(s["last_seq"]), str(s["acked_seq"]),
-                  str(s["outbox"]["changes"]), str(s["conflicts"]), str(s["quarantined"]))
+        # What the nodes report is data: escaped Text, never markup (cli.output).
+        link = (text(hub["hub"], style="green") + text(" (fallback)" if hub["fallback"] else "")
+                if hub["connected"] else text("down", style="red"))
+        t.add_row(f"{code} {_short(code)}", link, text(s["records"]), text(s["last_seq"]), text(s["acked_seq"]),
+                  text(s["outbox"]["changes"]), text(s["conflicts"]), text(s["quarantined"]))
     national = demo.status("hub-national")
     if national:
-        t.caption = (f"national database: {national.get('records', 0)} cross-province records, "
-                     f"{national.get('conflicts', 0)} open conflicts, log at {national['log_lsn']}")
+        t.caption = text(f"national database: {national.get('records', 0)} cross-province records, "
+                         f"{national.get('conflicts', 0)} open conflicts, log at {national['log_lsn']}")
     return t
 
 
@@ -165,7 +168,7 @@ def _conflict(d: Demo, fed: Federation, codes: list[str], rng: random.Random, to
         time.sleep(0.1)
     console.print(f"concurrent edit of {pid[:8]} at {province_name(a)} and {province_name(b)}: "
                   f"open conflict on {', '.join(ra['_meta']['conflicts']) or 'nothing'}; "
-                  f"both provinces show {ra['contraception']!r}")
+                  f"both provinces show {plain(repr(ra['contraception']))}", markup=False)
 
 
 def _short(code: str) -> str:

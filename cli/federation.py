@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 import tomli_w
 
+from cli.output import plain
+
 from certs.ca import create_ca, issue_identity
 from core.provinces import DEFAULT_REGIONS, PROVINCES
 
@@ -125,7 +127,7 @@ def init(directory: Path, provinces: str | None, base_port: int) -> None:
         raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
     written = init_federation(directory, codes, base_port)
     hubs = sum(1 for k in written if k.startswith("hub-"))
-    click.echo(f"created a federation of {len(codes)} nodes and {hubs} hubs in {directory}")
+    click.echo(plain(f"created a federation of {len(codes)} nodes and {hubs} hubs in {directory}"))
 
 
 @federation.command("issue")
@@ -148,7 +150,7 @@ def issue(directory: Path, identity: str, out: Path | None) -> None:
                                                                                    ("operators", ident.scope or ""))
         out = directory / sub[0] / sub[1]
     issued = issue_identity(load_ca(directory / "ca"), identity, out)
-    click.echo(f"issued new keys for {identity} in {issued.dir}")
+    click.echo(plain(f"issued new keys for {identity} in {issued.dir}"))
 
 
 @federation.command("revoke")
@@ -177,4 +179,4 @@ def revoke(directory: Path, what: str, note: str) -> None:
     else:
         tokens = [what]
     for token in tokens:
-        click.echo(f"revoked {append(target, token, note)}")
+        click.echo(plain(f"revoked {append(target, token, note)}"))

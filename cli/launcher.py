@@ -80,8 +80,12 @@ class Federation:
         path = self.configs[identity]
         role = "hub" if identity.startswith("hub-") else "node"
         logs = self.root / "logs"
-        logs.mkdir(exist_ok=True)
-        out = open(logs / f"{identity}.log", "ab")
+        if not logs.exists():
+            logs.mkdir(mode=0o700)
+            os.chmod(logs, 0o700)
+        fd = os.open(logs / f"{identity}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        out = os.fdopen(fd, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.procs[identity] = subprocess.Popen(
             [sys.executable, "-m", "cli.main", role, "run", "-c", str(path)],

@@ -6,12 +6,13 @@ import click
 
 from cli.bulk import stats
 from cli.federation import federation
+from cli.output import SafeGroup
 from cli.person import person
 from cli.run import hub, node
 from cli.status import conflicts, quarantine, status
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yipanqi")
 def main() -> None:
     """yipanqi: the federated exchange of migrant-population case records (一盘棋)."""

@@ -1,4 +1,7 @@
-"""`yipanqi person ...`: add, update, delete, show, list and history of person records."""
+"""`yipanqi person ...`: add, update, delete, show, list and history of person records.
+
+Everything shown goes through ``cli.output``: values are escaped and never read as markup.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ import json
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from cli.client import AdminClient
+from cli.output import Failure, console, echo_json, json_text, plain, shown, text, utc
 from core.errors import ValidationError
 from core.person import FIELDS, parse_field_value
 from yipanqi.v1 import admin_pb2 as pb
@@ -43,10 +46,10 @@ def add(config: str, payload: str) -> None:
     try:
         fields = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--json: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        raise Failure(f"--json: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
     if not isinstance(fields, dict):
-        raise click.ClickException("--json: must be a JSON object of field -> value")
-    click.echo(_write(config, "create", "", fields)["person_id"])
+        raise Failure("--json: must be a JSON object of field -> value")
+    click.echo(plain(_write(config, "create", "", fields)["person_id"]))
 
 
 def _sets(pairs: tuple[str, ...]) -> dict:
@@ -54,11 +57,11 @@ def _sets(pairs: tuple[str, ...]) -> dict:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
-            raise click.ClickException(f"--set {pair!r}: expected FIELD=VALUE")
+            raise Failure(f"--set {pair!r}: expected FIELD=VALUE")
         try:
             fields[name] = parse_field_value(name, value)
         except ValidationError as err:
-            raise click.ClickException(str(err)) from None
+            raise Failure(str(err)) from None
     return fields
 
 
@@ -69,7 +72,7 @@ def _sets(pairs: tuple[str, ...]) -> dict:
 def update(config: str, person_id: str, sets: tuple[str, ...]) -> None:
     """Update fields of a person record."""
     _write(config, "update", person_id, _sets(sets))
-    click.echo(person_id)
+    click.echo(plain(person_id))
 
 
 @person.command("delete")
@@ -78,7 +81,7 @@ def update(config: str, person_id: str, sets: tuple[str, ...]) -> None:
 def delete(config: str, person_id: str) -> None:
     """Delete a person record (a tombstone that syncs like any change)."""
     _write(config, "delete", person_id, {})
-    click.echo(person_id)
+    click.echo(plain(person_id))
 
 
 @person.command("show")
@@ -90,17 +93,18 @@ def show(config: str, person_id: str, as_json: bool) -> None:
     client = AdminClient.open(config)
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     if as_json:
-        click.echo(json.dumps(_plain(record), ensure_ascii=False))
+        echo_json(_plain(record))
         return
-    table = Table(title=f"person {person_id}", show_header=False)
+    table = Table(title=text(f"person {person_id}"), show_header=False)
     meta = record.get("_meta", {})
     for name in FIELDS:
-        table.add_row(name, "" if record.get(name) is None else str(record[name]))
+        table.add_row(name, text(record.get(name)))
     if meta.get("deleted"):
         table.add_row("deleted", "yes (tombstone)")
     for name, versions in meta.get("conflicts", {}).items():
-        table.add_row(f"[red]conflict: {name}[/]", " | ".join(f"{v['value']!r} by {v['writer']}" for v in versions))
-    Console().print(table)
+        cell = text(" | ").join(shown(v["value"]) + text(f" by {v['writer']}") for v in versions)
+        table.add_row(text(f"conflict: {name}", style="red"), cell)
+    console().print(table)
 
 
 @person.command("list")
@@ -115,16 +119,16 @@ def list_(config: str, as_json: bool, include_deleted: bool) -> None:
         out = sys.stdout
         out.write("[")
         for i, record in enumerate(rows):
-            out.write(("," if i else "") + json.dumps(_plain(record), ensure_ascii=False))
+            out.write(("," if i else "") + json_text(_plain(record)))
         out.write("]\n")
         return
-    table = Table(title=f"people on {client.config.identity}")
+    table = Table(title=text(f"people on {client.config.identity}"))
     for col in ("person_id", "name", "sex", "household", "residence", "city", "moved_in_on"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["person_id"], r.get("name", ""), r.get("sex", ""), r.get("household_province", ""),
-                      r.get("residence_province", ""), r.get("residence_city") or "", r.get("moved_in_on") or "")
-    Console().print(table)
+        table.add_row(*(text(r.get(f)) for f in ("person_id", "name", "sex", "household_province",
+                                                 "residence_province", "residence_city", "moved_in_on")))
+    console().print(table)
 
 
 @person.command("history")
@@ -136,14 +140,12 @@ def history(config: str, person_id: str, as_json: bool) -> None:
     client = AdminClient.open(config)
     rows = client.json("History", pb.RecordRef(kind="person", record_id=person_id))
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
+        echo_json(rows)
         return
-    table = Table(title=f"history of person {person_id}")
+    table = Table(title=text(f"history of person {person_id}"))
     for col in ("origin", "seq", "op", "operator", "written", "via"):
         table.add_column(col)
-    import datetime as dt
-
     for r in rows:
-        when = dt.datetime.fromtimestamp(r["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(r["origin"], str(r["seq"]), r["op"], r["operator"] or "", when, r["via"])
-    Console().print(table)
+        table.add_row(text(r["origin"]), text(r["seq"]), text(r["op"]), text(r["operator"]), utc(r["at_ms"]),
+                      text(r["via"]))
+    console().print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.config import ConfigError, load_hub, load_node
+from cli.output import Failure, plain
 
 
 @click.group("node")
@@ -24,7 +25,7 @@ def node_run(config: str, log_level: str | None) -> None:
     try:
         cfg = load_node(config)
     except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+        raise Failure(str(err)) from None
     run_node(replace(cfg, log_level=log_level or cfg.log_level))
 
 
@@ -45,7 +46,7 @@ def hub_run(config: str, log_level: str | None) -> None:
     try:
         cfg = load_hub(config)
     except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+        raise Failure(str(err)) from None
     run_hub(replace(cfg, log_level=log_level or cfg.log_level))
 
 
@@ -69,7 +70,7 @@ def node_rebuild(config: str) -> None:
     try:
         cfg = load_node(config)
     except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+        raise Failure(str(err)) from None
     if not any(h.name == "national" for h in cfg.hubs):
         raise click.ClickException(f"{cfg.path}: [[hubs]]: list the national hub to rebuild from it")
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
@@ -80,12 +81,12 @@ def node_rebuild(config: str) -> None:
     try:
         applied, failures = rebuild(peer, cfg.hubs, cfg.tls, cfg.province)
     except Exception as err:  # noqa: BLE001 - tell the operator plainly
-        raise click.ClickException(f"rebuild failed: {err}") from None
+        raise Failure(f"rebuild failed: {err}") from None
     finally:
         store.close()
     for failure in failures:
-        click.echo(f"warning: not reached, rebuild again once it is up: {failure}", err=True)
-    click.echo(f"rebuilt {cfg.identity} from the national database and its hubs: {applied} changes applied")
+        click.echo(plain(f"warning: not reached, rebuild again once it is up: {failure}"), err=True)
+    click.echo(plain(f"rebuilt {cfg.identity} from the national database and its hubs: {applied} changes applied"))
 
 
 def _sqlite_path(url: str, key: str) -> str:
@@ -101,17 +102,25 @@ def _sqlite_path(url: str, key: str) -> str:
 @click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False), help="node.toml")
 @click.argument("file", type=click.Path(dir_okay=False))
 def node_backup(config: str, file: str) -> None:
-    """Write a consistent copy of the node's SQLite store to FILE (safe while the node runs)."""
+    """Write a consistent copy of the node's SQLite store to FILE (safe while the node runs).
+
+    FILE holds personal data: it is created 0600 (and a missing directory 0700), whatever the umask.
+    """
     import sqlite3
+    from pathlib import Path
+
+    from store.files import create_private, private_dir
 
     cfg = load_node(config)
     src = sqlite3.connect(_sqlite_path(cfg.database, "[node].database"))
+    private_dir(Path(file).parent)
+    create_private(file)  # before SQLite opens it: its journal files then get 0600 too
     dst = sqlite3.connect(file)
     with dst:
         src.backup(dst)  # SQLite's online backup: a snapshot even while the node writes
     dst.close()
     src.close()
-    click.echo(f"backed up {cfg.identity} to {file}")
+    click.echo(plain(f"backed up {cfg.identity} to {file}"))
 
 
 @node.command("restore")
@@ -129,16 +138,19 @@ def node_restore(ctx: click.Context, config: str, file: str) -> None:
     import sqlite3
     from pathlib import Path
 
+    from store.files import open_private
+
     cfg = load_node(config)
     path = Path(_sqlite_path(cfg.database, "[node].database"))
     for suffix in ("-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     tmp = path.with_suffix(".restoring")
-    shutil.copyfile(file, tmp)
+    with open(file, "rb") as src, open_private(tmp, "wb") as dst:  # the restored store is 0600 too
+        shutil.copyfileobj(src, dst)
     (verdict,) = sqlite3.connect(tmp).execute("PRAGMA integrity_check").fetchone()
     if verdict != "ok":
         tmp.unlink()
         raise click.ClickException(f"{file}: not a sound SQLite database ({verdict}); nothing restored")
     tmp.replace(path)
-    click.echo(f"restored {cfg.identity} from {file}")
+    click.echo(plain(f"restored {cfg.identity} from {file}"))
     ctx.invoke(node_rebuild, config=config)

@@ -1,4 +1,8 @@
-"""`yipanqi status`, `yipanqi conflicts ...` and `yipanqi quarantine ...`."""
+"""`yipanqi status`, `yipanqi conflicts ...` and `yipanqi quarantine ...`.
+
+Everything shown goes through ``cli.output``: values (records, peers' reports, errors) are
+escaped and never read as markup; a value of the wrong type is shown as it is, not a crash.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import json
 import time
 
 import click
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from cli.client import AdminClient
+from cli.output import Failure, console, echo_json, plain, shown, text, utc
 from yipanqi.v1 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
@@ -20,6 +26,8 @@ config_option = click.option("-c", "--config", "config", required=True, type=cli
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return plain(seconds)  # a peer's report says what it likes; show it, escaped
     if seconds < 60:
         return f"{seconds:.1f}s"
     if seconds < 3600:
@@ -28,41 +36,56 @@ def _age(seconds: float | None) -> str:
 
 
 def _since(ms: int | None) -> str:
-    return "-" if ms is None else _age(time.time() - ms / 1000) + " ago"
-
-
-def _link(link: dict | None) -> str:
-    if link is None:
+    if ms is None:
         return "-"
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        return plain(ms)
+    return _age(time.time() - ms / 1000) + " ago"
+
+
+def _n(value: object) -> Text:
+    """A count from a report: '-' when absent."""
+    return text("-" if value is None else value)
+
+
+def _yes(on: object) -> Text:
+    return text("yes", style="green") if on else text("no", style="red")
+
+
+def _link(link: dict | None) -> Text:
+    if link is None:
+        return text("-")
     if link["connected"]:
-        extra = " [yellow](fallback)[/]" if link["fallback"] else ""
-        return f"[green]up[/] to hub-{link['hub']}{extra} since {_since(link['up_since_ms'])}"
-    return f"[red]down[/] since {_since(link['down_since_ms'])}: {link.get('last_error') or ''}"
+        out = text("up", style="green") + text(f" to hub-{link['hub']}")
+        if link["fallback"]:
+            out += text(" (fallback)", style="yellow")
+        return out + text(f" since {_since(link['up_since_ms'])}")
+    return text("down", style="red") + text(f" since {_since(link['down_since_ms'])}: {link.get('last_error') or ''}")
 
 
 def render(doc: dict) -> Group:
     if doc["role"] == "node":
-        t = Table(title=f"{doc['identity']} sync status", show_header=False)
+        t = Table(title=text(f"{doc['identity']} sync status"), show_header=False)
         t.add_row("hub", _link(doc["hub"]))
-        t.add_row("records", str(doc["records"]))
-        t.add_row("last written seq", str(doc["last_seq"]))
-        t.add_row("acknowledged by hub", str(doc["acked_seq"]))
-        t.add_row("outbox backlog", f"{doc['outbox']['changes']} (oldest {_age(doc['outbox']['oldest_age_s'])})")
-        t.add_row("open conflicts", str(doc["conflicts"]))
-        t.add_row("quarantined", str(doc["quarantined"]))
+        t.add_row("records", text(doc["records"]))
+        t.add_row("last written seq", text(doc["last_seq"]))
+        t.add_row("acknowledged by hub", text(doc["acked_seq"]))
+        t.add_row("outbox backlog", text(f"{doc['outbox']['changes']} (oldest {_age(doc['outbox']['oldest_age_s'])})"))
+        t.add_row("open conflicts", text(doc["conflicts"]))
+        t.add_row("quarantined", text(doc["quarantined"]))
         o = Table(title="changes applied per origin")
         for col in ("origin", "last seq", "last written", "lag"):
             o.add_column(col)
         for origin, row in doc["origins"].items():
-            o.add_row(origin, str(row["last_seq"]), _since(row["last_write_ms"]), _age(row["lag_s"]))
+            o.add_row(text(origin), text(row["last_seq"]), text(_since(row["last_write_ms"])), text(_age(row["lag_s"])))
         return Group(t, o)
-    t = Table(title=f"{doc['identity']}: log at {doc['log_lsn']}, {doc['quarantined']} quarantined"
-              + (f", {doc['records']} records, {doc['conflicts']} conflicts" if "records" in doc else ""))
+    t = Table(title=text(f"{doc['identity']}: log at {doc['log_lsn']}, {doc['quarantined']} quarantined"
+                         + (f", {doc['records']} records, {doc['conflicts']} conflicts" if "records" in doc else "")))
     for col in ("peer", "connected", "queue", "oldest", "acked", "last contact"):
         t.add_column(col)
     for row in doc["destinations"]:
-        t.add_row(row["peer"], "[green]yes[/]" if row["connected"] else "[red]no[/]", str(row["queue"]),
-                  _age(row["oldest_age_s"]), str(row["acked"]), _since(row["last_contact_ms"]))
+        t.add_row(text(row["peer"]), _yes(row["connected"]), text(row["queue"]),
+                  text(_age(row["oldest_age_s"])), text(row["acked"]), text(_since(row["last_contact_ms"])))
     parts: list = [t]
     if doc.get("federation"):
         f = Table(title="the whole federation (from each province's reports)")
@@ -71,18 +94,17 @@ def render(doc: dict) -> Group:
             f.add_column(col)
         for row in doc["federation"]:
             def pair(a, b):  # type: ignore[no-untyped-def]
-                return "-" if a is None else f"{_age(a)}/{_age(b)}"
-            f.add_row(row["province"], row["region"], "[green]yes[/]" if row["connected"] else "[red]no[/]",
-                      "-" if row["backlog"] is None else str(row["backlog"]), _age(row["oldest_age_s"]),
-                      _age(row["lag_s"]), "-" if row["conflicts"] is None else str(row["conflicts"]),
-                      str(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"]),
+                return text("-" if a is None else f"{_age(a)}/{_age(b)}")
+            f.add_row(text(row["province"]), text(row["region"]), _yes(row["connected"]), _n(row["backlog"]),
+                      text(_age(row["oldest_age_s"])), text(_age(row["lag_s"])), _n(row["conflicts"]),
+                      text(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"]),
                       pair(row["receive_p50_s"], row["receive_p95_s"]))
         parts.append(f)
     if doc.get("upstream") is not None:
         up = Table(show_header=False)
         up.add_row("upstream", _link(doc["upstream"]))
         q = doc.get("upstream_queue", {})
-        up.add_row("upstream queue", f"{q.get('changes', 0)} (oldest {_age(q.get('oldest_age_s'))})")
+        up.add_row("upstream queue", text(f"{q.get('changes', 0)} (oldest {_age(q.get('oldest_age_s'))})"))
         parts.append(up)
     return Group(*parts)
 
@@ -95,18 +117,18 @@ def status(config: str, as_json: bool, watch: bool) -> None:
     """Sync status of a node or hub."""
     client = AdminClient.open(config)
     if as_json and not watch:
-        click.echo(json.dumps(client.status(), ensure_ascii=False))
+        echo_json(client.status())
         return
     if not watch:
-        Console().print(render(client.status()))
+        console().print(render(client.status()))
         return
-    with Live(render(client.status()), refresh_per_second=2) as live:
+    with Live(render(client.status()), refresh_per_second=2, console=console()) as live:
         try:
             while True:
                 time.sleep(1)
                 doc = client.status()
                 if as_json:
-                    click.echo(json.dumps(doc, ensure_ascii=False))
+                    echo_json(doc)
                 else:
                     live.update(render(doc))
         except KeyboardInterrupt:
@@ -124,15 +146,15 @@ def quarantine() -> None:
 def quarantine_list(config: str, as_json: bool) -> None:
     rows = AdminClient.open(config).json("Quarantine", pb.Empty())
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
+        echo_json(rows)
         return
     t = Table(title="quarantined changes")
     for col in ("id", "received", "from", "origin", "seq", "record", "reason"):
         t.add_column(col)
     for r in rows:
-        t.add_row(str(r["id"]), _since(r["received_ms"]), r["peer"], r["origin"] or "?", str(r["seq"] or "?"),
-                  r["record_id"] or "?", r["reason"])
-    Console().print(t)
+        t.add_row(text(r["id"]), text(_since(r["received_ms"])), text(r["peer"]), text(r["origin"] or "?"),
+                  text(r["seq"] or "?"), text(r["record_id"] or "?"), text(r["reason"]))
+    console().print(t)
 
 
 @quarantine.command("show")
@@ -142,9 +164,9 @@ def quarantine_show(config: str, entry_id: int) -> None:
     rows = AdminClient.open(config).json("Quarantine", pb.Empty())
     for r in rows:
         if r["id"] == entry_id:
-            click.echo(json.dumps(r, ensure_ascii=False, indent=2))
+            echo_json(r, indent=2)
             return
-    raise click.ClickException(f"no quarantined change {entry_id}")
+    raise Failure(f"no quarantined change {entry_id}")
 
 
 @click.group("conflicts")
@@ -162,16 +184,16 @@ def conflicts_list(config: str, as_json: bool) -> None:
         for field, versions in r["_meta"]["conflicts"].items():
             rows.append({"person_id": r["person_id"], "field": field, "versions": versions})
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
+        echo_json(rows)
         return
-    t = Table(title=f"open conflicts on {client.config.identity}")
+    t = Table(title=text(f"open conflicts on {client.config.identity}"))
     for col in ("person_id", "field", "shown (winner)", "other values"):
         t.add_column(col)
     for r in rows:
         v = r["versions"]
-        t.add_row(r["person_id"], r["field"], f"{v[0]['value']!r} by {v[0]['writer']}",
-                  "; ".join(f"{x['value']!r} by {x['writer']}" for x in v[1:]))
-    Console().print(t)
+        t.add_row(text(r["person_id"]), text(r["field"]), shown(v[0]["value"]) + text(f" by {v[0]['writer']}"),
+                  text("; ").join(shown(x["value"]) + text(f" by {x['writer']}") for x in v[1:]))
+    console().print(t)
 
 
 @conflicts.command("show")
@@ -180,25 +202,22 @@ def conflicts_list(config: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
     """One record's open conflicts: every value, who wrote it and when."""
-    import datetime as dt
-
     client = AdminClient.open(config)
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     found = record["_meta"]["conflicts"]
     if as_json:
-        click.echo(json.dumps({"person_id": person_id, "conflicts": found}, ensure_ascii=False))
+        echo_json({"person_id": person_id, "conflicts": found})
         return
     if not found:
-        click.echo(f"person {person_id} has no open conflicts")
+        click.echo(plain(f"person {person_id} has no open conflicts"))
         return
-    t = Table(title=f"open conflicts of person {person_id}")
+    t = Table(title=text(f"open conflicts of person {person_id}"))
     for col in ("field", "value", "written by", "at", "shown"):
         t.add_column(col)
     for field, versions in found.items():
         for i, v in enumerate(versions):
-            when = dt.datetime.fromtimestamp(v["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            t.add_row(field, repr(v["value"]), v["writer"], when, "yes" if i == 0 else "")
-    Console().print(t)
+            t.add_row(text(field), shown(v["value"]), text(v["writer"]), utc(v["at_ms"]), "yes" if i == 0 else "")
+    console().print(t)
 
 
 @conflicts.command("resolve")
@@ -214,7 +233,7 @@ def conflicts_resolve(config: str, person_id: str, field: str, value: str | None
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     versions = record["_meta"]["conflicts"].get(field)
     if not versions:
-        raise click.ClickException(f"{field}: no open conflict on person {person_id}")
+        raise Failure(f"{field}: no open conflict on person {person_id}")
     if field == "_deleted":
         keep_deleted = versions[0]["value"] if value is None else value.lower() in ("true", "1", "yes", "deleted")
         op, fields = ("delete", {}) if keep_deleted else ("settle", {})
@@ -223,4 +242,4 @@ def conflicts_resolve(config: str, person_id: str, field: str, value: str | None
         op, fields = "settle", {field: chosen}
     client.call("Write", pb.WriteRequest(kind="person", record_id=person_id, op=op,
                                          fields_json=json.dumps(fields, ensure_ascii=False)))
-    click.echo(f"settled {field} of {person_id}")
+    click.echo(plain(f"settled {field} of {person_id}"))

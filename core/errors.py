@@ -18,6 +18,12 @@ class SyncError(Exception):
         super().__init__(message)
         self.field = field
 
+    @property
+    def log_text(self) -> str:
+        """What a log line may say about this error (the message, unless a subclass knows that
+        the message quotes personal data back)."""
+        return str(self)
+
 
 class LocalError(SyncError):
     """Our caller asked for something wrong."""
@@ -30,13 +36,25 @@ class RemoteError(SyncError):
 
 
 class ValidationError(LocalError):
-    """A record field failed validation. Message names the field and reason."""
+    """A record field failed validation. Message names the field and reason.
+
+    The message may quote the refused value back to the operator who sent it (``got 'x'``);
+    ``rule`` says the same without any value, for logs (``log_text``), which must never carry a
+    name, an ID number or a birth date. ``named_by_input``: the field name itself came from the
+    input (an unknown key), so logs leave it out too.
+    """
 
     status = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, *, rule: str | None = None, named_by_input: bool = False) -> None:
         super().__init__(f"{field}: {reason}", field=field)
         self.reason = reason
+        self.rule = reason if rule is None else rule
+        self.named_by_input = named_by_input
+
+    @property
+    def log_text(self) -> str:
+        return f"{'(a field name from the input)' if self.named_by_input else self.field}: {self.rule}"
 
 
 class NotFound(LocalError):

@@ -38,27 +38,28 @@ def check_id_number(value: object, field: str = "id_number") -> str:
     """Validate an 18-character ID number and return it with an upper-case X."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    reason = _problem(value.strip().upper())
-    if reason:
-        raise ValidationError(field, reason)
+    problem = _problem(value.strip().upper())
+    if problem:
+        raise ValidationError(field, problem[0], rule=problem[1])
     return value.strip().upper()
 
 
 @lru_cache(maxsize=4096)  # the same id is checked by validation and by the cross-field rules
-def _problem(text: str) -> str | None:
+def _problem(text: str) -> tuple[str, str] | None:
+    """What is wrong with ``text``: (the reason for the operator, the rule without the digits)."""
     if len(text) != 18:
-        return f"must be 18 characters, got {len(text)}"
+        return f"must be 18 characters, got {len(text)}", "must be 18 characters"
     # isdecimal() alone would let full-width or other Unicode digits through.
     body, last = text[:17], text[17]
     if not (body.isascii() and body.isdigit()):
-        return "first 17 characters must be digits 0-9"
+        return "first 17 characters must be digits 0-9", "first 17 characters must be digits 0-9"
     if last not in _CHECK_CHARS:
-        return "last character must be a digit 0-9 or X"
+        return "last character must be a digit 0-9 or X", "last character must be a digit 0-9 or X"
     if _parse_birth(body[6:14]) is None:
-        return f"birth date {body[6:14]} is not a date"
+        return f"birth date {body[6:14]} is not a date", "the birth date part is not a date"
     expected = check_char(body)
     if last != expected:
-        return f"bad checksum (expected '{expected}', got '{last}')"
+        return f"bad checksum (expected '{expected}', got '{last}')", "bad checksum"
     return None
 
 

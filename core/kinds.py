@@ -2,7 +2,7 @@
 
 How this works: each kind contributes its field names, a validator
 (``validate(fields, *, today, partial=False)`` returning the normalised
-dict) and a function naming the provinces a record involves (which decides
+dict), a check of an update against the record it changes (``check_update``) and a function naming the provinces a record involves (which decides
 which nodes may write it and which receive it). Sync code looks a kind up by
 the name carried on the wire and never imports a kind module directly.
 """
@@ -23,6 +23,9 @@ class Kind:
     validate: Callable[..., dict[str, object]]  # validate(fields, *, today, partial=False)
     provinces: Callable[[Mapping[str, object]], frozenset[str]]
     routing_fields: tuple[str, ...] = ()  # the only fields ``provinces`` looks at
+    # check_update(current, written, *, today): the rules an update's written fields take part in,
+    # on the merged record; the fields it leaves alone are not judged again.
+    check_update: Callable[..., None] | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -32,6 +35,7 @@ KINDS: dict[str, Kind] = {
         validate=person.validate_person,
         provinces=person.person_provinces,
         routing_fields=("household_province", "residence_province"),
+        check_update=person.check_update,
     ),
 }
 

@@ -18,16 +18,29 @@ Two modes:
   caller must re-validate the merged record in full mode.
 
 Output keys always follow ``FIELDS`` order.
+
+Text is NFC-normalised (one spelling per name, whatever keyboard or file it came from) and
+refused when it holds a control (Cc) or format (Cf: bidi overrides, zero-width) character,
+which a terminal or a viewer would act on instead of showing (``core.printable``).
+
+An update is judged on what it writes (``check_update``): each written field by its own rule,
+and the cross-field rules only where a written field takes part. A field it leaves alone is
+never judged again, so a record stored before a rule existed can still be edited.
+
+Every refusal's ``rule`` says what was wrong without the value (``ValidationError.log_text``),
+so logs never carry a name, an ID number or a birth date.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import unicodedata
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 
 from core.errors import ValidationError
 from core.idnumber import check_id_number
+from core.printable import spelled
 from core.provinces import check_province
 
 KIND = "person"
@@ -73,41 +86,48 @@ MAX_CHILDREN = 30
 # date.fromisoformat (3.11+) also accepts "20260101" and week dates; the wire
 # format is strictly YYYY-MM-DD, so match the shape first.
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Refused in text at write time: Unicode control (Cc: C0, DEL, C1) and format (Cf) characters.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})  # Cs: a lone surrogate, which no store can encode
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def _date(field: str, value: object, today: date) -> str:
     if isinstance(value, datetime):
         # datetime is a date subclass; a timestamp here is a caller bug.
-        raise ValidationError(field, "must be a date YYYY-MM-DD, got a datetime")
+        raise ValidationError(field, "must be a date YYYY-MM-DD, got a datetime", rule="must be a date YYYY-MM-DD")
     if isinstance(value, date):
         parsed = value
     elif isinstance(value, str):
         text = value.strip()
         if not _ISO_DATE.fullmatch(text):
-            raise ValidationError(field, f"must be a date YYYY-MM-DD, got {value!r}")
+            raise ValidationError(field, f"must be a date YYYY-MM-DD, got {value!r}", rule="must be a date YYYY-MM-DD")
         try:
             parsed = date.fromisoformat(text)
         except ValueError:
-            raise ValidationError(field, f"{text} is not a valid date") from None
+            raise ValidationError(field, f"{text} is not a valid date", rule="is not a valid date") from None
     else:
         raise ValidationError(
             field, f"must be a date string YYYY-MM-DD, got {type(value).__name__}"
         )
     if parsed > today:
-        raise ValidationError(field, f"date {parsed.isoformat()} is in the future")
+        raise ValidationError(field, f"date {parsed.isoformat()} is in the future", rule="must not be in the future")
     return parsed.isoformat()
 
 
 def _text(field: str, value: object, max_len: int) -> str | None:
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    text = value.strip()
+    text = unicodedata.normalize("NFC", value.strip())
     if len(text) > max_len:
-        raise ValidationError(field, f"must be at most {max_len} characters, got {len(text)}")
-    if _CONTROL.search(text):
-        raise ValidationError(field, "must not contain control characters")
+        raise ValidationError(field, f"must be at most {max_len} characters, got {len(text)}",
+                              rule=f"must be at most {max_len} characters")
+    if not text.isprintable():  # C speed; only text that fails it is looked at closely
+        for i, ch in enumerate(text):
+            category = unicodedata.category(ch)
+            if category in REFUSED_CATEGORIES:
+                kind = {"Cc": "control", "Cf": "format (bidi or zero-width)", "Cs": "lone surrogate"}[category]
+                rule = f"must not contain {kind} characters (Unicode {category})"
+                raise ValidationError(field, f"{rule}; found {spelled(ch)} at position {i + 1}", rule=rule)
     # Blank optional text means "not recorded"; storing "" would be a second
     # spelling of None.
     return text or None
@@ -116,7 +136,8 @@ def _text(field: str, value: object, max_len: int) -> str | None:
 def _enum(field: str, value: object, allowed: tuple[str, ...]) -> str:
     if isinstance(value, str) and value.strip() in allowed:
         return value.strip()
-    raise ValidationError(field, f"must be one of {', '.join(allowed)}; got {value!r}")
+    raise ValidationError(field, f"must be one of {', '.join(allowed)}; got {value!r}",
+                          rule=f"must be one of {', '.join(allowed)}")
 
 
 def _name(field: str, value: object, today: date) -> str:
@@ -135,17 +156,17 @@ def _sex(field: str, value: object, today: date) -> str:
 
 def _children(field: str, value: object, today: date) -> int:
     if isinstance(value, bool):
-        raise ValidationError(field, f"must be an integer, got {value!r}")
+        raise ValidationError(field, f"must be an integer, got {value!r}", rule="must be an integer")
     if isinstance(value, str):
         if not _INT_TEXT.fullmatch(value.strip()):
-            raise ValidationError(field, f"must be an integer, got {value!r}")
+            raise ValidationError(field, f"must be an integer, got {value!r}", rule="must be an integer")
         value = int(value.strip())
     if not isinstance(value, int):
         raise ValidationError(field, f"must be an integer, got {type(value).__name__}")
     if value < 0:
-        raise ValidationError(field, f"must not be negative, got {value}")
+        raise ValidationError(field, f"must not be negative, got {value}", rule="must not be negative")
     if value > MAX_CHILDREN:
-        raise ValidationError(field, f"must be at most {MAX_CHILDREN}, got {value}")
+        raise ValidationError(field, f"must be at most {MAX_CHILDREN}, got {value}", rule=f"must be at most {MAX_CHILDREN}")
     return value
 
 
@@ -170,29 +191,40 @@ _CHECKERS: dict[str, _Checker] = {
 assert tuple(_CHECKERS) == FIELDS
 
 
-def _cross_checks(out: Mapping[str, object]) -> None:
+def _cross_checks(out: Mapping[str, object], written: Collection[str] | None = None) -> None:
+    """The rules between fields; with ``written``, only the ones a written field takes part in."""
+
+    def judged(*fields: str) -> bool:
+        return written is None or any(f in written for f in fields)
+
     id_number = out.get("id_number")
     birth = out.get("birth_date")
-    if isinstance(id_number, str):
-        # out["id_number"] is check_id_number's output, a valid canonical number, so what
-        # id_birth_date(...).isoformat() and id_sex(...) would re-check and derive is read directly.
-        if isinstance(birth, str):
+    if isinstance(id_number, str) and _ID_SHAPE.fullmatch(id_number):
+        # A checked id_number is check_id_number's canonical output (a stored one is too, unless it
+        # predates the rules, hence the shape check), so the birth date and sex it encodes are read directly.
+        if isinstance(birth, str) and judged("id_number", "birth_date"):
             encoded = f"{id_number[6:10]}-{id_number[10:12]}-{id_number[12:14]}"
             if birth != encoded:
                 raise ValidationError(
-                    "birth_date", f"{birth} does not match id_number (which encodes {encoded})"
+                    "birth_date", f"{birth} does not match id_number (which encodes {encoded})",
+                    rule="does not match the birth date id_number encodes",
                 )
         sex = out.get("sex")
-        if isinstance(sex, str):
+        if isinstance(sex, str) and judged("id_number", "sex"):
             encoded_sex = "M" if int(id_number[16]) % 2 == 1 else "F"
             if sex != encoded_sex:
-                raise ValidationError("sex", f"{sex} does not match id_number (which encodes {encoded_sex})")
+                raise ValidationError("sex", f"{sex} does not match id_number (which encodes {encoded_sex})",
+                                      rule="does not match the sex id_number encodes")
     if isinstance(birth, str):
         # ISO strings compare in date order.
         for later in ("moved_in_on", "last_service_on"):
             value = out.get(later)
-            if isinstance(value, str) and value < birth:
-                raise ValidationError(later, f"{value} is before birth_date {birth}")
+            if isinstance(value, str) and value < birth and judged("birth_date", later):
+                raise ValidationError(later, f"{value} is before birth_date {birth}",
+                                      rule="must not be before birth_date")
+
+
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 
 
 def validate_person(
@@ -203,7 +235,7 @@ def validate_person(
         raise ValidationError("fields", f"must be a mapping, got {type(fields).__name__}")
     for key in fields:
         if key not in _CHECKERS:
-            raise ValidationError(str(key), "unknown field")
+            raise ValidationError(str(key), "unknown field", named_by_input=True)
     out: dict[str, object] = {}
     for field in FIELDS:
         if field not in fields:
@@ -220,6 +252,22 @@ def validate_person(
         out[field] = normalised
     _cross_checks(out)
     return out
+
+
+def check_update(current: Mapping[str, object], written: Mapping[str, object], *, today: date) -> None:
+    """Check an update against the record it changes (``validate_person(..., partial=True)`` has
+    already checked and normalised ``written``, each field by its own rule).
+
+    Only the rules a written field takes part in are checked, against the merged record: the
+    fields the update leaves alone are never judged again, so a record holding a value that a
+    newer rule refuses (written before the rule, or by an older release) is never frozen.
+    ``today`` is accepted for the kind interface; no rule here needs it.
+    """
+    merged = {**current, **written}
+    for field in REQUIRED:
+        if field in written and merged.get(field) is None:
+            raise ValidationError(field, "required field cannot be empty")
+    _cross_checks(merged, written)
 
 
 def person_provinces(fields: Mapping[str, object]) -> frozenset[str]:
@@ -243,11 +291,11 @@ def parse_field_value(field: str, text: str) -> object:
     Only the type is converted here; ``validate_person`` does the checking.
     """
     if field not in _CHECKERS:
-        raise ValidationError(field, "unknown field")
+        raise ValidationError(field, "unknown field", named_by_input=True)
     if text.strip() == "" or text.strip().lower() == "null":
         return None
     if field == "children":
         if not _INT_TEXT.fullmatch(text.strip()):
-            raise ValidationError(field, f"must be an integer, got {text!r}")
+            raise ValidationError(field, f"must be an integer, got {text!r}", rule="must be an integer")
         return int(text.strip())
     return text

@@ -81,7 +81,8 @@ def check_province(field: str, value: object) -> str:
     if type(value) is str and value in PROVINCES:
         return value  # the common case: a known code is already stripped
     if isinstance(value, bool):
-        raise ValidationError(field, f"province code must be a 2-digit string, got {value!r}")
+        raise ValidationError(field, f"province code must be a 2-digit string, got {value!r}",
+                              rule="province code must be a 2-digit string")
     if isinstance(value, int):
         code = str(value)
     elif isinstance(value, str):
@@ -91,7 +92,7 @@ def check_province(field: str, value: object) -> str:
             field, f"province code must be a 2-digit string, got {type(value).__name__}"
         )
     if code not in PROVINCES:
-        raise ValidationError(field, f"unknown province code '{code}'")
+        raise ValidationError(field, f"unknown province code '{code}'", rule="unknown province code")
     return code
 
 

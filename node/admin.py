@@ -129,7 +129,8 @@ class AdminServicer(pb_grpc.AdminServicer):
     def Stats(self, request: pb.StatsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._operator(context)
         if request.by not in ("", "month", "province"):
-            raise ValidationError("by", f"{request.by!r} is not one of month, province")
+            raise ValidationError("by", f"{request.by!r} is not one of month, province",
+                                  rule="must be one of month, province")
         doc = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
         doc["delivery"] = delivery_delays(self.store)
         return pb.JsonReply(json=_dump(doc))

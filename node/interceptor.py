@@ -5,6 +5,10 @@ this interceptor turns each into its status (``err.status``) with the
 error's message, for unary and streaming handlers alike. Anything else is a
 bug: it is logged with its traceback and reported as INTERNAL without
 internals leaking to the peer.
+
+A refusal is logged by ``err.log_text``: the field and the rule, never the
+value (which the caller still gets back in the status details), so the log
+never carries a name, an ID number or a birth date.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ MAX_DETAILS = 1000
 
 
 def _details(exc: BaseException) -> str:
-    text = str(exc)
+    return _details_text(str(exc))
+
+
+def _details_text(text: str) -> str:
     if len(text) > MAX_DETAILS:
         text = f"{text[:MAX_DETAILS]}... ({len(text) - MAX_DETAILS} more characters)"
     return text
@@ -41,7 +48,7 @@ def _details(exc: BaseException) -> str:
 def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, SyncError):
         details = _details(exc)
-        log.info("%s refused: %s", method, details)
+        log.info("%s refused: %s", method, _details_text(exc.log_text))
         context.abort(_code(exc), details)
     if isinstance(exc, OperationalError):  # locked, disk full, server gone: nothing was written
         log.error("%s: the store is unavailable: %s", method, exc.orig)

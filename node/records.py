@@ -2,8 +2,9 @@
 
 The node validates an operator's input fully before anything is written: a
 create is checked as a whole record, an update is checked field by field and
-then as the merged record, so cross-field rules (birth date vs id number)
-hold after every write. Errors name the field and the reason.
+then by the cross-field rules its fields take part in (birth date vs id
+number), on the merged record; fields it does not write are not judged again,
+so a record holding a value a newer rule refuses can still be edited. Errors name the field and the reason.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class RecordService:
                 fields: Mapping[str, object]) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:
         """Validate what can be checked up front; the returned edit checks against the current state."""
         if op not in OPS:
-            raise ValidationError("op", f"{op!r} is not one of {', '.join(OPS)}")
+            raise ValidationError("op", f"{op!r} is not one of {', '.join(OPS)}", rule=f"must be one of {', '.join(OPS)}")
         k = get_kind(kind)
         key = record_key(kind)
         fields = {f: v for f, v in fields.items() if f != key}
@@ -121,7 +122,7 @@ class RecordService:
         try:
             uuid.UUID(record_id)
         except ValueError:
-            raise ValidationError(key, f"{record_id!r} is not a UUID") from None
+            raise ValidationError(key, f"{record_id!r} is not a UUID", rule="must be a UUID") from None
 
         def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
             if op == "create":
@@ -138,9 +139,15 @@ class RecordService:
                 if unknown:
                     raise ValidationError(sorted(unknown)[0], "is not in conflict; use update")
             if op != "delete":
-                merged = {**current.values(), **clean}
-                # Fields a newer release wrote are kept and passed on, not judged by our rules.
-                k.validate({f: v for f, v in merged.items() if v is not None and f in k.fields}, today=today)
+                # Judged on what it writes: each written field was checked above; here the rules
+                # those fields take part in, on the merged record. A field left alone is not judged
+                # again (a value stored before a newer rule must not freeze the record), and fields
+                # a newer release wrote are kept and passed on, not judged by our rules.
+                current_values = {f: v for f, v in current.values().items() if v is not None and f in k.fields}
+                if k.check_update is not None:
+                    k.check_update(current_values, clean, today=today)
+                else:
+                    k.validate({**current_values, **clean}, today=today)
             self._check_involved(k, current, clean)
             return op, clean
 

@@ -16,15 +16,29 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from certs.keyring import Keyring
+from core.printable import escape
 from cli.config import TLSPaths
 from node.interceptor import ErrorInterceptor
 from node.transport import SERVER_OPTIONS, server_credentials
 from yipanqi.v1 import admin_pb2, federation_pb2
 
 
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: control and format characters in a message (a peer's text quoted in
+    an error, say) are escaped (``core.printable``), so nothing can forge a line or act on the
+    terminal of whoever reads the log. A traceback that follows keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(identity: str, level: str) -> None:
-    fmt = f"%(asctime)s %(levelname)s {identity} %(name)s: %(message)s"
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt, force=True)
+    """Log lines on stderr, each with our identity. They never carry a name, an ID number or a birth
+    date: refusals are logged by field and rule (``SyncError.log_text``), never with the value."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(f"%(asctime)s %(levelname)s {identity} %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def keyring_for(tls: TLSPaths, own_signing_cert_der: bytes | None = None) -> Keyring:

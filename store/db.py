@@ -4,6 +4,11 @@ SQLite (the default) gets WAL and synchronous=FULL so that a commit survives a
 SIGKILL or power cut, and a busy timeout so a second reader (an operator's
 backup, say) never fails a write outright. Every store is brought to the
 latest schema by Alembic before use, so upgrading a node keeps its data.
+
+A SQLite store holds personal data: its file is created (or tightened to) 0600 before SQLite
+opens it, so the ``-wal`` and ``-shm`` files SQLite makes beside it get 0600 too, and a missing
+directory is created 0700 (``store.files``). Errors never quote statement parameters
+(``hide_parameters``): a traceback in a log must not carry a record's values.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
 
+from store.files import create_private, make_private, private_dir
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0003"
 
@@ -23,11 +30,15 @@ def open_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         parsed = make_url(url)
         path = parsed.database or ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_dir(Path(path).parent)
+            create_private(path, truncate=False)
+            for suffix in ("-wal", "-shm", "-journal"):  # left by an older release, maybe 0644
+                make_private(path + suffix)
         # The busy timeout (seconds): 30 unless the URL says otherwise (sqlite:///node.db?timeout=5).
         timeout = float(parsed.query.get("timeout", 30))
-        engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False},
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -38,7 +49,7 @@ def open_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4, hide_parameters=True)
 
 
 def _mark(conn) -> str:  # type: ignore[no-untyped-def]

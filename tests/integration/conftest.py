@@ -247,9 +247,11 @@ class Fed:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def yipanqi(*args: object, cwd: Path = ROOT, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI as an operator would (no terminal size, no stdin); the finished process."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+def yipanqi(*args: object, cwd: Path = ROOT, timeout: float = 180,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as an operator would (no terminal size, no stdin); the finished process.
+    ``env``: variables to add (e.g. COLUMNS, for a table wide enough to show whole values)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -272,6 +274,10 @@ class RawPush:
     def exchange(self, request: fpb.PushRequest) -> fpb.PushResponse:
         self._requests.put(request)
         return next(self._responses)
+
+    def send(self, request: fpb.PushRequest) -> None:
+        """Send a message that gets no answer (a report)."""
+        self._requests.put(request)
 
     def close(self) -> None:
         self._requests.put(None)

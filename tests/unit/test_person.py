@@ -292,3 +292,68 @@ def test_random_updates_pass_or_name_a_field(update: dict[str, object]) -> None:
         assert str(error).startswith(f"{error.field}: ")
     else:
         assert set(out) == set(update)
+
+
+# -- text hygiene at write time, updates judged on what they write, value-free rules -----------
+
+TEXT_FIELDS = ("name", "residence_city", "contraception", "marriage_cert_no")
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+@pytest.mark.parametrize(("bad", "category"), [
+    ("\x1b[2J", "Cc"), ("\u009b31m", "Cc"), ("\x7f", "Cc"), ("\x1b]0;t\x07", "Cc"),
+    ("\u202e", "Cf"), ("\u200b", "Cf"), ("\ufeff", "Cf"), ("\u2066", "Cf"), ("\ud800", "Cs"),
+])  # fmt: skip
+def test_control_and_format_characters_are_refused(field: str, bad: str, category: str) -> None:
+    for fields, partial in ((base(**{field: f"张{bad}伟"}), False), ({field: f"张{bad}伟"}, True)):
+        with pytest.raises(ValidationError) as info:
+            validate_person(fields, today=TODAY, partial=partial)
+        err = info.value
+        assert err.field == field
+        assert f"(Unicode {category})" in str(err) and "at position 2" in str(err)
+        assert "张" not in err.log_text and bad not in err.log_text
+        assert err.log_text == f"{field}: {err.rule}"
+
+
+def test_text_is_nfc_normalised() -> None:
+    out = validate_person(base(name="Jose\u0301", residence_city="\u1100\u1161"), today=TODAY)
+    assert out["name"] == "José" and out["residence_city"] == "\uac00"
+    # Brackets, ideographic spaces and private-use characters (rare name characters) are data.
+    out = validate_person(base(name="[/]\u3000\ue000[link=http://x]"), today=TODAY)
+    assert out["name"] == "[/]\u3000\ue000[link=http://x]"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("birth_date", "2030-01-01"), ("birth_date", "1990/03/15"), ("sex", "张伟"), ("children", "张伟"),
+     ("marital_status", "张伟"), ("household_province", "张伟"), ("id_number", ID[:6] + "19901345" + ID[14:]),
+     ("id_number", ID[:-1] + ("0" if ID[-1] != "0" else "1")), ("moved_in_on", "1989-01-01"),
+     ("birth_date", "1990-03-16"), ("hukou张伟", "x")],
+)
+def test_log_text_names_the_field_and_rule_never_the_value(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_person(base(**{field: value}), today=TODAY)
+    err = info.value
+    assert str(value) not in err.log_text and "张" not in err.log_text
+    assert ID not in err.log_text and "1990" not in err.log_text and ID[6:14] not in err.log_text
+    assert err.log_text.endswith(err.rule)
+
+
+def test_an_update_is_judged_only_on_the_fields_it_writes() -> None:
+    from core.person import check_update
+
+    legacy = {**base(), "name": "张\x1b[2J伟", "contraception": "\u202e", "children": {"nested": [[1]]}}
+    # Each written field by its own rule; the legacy values it leaves alone are not judged again.
+    update = validate_person({"residence_city": "深圳市"}, today=TODAY, partial=True)
+    check_update(legacy, update, today=TODAY)
+    # The cross-field rules a written field takes part in still hold, against the merged record.
+    with pytest.raises(ValidationError, match="^birth_date: 1990-03-16 does not match"):
+        check_update(legacy, validate_person({"birth_date": "1990-03-16"}, today=TODAY, partial=True), today=TODAY)
+    with pytest.raises(ValidationError, match="^sex: F does not match"):
+        check_update(legacy, {"sex": "F"}, today=TODAY)
+    with pytest.raises(ValidationError, match="^moved_in_on: 1989-01-01 is before birth_date"):
+        check_update(legacy, {"moved_in_on": "1989-01-01"}, today=TODAY)
+    # A rule between two fields the update leaves alone is not judged (a legacy mismatch stays editable).
+    check_update({**legacy, "sex": "F"}, {"residence_city": "深圳市"}, today=TODAY)
+    # A legacy id_number of a shape no rule accepts does not crash the cross-field rules.
+    check_update({**legacy, "id_number": "x"}, {"birth_date": "1990-03-16"}, today=TODAY)
