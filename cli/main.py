@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.bulk import stats
+from cli.enrol import enrol, sign
 from cli.federation import federation
 from cli.person import person
 from cli.run import hub, node
@@ -19,6 +20,8 @@ def main() -> None:
 
 for command in (federation, node, hub, person, status, quarantine, conflicts, stats):
     main.add_command(command)
+main.add_command(enrol)
+federation.add_command(sign)
 
 
 def _lazy_demo() -> None:
