@@ -248,6 +248,23 @@ def init(directory: Path, provinces: str | None, base_port: int, address: tuple[
     click.echo(f"created a federation of {len(codes)} nodes and {hubs} hubs in {directory}")
 
 
+@federation.command("ca")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def ca_command(directory: Path) -> None:
+    """Create the federation CA only (DIRECTORY/ca), for enrolment: processes make their own
+    keys with `yipanqi enrol` and `yipanqi federation sign` certifies them."""
+    from certs.enrolment import ca_fingerprint
+
+    if (directory / "ca" / "ca.key").exists():
+        raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
+    ca = create_ca(directory / "ca")
+    (directory / "revoked.txt").write_text(
+        "# revoked certificate serials and signing key ids, one per line (yipanqi federation revoke)\n")
+    save_registry(directory, {"hubs": {}, "nodes": {}})
+    click.echo(f"created the federation CA in {directory / 'ca'} (keep ca.key offline); "
+               f"fingerprint (SHA-256) {ca_fingerprint(ca.cert_pem)}")
+
+
 @federation.command("issue")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("identity")
