@@ -181,7 +181,8 @@ class Link(threading.Thread):
         # Connected once the hub has answered our hello, not when TLS is up: a hub that refuses
         # every stream (a revoked certificate, say) must not show as connected, nor reset down_since.
         self.state.hub, self.state.up_since_ms, self.state.down_since_ms = hub.name, now_ms(), None
-        self.state.last_error = None
+        if not self.state.fallback:  # on a fallback, last_error keeps saying why the home hub was left
+            self.state.last_error = None
         log.info("connected to hub-%s%s", hub.name, " (fallback)" if self.state.fallback else "")
 
     def _down(self, hub: HubAddress, why: str) -> None:
