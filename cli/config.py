@@ -167,9 +167,10 @@ class _Reader:
         own, sections = known_keys(cls)
         own_shown = {k: f"[{own_section}].{k}" for k in own}
         all_shown = {**own_shown, **{s: f"[{s}]" for s in sections}}
-        for s, kind in sections.items():
+        for s, kind in sections.items():  # a name in two sections is shown in the first ([tls] before [operator])
             if kind is not _FREE:
-                all_shown.update({k: f"[{s}].{k}" for k in _fields(kind)})
+                for k in _fields(kind):
+                    all_shown.setdefault(k, f"[{s}].{k}")
         for name, value in self.data.items():
             if name == own_section:
                 known, table = own, value
