@@ -83,8 +83,8 @@ def starting(identity: str) -> Iterator[None]:
         detail = str(getattr(err, "orig", None) or err).splitlines()[0]
         raise StartupError(f"{identity}: cannot open its store: {detail}") from None
     except OSError as err:
-        where = f" {err.filename}" if err.filename else ""
-        raise StartupError(f"{identity}: cannot start:{where} {err.strerror or err}") from None
+        where = f": {err.filename}" if err.filename else ""
+        raise StartupError(f"{identity}: cannot start: {(err.strerror or str(err)).lower()}{where}") from None
 
 
 def setup_logging(identity: str, level: str) -> None:

@@ -108,16 +108,17 @@ def test_an_address_that_is_not_this_machines(national: tuple[Fed, Path, dict]) 
     assert _one_line(_run(path)).startswith("Error: hub-national: cannot listen on no-such-host.invalid:7000: unknown host")
 
 
-def test_a_store_that_cannot_be_opened(national: tuple[Fed, Path, dict], tmp_path: Path) -> None:
+def test_a_state_dir_that_cannot_be_made(national: tuple[Fed, Path, dict], tmp_path: Path) -> None:
     _, config, _ = national
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
-    missing = tmp_path / "no" / "such" / "dir"
+    (tmp_path / "a-file").write_text("")
+    state = tmp_path / "a-file" / "state"
     path = _variant(config, lambda d: (d["hub"].__setitem__("listen", f"127.0.0.1:{port}"), d["hub"].pop("metrics_port"),
-                                       d["hub"].__setitem__("state_dir", str(missing))))
+                                       d["hub"].__setitem__("state_dir", str(state))))
     r = _run(path)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines()[-1] == "Error: hub-national: cannot open its store: unable to open database file"
+    assert r.stderr.strip().splitlines()[-1] == f"Error: hub-national: cannot start: not a directory: {state}"
 
 
 def test_an_unknown_config_key_stops_the_start(national: tuple[Fed, Path, dict]) -> None:
