@@ -118,3 +118,33 @@ def test_enrol_refuses_certificates_for_another_identity(tmp_path: Path) -> None
     r = cli.invoke(main, ["enrol", "hub", "national", str(d), "--certificates", str(certs)])
     assert r.exit_code == 0, r.output
     assert 'listen = "127.0.1.1:7000"' in (d / "hub.toml").read_text()
+
+
+def test_init_and_issue_take_addresses(tmp_path: Path) -> None:
+    import tomllib
+
+    cli = CliRunner()
+    fed = tmp_path / "fed"
+    r = cli.invoke(main, ["federation", "init", str(fed), "--provinces", "11", "--address", "bohai=127.0.1.2:7001",
+                          "--address", "11=[::1]:7111"])
+    assert r.exit_code == 0, r.output
+    bohai = tomllib.loads((fed / "hubs" / "bohai" / "hub.toml").read_text())
+    node = tomllib.loads((fed / "nodes" / "11" / "node.toml").read_text())
+    assert bohai["hub"]["listen"] == "127.0.1.2:7001" and node["node"]["listen"] == "[::1]:7111"
+    assert node["hubs"][0] == {"name": "bohai", "address": "127.0.1.2:7001"}
+    assert _sans((fed / "hubs" / "bohai" / "tls.crt").read_bytes()) == ["127.0.1.2", "hub-bohai", "yipanqi:hub-bohai"]
+    assert _sans((fed / "nodes" / "11" / "tls.crt").read_bytes())[0] == "::1"
+    # Without --address: the one-machine default.
+    assert _sans((fed / "hubs" / "national" / "tls.crt").read_bytes())[:2] == ["localhost", "127.0.0.1"]
+
+    r = cli.invoke(main, ["federation", "issue", str(fed), "hub-bohai", "--address", "bohai=bohai.gov.example:7001"])
+    assert r.exit_code == 0, r.output
+    assert _sans((fed / "hubs" / "bohai" / "tls.crt").read_bytes())[0] == "bohai.gov.example"
+    node = tomllib.loads((fed / "nodes" / "11" / "node.toml").read_text())
+    assert node["hubs"][0]["address"] == "bohai.gov.example:7001"
+    assert tomllib.loads((fed / "hubs" / "bohai" / "hub.toml").read_text())["hub"]["listen"] == "bohai.gov.example:7001"
+
+    r = cli.invoke(main, ["federation", "issue", str(fed), "hub-bohai", "--address", "11=127.0.1.3:1"])
+    assert r.exit_code != 0 and "give the address of hub-bohai only" in r.output
+    r = cli.invoke(main, ["federation", "init", str(tmp_path / "f2"), "--address", "bohai=::1:7"])
+    assert r.exit_code != 0 and "write an IPv6 address in brackets" in r.output
