@@ -102,6 +102,16 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def write_public(path: Path, data: bytes) -> None:
+    """Write a certificate (or another file with no secret) atomically, mode 0644."""
+    _write_file(path, data, CERT_MODE)
+
+
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
+    """Write a private key (PKCS#8 PEM) atomically, mode 0600 from the start."""
+    _write_file(path, _key_pem(key), KEY_MODE)
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from certs.ca import CA, KEY_MODE, _key_pem, _write_file, signing_certificate, tls_certificate
+from certs.ca import CA, signing_certificate, tls_certificate, write_private_key
 from core.errors import ValidationError
 from core.identity import Identity
 
@@ -84,7 +84,7 @@ def new_keys(identity: str, dir: Path) -> dict[str, bytes]:
         else:
             key = ed25519.Ed25519PrivateKey.generate()
             csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, None)
-        _write_file(dir / f"{kind}.key", _key_pem(key), KEY_MODE)
+        write_private_key(dir / f"{kind}.key", key)
         out[kind] = csr.public_bytes(serialization.Encoding.PEM)
     return out
 

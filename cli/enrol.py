@@ -34,7 +34,7 @@ from typing import Any
 import click
 import tomli_w
 
-from certs.ca import CERT_MODE, _write_file
+from certs.ca import write_public
 from cli.federation import HUB_ORDER, home_hubs, hub_config, load_registry, node_config, save_registry
 from core.errors import ValidationError
 from core.provinces import DEFAULT_REGIONS, PROVINCES
@@ -65,7 +65,7 @@ def _request(identity: str, directory: Path, address: str | None, operator: str 
     if operator is not None:
         doc["operator"] = {"identity": operator, "tls_csr": new_keys(operator, directory / "operator")["tls"].decode()}
     path = directory / "request.json"
-    _write_file(path, (json.dumps(doc, indent=2) + "\n").encode(), CERT_MODE)
+    write_public(path, (json.dumps(doc, indent=2) + "\n").encode())
     return path
 
 
@@ -81,31 +81,40 @@ def _read_certificates(file: Path, identity: str) -> dict[str, Any]:
     return doc
 
 
+def _operator_asked(directory: Path) -> str:
+    """The operator identity our own request asked a certificate for."""
+    try:
+        return str(json.loads((directory / "request.json").read_text())["operator"]["identity"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise click.ClickException(f"{directory}: request.json does not name the operator it asked for") from None
+
+
 def _install(file: Path, doc: dict[str, Any], directory: Path) -> dict[str, Any]:
     """Check every certificate against the CA and our keys, then write them; returns the federation part."""
     from certs.enrolment import ca_fingerprint, check_certificate
 
     fed = doc.get("federation") or {}
     ca_pem = str(fed.get("ca_crt") or "").encode()
-    parts = [("tls_crt", doc.get("tls_crt"), directory, doc["identity"])]
+    # (field in the file, its PEM, the directory of its key, whose it must be, file stem)
+    parts = [("tls_crt", doc.get("tls_crt"), directory, doc["identity"], "tls")]
     if doc.get("sign_crt") is not None or (directory / "sign.key").exists():
-        parts.append(("sign_crt", doc.get("sign_crt"), directory, doc["identity"]))
+        parts.append(("sign_crt", doc.get("sign_crt"), directory, doc["identity"], "sign"))
     if (directory / "operator" / "tls.key").exists():
         op = doc.get("operator") or {}
-        parts.append(("operator.tls_crt", op.get("tls_crt"), directory / "operator", op.get("identity", "")))
-    for field, pem, where, who in parts:
-        key = where / f"{field.rsplit('.', 1)[-1].split('_')[0]}.key"
+        parts.append(("operator.tls_crt", op.get("tls_crt"), directory / "operator", _operator_asked(directory),
+                      "tls"))
+    for field, pem, where, who, stem in parts:
         if not isinstance(pem, str):
             raise click.ClickException(f"{file}: {field}: missing")
         try:
-            check_certificate(ca_pem, pem.encode(), key, who, field)
+            check_certificate(ca_pem, pem.encode(), where / f"{stem}.key", who, field)
         except ValidationError as err:
             raise _fail(str(file), err) from None
-    for field, pem, where, _ in parts:
-        _write_file(where / f"{field.rsplit('.', 1)[-1].split('_')[0]}.crt", pem.encode(), CERT_MODE)
-        _write_file(where / "ca.crt", ca_pem, CERT_MODE)
+    for _, pem, where, _, stem in parts:
+        write_public(where / f"{stem}.crt", pem.encode())
+        write_public(where / "ca.crt", ca_pem)
     revoked = str(fed.get("revoked") or "# revoked certificate serials and signing key ids, one per line\n")
-    _write_file(directory / "revoked.txt", revoked.encode(), CERT_MODE)
+    write_public(directory / "revoked.txt", revoked.encode())
     click.echo(f"federation CA fingerprint (SHA-256): {ca_fingerprint(ca_pem)}; "
                "check it against the one the national admins publish")
     return fed
@@ -323,5 +332,5 @@ def sign(directory: Path, requests: tuple[Path, ...], out: Path | None, days: in
     for result, path in issued:
         target = (out or path.parent) / f"{result['identity']}.certificates.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_file(target, (json.dumps(result, indent=2) + "\n").encode(), CERT_MODE)
+        write_public(target, (json.dumps(result, indent=2) + "\n").encode())
         click.echo(f"signed {result['identity']}{' at ' + result['address'] if result['address'] else ''}: {target}")

@@ -161,13 +161,15 @@ def _s_client(etc: Path, address: str, *verify: str) -> subprocess.CompletedProc
 def test_openssl_verifies_the_hosts_names(enrolled: tuple[Fed, dict[str, Path], Path]) -> None:
     fed, etc, _ = enrolled
     national = tomllib.loads((etc["national"] / "hub.toml").read_text())["hub"]["listen"]
+    # (The exit status says nothing here: the server drops a client that speaks no HTTP/2.)
     ok = _s_client(etc["national"], national, "-verify_hostname", "localhost")
-    assert ok.returncode == 0 and "Verification: OK" in ok.stderr, ok.stderr
+    assert "Verification: OK" in ok.stderr and "Verified peername: localhost" in ok.stderr, ok.stderr
     bohai = tomllib.loads((etc["bohai"] / "hub.toml").read_text())["hub"]["listen"]
     ok = _s_client(etc["bohai"], bohai, "-verify_ip", "127.0.1.2")
-    assert ok.returncode == 0 and "Verification: OK" in ok.stderr, ok.stderr
+    assert "Verification: OK" in ok.stderr and "Peer certificate: CN = hub-bohai" in ok.stderr, ok.stderr
     wrong = _s_client(etc["national"], national, "-verify_hostname", "hub-elsewhere.example")
     assert wrong.returncode != 0 and "hostname mismatch" in wrong.stderr, wrong.stderr
+    assert "Verification: OK" not in wrong.stderr
 
 
 def test_dialling_an_address_the_certificate_does_not_name_is_refused(
