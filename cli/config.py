@@ -223,10 +223,13 @@ class _Reader:
         return path
 
     def address(self, table: dict[str, Any], section: str, key: str) -> str:
+        from certs.enrolment import split_address
+
         value = self.string(table, section, key)
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self.fail(self.key(section, key), f"{value!r} is not host:port")
+        try:
+            split_address(value)
+        except ValidationError as err:
+            raise self.fail(self.key(section, key), err.reason) from None
         return value
 
     def state_dir(self, table: dict[str, Any], section: str) -> Path | None:
