@@ -116,3 +116,13 @@ def test_no_postgresql_password_in_a_config(fed: dict[str, Path]) -> None:
     path = _variant(fed["province-11"],
                     lambda d: d["node"].__setitem__("database", "postgresql+psycopg://yipanqi@db.example/yipanqi"))
     assert load_node(path).database == "postgresql+psycopg://yipanqi@db.example/yipanqi"
+
+
+@pytest.mark.parametrize("listen,ok", [("[::1]:7000", True), ("node44.example:7144", True), ("::1:7000", False),
+                                       ("bad host:7000", False)])
+def test_listen_addresses(fed: dict[str, Path], listen: str, ok: bool) -> None:
+    path = _variant(fed["province-11"], lambda d: d["node"].__setitem__("listen", listen))
+    if ok:
+        assert load_node(path).listen == listen
+    else:
+        assert _message(load_node, path).startswith(f"{path}: [node].listen: ")
