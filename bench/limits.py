@@ -186,8 +186,7 @@ def grpc_rates(workdir: Path, seconds: float) -> dict[str, float]:
         [(skey, scrt)], root_certificates=ca, require_client_auth=True))
     server.start()
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=ckey, certificate_chain=ccrt)
-    channel = grpc.secure_channel(f"127.0.0.1:{port}", creds,
-                                  options=options + [("grpc.ssl_target_name_override", "hub-national")])
+    channel = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options)
     call_stream = channel.stream_stream("/bench.Echo/Stream", request_serializer=fpb.Batch.SerializeToString,
                                         response_deserializer=fpb.Ack.FromString)
 

@@ -4,10 +4,9 @@ How this works: one offline ECDSA P-256 CA ("yipanqi federation CA") signs
 two kinds of leaf certificate per identity (see ``core.identity``):
 
 * ``tls.crt``/``tls.key``   ECDSA P-256, EKU serverAuth+clientAuth, for gRPC
-                            mTLS. SANs: the given hosts, DNS ``<identity>``
-                            (so a client can pin it with
-                            ``grpc.ssl_target_name_override``) and URI
-                            ``yipanqi:<identity>``.
+                            mTLS. SANs: the hosts the process is dialled at
+                            (DNS or IP; clients verify them the standard way),
+                            DNS ``<identity>`` and URI ``yipanqi:<identity>``.
 * ``sign.crt``/``sign.key`` Ed25519, keyUsage digitalSignature only, for
                             signing record-change batches. Its DER is what
                             ``fingerprint_key_id`` names and what
@@ -15,6 +14,9 @@ two kinds of leaf certificate per identity (see ``core.identity``):
 
 Operators get only TLS credentials: they administer, they do not author
 records. Every directory also gets a copy of ``ca.crt``.
+
+``certs.enrolment`` issues the same certificates for keys that never leave
+their own machine (certificate signing requests).
 
 Private keys are written 0600 via ``os.open(..., 0o600)`` on a fresh temp file
 then renamed into place, so they are never world-readable, not even between
@@ -111,6 +113,14 @@ def _private_dir(path: Path) -> Path:
         except FileExistsError:
             pass
     return path
+def write_public(path: Path, data: bytes) -> None:
+    """Write a certificate (or another file with no secret) atomically, mode 0644."""
+    _write_file(path, data, CERT_MODE)
+
+
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
+    """Write a private key (PKCS#8 PEM) atomically, mode 0600 from the start."""
+    _write_file(path, _key_pem(key), KEY_MODE)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -247,6 +257,32 @@ def _host_names(hosts: Sequence[str], identity: Identity) -> list[x509.GeneralNa
     return names
 
 
+def tls_certificate(ca: CA, ident: Identity, public_key: ec.EllipticCurvePublicKey, hosts: Sequence[str],
+                    days: int, now: dt.datetime) -> x509.Certificate:
+    """The TLS certificate of ``ident`` for ``public_key``, naming ``hosts`` (DNS or IP)."""
+    return (
+        _leaf_builder(ca, ident, public_key, _host_names(hosts, ident), days, now)
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+def signing_certificate(ca: CA, ident: Identity, public_key: ed25519.Ed25519PublicKey, days: int,
+                        now: dt.datetime) -> x509.Certificate:
+    """The change-signing certificate of ``ident`` for ``public_key``."""
+    return (
+        _leaf_builder(ca, ident, public_key, [x509.UniformResourceIdentifier(ident.uri)], days, now)
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
 def issue_identity(
     ca: CA,
     identity: str,
@@ -273,19 +309,7 @@ def issue_identity(
     out_dir = _private_dir(Path(out_dir))
 
     tls_key = ec.generate_private_key(ec.SECP256R1())
-    tls_cert = (
-        _leaf_builder(
-            ca, ident, tls_key.public_key(), _host_names(hosts, ident), days, now
-        )
-        .add_extension(_key_usage(digital_signature=True), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
+    tls_cert = tls_certificate(ca, ident, tls_key.public_key(), hosts, days, now)
     paths = IssuedPaths(
         dir=out_dir,
         ca_cert=out_dir / "ca.crt",
@@ -301,18 +325,7 @@ def issue_identity(
     if signing:
         assert paths.sign_key is not None and paths.sign_cert is not None
         sign_key = ed25519.Ed25519PrivateKey.generate()
-        sign_cert = (
-            _leaf_builder(
-                ca,
-                ident,
-                sign_key.public_key(),
-                [x509.UniformResourceIdentifier(ident.uri)],
-                days,
-                now,
-            )
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .sign(ca.key, hashes.SHA256())
-        )
+        sign_cert = signing_certificate(ca, ident, sign_key.public_key(), days, now)
         _write_file(paths.sign_key, _key_pem(sign_key), KEY_MODE)
         _write_file(paths.sign_cert, _cert_pem(sign_cert), CERT_MODE)
     return paths

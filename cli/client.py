@@ -59,9 +59,29 @@ class AdminClient:
         return self.json("Status", pb.Empty())
 
 
+def _tls_refusal(cfg: NodeConfig | HubConfig) -> str | None:
+    """Why TLS with the process failed, if a handshake of our own shows it was TLS (a certificate
+    that does not name the host we dial, or another member's); None if it is just not reachable."""
+    import ssl
+
+    from node.transport import describe_failure, server_certificate
+
+    assert cfg.operator is not None
+    try:
+        server_certificate(cfg.listen, cfg.identity, cfg.operator.ca, cfg.operator.cert, cfg.operator.key)
+    except ssl.SSLError as tls_err:
+        return describe_failure(cfg.listen, tls_err)
+    except OSError:
+        return None
+    return None
+
+
 def _explain(err: grpc.RpcError, cfg: NodeConfig | HubConfig) -> click.ClickException:
     """The server's error for the operator; its details may quote data back, so they are escaped (Failure)."""
     code = err.code()
     if code == grpc.StatusCode.UNAVAILABLE:
+        why = _tls_refusal(cfg)
+        if why is not None:
+            return Failure(f"{cfg.identity}: refused, {why}")
         return Failure(f"{cfg.identity} at {cfg.listen} is not reachable ({err.details()}); is it running?")
     return Failure(f"{code.name.lower().replace('_', ' ')}: {err.details()}")

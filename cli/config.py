@@ -1,13 +1,26 @@
 """Node and hub configuration: validated dataclasses, loaded only here at the edge.
 
-A config file is TOML. Relative paths are relative to the file. Every error
-names the key and the problem (``[tls].cert: file not found: ...``); secrets
-(key file contents) are never read here, only their paths checked.
+A config file is TOML. Paths to configuration (certificates, keys, the
+revocation list) are absolute or relative to the config file's directory; the
+store (a SQLite ``database`` path) is absolute or relative to ``state_dir``, which
+is itself absolute or relative to the config file and defaults to its directory.
+So a config in a read-only ``/etc/yipanqi/node`` keeps its store in a writable
+``state_dir = "/var/lib/yipanqi/node"``. Every error names the key and the
+problem (``[tls].cert: file not found: ...``); secrets (key file contents) are
+never read here, only their paths checked.
+
+Configs are strict: a key or section the dataclasses below do not have is an
+error naming it, with the nearest known name (``known_keys`` derives them from
+the dataclass fields: a field holding a dataclass, or a tuple or dict of them, is
+a section; any other field is a key of the process's own section).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +75,7 @@ class NodeConfig:
     operator: TLSPaths | None = None
     log_level: str = "info"
     metrics_port: int | None = None
+    state_dir: Path | None = None  # where the store lives; None: the config file's directory
 
     @property
     def identity(self) -> str:
@@ -81,6 +95,7 @@ class HubConfig:
     operator: TLSPaths | None = None
     log_level: str = "info"
     metrics_port: int | None = None
+    state_dir: Path | None = None  # where the store lives; None: the config file's directory
 
     @property
     def identity(self) -> str:
@@ -89,6 +104,51 @@ class HubConfig:
     @property
     def national(self) -> bool:
         return self.name == "national"
+
+
+# Fields that are not keys in the file: where it was read from.
+_NOT_KEYS = {"path"}
+# Sections whose keys are names chosen by the federation (region names), not fixed keys.
+_FREE = object()
+
+
+def _section_type(hint: Any) -> Any:
+    """The dataclass a field's type holds (``X``, ``X | None``, ``tuple[X, ...]``), _FREE for a
+    dict, None for a plain value."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        return _FREE
+    for arg in typing.get_args(hint):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def known_keys(cls: type) -> tuple[set[str], dict[str, Any]]:
+    """(keys of the process's own section, {section: the dataclass its keys come from, or _FREE})."""
+    own: set[str] = set()
+    sections: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in _NOT_KEYS:
+            continue
+        kind = _section_type(typing.get_type_hints(cls)[f.name])
+        if kind is None:
+            own.add(f.name)
+        else:
+            sections[f.name] = kind
+    return own, sections
+
+
+def _fields(cls: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
+
+
+def _suggest(name: str, known: list[str], shown: dict[str, str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {shown[close[0]]}?" if close else ""
 
 
 class _Reader:
@@ -101,6 +161,36 @@ class _Reader:
             raise ConfigError(path, "file", "not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(path, "file", f"not valid TOML ({exc})") from None
+
+    def strict(self, cls: type, own_section: str) -> None:
+        """Refuse any section or key the config dataclass ``cls`` does not know."""
+        own, sections = known_keys(cls)
+        own_shown = {k: f"[{own_section}].{k}" for k in own}
+        all_shown = {**own_shown, **{s: f"[{s}]" for s in sections}}
+        for s, kind in sections.items():  # a name in two sections is shown in the first ([tls] before [operator])
+            if kind is not _FREE:
+                for k in _fields(kind):
+                    all_shown.setdefault(k, f"[{s}].{k}")
+        for name, value in self.data.items():
+            if name == own_section:
+                known, table = own, value
+            elif name in sections:
+                kind = sections[name]
+                if kind is _FREE:
+                    continue
+                known, table = _fields(kind), value
+            else:
+                raise self.fail(f"[{name}]", "unknown section" + _suggest(name, [own_section, *sections], all_shown
+                                                                          | {own_section: f"[{own_section}]"}))
+            for i, t in enumerate(table if isinstance(table, list) else [table]):
+                if not isinstance(t, dict):
+                    continue  # the section's own reader says what it must be
+                where = f"[[{name}]][{i}]" if isinstance(table, list) else f"[{name}]"
+                for key in t:
+                    if key not in known:
+                        near = {k: f"{where}.{k}" for k in known}
+                        hint = _suggest(key, sorted(known), near) or _suggest(key, sorted(all_shown), all_shown)
+                        raise self.fail(f"{where}.{key}", "unknown key" + hint)
 
     def fail(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.path, key, reason)
@@ -133,17 +223,29 @@ class _Reader:
         return path
 
     def address(self, table: dict[str, Any], section: str, key: str) -> str:
+        from certs.enrolment import split_address
+
         value = self.string(table, section, key)
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self.fail(self.key(section, key), f"{value!r} is not host:port")
+        try:
+            split_address(value)
+        except ValidationError as err:
+            raise self.fail(self.key(section, key), err.reason) from None
         return value
+
+    def state_dir(self, table: dict[str, Any], section: str) -> Path | None:
+        if "state_dir" not in table:
+            return None
+        return (self.base / self.string(table, section, "state_dir")).resolve()
 
     def database(self, table: dict[str, Any], section: str) -> str:
         value = self.string(table, section, "database")
         if "://" in value:
+            if "postgres" in value.split("://")[0] and _has_password(value):
+                raise self.fail(self.key(section, "database"),
+                                "holds a password: keep it out of the config (a ~/.pgpass file, PGPASSFILE or "
+                                "PGPASSWORD in the service's environment; see docs/operations.md)")
             return value
-        return f"sqlite:///{(self.base / value).resolve()}"
+        return f"sqlite:///{((self.state_dir(table, section) or self.base) / value).resolve()}"
 
     def tls(self, section: str, *, required: bool = True) -> TLSPaths | None:
         t = self.table(section, required=required)
@@ -173,9 +275,21 @@ class _Reader:
         return HubAddress(name, self.address(t, key, "address"))
 
 
+def _has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return bool(parsed.password) or "password" in parsed.query
+
+
 def load_node(path: str | Path) -> NodeConfig:
     r = _Reader(Path(path).resolve())
     n = r.table("node")
+    r.strict(NodeConfig, "node")
     assert n is not None
     province = r.string(n, "node", "province")
     if province not in PROVINCES:
@@ -199,6 +313,7 @@ def load_node(path: str | Path) -> NodeConfig:
         operator=r.tls("operator", required=False),
         log_level=level,
         metrics_port=port,
+        state_dir=r.state_dir(n, "node"),
     )
 
 
@@ -217,6 +332,7 @@ def _province_lists(r: _Reader, name: str, default: dict[str, tuple[str, ...]]) 
 def load_hub(path: str | Path) -> HubConfig:
     r = _Reader(Path(path).resolve())
     h = r.table("hub")
+    r.strict(HubConfig, "hub")
     assert h is not None
     name = r.string(h, "hub", "name")
     try:
@@ -244,6 +360,7 @@ def load_hub(path: str | Path) -> HubConfig:
         operator=r.tls("operator", required=False),
         log_level=level,
         metrics_port=port,
+        state_dir=r.state_dir(h, "hub"),
     )
 
 

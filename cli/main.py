@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.bulk import stats
+from cli.enrol import enrol, sign
 from cli.federation import federation
 from cli.output import SafeGroup
 from cli.person import person
@@ -20,6 +21,8 @@ def main() -> None:
 
 for command in (federation, node, hub, person, status, quarantine, conflicts, stats):
     main.add_command(command)
+main.add_command(enrol)
+federation.add_command(sign)
 
 
 def _lazy_demo() -> None:

@@ -20,13 +20,19 @@ def node_run(config: str, log_level: str | None) -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
     from dataclasses import replace
 
+    from node.serve import StartupError, check_addresses, starting
     from node.server import run_node
 
     try:
         cfg = load_node(config)
     except ConfigError as err:
         raise Failure(str(err)) from None
-    run_node(replace(cfg, log_level=log_level or cfg.log_level))
+    try:
+        with starting(cfg.identity):
+            check_addresses(cfg.listen, cfg.metrics_port)
+            run_node(replace(cfg, log_level=log_level or cfg.log_level))
+    except StartupError as err:
+        raise Failure(str(err)) from None
 
 
 @click.group("hub")
@@ -42,12 +48,18 @@ def hub_run(config: str, log_level: str | None) -> None:
     from dataclasses import replace
 
     from hub.server import run_hub
+    from node.serve import StartupError, check_addresses, starting
 
     try:
         cfg = load_hub(config)
     except ConfigError as err:
         raise Failure(str(err)) from None
-    run_hub(replace(cfg, log_level=log_level or cfg.log_level))
+    try:
+        with starting(cfg.identity):
+            check_addresses(cfg.listen, cfg.metrics_port)
+            run_hub(replace(cfg, log_level=log_level or cfg.log_level))
+    except StartupError as err:
+        raise Failure(str(err)) from None
 
 
 @node.command("rebuild")

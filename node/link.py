@@ -12,11 +12,12 @@ full jitter and tries the next hub; a session on a fallback hub ends after
 ``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
 (origin, seq) makes changes that arrive by two paths harmless.
 
-While the federation's revocation list is not empty, a session starts with a
-TLS handshake of its own to the hub (gRPC shows a client nothing of the
-server's certificate) and a hub whose certificate is revoked is refused like
-a failed session; the check is run again every ``REVOCATION_RECHECK`` seconds
-on an open session when the list has changed.
+A session starts with a TLS handshake of its own to the hub (gRPC shows a
+client nothing of the server's certificate): the certificate must name the
+host dialled and be the expected hub's, and a hub whose certificate is revoked
+is refused like a failed session, with the reason in ``last_error``; the
+revocation check is run again every ``REVOCATION_RECHECK`` seconds on an open
+session when the list has changed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import logging
 import queue
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from sqlalchemy.exc import OperationalError
 from cli.config import HubAddress, TLSPaths
 from node import metrics, wire
 from node.peer import Peer, now_ms
-from node.transport import secure_channel, server_certificate
+from node.transport import describe_failure, secure_channel, server_certificate
 from store.store import LogEntry
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
@@ -104,16 +106,20 @@ class Link(threading.Thread):
     def _session(self, hub: HubAddress, limit: float | None) -> bool:
         """Run one session; True if it ended cleanly (time limit), False on failure."""
         checked = self.peer.revocations.tokens()
-        if checked:
-            try:
-                revoked = self._hub_revoked(hub)
-            except OSError as err:
-                log.debug("hub-%s: no TLS handshake: %s", hub.name, err)
-                self._down(hub, "not reachable")
-                return False
-            if revoked:
-                self._down(hub, revoked)
-                return False
+        try:
+            revoked = self._hub_revoked(hub)
+        except ssl.SSLError as err:  # not trusted, not the host we dial, or another member
+            why = describe_failure(hub.address, err)
+            log.error("refused hub-%s: %s", hub.name, why)
+            self._down(hub, why)
+            return False
+        except OSError as err:
+            log.debug("hub-%s: no TLS handshake: %s", hub.name, err)
+            self._down(hub, "not reachable")
+            return False
+        if revoked:
+            self._down(hub, revoked)
+            return False
         channel = secure_channel(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key)
         try:
             grpc.channel_ready_future(channel).result(timeout=3)
@@ -175,7 +181,8 @@ class Link(threading.Thread):
         # Connected once the hub has answered our hello, not when TLS is up: a hub that refuses
         # every stream (a revoked certificate, say) must not show as connected, nor reset down_since.
         self.state.hub, self.state.up_since_ms, self.state.down_since_ms = hub.name, now_ms(), None
-        self.state.last_error = None
+        if not self.state.fallback:  # on a fallback, last_error keeps saying why the home hub was left
+            self.state.last_error = None
         log.info("connected to hub-%s%s", hub.name, " (fallback)" if self.state.fallback else "")
 
     def _down(self, hub: HubAddress, why: str) -> None:

@@ -59,8 +59,16 @@ class StatusCollector(Collector):
 
 
 def serve_metrics(listen: str, port: int | None, status: Callable[[], dict]) -> None:
+    """Serve /metrics on ``port`` of the gRPC listen host (IPv4, IPv6 or a name)."""
     if port is None:
         return
+    from node.serve import bind_failure
+    from node.transport import split_address
+
+    host = split_address(listen)[0]
+    try:
+        start_http_server(port, addr=host)
+    except OSError:
+        shown = f"[{host}]" if ":" in host else host
+        raise bind_failure(f"{shown}:{port}", "serve metrics") from None
     REGISTRY.register(StatusCollector(status))
-    host = listen.rpartition(":")[0] or "127.0.0.1"
-    start_http_server(port, addr=host)

@@ -1,14 +1,24 @@
-"""Running a node or hub process: gRPC server, health, reflection, signals, logs."""
+"""Running a node or hub process: gRPC server, health, reflection, signals, logs.
+
+Start-up failures (an address in use or not ours, a second instance, a store that
+cannot be opened, an unreadable key) are a ``StartupError``: one line naming the
+address or file, which ``yipanqi node|hub run`` prints and exits non-zero with,
+never a traceback. ``starting`` turns the OS and database errors of start-up into one.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import gc
 import logging
 import signal
+import socket
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Callable
 
 import grpc
@@ -19,7 +29,7 @@ from certs.keyring import Keyring
 from core.printable import escape
 from cli.config import TLSPaths
 from node.interceptor import ErrorInterceptor
-from node.transport import SERVER_OPTIONS, server_credentials
+from node.transport import SERVER_OPTIONS, server_credentials, split_address
 from yipanqi.v1 import admin_pb2, federation_pb2
 
 
@@ -31,6 +41,59 @@ class EscapingFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = escape(record.message)
         return super().formatMessage(record)
+class StartupError(Exception):
+    """The process cannot start; the message is one line for the operator."""
+
+
+def _bind_error(address: str) -> str | None:
+    """Why ``address`` cannot be bound (found by binding it ourselves), or None if it can."""
+    host, port = split_address(address)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and http.server bind
+            probe.bind(sockaddr)
+    except socket.gaierror as err:
+        return f"unknown host ({err.strerror})"
+    except OSError as err:
+        reason = (err.strerror or str(err)).lower()
+        return reason + " (is another instance running?)" if err.errno == errno.EADDRINUSE else reason
+    return None
+
+
+def bind_failure(address: str, what: str) -> StartupError:
+    """The error for an address that would not bind (gRPC says only that it failed, not why)."""
+    return StartupError(f"cannot {what} on {address}: {_bind_error(address) or 'refused'}")
+
+
+def check_addresses(listen: str, metrics_port: int | None) -> None:
+    """Before anything starts (and logs): refuse addresses this process cannot bind, with the
+    reason; the binds themselves report the same if the address is taken in between."""
+    if (why := _bind_error(listen)) is not None:
+        raise StartupError(f"cannot listen on {listen}: {why}")
+    if metrics_port is not None:
+        host = split_address(listen)[0]
+        address = f"[{host}]:{metrics_port}" if ":" in host else f"{host}:{metrics_port}"
+        if (why := _bind_error(address)) is not None:
+            raise StartupError(f"cannot serve metrics on {address}: {why}")
+
+
+@contextmanager
+def starting(identity: str) -> Iterator[None]:
+    """Start-up errors as one ``StartupError`` line that says who and what."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except StartupError as err:
+        raise StartupError(f"{identity}: {err}") from None
+    except SQLAlchemyError as err:
+        detail = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise StartupError(f"{identity}: cannot open its store: {detail}") from None
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        raise StartupError(f"{identity}: cannot start: {(err.strerror or str(err)).lower()}{where}") from None
 
 
 def setup_logging(identity: str, level: str) -> None:
@@ -61,9 +124,12 @@ def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], N
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    port = server.add_secure_port(listen, server_credentials(tls.ca, tls.cert, tls.key))
+    try:
+        port = server.add_secure_port(listen, server_credentials(tls.ca, tls.cert, tls.key))
+    except RuntimeError:  # "Failed to bind", without the reason
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise bind_failure(listen, "listen")
     for name in names[:2] + ("",):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer

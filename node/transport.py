@@ -4,6 +4,14 @@ Every connection is mutual TLS with certificates from the federation CA. A
 peer's identity is the CN of the certificate it proved during the handshake;
 nothing a peer says in a message can change it. A client without a valid
 certificate never gets past the handshake (require_client_auth=True).
+
+A client verifies the server the standard way: the certificate must chain to
+the federation CA and name the host it dials (a DNS or IP SAN), exactly as
+openssl ``-verify_hostname``, grpcurl or grpc-js check it; there is no
+server-name override. Which federation member answered (the CN) is checked by
+``server_certificate``, a TLS handshake of its own (gRPC shows a Python client
+nothing of the server's certificate), which the link runs before each session.
+Servers refuse a second process on their address (``grpc.so_reuseport`` off).
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 SERVER_OPTIONS = [
+    # One process per address: with SO_REUSEPORT (gRPC's default) a second instance binds the same
+    # port and the kernel shares the connections between them.
+    ("grpc.so_reuseport", 0),
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     # Ping idle peers too: a peer lost in a partition (nothing closed) is dropped in ~30 s
@@ -54,38 +65,79 @@ def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredential
     )
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host without brackets, port)."""
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def secure_channel(address: str, server_identity: str, ca: Path, cert: Path, key: Path) -> grpc.Channel:
-    """A channel that only talks to a server whose certificate names ``server_identity``."""
+    """A channel to ``address`` whose server must prove a federation certificate naming the host
+    dialled (standard hostname verification). ``server_identity`` is who we expect there; gRPC
+    cannot check a CN, so a caller that must know who answered runs ``server_certificate``."""
+    del server_identity  # verified by server_certificate, see the module header
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
     )
-    options = CHANNEL_OPTIONS + [("grpc.ssl_target_name_override", server_identity)]
-    return grpc.secure_channel(address, creds, options=options)
+    return grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+
+
+class WrongPeer(ssl.SSLCertVerificationError):
+    """The server proved a valid certificate for the host, but of another federation member."""
 
 
 def server_certificate(address: str, server_identity: str, ca: Path, cert: Path, key: Path,
                        timeout: float = 3.0) -> bytes:
-    """The certificate (DER) a server at ``address`` proves in a TLS handshake, checked as
-    ``secure_channel`` checks it: it chains to ``ca`` and names ``server_identity``.
+    """The certificate (DER) a server at ``address`` proves in a TLS handshake: it must chain to
+    ``ca``, name the host in ``address`` (as ``secure_channel`` checks it) and be
+    ``server_identity``'s (its CN).
 
     Python gRPC shows a client nothing of the server's certificate, so this is a separate
     handshake on its own connection, closed right after (no HTTP/2 is spoken). Servers require
-    client authentication, so ours (``cert``/``key``) is presented. Raises ``OSError``
-    (``ssl.SSLError``, ``ConnectionRefusedError``, ``TimeoutError``, ...) when no handshake
-    completes. Whether the certificate is still trusted is for ``certs.revocation`` to say.
+    client authentication, so ours (``cert``/``key``) is presented. Raises
+    ``ssl.SSLCertVerificationError`` when the certificate is not trusted or does not name the
+    host (``describe_failure`` words it), ``WrongPeer`` when it is another member's, and other
+    ``OSError`` (``ConnectionRefusedError``, ``TimeoutError``, ...) when no handshake completes.
+    Whether the certificate is still trusted is for ``certs.revocation`` to say.
     """
-    host, _, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    host, port = split_address(address)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
     context.load_verify_locations(cafile=str(ca))
     context.load_cert_chain(certfile=str(cert), keyfile=str(key))
     context.set_alpn_protocols(["h2"])
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        with context.wrap_socket(sock, server_hostname=server_identity) as tls:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        with context.wrap_socket(sock, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError(f"{server_identity} at {address} proved no certificate")
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    who = str(names[0].value) if names else "?"
+    if who != server_identity:
+        err = WrongPeer(f"{address} answered with the certificate of {who}, not {server_identity}")
+        err.verify_message = f"the certificate is for {who}, not {server_identity}"
+        raise err
     return der
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = (62, 64)
+
+
+def describe_failure(address: str, err: OSError) -> str:
+    """One line for an operator: why no trusted TLS session with ``address`` came up."""
+    if isinstance(err, WrongPeer):
+        return f"{address}: {err.verify_message}"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        if err.verify_code in _NAME_MISMATCH:
+            return (f"{address}: the server's certificate does not name {split_address(address)[0]} "
+                    f"(hostname verification failed; issue it with --address for this host)")
+        return f"{address}: the server's certificate is not trusted ({err.verify_message})"
+    if isinstance(err, ssl.SSLError):
+        return f"{address}: TLS handshake failed ({err.reason or err})"
+    return f"{address}: not reachable ({err.strerror or err})"
 
 
 class PeerGate:

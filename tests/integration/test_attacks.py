@@ -89,8 +89,7 @@ def peer_channel(fed: Fed, who: str, target: str, *, options: list | None = None
     creds = grpc.ssl_channel_credentials(root_certificates=(fed.root / "ca" / "ca.crt").read_bytes(),
                                          private_key=(d / "tls.key").read_bytes(),
                                          certificate_chain=(d / "tls.crt").read_bytes())
-    return grpc.secure_channel(address(fed, target), creds,
-                               options=[("grpc.ssl_target_name_override", target), *options])
+    return grpc.secure_channel(address(fed, target), creds, options=options)
 
 
 def operator_channel(fed: Fed, target: str, *, options: list | None = None) -> grpc.Channel:
@@ -99,8 +98,7 @@ def operator_channel(fed: Fed, target: str, *, options: list | None = None) -> g
     creds = grpc.ssl_channel_credentials(root_certificates=cfg.operator.ca.read_bytes(),
                                          private_key=cfg.operator.key.read_bytes(),
                                          certificate_chain=cfg.operator.cert.read_bytes())
-    return grpc.secure_channel(address(fed, target), creds,
-                               options=[("grpc.ssl_target_name_override", target), *(options or CHANNEL_OPTIONS)])
+    return grpc.secure_channel(address(fed, target), creds, options=options or CHANNEL_OPTIONS)
 
 
 def signer(fed: Fed, code: str) -> Signer:

@@ -154,8 +154,7 @@ def test_push_from_a_node_outside_the_region_is_refused(federation: Fed) -> None
 
 
 def _refused_at_handshake(address: str, target: str, creds: grpc.ChannelCredentials) -> None:
-    options = [("grpc.ssl_target_name_override", target)]
-    with grpc.secure_channel(address, creds, options=options) as channel:
+    with grpc.secure_channel(address, creds) as channel:
         with pytest.raises(grpc.RpcError) as err:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value

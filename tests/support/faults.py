@@ -57,8 +57,7 @@ def operator_channel(fed: Federation, identity: str) -> grpc.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=cfg.operator.ca.read_bytes(),
                                          private_key=cfg.operator.key.read_bytes(),
                                          certificate_chain=cfg.operator.cert.read_bytes())
-    options = FAST_RECONNECT + [("grpc.ssl_target_name_override", cfg.identity)]
-    return grpc.secure_channel(cfg.listen, creds, options=options)
+    return grpc.secure_channel(cfg.listen, creds, options=FAST_RECONNECT)
 
 
 def tiers(fed: Federation) -> list[list[str]]:
