@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from cli.bulk import stats
+from cli.certificate import certificate
 from cli.federation import federation
 from cli.person import person
 from cli.run import hub, node
+from cli.service import service
 from cli.status import conflicts, quarantine, status
 
 
@@ -19,6 +21,8 @@ def main() -> None:
 
 for command in (federation, node, hub, person, status, quarantine, conflicts, stats):
     main.add_command(command)
+main.add_command(certificate)
+main.add_command(service)
 
 
 def _lazy_demo() -> None:

@@ -25,6 +25,9 @@ class Kind:
     routing_fields: tuple[str, ...] = ()  # the only fields ``provinces`` looks at
     # Shown values -> the kind's side-table row (without its key); None: no side table.
     project: Callable[[Mapping[str, object]], dict[str, object]] | None = None
+    # Records that carry a person's household and residence (copied, by ``person_id``): the node
+    # that writes the person's move rewrites them, so they follow the person (node.follow).
+    follows_person: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -42,6 +45,7 @@ KINDS: dict[str, Kind] = {
         provinces=certificate.provinces,
         routing_fields=certificate.ROUTING_FIELDS,
         project=certificate.project,
+        follows_person=True,
     ),
     service.KIND: Kind(
         name=service.KIND,
@@ -50,6 +54,7 @@ KINDS: dict[str, Kind] = {
         provinces=service.provinces,
         routing_fields=service.ROUTING_FIELDS,
         project=service.project,
+        follows_person=True,
     ),
 }
 
