@@ -123,18 +123,10 @@ def verify(file: str, ca: Path | None, config: str | None, revoked: Path | None)
     if config is None:
         click.echo(line)
         return
-    import grpc
-
-    client = _client(config)
-    try:
-        status = json.loads(client.stub.CheckCertificate(pb.CheckCertificateRequest(document=data), timeout=30).json)
-    except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
-            click.echo(f"refused: {err.details()}", err=True)
-            sys.exit(1)
-        from cli.client import _explain
-
-        raise _explain(err, client.config) from None
+    status = _client(config).json("CheckCertificate", pb.CheckCertificateRequest(document=data))
+    if "refused" in status:
+        click.echo(f"refused ({status['refused']}): {status['detail']}", err=True)
+        sys.exit(1)
     where = status["checked_at"]
     if status["status"] == "revoked":
         click.echo(f"refused (revoked): certificate {status['cert_no']} was revoked on {status.get('status_on')} "

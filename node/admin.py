@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 from core.errors import PermissionDenied, SyncError, ValidationError
 from core.identity import Identity
+from core.certdoc import CertificateRefused
 from node.certificates import DEFAULT_YEARS, CertificateDesk
 from node.records import RecordService, described
 from node.services import ServiceDesk
@@ -156,7 +157,10 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     def CheckCertificate(self, request: pb.CheckCertificateRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         operator = self._operator(context)
-        return pb.JsonReply(json=_dump(self._desk().check(bytes(request.document), operator)))
+        try:
+            return pb.JsonReply(json=_dump(self._desk().check(bytes(request.document), operator)))
+        except CertificateRefused as err:  # an answer about the document, not a failed call
+            return pb.JsonReply(json=_dump({"refused": err.why, "detail": str(err)}))
 
     def AddService(self, request: pb.AddServiceRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
         operator = self._operator(context)
