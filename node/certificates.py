@@ -137,6 +137,7 @@ class CertificateDesk:
         out: dict[str, object] = {"cert_no": cert_no, "checked_at": self.store.owner}
         record = self.store.get("certificate", cert_no)
         if record is not None and not record.deleted:
+            _issuer_wrote(record, str(c["issuer"]))
             r = record.values()
             if r.get("digest") not in (None, ok.document.digest):
                 raise CertificateRefused("altered", f"certificate {cert_no} was recorded with other content")
@@ -160,6 +161,17 @@ class CertificateDesk:
                     "residence_province": p.get("residence_province")}, operator)
                 out["service_id"] = service.record_id
         return out
+
+
+def _issuer_wrote(record, issuer: str) -> None:  # type: ignore[no-untyped-def]
+    """Only the issuing province's word on a certificate counts. Any involved province may write
+    the record (the residence province rewrites its routing fields when the holder moves), so a
+    compromised one could sign a false status; every version names its writer, so check it."""
+    for name in ("status", "digest", "superseded_by"):
+        version = record.winner(name)
+        if version is not None and version.at.node != f"province-{issuer}":
+            raise CertificateRefused("unknown", f"certificate {record.record_id}: its {name} here was written by "
+                                                f"{version.at.node}, not the issuing province {issuer}; not trusted")
 
 
 def document_verifier(ca_pem: bytes, revoked: Callable[[], frozenset[str]]) -> Callable[[bytes], signed.Verified]:

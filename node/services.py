@@ -45,6 +45,9 @@ class ServiceDesk:
             raise PermissionDenied("hubs do not record services; record them at a province node")
         given = {"type": type_, "on": on, **({"result": result} if result else {})}
         get_kind(KIND).validate(given, today=self.today(), partial=True)  # type, date, result first
+        if type_ == "certificate_check":
+            raise ValidationError("type", "certificate_check is recorded by `yipanqi certificate verify -c`, "
+                                          "not by hand")
         person = held_person(self.store, person_id).values()
         own = self.store.province
         household, residence = person.get("household_province"), person.get("residence_province")

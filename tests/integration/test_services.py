@@ -133,6 +133,7 @@ def test_every_refusal_names_the_field_and_writes_nothing(fed: Fed, rng: random.
     tomorrow = (TODAY + dt.timedelta(days=1)).isoformat()
     cases = [
         (n44, pid, "massage", days_ago(1), [], "type: must be one of pregnancy_check, contraceptive_service"),
+        (n44, pid, "certificate_check", days_ago(1), [], "type: certificate_check is recorded by"),
         (n44, pid, "pregnancy_check", tomorrow, [], f"on: date {tomorrow} is in the future"),
         (n44, pid, "pregnancy_check", "2026-02-30", [], "on: 2026-02-30 is not a valid date"),
         (n44, pid, "pregnancy_check", "yesterday", [], "on: must be a date YYYY-MM-DD"),
