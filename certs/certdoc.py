@@ -5,8 +5,10 @@ issuing node's Ed25519 signing key and attaches that key's certificate.
 ``verify`` needs nothing but the federation CA certificate (and, if the
 verifier has one, the federation's revocation list): the signing certificate
 in the document's chain must have been issued by that CA, still be valid and
-not be revoked; its key must verify the signature over the exact signed
-bytes; it must speak for the province named as issuer; and today must be
+not be revoked; it must have been valid when the document was signed
+(``signed_at``: a document outlives the signing certificate's own expiry or
+rotation, not its revocation); its key must verify the signature over the exact
+signed bytes; it must speak for the province named as issuer; and today must be
 within the document's validity. No network, no database: it runs offline in
 about a millisecond (two signature checks and a certificate parse).
 """
@@ -60,7 +62,7 @@ def verify(data: bytes | str, ca_pem: bytes, *, revoked: Iterable[str] = (),
         raise CertificateRefused("altered", f"signature.key_id {doc.key_id} is not the key of the certificate "
                                             "in the chain")
     try:
-        keyring.add_certificate(signing, now=now)
+        keyring.add_certificate(signing, now=doc.signed_at)
     except UnknownAuthor as err:
         text = str(err)
         if text.endswith(": revoked"):
@@ -73,5 +75,5 @@ def verify(data: bytes | str, ca_pem: bytes, *, revoked: Iterable[str] = (),
     ident = Identity.parse(identity)
     if ident.role != "province" or ident.name != doc.certificate["issuer"]:
         raise CertificateRefused("altered", f"issuer {doc.certificate['issuer']} but signed by {identity}")
-    certdoc.check_dates(doc, now.date())
+    certdoc.check_dates(doc, now)
     return Verified(doc, identity)

@@ -3,7 +3,7 @@
 How this works: the holder carries a document, a canonical JSON object
 
     {"format": "yipanqi-certificate/1",
-     "certificate": {cert_no, person_id, holder fields, issuer, issued_on, expires_on},
+     "certificate": {cert_no, person_id, holder fields, issuer, issued_on, expires_on, signed_at},
      "signature": {"alg": "ed25519", "key_id": ..., "value": base64},
      "chain": [base64 DER of the issuing node's signing certificate]}
 
@@ -12,6 +12,11 @@ Ed25519 signing key (certs.certdoc); the chain carries that key's certificate,
 which the federation CA issued, so anyone holding only the CA certificate can
 check the document offline. The prefix keeps a document signature from ever
 being taken for a batch signature (core.merkle signs another prefix).
+
+The signing certificate is judged at ``signed_at`` (when the document was
+signed, UTC), not at the time of checking: a document stays verifiable until
+its own expiry after the node's signing certificate has expired or been
+rotated (a revoked key still fails at once).
 
 This module is pure: it builds and parses documents and judges their dates
 against the ``today`` it is given; signatures and trust are in certs.certdoc.
@@ -23,8 +28,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import Mapping
 
 from core import canonical
@@ -73,13 +79,35 @@ class Document:
     def cert_no(self) -> str:
         return str(self.certificate["cert_no"])
 
+    @property
+    def signed_at(self) -> datetime:
+        return datetime.strptime(str(self.certificate["signed_at"]), _STAMP).replace(tzinfo=timezone.utc)
+
+
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
+_STAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def stamp(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime(_STAMP)
+
 
 def certificate_fields(*, cert_no: str, person_id: str, person: Mapping[str, object], issuer: str,
-                       issued_on: date, expires_on: date) -> dict[str, object]:
+                       issued_on: date, expires_on: date, signed_at: datetime) -> dict[str, object]:
     """The signed fields, from the holder's person record (only the fields the document carries)."""
     holder = {k: person[k] for k in HOLDER_FIELDS if person.get(k) is not None}
     return {"cert_no": cert_no, "person_id": person_id, **holder, "issuer": issuer,
-            "issued_on": issued_on.isoformat(), "expires_on": expires_on.isoformat()}
+            "issued_on": issued_on.isoformat(), "expires_on": expires_on.isoformat(), "signed_at": stamp(signed_at)}
+
+
+def _signed_at(field: str, value: object, today: date) -> str:
+    if isinstance(value, str) and _STAMP_RE.fullmatch(value):
+        try:
+            datetime.strptime(value, _STAMP)
+            return value
+        except ValueError:
+            pass
+    raise ValidationError(field, "must be a UTC time YYYY-MM-DDTHH:MM:SSZ")
 
 
 def signed_bytes(certificate: Mapping[str, object]) -> bytes:
@@ -106,7 +134,7 @@ def _b64(field: str, value: object) -> bytes:
 
 
 _FIELD_CHECKS: dict[str, f.Checker] = {"cert_no": f.uuid_text, "person_id": f.uuid_text, "issuer": f.province,
-                                        "issued_on": f.any_date, "expires_on": f.any_date}
+                                        "issued_on": f.any_date, "expires_on": f.any_date, "signed_at": _signed_at}
 
 
 def _check_certificate(cert: object) -> dict[str, object]:
@@ -133,6 +161,10 @@ def _check_certificate(cert: object) -> dict[str, object]:
         raise CertificateRefused("malformed", "certificate: fields are not in their normal form")
     if str(out["expires_on"]) <= str(out["issued_on"]):
         raise CertificateRefused("malformed", "certificate.expires_on: not after issued_on")
+    # issued_on is the issuing node's local date; signed_at is UTC (China is UTC+8).
+    signed_on = datetime.strptime(str(out["signed_at"]), _STAMP).date()
+    if abs((signed_on - date.fromisoformat(str(out["issued_on"]))).days) > 1:
+        raise CertificateRefused("malformed", "certificate.signed_at: not on issued_on")
     return out
 
 
@@ -162,10 +194,14 @@ def decode(data: bytes | str) -> Document:
                     tuple(_b64(f"chain[{i}]", c) for i, c in enumerate(chain)))
 
 
-def check_dates(doc: Document, today: date) -> None:
-    """Refuse a document outside its validity on ``today``."""
+CLOCK_SLACK = timedelta(minutes=10)
+
+
+def check_dates(doc: Document, now: datetime) -> None:
+    """Refuse a document outside its validity at ``now`` (timezone-aware)."""
     issued, expires = str(doc.certificate["issued_on"]), str(doc.certificate["expires_on"])
-    if today.isoformat() < issued:
+    today = now.date()
+    if today.isoformat() < issued or doc.signed_at > now + CLOCK_SLACK:
         raise CertificateRefused("not_yet_valid", f"not valid before {issued}")
     if today.isoformat() > expires:
         raise CertificateRefused("expired", f"expired on {expires}")

@@ -45,8 +45,10 @@ def add_years(day: dt.date, years: int) -> dt.date:
 
 class CertificateDesk:
     def __init__(self, store: Store, verify: Callable[[bytes], signed.Verified], records: RecordService | None = None,
-                 signer: Signer | None = None, today: Callable[[], dt.date] = dt.date.today) -> None:
+                 signer: Signer | None = None, today: Callable[[], dt.date] = dt.date.today,
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.store = store
+        self.now = now
         self.verify = verify  # offline verification with this process's CA and revocation list
         self.records = records  # None on hubs: they check, they do not issue
         self.signer = signer
@@ -74,7 +76,8 @@ class CertificateDesk:
         today = self.today()
         cert_no = str(uuid.uuid4())
         fields = certdoc.certificate_fields(cert_no=cert_no, person_id=pid, person=person, issuer=own,
-                                            issued_on=today, expires_on=add_years(today, valid_years))
+                                            issued_on=today, expires_on=add_years(today, valid_years),
+                                            signed_at=self.now())
         document = signed.issue(self.signer, fields)
         digest = certdoc.decode(document).digest
         rows: list[tuple[str, str, str, dict[str, object]]] = [("create", "certificate", cert_no, {

@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from certs import certdoc as signing
-from certs.ca import create_ca
+from certs.ca import create_ca, issue_identity, load_ca
 from certs.signing import Signer
 from core import canonical, certdoc
 from tests.integration.conftest import ROOT, Fed, eventually, person, small_federation, yipanqi, yipanqi_ok
@@ -134,16 +134,19 @@ def test_issued_at_65_verified_at_44_offline_and_against_the_node(fed: Fed, rng:
     assert r.returncode == 0 and r.stdout.strip() == line, r.stderr
 
 
-def _expired_document(fed: Fed, pid: str) -> bytes:
-    """What an old certificate looks like: signed by 65's real key, valid 2020-2023."""
-    n65 = fed.root / "nodes" / "65"
-    signer = Signer.load(n65 / "sign.key", n65 / "sign.crt")
+def _expired_document(fed: Fed, pid: str, tmp: Path) -> bytes:
+    """What an old certificate looks like: valid 2020-2023, signed by the key the federation CA
+    certified for province 65 back then."""
+    then = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    old = issue_identity(load_ca(fed.root / "ca"), "province-65", tmp / "old-65", now=then, days=3650)
+    assert old.sign_key is not None and old.sign_cert is not None
     values = fed.get("province-65", pid)
     assert values is not None
     fields = certdoc.certificate_fields(cert_no="0b7d3c1e-7f0a-4a55-9a51-3d6f9d1c2e01", person_id=pid,
                                         person=values, issuer="65", issued_on=dt.date(2020, 5, 1),
-                                        expires_on=dt.date(2023, 5, 1))
-    return signing.issue(signer, fields)
+                                        expires_on=dt.date(2023, 5, 1),
+                                        signed_at=dt.datetime(2020, 5, 1, 2, tzinfo=dt.timezone.utc))
+    return signing.issue(Signer.load(old.sign_key, old.sign_cert), fields)
 
 
 def test_altered_foreign_expired_revoked_and_superseded_are_refused(fed: Fed, rng: random.Random,
@@ -165,7 +168,7 @@ def test_altered_foreign_expired_revoked_and_superseded_are_refused(fed: Fed, rn
     assert "not from the federation CA" in refused(verify(first, "--ca", tmp_path / "other.crt"), "not_federation")
     # Expired.
     old = tmp_path / "old.json"
-    old.write_bytes(_expired_document(fed, pid))
+    old.write_bytes(_expired_document(fed, pid, tmp_path))
     assert "expired on 2023-05-01" in refused(verify(old, "--ca", ca(fed)), "expired")
     # Signed by a revoked key: 65's signing key id on a revocation list.
     revoked = tmp_path / "revoked.txt"

@@ -13,7 +13,11 @@ import uuid
 
 import pytest
 
+from pathlib import Path
+
 from certs import certdoc as signing
+from certs.ca import issue_identity
+from certs.signing import Signer
 from core import canonical, certdoc
 from core.certdoc import CertificateRefused
 from core.person import validate_person
@@ -26,18 +30,25 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 # The throwaway PKI is issued at the real time; the test's "now" is fixed relative to it.
-TODAY = dt.date.today()
-NOW = dt.datetime.combine(TODAY + dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
+SIGNED = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+TODAY = SIGNED.date()
+NOW = SIGNED + dt.timedelta(hours=1)
 
 
-ISSUED = TODAY - dt.timedelta(days=10)
+def old_signer(pki: PKI, tmp: Path, *, since: dt.datetime, days: int) -> Signer:
+    """A signing key of province 44 that the federation CA certified long ago."""
+    paths = issue_identity(pki.ca, "province-44", tmp, now=since, days=days)
+    assert paths.sign_key is not None and paths.sign_cert is not None
+    return Signer.load(paths.sign_key, paths.sign_cert)
 
 
-def _fields(issuer: str = "44", issued: dt.date = ISSUED, years: int = 3) -> dict[str, object]:
+def _fields(issuer: str = "44", signed: dt.datetime = SIGNED, years: int = 3) -> dict[str, object]:
     person = validate_person(sample_person(random.Random(3), household=issuer, residence="11", today=TODAY),
                              today=TODAY)
+    issued = signed.date()
     return certdoc.certificate_fields(cert_no=str(uuid.uuid4()), person_id=str(uuid.uuid4()), person=person,
-                                      issuer=issuer, issued_on=issued, expires_on=issued.replace(year=issued.year + years))
+                                      issuer=issuer, issued_on=issued, expires_on=issued.replace(year=issued.year + years),
+                                      signed_at=signed)
 
 
 def _refused(pki: PKI, data: bytes | str, **kw: object) -> CertificateRefused:
@@ -68,7 +79,7 @@ def test_a_document_verifies_offline_with_only_the_ca(pki: PKI) -> None:
     assert len(doc) < 2331  # fits one QR code at error correction level M
 
 
-def test_each_way_a_document_can_be_wrong_is_refused_with_its_reason(pki: PKI) -> None:
+def test_each_way_a_document_can_be_wrong_is_refused_with_its_reason(pki: PKI, tmp_path: Path) -> None:
     signer = pki.signer("province-44")
     doc = signing.issue(signer, _fields())
 
@@ -99,16 +110,30 @@ def test_each_way_a_document_can_be_wrong_is_refused_with_its_reason(pki: PKI) -
     serial = format(x509.load_der_x509_certificate(signer.cert_der).serial_number, "x")
     err = _refused(pki, doc, revoked=[serial])
     assert err.why == "revoked_key" and "revoked key" in str(err)
-    # Expired, and not yet valid.
-    old = signing.issue(signer, _fields(issued=dt.date(2020, 3, 1), years=3))
+    # Expired (signed in 2020 by the key province 44 had then), and not yet valid.
+    then = old_signer(pki, tmp_path, since=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), days=3650)
+    old = signing.issue(then, _fields(signed=dt.datetime(2020, 3, 1, 10, tzinfo=dt.timezone.utc), years=3))
     err = _refused(pki, old)
     assert err.why == "expired" and str(err) == "expired on 2023-03-01"
-    future = signing.issue(signer, _fields(issued=TODAY + dt.timedelta(days=5)))
+    future = signing.issue(signer, _fields(signed=SIGNED + dt.timedelta(days=5)))
     assert _refused(pki, future).why == "not_yet_valid"
+    # Signed at a time its key's certificate was not valid.
+    assert _refused(pki, signing.issue(signer, _fields(signed=dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc)))
+                    ).why == "not_federation"
     # A province signing another province's certificate.
     forged = signing.issue(pki.signer("province-11"), _fields(issuer="44"))
     err = _refused(pki, forged)
     assert err.why == "altered" and "signed by province-11" in str(err)
+
+
+def test_a_document_outlives_its_signing_certificate_but_not_a_revocation(pki: PKI, tmp_path: Path) -> None:
+    # Province 44's key of 2020 was certified for 400 days; a document it signed then for ten years
+    # is still good: the key was valid when it signed. Revoking that key ends it.
+    then = old_signer(pki, tmp_path, since=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), days=400)
+    doc = signing.issue(then, _fields(signed=dt.datetime(2020, 6, 1, 8, tzinfo=dt.timezone.utc),
+                                      years=TODAY.year - 2020 + 2))
+    assert signing.verify(doc, pki.ca.cert_pem, now=NOW).signer == "province-44"
+    assert _refused(pki, doc, revoked=[then.key_id]).why == "revoked_key"
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -119,6 +144,8 @@ def test_each_way_a_document_can_be_wrong_is_refused_with_its_reason(pki: PKI) -
     (lambda o: o["certificate"].pop("cert_no"), "certificate.cert_no: required"),
     (lambda o: o["certificate"].update(expires_on="2025-01-01"), "certificate.expires_on: not after"),
     (lambda o: o["certificate"].update(children=" 2"), "normal form"),
+    (lambda o: o["certificate"].update(signed_at="2020-01-01 10:00:00"), "certificate.signed_at: must be a UTC time"),
+    (lambda o: o["certificate"].update(signed_at="2020-01-01T10:00:00Z"), "certificate.signed_at: not on issued_on"),
     (lambda o: o["signature"].update(value="!!"), "signature.value: not valid base64"),
     (lambda o: o.update(chain=[]), "chain"),
 ])

@@ -40,7 +40,8 @@ def test_only_the_issuers_word_on_the_status_counts(pki: PKI, tmp_path: Path) ->
                                  today=TODAY)
         pid, cert_no = str(uuid.uuid4()), str(uuid.uuid4())
         fields = certdoc.certificate_fields(cert_no=cert_no, person_id=pid, person=person, issuer="11",
-                                            issued_on=TODAY, expires_on=add_years(TODAY, 3))
+                                            issued_on=TODAY, expires_on=add_years(TODAY, 3),
+                                            signed_at=dt.datetime.now(dt.timezone.utc))
         doc = signing.issue(pki.signer("province-11"), fields)
         seal = pki.sealer("province-11")
         issuer.write_local("person", pid, _set({**person, "marriage_cert_no": cert_no,

@@ -31,7 +31,8 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> tuple[PKI, bytes]:
     person = validate_person(sample_person(random.Random(5), household="44", residence="11", today=TODAY),
                              today=TODAY)
     fields = certdoc.certificate_fields(cert_no=str(uuid.uuid4()), person_id=str(uuid.uuid4()), person=person,
-                                        issuer="44", issued_on=TODAY, expires_on=TODAY.replace(year=TODAY.year + 3))
+                                        issuer="44", issued_on=TODAY, expires_on=TODAY.replace(year=TODAY.year + 3),
+                                        signed_at=dt.datetime.now(dt.timezone.utc))
     return pki, signing.issue(pki.signer("province-44"), fields)
 
 
