@@ -59,6 +59,7 @@ class AdminServicer(pb_grpc.AdminServicer):
             raise ValidationError("json", f"not acceptable JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(fields, dict):
             raise ValidationError("json", "must be a JSON object of field -> value")
+        _not_by_hand(request.kind)
         state = self.records.write(request.op, request.kind or "person", request.record_id, fields, operator)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
@@ -120,6 +121,8 @@ class AdminServicer(pb_grpc.AdminServicer):
             except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 errors[i] = "json: must be a JSON object of field -> value"
                 fields = {}
+            if req.kind in BY_THEIR_OWN_COMMANDS and i not in errors:
+                errors[i] = f"kind: {req.kind} records are written by `yipanqi {req.kind} ...`, not imported"
             rows.append((req.op or "create", req.kind or "person", req.record_id, fields))
         good = [i for i in range(len(chunk)) if i not in errors]
         results = dict(zip(good, self.records.write_many([rows[i] for i in good], operator)))
@@ -170,6 +173,16 @@ class AdminServicer(pb_grpc.AdminServicer):
     def ListServices(self, request: pb.RecordRef, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._operator(context)
         return pb.JsonReply(json=_dump(self.services.list(request.record_id)))
+
+
+# Kinds whose writes carry rules beyond their validator (who issues, what a record copies from the
+# person): only their own operations write them, never the generic Write or Import.
+BY_THEIR_OWN_COMMANDS = ("certificate", "service")
+
+
+def _not_by_hand(kind: str) -> None:
+    if kind in BY_THEIR_OWN_COMMANDS:
+        raise ValidationError("kind", f"{kind} records are written by `yipanqi {kind} ...`, not by Write")
 
 
 IMPORT_BATCH = 500

@@ -147,6 +147,13 @@ def test_every_refusal_names_the_field_and_writes_nothing(fed: Fed, rng: random.
         r = yipanqi("service", "add", "-c", config, who, "--type", type_, "--on", on, *extra)
         assert r.returncode == 1 and r.stdout == "", (type_, on, r.stdout, r.stderr)
         assert message in r.stderr, (message, r.stderr)
+    # Not around the rules through the generic Write: a service copies the person's provinces.
+    with pytest.raises(grpc.RpcError) as exc:
+        fed.admin("province-44").Write(apb.WriteRequest(kind="service", op="create", fields_json=json.dumps(
+            {"person_id": pid, "type": "birth", "on": days_ago(1), "provider_province": "44",
+             "household_province": "44"})), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "kind: service records are written by `yipanqi service ...`" in exc.value.details()
     # Hubs record nothing; a regional hub, holding no records, lists nothing either.
     with pytest.raises(grpc.RpcError) as exc:
         fed.admin(NATIONAL).AddService(apb.AddServiceRequest(person_id=pid, type="birth", on=days_ago(1)), timeout=10)
