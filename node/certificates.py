@@ -19,6 +19,7 @@ document also records a ``certificate_check`` service given by this province.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from typing import Callable
 
@@ -49,6 +50,9 @@ class CertificateDesk:
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.store = store
         self.now = now
+        # Issuing reads which certificates it supersedes before its transaction: one at a time,
+        # so two concurrent issues cannot both leave an earlier one "issued".
+        self._lock = threading.Lock()
         self.verify = verify  # offline verification with this process's CA and revocation list
         self.records = records  # None on hubs: they check, they do not issue
         self.signer = signer
@@ -60,6 +64,10 @@ class CertificateDesk:
         return self.records
 
     def issue(self, person_id: str, valid_years: int, operator: str | None) -> tuple[str, bytes]:
+        with self._lock:
+            return self._issue(person_id, valid_years, operator)
+
+    def _issue(self, person_id: str, valid_years: int, operator: str | None) -> tuple[str, bytes]:
         records = self._writer()
         assert self.signer is not None
         if type(valid_years) is not int or not 1 <= valid_years <= MAX_YEARS:
@@ -92,6 +100,10 @@ class CertificateDesk:
         return cert_no, document
 
     def revoke(self, cert_no: str, reason: str, operator: str | None) -> dict[str, object]:
+        with self._lock:
+            return self._revoke(cert_no, reason, operator)
+
+    def _revoke(self, cert_no: str, reason: str, operator: str | None) -> dict[str, object]:
         records = self._writer()
         try:
             cert_no = str(uuid.UUID(cert_no.strip()))

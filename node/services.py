@@ -49,6 +49,9 @@ class ServiceDesk:
             raise ValidationError("type", "certificate_check is recorded by `yipanqi certificate verify -c`, "
                                           "not by hand")
         person = held_person(self.store, person_id).values()
+        birth = person.get("birth_date")
+        if isinstance(birth, str) and given["on"].strip() < birth:
+            raise ValidationError("on", f"{given['on'].strip()} is before the person's birth date")
         own = self.store.province
         household, residence = person.get("household_province"), person.get("residence_province")
         if own not in (household, residence):

@@ -137,6 +137,7 @@ def test_every_refusal_names_the_field_and_writes_nothing(fed: Fed, rng: random.
         (n44, pid, "pregnancy_check", tomorrow, [], f"on: date {tomorrow} is in the future"),
         (n44, pid, "pregnancy_check", "2026-02-30", [], "on: 2026-02-30 is not a valid date"),
         (n44, pid, "pregnancy_check", "yesterday", [], "on: must be a date YYYY-MM-DD"),
+        (n44, pid, "pregnancy_check", "1900-01-01", [], "on: 1900-01-01 is before the person's birth date"),
         (n44, pid, "pregnancy_check", days_ago(1), ["--result", "x" * 257], "result: must be at most 256"),
         (n44, pid, "pregnancy_check", days_ago(1), ["--result", "a\x1bb"], "result: must not contain control"),
         (n44, "not-a-uuid", "pregnancy_check", days_ago(1), [], "person_id: no person not-a-uuid is held"),
