@@ -39,7 +39,9 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def read_document(file: str) -> bytes:
-    """A document file, or '-' for stdin (e.g. the text decoded from the page's QR code)."""
+    """A document file, '-' for stdin, or the document text itself (what a QR scanner gives)."""
+    if file.lstrip().startswith("{"):
+        return file.encode("utf-8")
     if file == "-":
         return sys.stdin.buffer.read(64 * 1024)
     try:
@@ -95,7 +97,8 @@ def _refuse(err: CertificateRefused) -> None:
 @click.option("--revoked", "revoked", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The federation's revocation list file (offline check).")
 def verify(file: str, ca: Path | None, config: str | None, revoked: Path | None) -> None:
-    """Verify a certificate document (FILE, or '-' for the text decoded from its QR code).
+    """Verify a certificate document: FILE, or '-' to read it from stdin, or the text decoded
+    from the page's QR code given as FILE itself.
 
     Exit 0 with one line (holder, issuing province, validity); exit 1 with the reason.
     """

@@ -132,6 +132,8 @@ def test_issued_at_65_verified_at_44_offline_and_against_the_node(fed: Fed, rng:
     assert code.text.encode() == doc.read_bytes()
     r = verify("-", "--ca", ca(fed), stdin=code.text)  # the decoded QR text verifies as the file does
     assert r.returncode == 0 and r.stdout.strip() == line, r.stderr
+    r = verify(code.text, "--ca", ca(fed))  # ... on stdin or as the argument, as a scanner hands it over
+    assert r.returncode == 0 and r.stdout.strip() == line, r.stderr
 
 
 def _expired_document(fed: Fed, pid: str, tmp: Path) -> bytes:
