@@ -8,7 +8,6 @@ that holds the whole signed document.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
