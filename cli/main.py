@@ -6,10 +6,12 @@ import click
 
 from cli.bulk import stats
 from cli.enrol import enrol, sign
+from cli.certificate import certificate
 from cli.federation import federation
 from cli.output import SafeGroup
 from cli.person import person
 from cli.run import hub, node
+from cli.service import service
 from cli.status import conflicts, quarantine, status
 
 
@@ -23,6 +25,8 @@ for command in (federation, node, hub, person, status, quarantine, conflicts, st
     main.add_command(command)
 main.add_command(enrol)
 federation.add_command(sign)
+main.add_command(certificate)
+main.add_command(service)
 
 
 def _lazy_demo() -> None:

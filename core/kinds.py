@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from core import person
+from core import certificate, person, service
 from core.errors import ValidationError
 
 
@@ -26,6 +26,11 @@ class Kind:
     # check_update(current, written, *, today): the rules an update's written fields take part in,
     # on the merged record; the fields it leaves alone are not judged again.
     check_update: Callable[..., None] | None = None
+    # Shown values -> the kind's side-table row (without its key); None: no side table.
+    project: Callable[[Mapping[str, object]], dict[str, object]] | None = None
+    # Records that carry a person's household and residence (copied, by ``person_id``): the node
+    # that writes the person's move rewrites them, so they follow the person (node.follow).
+    follows_person: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -36,6 +41,24 @@ KINDS: dict[str, Kind] = {
         provinces=person.person_provinces,
         routing_fields=("household_province", "residence_province"),
         check_update=person.check_update,
+    ),
+    certificate.KIND: Kind(
+        name=certificate.KIND,
+        fields=certificate.FIELDS,
+        validate=certificate.validate_certificate,
+        provinces=certificate.provinces,
+        routing_fields=certificate.ROUTING_FIELDS,
+        project=certificate.project,
+        follows_person=True,
+    ),
+    service.KIND: Kind(
+        name=service.KIND,
+        fields=service.FIELDS,
+        validate=service.validate_service,
+        provinces=service.provinces,
+        routing_fields=service.ROUTING_FIELDS,
+        project=service.project,
+        follows_person=True,
     ),
 }
 
