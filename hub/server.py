@@ -13,6 +13,7 @@ from hub.federation import FederationServicer
 from node.admin import AdminServicer
 from node.link import Link
 from node.metrics import serve_metrics
+from node.outage import log_outages
 from node.peer import Peer
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import hub_report, hub_status
@@ -24,6 +25,7 @@ def run_hub(cfg: HubConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     # The national hub keeps the national cross-province case database: it merges records too.
     store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+    log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)
     peer = Peer(cfg.identity, store, keyring_for(cfg.tls), revocations)

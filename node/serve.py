@@ -1,4 +1,4 @@
-"""Running a node or hub process: gRPC server, health, reflection, signals, logs."""
+"""Running a node or hub process: gRPC server, health, reflection (v1 and v1alpha), signals, logs."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from certs.keyring import Keyring
 from cli.config import TLSPaths
+from node import reflection
 from node.interceptor import ErrorInterceptor
 from node.transport import SERVER_OPTIONS, server_credentials
 from yipanqi.v1 import admin_pb2, federation_pb2
@@ -44,9 +44,8 @@ def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], N
         federation_pb2.DESCRIPTOR.services_by_name["Federation"].full_name,
         admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
         health.SERVICE_NAME,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
+    ) + reflection.SERVICE_NAMES
+    reflection.enable(names, server)  # v1 and v1alpha
     port = server.add_secure_port(listen, server_credentials(tls.ca, tls.cert, tls.key))
     if port == 0:
         raise OSError(f"cannot listen on {listen}")

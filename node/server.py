@@ -12,6 +12,7 @@ from cli.config import NodeConfig
 from node.admin import AdminServicer
 from node.link import Link
 from node.metrics import serve_metrics
+from node.outage import log_outages
 from node.peer import Peer
 from node.records import RecordService
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
@@ -28,6 +29,7 @@ def run_node(cfg: NodeConfig) -> None:
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
     store = Store.open(cfg.database, owner=cfg.identity)
+    log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
     peer.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert
