@@ -5,7 +5,9 @@ event, the one place every driver error passes through (statements, commits,
 and connecting, after the pool's pre-ping has had its chance to replace a dead
 connection). An outage of the database itself (``OperationalError`` or
 ``InterfaceError``: the server down or restarting, a connection cut, the file
-locked past the busy timeout, the disk full) is re-raised as
+locked past the busy timeout, the disk full; for SQLite, which reports a
+syntax error as an ``OperationalError`` too, only the result codes in
+``SQLITE_OUTAGES``) is re-raised as
 ``core.errors.StoreUnavailable`` with the driver's first message line, so no
 layer above the store ever sees an SQLAlchemy type, and ``health`` notes the
 outage. Other driver errors (integrity, programming) are bugs and stay as they
@@ -105,6 +107,20 @@ class Health:
             self.listener(what, self.report())
 
 
+# SQLite primary result codes that mean the database cannot be used right now, not a bug:
+# BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+SQLITE_OUTAGES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+
+
+def _is_outage(ctx) -> bool:  # type: ignore[no-untyped-def]
+    if ctx.is_disconnect:
+        return True
+    if not isinstance(ctx.sqlalchemy_exception, (OperationalError, InterfaceError)):
+        return False
+    code = getattr(ctx.original_exception, "sqlite_errorcode", None)
+    return code is None or (code & 0xFF) in SQLITE_OUTAGES
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = text.splitlines()[0].strip()
@@ -118,7 +134,7 @@ def watch(engine: Engine, health: Health) -> None:
     def _outage(ctx):  # type: ignore[no-untyped-def]
         if ctx.is_pre_ping:  # the pool is checking a pooled connection; it reconnects on its own
             return None
-        if not isinstance(ctx.sqlalchemy_exception, (OperationalError, InterfaceError)) and not ctx.is_disconnect:
+        if not _is_outage(ctx):
             return None
         original = ctx.original_exception
         unreachable = bool(ctx.is_disconnect) or ctx.connection is None
