@@ -18,9 +18,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from cli.client import AdminClient
 from cli.person import config_option, person
+from cli.words import plural
 from core.errors import ValidationError
 from core.person import FIELDS, parse_field_value
 from yipanqi.v1 import admin_pb2 as pb
@@ -93,7 +95,7 @@ def import_(config: str, file: Path) -> None:
                             rows=loaded + len(errors))
     for line, why in sorted(errors):
         err_console.print(f"{file}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)  # one line each
-    click.echo(f"imported {loaded} rows, refused {len(errors)}")
+    click.echo(f"imported {plural(loaded, 'row')}, refused {len(errors)}")
     if errors:
         sys.exit(1 if not loaded else 2)
 
@@ -112,7 +114,7 @@ def export(config: str, file: Path, include_deleted: bool) -> None:
         for record in client.records(pb.ListRequest(kind="person", include_deleted=include_deleted)):
             writer.writerow(record)
             n += 1
-    click.echo(f"exported {n} records to {file}")
+    click.echo(f"exported {plural(n, 'record')} to {file}")
 
 
 @click.command("stats")
@@ -126,7 +128,9 @@ def stats(config: str, by: str | None, as_json: bool) -> None:
         click.echo(json.dumps(doc, ensure_ascii=False))
         return
     console = Console()
-    console.print(f"{doc['identity']}: {doc.get('migrants', '-')} migrants, {doc.get('cross_province', '-')} cross-province")
+    migrants = doc.get("migrants")
+    console.print(Text(f"{doc['identity']}: " + ("- migrants" if migrants is None else plural(migrants, "migrant"))
+                       + f", {doc.get('cross_province', '-')} cross-province"))
     if "provinces" in doc:
         t = Table(title="by province")
         for col in ("province", "residents", "household", "inflow", "outflow"):

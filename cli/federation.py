@@ -16,6 +16,7 @@ import tomli_w
 
 from certs.ca import create_ca, issue_identity
 from core.provinces import DEFAULT_REGIONS, PROVINCES
+from cli.words import plural
 
 HUB_ORDER = ("national", "bohai", "yangtze", "pearl", "northwest")
 
@@ -125,7 +126,7 @@ def init(directory: Path, provinces: str | None, base_port: int) -> None:
         raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
     written = init_federation(directory, codes, base_port)
     hubs = sum(1 for k in written if k.startswith("hub-"))
-    click.echo(f"created a federation of {len(codes)} nodes and {hubs} hubs in {directory}")
+    click.echo(f"created a federation of {plural(len(codes), 'node')} and {plural(hubs, 'hub')} in {directory}")
 
 
 @federation.command("issue")

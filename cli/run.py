@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.config import ConfigError, load_hub, load_node
+from cli.words import plural
 
 
 @click.group("node")
@@ -85,7 +86,7 @@ def node_rebuild(config: str) -> None:
         store.close()
     for failure in failures:
         click.echo(f"warning: not reached, rebuild again once it is up: {failure}", err=True)
-    click.echo(f"rebuilt {cfg.identity} from the national database and its hubs: {applied} changes applied")
+    click.echo(f"rebuilt {cfg.identity} from the national database and its hubs: {plural(applied, 'change')} applied")
 
 
 def _sqlite_path(url: str, key: str) -> str:

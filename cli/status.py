@@ -10,7 +10,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from rich.text import Text
+
 from cli.client import AdminClient
+from cli.words import plural, utc
 from yipanqi.v1 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
@@ -40,24 +43,44 @@ def _link(link: dict | None) -> str:
     return f"[red]down[/] since {_since(link['down_since_ms'])}: {link.get('last_error') or ''}"
 
 
+def _store(store: dict | None) -> Text:
+    """The process's own database: ok, or since when it is down and why."""
+    if not store:
+        return Text("-")
+    if store["ok"]:
+        return Text.assemble(("ok", "green"), f" ({store['backend']})")
+    return Text.assemble(("down", "red"), f" since {_since(store['down_since_ms'])}: {store['last_error'] or ''}"
+                         " (sync paused; figures read from it are not available)")
+
+
+def _n(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _count(value: int | None, word: str) -> str:
+    return f"- {word}s" if value is None else plural(value, word)
+
+
 def render(doc: dict) -> Group:
     if doc["role"] == "node":
         t = Table(title=f"{doc['identity']} sync status", show_header=False)
+        t.add_row("store", _store(doc.get("store")))
         t.add_row("hub", _link(doc["hub"]))
-        t.add_row("records", str(doc["records"]))
-        t.add_row("last written seq", str(doc["last_seq"]))
-        t.add_row("acknowledged by hub", str(doc["acked_seq"]))
-        t.add_row("outbox backlog", f"{doc['outbox']['changes']} (oldest {_age(doc['outbox']['oldest_age_s'])})")
-        t.add_row("open conflicts", str(doc["conflicts"]))
-        t.add_row("quarantined", str(doc["quarantined"]))
+        t.add_row("records", _n(doc["records"]))
+        t.add_row("last written seq", _n(doc["last_seq"]))
+        t.add_row("acknowledged by hub", _n(doc["acked_seq"]))
+        t.add_row("outbox backlog", f"{_n(doc['outbox']['changes'])} (oldest {_age(doc['outbox']['oldest_age_s'])})")
+        t.add_row("open conflicts", _n(doc["conflicts"]))
+        t.add_row("quarantined", _n(doc["quarantined"]))
         o = Table(title="changes applied per origin")
         for col in ("origin", "last seq", "last written", "lag"):
             o.add_column(col)
         for origin, row in doc["origins"].items():
             o.add_row(origin, str(row["last_seq"]), _since(row["last_write_ms"]), _age(row["lag_s"]))
         return Group(t, o)
-    t = Table(title=f"{doc['identity']}: log at {doc['log_lsn']}, {doc['quarantined']} quarantined"
-              + (f", {doc['records']} records, {doc['conflicts']} conflicts" if "records" in doc else ""))
+    t = Table(title=f"{doc['identity']}: log at {_n(doc['log_lsn'])}, {_n(doc['quarantined'])} quarantined"
+              + (f", {_count(doc['records'], 'record')}, {_count(doc['conflicts'], 'conflict')}"
+                 if "records" in doc else ""))
     for col in ("peer", "connected", "queue", "oldest", "acked", "last contact"):
         t.add_column(col)
     for row in doc["destinations"]:
@@ -78,11 +101,14 @@ def render(doc: dict) -> Group:
                       str(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"]),
                       pair(row["receive_p50_s"], row["receive_p95_s"]))
         parts.append(f)
+    up = Table(show_header=False)
+    if doc.get("store") is not None:
+        up.add_row("store", _store(doc["store"]))
     if doc.get("upstream") is not None:
-        up = Table(show_header=False)
         up.add_row("upstream", _link(doc["upstream"]))
         q = doc.get("upstream_queue", {})
-        up.add_row("upstream queue", f"{q.get('changes', 0)} (oldest {_age(q.get('oldest_age_s'))})")
+        up.add_row("upstream queue", f"{_n(q.get('changes'))} (oldest {_age(q.get('oldest_age_s'))})")
+    if up.row_count:
         parts.append(up)
     return Group(*parts)
 
@@ -165,7 +191,8 @@ def conflicts_list(config: str, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     t = Table(title=f"open conflicts on {client.config.identity}")
-    for col in ("person_id", "field", "shown (winner)", "other values"):
+    t.add_column("person_id", min_width=36, no_wrap=True)  # whole ids, never cut
+    for col in ("field", "shown (winner)", "other values"):
         t.add_column(col)
     for r in rows:
         v = r["versions"]
@@ -180,9 +207,8 @@ def conflicts_list(config: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
     """One record's open conflicts: every value, who wrote it and when."""
-    import datetime as dt
-
     client = AdminClient.open(config)
+    person_id = client.resolve(person_id)
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     found = record["_meta"]["conflicts"]
     if as_json:
@@ -192,11 +218,11 @@ def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
         click.echo(f"person {person_id} has no open conflicts")
         return
     t = Table(title=f"open conflicts of person {person_id}")
-    for col in ("field", "value", "written by", "at", "shown"):
+    for col in ("field", "value", "written by", "at (UTC)", "shown"):
         t.add_column(col)
     for field, versions in found.items():
         for i, v in enumerate(versions):
-            when = dt.datetime.fromtimestamp(v["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            when = utc(v["at_ms"])[:-4]
             t.add_row(field, repr(v["value"]), v["writer"], when, "yes" if i == 0 else "")
     Console().print(t)
 
@@ -211,6 +237,7 @@ def conflicts_resolve(config: str, person_id: str, field: str, value: str | None
     from core.person import parse_field_value
 
     client = AdminClient.open(config)
+    person_id = client.resolve(person_id)
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     versions = record["_meta"]["conflicts"].get(field)
     if not versions:

@@ -156,9 +156,9 @@ class Store:
         return state
 
     def iter_records(self, kind: str, *, include_deleted: bool = False, conflicted_only: bool = False,
-                     page: int = 500) -> Iterator[RecordState]:
-        """All records of a kind in id order, read page by page (memory stays flat)."""
-        after = ""
+                     page: int = 500, after: str = "") -> Iterator[RecordState]:
+        """All records of a kind in id order (those whose id sorts after ``after``), read page by
+        page (memory stays flat)."""
         while True:
             with self.engine.connect() as conn:
                 states = records.page(conn, kind, after, include_deleted=include_deleted,
