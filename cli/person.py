@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.client import AdminClient
+from cli.words import console as wide_console
 from cli.words import plural, utc
 from core.errors import ValidationError
 from core.person import FIELDS, parse_field_value
@@ -168,9 +169,7 @@ def list_(config: str, as_json: bool, include_deleted: bool, limit: int | None, 
             out.flush()
         out.write("]\n")
         return
-    console = Console()
-    if not console.is_terminal:  # piped: rich would assume 80 columns and squeeze the fixed ones
-        console = Console(width=max(console.width, LIST_WIDTH))
+    console = wide_console(LIST_WIDTH)  # the fixed columns line the pages up
     console.print(Text(f"people on {client.config.identity}" + (f", after {after}" if after else "")))
     for page in pages:
         console.print(_page_table(page, header=n == 0))
@@ -206,7 +205,7 @@ def history(config: str, person_id: str, as_json: bool) -> None:
     for r in rows:
         table.add_row(*(Text(x) for x in (r["origin"], str(r["seq"]), r["op"], r["operator"] or "",
                                           utc(r["at_ms"])[:-4], r["via"])))
-    console = Console()
+    console = wide_console(120)
     console.print(table)
     if note:
         console.print(Text(note))

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.client import AdminClient
+from cli.words import console as wide_console
 from cli.words import plural, utc
 from yipanqi.v1 import admin_pb2 as pb
 
@@ -198,7 +199,7 @@ def conflicts_list(config: str, as_json: bool) -> None:
         v = r["versions"]
         t.add_row(r["person_id"], r["field"], f"{v[0]['value']!r} by {v[0]['writer']}",
                   "; ".join(f"{x['value']!r} by {x['writer']}" for x in v[1:]))
-    Console().print(t)
+    wide_console(140).print(t)
 
 
 @conflicts.command("show")

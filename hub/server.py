@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from certs.revocation import RevocationList
+from core.errors import StoreUnavailable
 from cli.config import HubConfig
 from node.transport import PeerGate
 from core.routing import Topology
@@ -24,7 +25,10 @@ from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 def run_hub(cfg: HubConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     # The national hub keeps the national cross-province case database: it merges records too.
-    store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+    try:
+        store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+    except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
+        raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)

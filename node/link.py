@@ -39,9 +39,9 @@ from typing import Callable, Sequence
 import grpc
 
 from cli.config import HubAddress, TLSPaths
+from core.errors import StoreUnavailable
 from node import metrics, wire
 from node.peer import Peer, now_ms
-from core.errors import StoreUnavailable
 from node.transport import secure_channel, server_certificate
 from store.store import LogEntry
 from yipanqi.v1 import federation_pb2 as pb

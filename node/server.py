@@ -6,6 +6,7 @@ import logging
 import threading
 
 from certs.revocation import RevocationList
+from core.errors import StoreUnavailable
 from certs.signing import Signer
 from node.transport import PeerGate
 from cli.config import NodeConfig
@@ -28,7 +29,10 @@ def run_node(cfg: NodeConfig) -> None:
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
-    store = Store.open(cfg.database, owner=cfg.identity)
+    try:
+        store = Store.open(cfg.database, owner=cfg.identity)
+    except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
+        raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)

@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from cli.launcher import Federation
-from tests.integration.conftest import Fed, eventually, person, small_federation
+from tests.integration.conftest import eventually, person, small_federation, yipanqi
 from tests.support.pgcluster import PgCluster
 
 N44, N45, PEARL = "province-44", "province-45", "hub-pearl"
@@ -66,6 +66,11 @@ def test_a_postgresql_restart_is_the_stores_outage_not_the_hubs(tmp_path: Path, 
             fed.write(N44, "create", person(rng, household="44", residence="45"))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "the store is unavailable" in (refused.value.details() or "")
+
+        # Starting a node on a database that is not there: one line naming it, no traceback.
+        again = yipanqi("node", "run", "-c", fed.fed.configs[N44], timeout=60)
+        assert again.returncode != 0 and "Traceback" not in again.stderr, again.stderr
+        assert "[node].database: the store is unavailable: " in again.stderr.strip().splitlines()[-1], again.stderr
 
         deadline = time.monotonic() + 5  # down for a while: never a fallback, never a hub blamed
         while time.monotonic() < deadline:
