@@ -154,12 +154,14 @@ def quarantine_list(config: str, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     t = Table(title="quarantined changes")
-    for col in ("id", "received", "from", "origin", "seq", "record", "reason"):
+    for col in ("id", "received", "from", "origin", "seq"):
         t.add_column(col)
+    t.add_column("record", min_width=36, no_wrap=True)  # whole ids, never cut
+    t.add_column("reason")
     for r in rows:
         t.add_row(str(r["id"]), _since(r["received_ms"]), r["peer"], r["origin"] or "?", str(r["seq"] or "?"),
                   r["record_id"] or "?", r["reason"])
-    Console().print(t)
+    wide_console(160).print(t)
 
 
 @quarantine.command("show")
