@@ -12,19 +12,31 @@ sync resumes: everything written for 44 meanwhile arrives, once.
 from __future__ import annotations
 
 import random
+import re
 import time
+import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.launcher import Federation
-from tests.integration.conftest import eventually, person, small_federation, yipanqi
+from tests.integration.conftest import Fed, eventually, person, small_federation, yipanqi
 from tests.support.pgcluster import PgCluster
 
 N44, N45, PEARL = "province-44", "province-45", "hub-pearl"
 SLOW = 60
+
+
+def scrape(fed: Fed, identity: str) -> dict[str, float]:
+    """The unlabelled samples of a process's /metrics."""
+    port = tomllib.loads(fed.fed.configs[identity].read_text())["node"]["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
 
 
 @pytest.fixture
@@ -67,6 +79,11 @@ def test_a_postgresql_restart_is_the_stores_outage_not_the_hubs(tmp_path: Path, 
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "the store is unavailable" in (refused.value.details() or "")
 
+        human = " ".join(yipanqi("status", "-c", fed.fed.configs[N44], timeout=60).stdout.split())
+        assert re.search(r"store\W+down since", human) and st["store"]["last_error"].split()[0] in human, human
+        assert scrape(fed, N44)["yipanqi_store_up"] == 0
+        assert "yipanqi_records" not in scrape(fed, N44)  # unknown, not 0
+
         # Starting a node on a database that is not there: one line naming it, no traceback.
         again = yipanqi("node", "run", "-c", fed.fed.configs[N44], timeout=60)
         assert again.returncode != 0 and "Traceback" not in again.stderr, again.stderr
@@ -86,6 +103,7 @@ def test_a_postgresql_restart_is_the_stores_outage_not_the_hubs(tmp_path: Path, 
                         SLOW, message=lambda: f"44 status: {fed.status(N44)}")
         assert st["store"]["outages"] == 1 and st["store"]["last_error"] is None, st["store"]
         assert st["hub"]["hub"] == "pearl" and not st["hub"]["fallback"], st["hub"]
+        assert scrape(fed, N44)["yipanqi_store_up"] == 1
         for pid in sent:
             keys = [(r["origin"], r["seq"]) for r in fed.history(N44, pid)]
             assert len(keys) == len(set(keys)) == 1, keys
