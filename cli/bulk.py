@@ -23,12 +23,14 @@ from typing import Iterator
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from cli import csvcells
 from cli.client import AdminClient
 from cli.output import Failure, console, echo_json, plain, text
 from cli.person import config_option, person
 from store.files import open_private, private_dir
+from cli.words import plural
 from core.errors import ValidationError
 from core.person import FIELDS, parse_field_value
 from yipanqi.v1 import admin_pb2 as pb
@@ -126,7 +128,7 @@ def import_(config: str, file: Path) -> None:
                             rows=loaded + len(errors))
     for line, why in sorted(errors):
         err_console.print(text(f"{file}:{line}: {why}"), soft_wrap=True)  # one line each, escaped
-    click.echo(plain(f"imported {loaded} rows, refused {len(errors)}"))
+    click.echo(plain(f"imported {plural(loaded, 'row')}, refused {len(errors)}"))
     if errors:
         sys.exit(1 if not loaded else 2)
 
@@ -148,7 +150,7 @@ def export(config: str, file: Path, include_deleted: bool) -> None:
         for record in client.records(pb.ListRequest(kind="person", include_deleted=include_deleted)):
             writer.writerow({k: csvcells.neutralise(v) for k, v in record.items()})
             n += 1
-    click.echo(plain(f"exported {n} records to {file}"))
+    click.echo(plain(f"exported {plural(n, 'record')} to {file}"))
 
 
 @click.command("stats")
@@ -162,7 +164,9 @@ def stats(config: str, by: str | None, as_json: bool) -> None:
         echo_json(doc)
         return
     out = console()
-    out.print(text(f"{doc['identity']}: {doc.get('migrants', '-')} migrants, {doc.get('cross_province', '-')} cross-province"))
+    migrants = doc.get("migrants")
+    out.print(text(f"{doc['identity']}: " + ("- migrants" if migrants is None else plural(migrants, "migrant"))
+                   + f", {doc.get('cross_province', '-')} cross-province"))
     if "provinces" in doc:
         t = Table(title="by province")
         for col in ("province", "residents", "household", "inflow", "outflow"):

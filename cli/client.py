@@ -48,9 +48,35 @@ class AdminClient:
 
     def records(self, request: Any) -> Iterator[dict[str, Any]]:
         """Every record a List call returns (pages flattened)."""
+        for page in self.pages(request):
+            yield from page
+
+    def pages(self, request: Any) -> Iterator[list[dict[str, Any]]]:
+        """The records of a List call, page by page as the server sends them."""
         for page in self.stream("List", request):
-            for reply in page.records:
-                yield json.loads(reply.json)
+            yield [json.loads(reply.json) for reply in page.records]
+
+    def resolve(self, record_id: str, kind: str = "person") -> str:
+        """A full record id from ``record_id`` or a unique prefix of one (at least 4 characters).
+        Raises ClickException naming the argument when no record, or more than one, matches."""
+        text = record_id.strip().lower()
+        name = f"{kind.upper()}_ID"
+        if len(text) == 36:  # a whole id: the server checks it
+            return record_id.strip()
+        if not text or any(c not in "0123456789abcdef-" for c in text):
+            raise click.ClickException(f"{name} {record_id!r}: not a {kind} id or a prefix of one (hex digits and -)")
+        if len(text) < 4:
+            raise click.ClickException(f"{name} {record_id!r}: give at least 4 characters of the id")
+        found = [r[f"{kind}_id"] for r in self.records(pb.ListRequest(kind=kind, include_deleted=True,
+                                                                     after=text, limit=2))]
+        found = [f for f in found if f.startswith(text)]
+        if not found:
+            raise click.ClickException(f"{name} {record_id!r}: no {kind} record on {self.config.identity} "
+                                       "has an id starting with it")
+        if len(found) > 1:
+            raise click.ClickException(f"{name} {record_id!r}: more than one {kind} record starts with it "
+                                       f"({found[0]}, {found[1]}, ...); give more of the id")
+        return found[0]
 
     def json(self, method: str, request: Any) -> Any:
         return json.loads(self.call(method, request).json)
@@ -79,6 +105,8 @@ def _tls_refusal(cfg: NodeConfig | HubConfig) -> str | None:
 def _explain(err: grpc.RpcError, cfg: NodeConfig | HubConfig) -> click.ClickException:
     """The server's error for the operator; its details may quote data back, so they are escaped (Failure)."""
     code = err.code()
+    if code == grpc.StatusCode.UNAVAILABLE and (err.details() or "").startswith("the store is unavailable"):
+        return click.ClickException(f"{cfg.identity} is running, but {err.details()}; try again later")
     if code == grpc.StatusCode.UNAVAILABLE:
         why = _tls_refusal(cfg)
         if why is not None:

@@ -18,6 +18,7 @@ from cli.output import plain
 
 from certs.ca import create_ca, issue_identity
 from core.provinces import DEFAULT_REGIONS, PROVINCES
+from cli.words import plural
 
 HUB_ORDER = ("national", "bohai", "yangtze", "pearl", "northwest")
 
@@ -247,7 +248,7 @@ def init(directory: Path, provinces: str | None, base_port: int, address: tuple[
         raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
     written = init_federation(directory, codes, base_port, addresses)
     hubs = sum(1 for k in written if k.startswith("hub-"))
-    click.echo(plain(f"created a federation of {len(codes)} nodes and {hubs} hubs in {directory}"))
+    click.echo(plain(f"created a federation of {plural(len(codes), 'node')} and {plural(hubs, 'hub')} in {directory}"))
 
 
 @federation.command("ca")

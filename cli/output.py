@@ -42,17 +42,27 @@ def shown(value: object) -> Text:
     return text(repr(value))
 
 
-def utc(ms: object) -> Text:
-    """A time in milliseconds since the epoch (a peer's claim) as UTC, or as it is if it is no time."""
+def utc(ms: object, *, label: bool = True) -> Text:
+    """A time in milliseconds since the epoch (a peer's claim) as ``YYYY-MM-DD HH:MM:SS UTC``
+    (``label=False`` drops " UTC" where a column header says it), "-" if unknown, or the value
+    itself, escaped, if it is no time. Every absolute time the CLI prints is UTC and says so."""
+    if ms is None:
+        return Text("-")
     try:
-        return Text(dt.datetime.fromtimestamp(int(ms) / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))  # type: ignore[call-overload]
+        when = dt.datetime.fromtimestamp(int(ms) / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError, OSError):
         return text(ms)
+    return Text(when + (" UTC" if label else ""))
 
 
-def console(*, stderr: bool = False) -> Console:
-    """The console for everything the CLI prints with Rich: data is never markup, emoji or highlighted."""
-    return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+def console(*, stderr: bool = False, min_width: int = 0) -> Console:
+    """The console for everything the CLI prints with Rich: data is never markup, emoji or
+    highlighted. Piped (no terminal), Rich assumes 80 columns and cuts columns to fit; tables
+    with whole ids ask for ``min_width``."""
+    out = Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+    if not out.is_terminal and out.width < min_width:
+        out = Console(stderr=stderr, markup=False, emoji=False, highlight=False, width=min_width)
+    return out
 
 
 def json_text(obj: Any, *, indent: int | None = None) -> str:

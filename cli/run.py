@@ -6,6 +6,7 @@ import click
 
 from cli.config import ConfigError, load_hub, load_node
 from cli.output import Failure, plain
+from cli.words import plural
 
 
 @click.group("node")
@@ -98,7 +99,7 @@ def node_rebuild(config: str) -> None:
         store.close()
     for failure in failures:
         click.echo(plain(f"warning: not reached, rebuild again once it is up: {failure}"), err=True)
-    click.echo(plain(f"rebuilt {cfg.identity} from the national database and its hubs: {applied} changes applied"))
+    click.echo(plain(f"rebuilt {cfg.identity} from the national database and its hubs: {plural(applied, 'change')} applied"))
 
 
 def _sqlite_path(url: str, key: str) -> str:

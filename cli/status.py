@@ -15,8 +15,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from rich.text import Text
+
 from cli.client import AdminClient
 from cli.output import Failure, console, echo_json, plain, shown, text, utc
+from cli.words import plural
 from yipanqi.v1 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
@@ -63,24 +66,42 @@ def _link(link: dict | None) -> Text:
     return text("down", style="red") + text(f" since {_since(link['down_since_ms'])}: {link.get('last_error') or ''}")
 
 
+def _store(store: dict | None) -> Text:
+    """The process's own database: ok, or since when it is down and why."""
+    if not store:
+        return text("-")
+    if store["ok"]:
+        return text("ok", style="green") + text(f" ({store['backend']})")
+    return text("down", style="red") + text(f" since {_since(store['down_since_ms'])}: {store['last_error'] or ''}"
+                                          " (sync paused; figures read from it are not available)")
+
+
+def _count(value: object, word: str) -> str:
+    if value is None:
+        return f"- {word}s"
+    return plural(value, word) if type(value) is int else plain(f"{value} {word}s")  # a peer's odd report, escaped
+
+
 def render(doc: dict) -> Group:
     if doc["role"] == "node":
         t = Table(title=text(f"{doc['identity']} sync status"), show_header=False)
+        t.add_row("store", _store(doc.get("store")))
         t.add_row("hub", _link(doc["hub"]))
-        t.add_row("records", text(doc["records"]))
-        t.add_row("last written seq", text(doc["last_seq"]))
-        t.add_row("acknowledged by hub", text(doc["acked_seq"]))
-        t.add_row("outbox backlog", text(f"{doc['outbox']['changes']} (oldest {_age(doc['outbox']['oldest_age_s'])})"))
-        t.add_row("open conflicts", text(doc["conflicts"]))
-        t.add_row("quarantined", text(doc["quarantined"]))
+        t.add_row("records", _n(doc["records"]))
+        t.add_row("last written seq", _n(doc["last_seq"]))
+        t.add_row("acknowledged by hub", _n(doc["acked_seq"]))
+        t.add_row("outbox backlog", _n(doc['outbox']['changes']) + text(f" (oldest {_age(doc['outbox']['oldest_age_s'])})"))
+        t.add_row("open conflicts", _n(doc["conflicts"]))
+        t.add_row("quarantined", _n(doc["quarantined"]))
         o = Table(title="changes applied per origin")
         for col in ("origin", "last seq", "last written", "lag"):
             o.add_column(col)
         for origin, row in doc["origins"].items():
             o.add_row(text(origin), text(row["last_seq"]), text(_since(row["last_write_ms"])), text(_age(row["lag_s"])))
         return Group(t, o)
-    t = Table(title=text(f"{doc['identity']}: log at {doc['log_lsn']}, {doc['quarantined']} quarantined"
-                         + (f", {doc['records']} records, {doc['conflicts']} conflicts" if "records" in doc else "")))
+    t = Table(title=text(f"{doc['identity']}: log at {plain(doc['log_lsn'])}, {plain(doc['quarantined'])} quarantined"
+                         + (f", {_count(doc['records'], 'record')}, {_count(doc['conflicts'], 'conflict')}"
+                            if "records" in doc else "")))
     for col in ("peer", "connected", "queue", "oldest", "acked", "last contact"):
         t.add_column(col)
     for row in doc["destinations"]:
@@ -100,11 +121,14 @@ def render(doc: dict) -> Group:
                       text(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"]),
                       pair(row["receive_p50_s"], row["receive_p95_s"]))
         parts.append(f)
+    up = Table(show_header=False)
+    if doc.get("store") is not None:
+        up.add_row("store", _store(doc["store"]))
     if doc.get("upstream") is not None:
-        up = Table(show_header=False)
         up.add_row("upstream", _link(doc["upstream"]))
         q = doc.get("upstream_queue", {})
-        up.add_row("upstream queue", text(f"{q.get('changes', 0)} (oldest {_age(q.get('oldest_age_s'))})"))
+        up.add_row("upstream queue", _n(q.get("changes")) + text(f" (oldest {_age(q.get('oldest_age_s'))})"))
+    if up.row_count:
         parts.append(up)
     return Group(*parts)
 
@@ -149,12 +173,14 @@ def quarantine_list(config: str, as_json: bool) -> None:
         echo_json(rows)
         return
     t = Table(title="quarantined changes")
-    for col in ("id", "received", "from", "origin", "seq", "record", "reason"):
+    for col in ("id", "received", "from", "origin", "seq"):
         t.add_column(col)
+    t.add_column("record", min_width=36, no_wrap=True)  # whole ids, never cut
+    t.add_column("reason")
     for r in rows:
         t.add_row(text(r["id"]), text(_since(r["received_ms"])), text(r["peer"]), text(r["origin"] or "?"),
                   text(r["seq"] or "?"), text(r["record_id"] or "?"), text(r["reason"]))
-    console().print(t)
+    console(min_width=160).print(t)
 
 
 @quarantine.command("show")
@@ -187,13 +213,14 @@ def conflicts_list(config: str, as_json: bool) -> None:
         echo_json(rows)
         return
     t = Table(title=text(f"open conflicts on {client.config.identity}"))
-    for col in ("person_id", "field", "shown (winner)", "other values"):
+    t.add_column("person_id", min_width=36, no_wrap=True)  # whole ids, never cut
+    for col in ("field", "shown (winner)", "other values"):
         t.add_column(col)
     for r in rows:
         v = r["versions"]
         t.add_row(text(r["person_id"]), text(r["field"]), shown(v[0]["value"]) + text(f" by {v[0]['writer']}"),
                   text("; ").join(shown(x["value"]) + text(f" by {x['writer']}") for x in v[1:]))
-    console().print(t)
+    console(min_width=140).print(t)
 
 
 @conflicts.command("show")
@@ -203,6 +230,7 @@ def conflicts_list(config: str, as_json: bool) -> None:
 def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
     """One record's open conflicts: every value, who wrote it and when."""
     client = AdminClient.open(config)
+    person_id = client.resolve(person_id)
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     found = record["_meta"]["conflicts"]
     if as_json:
@@ -212,11 +240,12 @@ def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
         click.echo(plain(f"person {person_id} has no open conflicts"))
         return
     t = Table(title=text(f"open conflicts of person {person_id}"))
-    for col in ("field", "value", "written by", "at", "shown"):
+    for col in ("field", "value", "written by", "at (UTC)", "shown"):
         t.add_column(col)
     for field, versions in found.items():
         for i, v in enumerate(versions):
-            t.add_row(text(field), shown(v["value"]), text(v["writer"]), utc(v["at_ms"]), "yes" if i == 0 else "")
+            t.add_row(text(field), shown(v["value"]), text(v["writer"]), utc(v["at_ms"], label=False),
+                      "yes" if i == 0 else "")
     console().print(t)
 
 
@@ -230,6 +259,7 @@ def conflicts_resolve(config: str, person_id: str, field: str, value: str | None
     from core.person import parse_field_value
 
     client = AdminClient.open(config)
+    person_id = client.resolve(person_id)
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     versions = record["_meta"]["conflicts"].get(field)
     if not versions:

@@ -76,6 +76,20 @@ class Unavailable(SyncError):
     retryable = True
 
 
+class StoreUnavailable(Unavailable):
+    """This process's own database cannot be used right now: the server is down or restarting,
+    the file is locked past the busy timeout, the disk is full. Nothing was written; retrying
+    later helps. It is never a peer's fault, so it must not be blamed on one.
+
+    ``reason`` is the database's own one-line message; ``unreachable`` is true when no
+    connection could be used at all (so any later successful query shows it is back)."""
+
+    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable
+
+
 class BadSignature(RemoteError):
     """The signature does not verify over the exact bytes received."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from certs.revocation import RevocationList
+from core.errors import StoreUnavailable
 from cli.config import HubConfig
 from node.transport import PeerGate
 from core.routing import Topology
@@ -14,6 +15,7 @@ from node.admin import AdminServicer
 from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
+from node.outage import log_outages
 from node.peer import Peer
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import hub_report, hub_status
@@ -24,7 +26,11 @@ from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 def run_hub(cfg: HubConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     # The national hub keeps the national cross-province case database: it merges records too.
-    store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+    try:
+        store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+    except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
+        raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err.reason}") from None
+    log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)
     peer = Peer(cfg.identity, store, keyring_for(cfg.tls), revocations)

@@ -70,14 +70,23 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     def List(self, request: pb.ListRequest, context) -> Iterator[pb.RecordPage]:  # type: ignore[no-untyped-def]
         self._operator(context)
-        page = pb.RecordPage()
+        page, left = pb.RecordPage(), request.limit or None
+        if len(request.after) > 200:
+            raise ValidationError("after", "longer than any record id")
+        # The first page is small, so the operator sees records at once, whatever the table's size.
+        size = FIRST_PAGE
         for state in self.store.iter_records(request.kind or "person", include_deleted=request.include_deleted,
-                                             conflicted_only=request.conflicted_only):
+                                             conflicted_only=request.conflicted_only, after=request.after,
+                                             page=min(left or 500, 500)):
             page.records.append(pb.RecordReply(kind=state.kind, record_id=state.record_id,
                                                json=_dump(described(state))))
-            if len(page.records) >= PAGE:
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    break
+            if len(page.records) >= size:
                 yield page
-                page = pb.RecordPage()
+                page, size = pb.RecordPage(), PAGE
         if page.records:
             yield page
 
@@ -188,3 +197,4 @@ def _not_by_hand(kind: str) -> None:
 
 IMPORT_BATCH = 500
 PAGE = 200
+FIRST_PAGE = 50  # records in the first page of a List stream

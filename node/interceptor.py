@@ -2,7 +2,9 @@
 
 Servicers raise ``core.errors.SyncError`` subclasses (or let them propagate);
 this interceptor turns each into its status (``err.status``) with the
-error's message, for unary and streaming handlers alike. Anything else is a
+error's message, for unary and streaming handlers alike. An outage of our own
+store (``StoreUnavailable``) is UNAVAILABLE "the store is unavailable (...);
+nothing was written", logged once per outage by node.outage, not per call. Anything else is a
 bug: it is logged with its traceback and reported as INTERNAL without
 internals leaking to the peer.
 
@@ -18,9 +20,7 @@ from typing import Any, Callable
 
 import grpc
 
-from sqlalchemy.exc import OperationalError
-
-from core.errors import Malformed, SyncError
+from core.errors import Malformed, StoreUnavailable, SyncError
 
 log = logging.getLogger("yipanqi.rpc")
 
@@ -46,13 +46,13 @@ def _details_text(text: str) -> str:
 
 
 def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, StoreUnavailable):  # locked, disk full, server gone: nothing was written
+        log.debug("%s: the store is unavailable: %s", method, exc.reason)
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"the store is unavailable ({exc.reason}); nothing was written")
     if isinstance(exc, SyncError):
         details = _details(exc)
         log.info("%s refused: %s", method, _details_text(exc.log_text))
         context.abort(_code(exc), details)
-    if isinstance(exc, OperationalError):  # locked, disk full, server gone: nothing was written
-        log.error("%s: the store is unavailable: %s", method, exc.orig)
-        context.abort(grpc.StatusCode.UNAVAILABLE, f"the store is unavailable ({exc.orig}); nothing was written")
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 

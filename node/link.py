@@ -18,6 +18,12 @@ host dialled and be the expected hub's, and a hub whose certificate is revoked
 is refused like a failed session, with the reason in ``last_error``; the
 revocation check is run again every ``REVOCATION_RECHECK`` seconds on an open
 session when the list has changed.
+
+An outage of our own store (``StoreUnavailable``: the database server down or
+restarting, the file locked or the disk full) is not the hub's fault: the
+session ends, sync pauses (``LinkState.paused``), the link probes the store with
+backoff until it takes writes again, and then reconnects to the same hub. It
+never moves to a fallback hub for it, and never names a hub in the error.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import grpc
-from sqlalchemy.exc import OperationalError
 
 from cli.config import HubAddress, TLSPaths
+from core.errors import StoreUnavailable
 from node import metrics, wire
 from node.peer import Peer, now_ms
 from node.transport import describe_failure, secure_channel, server_certificate
@@ -65,6 +71,7 @@ class LinkState:
     pushed: int = 0
     pulled: int = 0
     quarantined: int = 0
+    paused: bool = False  # sync paused by an outage of our own store (not the hub's fault)
 
     @property
     def fallback(self) -> bool:
@@ -95,6 +102,9 @@ class Link(threading.Thread):
             ok = self._session(hub, limit)
             if self.stop_event.is_set():
                 break
+            if ok is None:  # our store failed, not the hub: same hub again once the store is back
+                self._wait_for_store()
+                continue
             if ok:
                 index, backoff = 0, 0.5
                 continue
@@ -103,8 +113,26 @@ class Link(threading.Thread):
                 self.stop_event.wait(random.uniform(0, backoff))
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _session(self, hub: HubAddress, limit: float | None) -> bool:
-        """Run one session; True if it ended cleanly (time limit), False on failure."""
+    def _wait_for_store(self) -> None:
+        """Sync is paused by an outage of our store: probe it with backoff (full jitter) until a
+        write commits again. Status shows the outage (``store``); the store logs it once."""
+        self.state.hub, self.state.up_since_ms, self.state.paused = None, None, True
+        if self.state.down_since_ms is None:
+            self.state.down_since_ms = now_ms()
+        self.state.last_error = "sync paused: this process's store is unavailable (see store)"
+        backoff = 0.25
+        while not self.stop_event.is_set():
+            try:
+                self.peer.store.probe()
+                break
+            except StoreUnavailable:
+                self.stop_event.wait(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        self.state.paused = False
+
+    def _session(self, hub: HubAddress, limit: float | None) -> bool | None:
+        """Run one session; True if it ended cleanly (time limit), False on the hub's failure,
+        None when our own store failed (the hub is not to blame)."""
         checked = self.peer.revocations.tokens()
         try:
             revoked = self._hub_revoked(hub)
@@ -130,10 +158,13 @@ class Link(threading.Thread):
         stub = pb_grpc.FederationStub(channel)
         done = threading.Event()
         errors: list[str] = []
+        store_down: list[StoreUnavailable] = []
         calls: list[grpc.Call] = []
         threads = [
-            threading.Thread(target=self._guard, args=(self._push, stub, hub, done, calls, errors), daemon=True),
-            threading.Thread(target=self._guard, args=(self._pull, stub, hub, done, calls, errors), daemon=True),
+            threading.Thread(target=self._guard, args=(self._push, stub, hub, done, calls, errors, store_down),
+                             daemon=True),
+            threading.Thread(target=self._guard, args=(self._pull, stub, hub, done, calls, errors, store_down),
+                             daemon=True),
         ]
         for t in threads:
             t.start()
@@ -162,6 +193,9 @@ class Link(threading.Thread):
         if revoked and not self.stop_event.is_set():
             self._down(hub, revoked)
             return False
+        if store_down and not self.stop_event.is_set():
+            log.debug("session with hub-%s ended: our store is unavailable (%s)", hub.name, store_down[0].reason)
+            return None
         if errors and not self.stop_event.is_set():
             self._down(hub, errors[0])
             return False
@@ -191,15 +225,14 @@ class Link(threading.Thread):
         self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"hub-{hub.name}: {why}"
         log.warning("hub-%s unavailable: %s", hub.name, why)
 
-    def _guard(self, fn, stub, hub, done, calls, errors) -> None:  # type: ignore[no-untyped-def]
+    def _guard(self, fn, stub, hub, done, calls, errors, store_down) -> None:  # type: ignore[no-untyped-def]
         try:
-            fn(stub, hub, done, calls)
+            fn(stub, hub, done, calls, store_down)
         except grpc.RpcError as err:
-            if not done.is_set():
+            if not done.is_set() and not store_down:
                 errors.append(f"{err.code().name}: {err.details()}")
-        except OperationalError as err:  # locked or full store: retry after backoff, nothing half-applied
-            log.error("sync paused: the store is unavailable: %s", err.orig)
-            errors.append(f"store unavailable: {err.orig}")
+        except StoreUnavailable as err:  # our store, not the hub: nothing half-applied; paused by run()
+            store_down.append(err)
         except Exception as err:  # noqa: BLE001 - a broken session must not kill the link
             log.exception("sync session failed")
             errors.append(str(err))
@@ -207,7 +240,8 @@ class Link(threading.Thread):
             done.set()
 
     # -- push: our changes up ------------------------------------------------
-    def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list) -> None:  # type: ignore[no-untyped-def]
+    def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
+              store_down: list) -> None:
         store = self.peer.store
         window = threading.Semaphore(WINDOW)
         sent_keys: set[str] = set()
@@ -215,6 +249,15 @@ class Link(threading.Thread):
         sent, acked = [0], [0]
 
         def requests():  # type: ignore[no-untyped-def]
+            # gRPC runs this on a thread of its own, and an exception here would reach the hub as
+            # a cancelled stream (and us as the hub's failure): a store outage ends it quietly.
+            try:
+                yield from push_requests()
+            except StoreUnavailable as err:
+                store_down.append(err)
+                done.set()
+
+        def push_requests():  # type: ignore[no-untyped-def]
             yield pb.PushRequest(hello=wire.hello(self.peer.identity))
             position = store.cursor(self.push_cursor)
             next_report = 0.0
@@ -255,12 +298,14 @@ class Link(threading.Thread):
                 window.release()
 
     # -- pull: changes for us down --------------------------------------------
-    def _pull(self, stub, hub: HubAddress, done: threading.Event, calls: list) -> None:  # type: ignore[no-untyped-def]
+    def _pull(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
+              store_down: list) -> None:
         name = f"pull:{hub.identity}"
         acks: queue.Queue[pb.Ack | None] = queue.Queue()
+        start = self.peer.store.cursor(name)  # here, not in requests(): see _push
 
         def requests():  # type: ignore[no-untyped-def]
-            yield pb.PullRequest(subscribe=pb.Subscribe(cursor=self.peer.store.cursor(name), window=WINDOW))
+            yield pb.PullRequest(subscribe=pb.Subscribe(cursor=start, window=WINDOW))
             while True:
                 ack = acks.get()
                 if ack is None:

@@ -21,21 +21,49 @@ APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one 
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 
+def _gauge(name: str, doc: str, value: object) -> GaugeMetricFamily | None:
+    return None if value is None else GaugeMetricFamily(name, doc, value=value)
+
+
+def _link_up(link: dict, kind: str, links: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+    """A node's link to its hub (``kind`` "hub") or a regional hub's to the national hub ("upstream"):
+    its sample in ``links``, plus ``yipanqi_hub_connected`` and ``yipanqi_link_fallback``."""
+    links.add_metric([kind, f"hub-{link['hub'] or link['home']}"], 1 if link["connected"] else 0)
+    yield GaugeMetricFamily("yipanqi_hub_connected", "1 if connected to a hub (a node's hub, a regional "
+                            "hub's national hub)", value=1 if link["connected"] else 0)
+    fallback = GaugeMetricFamily("yipanqi_link_fallback", "1 if the link is on a fallback hub", labels=["link"])
+    fallback.add_metric([kind], 1 if link["fallback"] else 0)
+    yield fallback
+
+
 class StatusCollector(Collector):
-    """Gauges from the live status report."""
+    """Gauges from the live status report. Figures the store cannot give right now (it is
+    down: see ``yipanqi_store_up``) are left out rather than reported as zero."""
 
     def __init__(self, status: Callable[[], dict]) -> None:
         self.status = status
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         doc = self.status()
+        store = doc.get("store") or {}
+        yield GaugeMetricFamily("yipanqi_store_up", "1 if this process's own database is usable",
+                                value=1 if store.get("ok", True) else 0)
+        queue = GaugeMetricFamily("yipanqi_queue_changes", "Changes waiting to be sent, per peer "
+                                  "(for a regional hub, peer hub-national is its upstream queue)", labels=["peer"])
+        age = GaugeMetricFamily("yipanqi_queue_oldest_seconds", "Age of the oldest waiting change, per peer; "
+                                "0 when the queue is empty", labels=["peer"])
+        links = GaugeMetricFamily("yipanqi_link_connected", "1 if the link is up", labels=["link", "peer"])
         if doc["role"] == "node":
-            yield GaugeMetricFamily("yipanqi_outbox_changes", "Own changes not yet acknowledged by a hub",
-                                    value=doc["outbox"]["changes"])
-            yield GaugeMetricFamily("yipanqi_conflicts", "Records with open conflicts", value=doc["conflicts"])
-            yield GaugeMetricFamily("yipanqi_records", "Records held", value=doc["records"])
-            yield GaugeMetricFamily("yipanqi_hub_connected", "1 if connected to a hub",
-                                    value=1 if doc["hub"] and doc["hub"]["connected"] else 0)
+            outbox = doc["outbox"]
+            found = [_gauge("yipanqi_outbox_changes", "Own changes not yet acknowledged by a hub", outbox["changes"]),
+                     _gauge("yipanqi_outbox_oldest_seconds", "Age of the oldest change not yet acknowledged "
+                            "by a hub; 0 when the outbox is empty",
+                            None if outbox["changes"] is None else outbox["oldest_age_s"] or 0),
+                     _gauge("yipanqi_conflicts", "Records with open conflicts", doc["conflicts"]),
+                     _gauge("yipanqi_records", "Records held", doc["records"])]
+            yield from (g for g in found if g is not None)
+            if doc["hub"] is not None:
+                yield from _link_up(doc["hub"], "hub", links)
             lag = GaugeMetricFamily("yipanqi_lag_seconds", "Write-to-arrival delay of the last change per origin",
                                     labels=["origin"])
             for origin, row in doc["origins"].items():
@@ -43,19 +71,26 @@ class StatusCollector(Collector):
                     lag.add_metric([origin], row["lag_s"])
             yield lag
         else:
-            queue = GaugeMetricFamily("yipanqi_queue_changes", "Changes waiting per destination", labels=["peer"])
-            age = GaugeMetricFamily("yipanqi_queue_oldest_seconds", "Age of the oldest waiting change",
-                                    labels=["peer"])
             for row in doc["destinations"]:
                 queue.add_metric([row["peer"]], row["queue"])
-                if row["oldest_age_s"] is not None:
-                    age.add_metric([row["peer"]], row["oldest_age_s"])
-            yield queue
-            yield age
+                age.add_metric([row["peer"]], row["oldest_age_s"] or 0)
+                links.add_metric(["downstream", row["peer"]], 1 if row["connected"] else 0)
+            upq = doc.get("upstream_queue")
+            if upq is not None and upq["changes"] is not None:
+                queue.add_metric(["hub-national"], upq["changes"])
+                age.add_metric(["hub-national"], upq["oldest_age_s"] or 0)
+            if doc.get("upstream") is not None:
+                yield from _link_up(doc["upstream"], "upstream", links)
             if "records" in doc:
-                yield GaugeMetricFamily("yipanqi_records", "Records held", value=doc["records"])
-                yield GaugeMetricFamily("yipanqi_conflicts", "Records with open conflicts", value=doc["conflicts"])
-        yield GaugeMetricFamily("yipanqi_quarantine_size", "Changes in quarantine", value=doc["quarantined"])
+                found = [_gauge("yipanqi_records", "Records held", doc["records"]),
+                         _gauge("yipanqi_conflicts", "Records with open conflicts", doc["conflicts"])]
+                yield from (g for g in found if g is not None)
+        yield links
+        yield queue
+        yield age
+        size = _gauge("yipanqi_quarantine_size", "Changes in quarantine", doc["quarantined"])
+        if size is not None:
+            yield size
 
 
 def serve_metrics(listen: str, port: int | None, status: Callable[[], dict]) -> None:

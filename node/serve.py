@@ -1,4 +1,4 @@
-"""Running a node or hub process: gRPC server, health, reflection, signals, logs.
+"""Running a node or hub process: gRPC server, health, reflection (v1 and v1alpha), signals, logs.
 
 Start-up failures (an address in use or not ours, a second instance, a store that
 cannot be opened, an unreadable key) are a ``StartupError``: one line naming the
@@ -23,11 +23,11 @@ from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from certs.keyring import Keyring
 from core.printable import escape
 from cli.config import TLSPaths
+from node import reflection
 from node.interceptor import ErrorInterceptor
 from node.transport import SERVER_OPTIONS, server_credentials, split_address
 from yipanqi.v1 import admin_pb2, federation_pb2
@@ -121,9 +121,8 @@ def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], N
         federation_pb2.DESCRIPTOR.services_by_name["Federation"].full_name,
         admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
         health.SERVICE_NAME,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
+    ) + reflection.SERVICE_NAMES
+    reflection.enable(names, server)  # v1 and v1alpha
     try:
         port = server.add_secure_port(listen, server_credentials(tls.ca, tls.cert, tls.key))
     except RuntimeError:  # "Failed to bind", without the reason

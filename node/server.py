@@ -6,6 +6,7 @@ import logging
 import threading
 
 from certs.revocation import RevocationList
+from core.errors import StoreUnavailable
 from certs.signing import Signer
 from node.transport import PeerGate
 from cli.config import NodeConfig
@@ -13,6 +14,7 @@ from node.admin import AdminServicer
 from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
+from node.outage import log_outages
 from node.peer import Peer
 from node.records import RecordService
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
@@ -28,7 +30,11 @@ def run_node(cfg: NodeConfig) -> None:
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
-    store = Store.open(cfg.database, owner=cfg.identity)
+    try:
+        store = Store.open(cfg.database, owner=cfg.identity)
+    except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
+        raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
+    log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
     peer.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert

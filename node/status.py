@@ -1,14 +1,20 @@
 """Sync status reports for nodes and hubs, as plain JSON-able dicts.
 
 Field names here are a documented contract for scripts and monitoring.
+
+Status must still answer while our own store is down (that is when operators
+look): the figures read from the store are then ``None`` (``origins`` empty,
+``destinations`` without queues), and the ``store`` section says why.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
+from core.errors import StoreUnavailable
 from core.routing import Filter, Topology
 from node.link import LinkState
+from node.outage import store_report
 from node.peer import now_ms
 from store.store import Store
 
@@ -33,25 +39,31 @@ def link_report(state: LinkState | None, now: int) -> dict[str, object] | None:
 
 def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
     now = now_ms()
-    acked = store.cursor("push")
-    backlog, oldest = store.outbox_stats(acked)
-    origins = {
-        origin: {"last_seq": seq, "last_write_ms": at, "received_ms": rcv, "lag_s": _age_s(at, rcv)}
-        for origin, (seq, at, rcv) in sorted(store.last_applied().items())
-        if origin != store.owner
-    }
-    return {
-        "role": "node",
-        "identity": store.owner,
-        "records": store.count_records(),
-        "last_seq": store.last_seq(),
-        "acked_seq": acked,
-        "outbox": {"changes": backlog, "oldest_age_s": _age_s(oldest, now)},
-        "origins": origins,
-        "conflicts": store.count_records(conflicted_only=True),
-        "quarantined": store.count_quarantined(),
-        "hub": link_report(link, now),
-    }
+    doc: dict[str, object] = {"role": "node", "identity": store.owner}
+    try:
+        acked = store.cursor("push")
+        backlog, oldest = store.outbox_stats(acked)
+        origins = {
+            origin: {"last_seq": seq, "last_write_ms": at, "received_ms": rcv, "lag_s": _age_s(at, rcv)}
+            for origin, (seq, at, rcv) in sorted(store.last_applied().items())
+            if origin != store.owner
+        }
+        doc.update({
+            "records": store.count_records(),
+            "last_seq": store.last_seq(),
+            "acked_seq": acked,
+            "outbox": {"changes": backlog, "oldest_age_s": _age_s(oldest, now)},
+            "origins": origins,
+            "conflicts": store.count_records(conflicted_only=True),
+            "quarantined": store.count_quarantined(),
+        })
+    except StoreUnavailable:  # shown in doc["store"]
+        doc.update({"records": None, "last_seq": None, "acked_seq": None,
+                    "outbox": {"changes": None, "oldest_age_s": None}, "origins": {},
+                    "conflicts": None, "quarantined": None})
+    doc["hub"] = link_report(link, now)
+    doc["store"] = store_report(store)
+    return doc
 
 
 def node_report(store: Store) -> dict[str, object]:
@@ -134,6 +146,24 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
 def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, object]:
     now = now_ms()
+    try:
+        report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
+    except StoreUnavailable:  # shown in report["store"]
+        report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
+                  "destinations": [], "upstream": link_report(upstream, now)}
+        if upstream is not None:
+            report["upstream_queue"] = {"changes": None, "oldest_age_s": None}
+        if store.hold_records:
+            report["records"] = report["conflicts"] = None
+        if hub == "national":
+            report["federation"] = []
+    report["store"] = store_report(store)
+    return report
+
+
+def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
+                 upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None,
+                 now: int) -> dict[str, object]:
     expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
     if hub == "national":
         expected = [f"hub-{r}" for r in sorted(topology.regions)] + expected

@@ -12,7 +12,10 @@ Contract (tested by tests/contract against SQLite and PostgreSQL):
   * Log sequence numbers (lsn) become visible in increasing order: one process
     owns a store and serialises its writes, so a reader that has seen lsn N
     has seen every lsn below N. Subscribers rely on this to never skip.
-Errors are returned as exceptions from core.errors; nothing here logs.
+Errors are returned as exceptions from core.errors; nothing here logs. An outage
+of the database itself (server down or restarting, file locked, disk full) is
+raised as ``core.errors.StoreUnavailable`` and noted in ``Store.health``
+(store.health); no SQLAlchemy exception type leaves the store for one.
 """
 
 
@@ -29,7 +32,7 @@ from sqlalchemy import Engine, insert, select, update
 from core import hlc
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import Equivocation, LocalError, NotFound, SyncError
+from core.errors import Equivocation, LocalError, NotFound, StoreUnavailable, SyncError
 from core.identity import Identity
 from core.merkle import Seal
 from core.record import RecordState
@@ -37,6 +40,7 @@ from core.routing import Filter
 from store import changelog, counters, projections, quarantine, records
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
+from store.health import Health, watch
 from store.quarantine import QuarantineEntry
 from store.schema import cursors, keys, meta
 
@@ -82,8 +86,13 @@ class Store:
     store.counters.
     """
 
-    def __init__(self, engine: Engine, *, owner: str, index_routes: bool = False, hold_records: bool = True):
+    def __init__(self, engine: Engine, *, owner: str, index_routes: bool = False, hold_records: bool = True,
+                 health: Health | None = None):
         self.engine = engine
+        self.health = health or Health()
+        if not getattr(engine, "_yipanqi_watched", False):
+            watch(engine, self.health)
+            engine._yipanqi_watched = True  # type: ignore[attr-defined]
         self.owner = owner
         ident = Identity.parse(owner)
         self.province = ident.name if ident.role == "province" else None
@@ -110,10 +119,23 @@ class Store:
         self._hlc = hlc.Timestamp(last_at + 1 if last_at else 0, 0, owner)
 
     @classmethod
-    def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True) -> "Store":
+    def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True,
+             health: Health | None = None) -> "Store":
+        """Open (and migrate) the store at ``url``. Raises ``StoreUnavailable`` when the database
+        cannot be used (a PostgreSQL server not up yet, say)."""
         engine = open_engine(url)
+        health = health or Health()
+        watch(engine, health)
+        engine._yipanqi_watched = True  # type: ignore[attr-defined]
         migrate(engine)
-        return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records)
+        return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health)
+
+    def probe(self) -> None:
+        """One small write transaction: returns once the database takes writes again, raises
+        ``StoreUnavailable`` while it does not (what a paused sync waits on)."""
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(update(meta).where(meta.c.key == "owner").values(value=self.owner))
+        self.health.wrote()
 
     def close(self) -> None:
         self._closed.set()
@@ -134,9 +156,9 @@ class Store:
         return state
 
     def iter_records(self, kind: str, *, include_deleted: bool = False, conflicted_only: bool = False,
-                     page: int = 500) -> Iterator[RecordState]:
-        """All records of a kind in id order, read page by page (memory stays flat)."""
-        after = ""
+                     page: int = 500, after: str = "") -> Iterator[RecordState]:
+        """All records of a kind in id order (those whose id sorts after ``after``), read page by
+        page (memory stays flat)."""
         while True:
             with self.engine.connect() as conn:
                 states = records.page(conn, kind, after, include_deleted=include_deleted,
@@ -325,6 +347,7 @@ class Store:
             with self._acks_lock:
                 self._acks.pop(name, None)  # this write supersedes a noted ack
             self._set_cursor(conn, name, value, now_ms)
+        self.health.wrote()
 
     def note_ack(self, name: str, value: int, now_ms: int) -> None:
         """Record a peer's acknowledgement (how far it has durably taken what we sent).
@@ -360,6 +383,7 @@ class Store:
 
     def _acks_written(self, written: dict[str, tuple[int, int]]) -> None:
         """After the commit: forget the acks written, unless a newer one came meanwhile."""
+        self.health.wrote()
         with self._acks_lock:
             for name, ack in written.items():
                 if self._acks.get(name) == ack:
@@ -369,7 +393,7 @@ class Store:
         while not self._closed.wait(ACK_FLUSH_S):
             try:
                 self.flush_acks()
-            except Exception:  # noqa: BLE001 - a locked or full store: the acks wait for the next try
+            except Exception:  # noqa: BLE001 - an outage is noted in self.health; the acks wait for the next try
                 pass
 
     def cursor(self, name: str) -> int:
@@ -440,6 +464,7 @@ class Store:
         with self._lock, self.engine.begin() as conn:
             if conn.execute(select(keys.c.key_id).where(keys.c.key_id == key_id)).first() is None:
                 conn.execute(insert(keys).values(key_id=key_id, identity=identity, cert_der=cert_der, added_ms=now_ms))
+        self.health.wrote()
 
     def load_keys(self) -> list[bytes]:
         with self.engine.connect() as conn:

@@ -873,3 +873,16 @@ def test_iter_records_pages_through_everything_once(db_url: str, pki: PKI, autho
             assert states[ch.record_id] == ch.state
     assert list(s.iter_records(KIND, page=3, conflicted_only=True)) == []
     assert s.count_records() == 7
+
+
+def test_iter_records_after_an_id_or_a_prefix(db_url: str, pki: PKI, authors: Authors, opened: list[Store]) -> None:
+    """``after`` starts past an id (paging), and past a prefix: what the CLI uses to page and to
+    find the records whose id starts with a prefix."""
+    s = open_store(db_url, opened, owner="province-44")
+    ids = sorted(authors.write("province-44", "44", "44", store=s)[0].record_id for _ in range(6))
+    for page in (1, 2, 500):
+        assert [r.record_id for r in s.iter_records(KIND, page=page, after=ids[2])] == ids[3:]
+    assert [r.record_id for r in s.iter_records(KIND, after=ids[-1])] == []
+    prefix = ids[4][:6]
+    after_prefix = [r.record_id for r in s.iter_records(KIND, after=prefix)]
+    assert ids[4] in after_prefix and after_prefix == [i for i in ids if i > prefix]

@@ -14,15 +14,16 @@ import signal
 import time
 import tomllib
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import NODES, Fed, eventually, person
+from tests.integration.conftest import NODES, ROOT, Fed, eventually, person
 
 SERVICES = ("yipanqi.v1.Federation", "yipanqi.v1.Admin", "grpc.health.v1.Health")
 
@@ -116,6 +117,85 @@ def test_server_reflection_lists_services_and_serves_descriptors(federation: Fed
         assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
+# A v1-only reflection client, as grpcurl, grpc-js or Postman are: the messages come from the
+# upstream grpc/reflection/v1/reflection.proto (written out here, compiled with protoc into a
+# descriptor pool of its own), not from anything yipanqi or grpcio-reflection ships.
+REFLECTION_V1_PROTO = """
+syntax = "proto3";
+package grpc.reflection.v1;
+service ServerReflection {
+  rpc ServerReflectionInfo(stream ServerReflectionRequest) returns (stream ServerReflectionResponse);
+}
+message ServerReflectionRequest {
+  string host = 1;
+  oneof message_request {
+    string file_by_filename = 3;
+    string file_containing_symbol = 4;
+    ExtensionRequest file_containing_extension = 5;
+    string all_extension_numbers_of_type = 6;
+    string list_services = 7;
+  }
+}
+message ExtensionRequest { string containing_type = 1; int32 extension_number = 2; }
+message ServerReflectionResponse {
+  string valid_host = 1;
+  ServerReflectionRequest original_request = 2;
+  oneof message_response {
+    FileDescriptorResponse file_descriptor_response = 4;
+    ExtensionNumberResponse all_extension_numbers_response = 5;
+    ListServiceResponse list_services_response = 6;
+    ErrorResponse error_response = 7;
+  }
+}
+message FileDescriptorResponse { repeated bytes file_descriptor_proto = 1; }
+message ExtensionNumberResponse { string base_type_name = 1; repeated int32 extension_number = 2; }
+message ListServiceResponse { repeated ServiceResponse service = 1; }
+message ServiceResponse { string name = 1; }
+message ErrorResponse { int32 error_code = 1; string error_message = 2; }
+"""
+
+
+def _v1_messages(tmp: Path) -> tuple[type, type]:
+    from grpc_tools import protoc
+
+    src = tmp / "grpc" / "reflection" / "v1"
+    src.mkdir(parents=True)
+    (src / "reflection.proto").write_text(REFLECTION_V1_PROTO)
+    out = tmp / "v1.desc"
+    assert protoc.main(["protoc", f"-I{tmp}", f"--descriptor_set_out={out}",
+                        "grpc/reflection/v1/reflection.proto"]) == 0
+    pool = descriptor_pool.DescriptorPool()
+    for fd in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file:
+        pool.Add(fd)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionResponse")))
+
+
+@pytest.mark.parametrize("identity", ["province-44", "hub-national"])
+def test_server_reflection_v1_answers_a_v1_client(federation: Fed, identity: str, tmp_path: Path) -> None:
+    request, response = _v1_messages(tmp_path)
+    with federation.fed.channel(identity) as channel:
+        info = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=request.SerializeToString,
+                                     response_deserializer=response.FromString)
+        listing, admin, itself, missing = list(info(iter([
+            request(list_services=""),
+            request(file_containing_symbol="yipanqi.v1.Admin"),
+            request(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+            request(file_containing_symbol="no.Such"),
+        ]), timeout=10))
+    names = {s.name for s in listing.list_services_response.service}
+    assert set(SERVICES) | {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in admin.file_descriptor_response.file_descriptor_proto]
+    methods = {m.name for f in files for sv in f.service if sv.name == "Admin" for m in sv.method}
+    assert {"Write", "Get", "List", "History", "Status"} <= methods, files
+    (v1,) = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in itself.file_descriptor_response.file_descriptor_proto]
+    assert v1.package == "grpc.reflection.v1" and [sv.name for sv in v1.service] == ["ServerReflection"]
+    assert missing.WhichOneof("message_response") == "error_response"
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
 # -- metrics ----------------------------------------------------------------------
 
 def test_metrics_count_writes_and_arrivals(federation: Fed, rng: random.Random) -> None:
@@ -184,6 +264,58 @@ def test_metrics_show_a_hub_queue_for_a_node_that_is_down(federation: Fed, rng: 
     eventually(lambda: sample(scrape(fed, "hub-pearl"), "yipanqi_queue_changes", peer="province-45") == 0, 45,
                message="hub-pearl's queue for province-45 did not drain")
     fed.wait_linked()
+
+
+def test_metrics_cover_every_link_and_queue(federation: Fed) -> None:
+    """Every link has a yipanqi_link_connected series (a node's to its hub, a regional hub's up to
+    the national hub, every hub's to what it serves), a regional hub's upstream queue is a queue
+    like the others (peer hub-national), and an empty queue's age is 0, not a missing series."""
+    fed = federation
+    fed.quiet()
+    node = scrape(fed, "province-44")
+    assert sample(node, "yipanqi_link_connected", link="hub", peer="hub-pearl") == 1
+    assert sample(node, "yipanqi_link_fallback", link="hub") == 0
+    assert ("yipanqi_outbox_oldest_seconds", ()) in node and sample(node, "yipanqi_outbox_oldest_seconds") == 0
+    assert sample(node, "yipanqi_store_up") == 1
+
+    pearl = scrape(fed, "hub-pearl")
+    assert sample(pearl, "yipanqi_link_connected", link="upstream", peer="hub-national") == 1
+    assert sample(pearl, "yipanqi_hub_connected") == 1
+    for peer in ("province-44", "province-45"):
+        assert sample(pearl, "yipanqi_link_connected", link="downstream", peer=peer) == 1
+    for peer in ("province-44", "province-45", "hub-national"):  # all empty once quiet
+        assert ("yipanqi_queue_changes", (("peer", peer),)) in pearl, peer
+        assert ("yipanqi_queue_oldest_seconds", (("peer", peer),)) in pearl, peer
+        assert sample(pearl, "yipanqi_queue_changes", peer=peer) == 0
+        assert sample(pearl, "yipanqi_queue_oldest_seconds", peer=peer) == 0
+
+    national = scrape(fed, "hub-national")
+    for region in ("bohai", "yangtze", "pearl"):
+        assert sample(national, "yipanqi_link_connected", link="downstream", peer=f"hub-{region}") == 1
+        assert ("yipanqi_queue_oldest_seconds", (("peer", f"hub-{region}"),)) in national
+    assert not any(k[0] == "yipanqi_link_connected" and ("link", "upstream") in k[1] for k in national)
+
+
+DOCUMENTED = re.compile(r"`(yipanqi_\w+)(?:\{([^}]*)\})?`")
+SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+
+def test_every_metric_and_label_is_documented(federation: Fed) -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    documented: dict[str, set[str]] = {}
+    for name, labels in DOCUMENTED.findall(text):
+        documented.setdefault(name, set()).update(x.strip() for x in labels.split(",") if x.strip())
+    seen: dict[str, set[str]] = {}
+    for identity in ("province-44", "hub-pearl", "hub-national"):
+        for name, labels in scrape(federation, identity):
+            if not name.startswith("yipanqi_"):
+                continue
+            stripped = next((name[: -len(x)] for x in SUFFIXES if name.endswith(x)), name)
+            family = next((c for c in (name, stripped, stripped + "_total") if c in documented), name)
+            seen.setdefault(family, set()).update(k for k, _ in labels if k != "le")
+    missing = {name: sorted(labels - documented.get(name, set())) for name, labels in seen.items()
+               if name not in documented or labels - documented[name]}
+    assert not missing, f"docs/operations.md does not document these metrics or labels: {missing}"
 
 
 # -- logs -------------------------------------------------------------------------

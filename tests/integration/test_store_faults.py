@@ -3,8 +3,9 @@ for longer than the busy timeout, and the disk full.
 
 The contract (node/interceptor.py, node/link.py): an operator's write is
 refused with UNAVAILABLE "the store is unavailable ...; nothing was written";
-a sync session that hits the store error ends, is logged, and is retried with
-backoff; the node keeps running and, once the store is usable again, everything
+a sync session that hits the store error ends, the outage is logged once (no
+traceback) and shown under ``store`` in status, and the link retries the same hub
+with backoff (no fallback, no hub blamed); the node keeps running and, once the store is usable again, everything
 arrives, nothing lost, nothing applied twice, and the database is sound.
 
 The busy timeout is 30 s by default; the lock test gives node 44 a 1 s one
@@ -31,9 +32,9 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError
 
 from cli.config import load_any
+from core.errors import StoreUnavailable
 from cli.launcher import Federation
 from node.transport import secure_channel
 from node.intake import check
@@ -81,12 +82,14 @@ def refused_unavailable(call: Callable[[], Any], *words: str) -> grpc.RpcError:
 
 
 def reported_down(fed: Fed, identity: str, word: str) -> dict[str, Any]:
-    """The node's status shows its sync paused by the store (it flaps while retrying: poll)."""
+    """The node's status names the outage of its own store, and blames no hub for it."""
     def down() -> dict[str, Any]:
-        hub = fed.status(identity)["hub"]
-        return hub if not hub["connected"] and "store unavailable" in (hub["last_error"] or "") \
-            and word in hub["last_error"] else {}
-    return eventually(down, SLOW, interval=0.1, message=lambda: f"{identity} link: {fed.status(identity)['hub']}")
+        st = fed.status(identity)
+        store, hub = st["store"], st["hub"]
+        assert not hub["fallback"], f"{identity} fell back because of its own store: {hub}"
+        assert not (hub["last_error"] or "").startswith("hub-"), f"{identity} blames a hub: {hub}"
+        return store if not store["ok"] and word in (store["last_error"] or "") else {}
+    return eventually(down, SLOW, interval=0.1, message=lambda: f"{identity} status: {fed.status(identity)}")
 
 
 @contextmanager
@@ -140,7 +143,7 @@ def test_locked_store_refuses_writes_pauses_sync_and_catches_up_after(tmp_path: 
                 rec = fed.write(N45, "create", person(rng, household="45", residence="44"))
                 sent[rec["person_id"]] = rec
             reported_down(fed, N44, "locked")
-            eventually(lambda: "sync paused: the store is unavailable: database is locked" in log_text(fed, N44),
+            eventually(lambda: "store unavailable: database is locked (sync paused" in log_text(fed, N44),
                        SLOW, message="44's log does not report the locked store")
             assert fed.fed.running(N44)
             assert fed.status(N44)["last_seq"] == seq_before
@@ -150,6 +153,10 @@ def test_locked_store_refuses_writes_pauses_sync_and_catches_up_after(tmp_path: 
         # Released: everything arrives, once; the refused write left nothing behind.
         for pid, rec in sent.items():
             fed.arrives(N44, pid, rec, timeout=SLOW)
+        text = log_text(fed, N44)
+        assert text.count("store unavailable:") == 1, text  # once per outage, not per failed call
+        assert "Traceback" not in text and "unavailable: store" not in text, text
+        eventually(lambda: fed.status(N44)["store"]["ok"], SLOW, message="44's store never reported ok again")
         retry = fed.write(N44, "create", fields, record_id=attempted)  # "already exists" if half-written
         assert retry["person_id"] == attempted
         assert [(o, s) for o, s in once(fed, N44, attempted)] == [(N44, seq_before + 1)]
@@ -166,7 +173,7 @@ def test_locked_store_refuses_writes_pauses_sync_and_catches_up_after(tmp_path: 
 
 def test_store_under_a_lock_fails_fast_and_writes_nothing(tmp_path: Path) -> None:
     """The same at store level, in process: a write or an ingest that cannot get the lock within
-    the busy timeout raises OperationalError (what the interceptor and the link map) and leaves
+    the busy timeout raises StoreUnavailable (what the interceptor and the link map) and leaves
     no trace: no record, no log row, no sequence number used, the pull cursor where it was."""
     pki = build_pki(tmp_path / "pki")
     db = tmp_path / "store.db"
@@ -190,11 +197,11 @@ def test_store_under_a_lock_fails_fast_and_writes_nothing(tmp_path: Path) -> Non
         before = snapshot()
         with exclusive_lock(db):
             started = time.monotonic()
-            with pytest.raises(OperationalError, match="locked"):
+            with pytest.raises(StoreUnavailable, match="locked"):
                 store.write_local("person", str(uuid.uuid4()),
                                   lambda cur: ("create", person(rng, household="44", residence="45")),
                                   operator=None, now_ms=2_000, seal=pki.sealer(N44))
-            with pytest.raises(OperationalError, match="locked"):
+            with pytest.raises(StoreUnavailable, match="locked"):
                 store.ingest(accepted, [], via=PEARL, now_ms=2_000, cursor=("pull:hub-pearl", 7))
             assert time.monotonic() - started < 10
         assert snapshot() == before
@@ -348,7 +355,7 @@ def test_disk_full_is_reported_the_store_stays_sound_and_sync_resumes(tmp_path: 
                 rec = fed.write(N45, "create", person(rng, household="45", residence="44"))
                 sent[rec["person_id"]] = rec
             reported_down(fed, N44, "full")
-            eventually(lambda: "sync paused: the store is unavailable: database or disk is full"
+            eventually(lambda: "store unavailable: database or disk is full (sync paused"
                        in log_text(fed, N44), SLOW, message="44's log does not report the full disk")
             assert fed.fed.running(N44)
             assert fed.status(N44)["last_seq"] == seq_before + len(written)

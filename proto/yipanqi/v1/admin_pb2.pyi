@@ -67,14 +67,18 @@ class ImportReport(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ImportResult, _Mapping]]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("kind", "include_deleted", "conflicted_only")
+    __slots__ = ("kind", "include_deleted", "conflicted_only", "after", "limit")
     KIND_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_DELETED_FIELD_NUMBER: _ClassVar[int]
     CONFLICTED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     kind: str
     include_deleted: bool
     conflicted_only: bool
-    def __init__(self, kind: _Optional[str] = ..., include_deleted: _Optional[bool] = ..., conflicted_only: _Optional[bool] = ...) -> None: ...
+    after: str
+    limit: int
+    def __init__(self, kind: _Optional[str] = ..., include_deleted: _Optional[bool] = ..., conflicted_only: _Optional[bool] = ..., after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class JsonReply(_message.Message):
     __slots__ = ("json",)
