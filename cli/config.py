@@ -276,14 +276,9 @@ class _Reader:
 
 
 def _has_password(url: str) -> bool:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from store.db import url_has_password
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return False
-    return bool(parsed.password) or "password" in parsed.query
+    return url_has_password(url)
 
 
 def load_node(path: str | Path) -> NodeConfig:

@@ -82,15 +82,14 @@ def check_addresses(listen: str, metrics_port: int | None) -> None:
 @contextmanager
 def starting(identity: str) -> Iterator[None]:
     """Start-up errors as one ``StartupError`` line that says who and what."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from core.errors import StoreUnavailable
 
     try:
         yield
     except StartupError as err:
         raise StartupError(f"{identity}: {err}") from None
-    except SQLAlchemyError as err:
-        detail = str(getattr(err, "orig", None) or err).splitlines()[0]
-        raise StartupError(f"{identity}: cannot open its store: {detail}") from None
+    except StoreUnavailable as err:  # the store raises the core's error, never SQLAlchemy's (store.health)
+        raise StartupError(f"{identity}: cannot open its store: {err.reason}") from None
     except OSError as err:
         where = f": {err.filename}" if err.filename else ""
         raise StartupError(f"{identity}: cannot start: {(err.strerror or str(err)).lower()}{where}") from None

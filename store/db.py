@@ -26,6 +26,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0004_kind_projections"
 
 
+def url_has_password(url: str) -> bool:
+    """Whether a database URL spells out a password (configs must not: use a password file)."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return bool(parsed.password) or "password" in parsed.query
+
+
 def open_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         parsed = make_url(url)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import time
 import tomllib
 import urllib.request
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.launcher import Federation
@@ -85,7 +87,16 @@ def test_a_postgresql_restart_is_the_stores_outage_not_the_hubs(tmp_path: Path, 
         assert "yipanqi_records" not in scrape(fed, N44)  # unknown, not 0
 
         # Starting a node on a database that is not there: one line naming it, no traceback.
-        again = yipanqi("node", "run", "-c", fed.fed.configs[N44], timeout=60)
+        # (A copy of 44's config on a free port: the same address would be refused first, as a
+        # second instance.)
+        cfg = tomllib.loads(Path(fed.fed.configs[N44]).read_text())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            cfg["node"]["listen"] = f"127.0.0.1:{s.getsockname()[1]}"
+        cfg["node"].pop("metrics_port", None)
+        other = Path(fed.fed.configs[N44]).with_name("second.toml")
+        other.write_text(tomli_w.dumps(cfg))
+        again = yipanqi("node", "run", "-c", str(other), timeout=60)
         assert again.returncode != 0 and "Traceback" not in again.stderr, again.stderr
         assert "[node].database: the store is unavailable: " in again.stderr.strip().splitlines()[-1], again.stderr
 
