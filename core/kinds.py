@@ -23,6 +23,8 @@ class Kind:
     validate: Callable[..., dict[str, object]]  # validate(fields, *, today, partial=False)
     provinces: Callable[[Mapping[str, object]], frozenset[str]]
     routing_fields: tuple[str, ...] = ()  # the only fields ``provinces`` looks at
+    # check_value(field, value, *, today): one received value on its own (no cross-field rules)
+    check_value: Callable[..., None] | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -32,6 +34,7 @@ KINDS: dict[str, Kind] = {
         validate=person.validate_person,
         provinces=person.person_provinces,
         routing_fields=("household_province", "residence_province"),
+        check_value=person.check_value,
     ),
 }
 

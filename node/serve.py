@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from certs.keyring import Keyring
 from cli.config import TLSPaths
+from node.fairshare import FairShareInterceptor, Slots, workers_needed
 from node.interceptor import ErrorInterceptor
 from node.transport import SERVER_OPTIONS, server_credentials
 from yipanqi.v1 import admin_pb2, federation_pb2
@@ -34,9 +35,15 @@ def keyring_for(tls: TLSPaths, own_signing_cert_der: bytes | None = None) -> Key
     return keyring
 
 
-def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *, workers: int) -> tuple[grpc.Server, health.HealthServicer]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[ErrorInterceptor()],
-                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=workers - 4)
+def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *,
+                 slots: Slots) -> tuple[grpc.Server, health.HealthServicer]:
+    """The gRPC server: every call takes a fair-share slot (node.fairshare) before it runs, and
+    the worker pool holds every party's full share, so no party can take another's thread.
+    (Threads start on demand; gRPC's global cap is only a backstop at the pool's size.)"""
+    workers = workers_needed()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         interceptors=[ErrorInterceptor(), FairShareInterceptor(slots)],
+                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=workers)
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -31,6 +31,15 @@ def link_report(state: LinkState | None, now: int) -> dict[str, object] | None:
     }
 
 
+def quarantine_report(store: Store) -> dict[str, object]:
+    """Per charged party: what it holds in quarantine (rows, bytes) and what was dropped over its cap."""
+    shares = store.quarantine_shares()
+    return {
+        "held": {party: {"rows": s["rows"], "bytes": s["bytes"]} for party, s in shares.items()},
+        "dropped": {party: s["dropped"] for party, s in shares.items() if s["dropped"]},
+    }
+
+
 def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
     now = now_ms()
     acked = store.cursor("push")
@@ -50,6 +59,7 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
         "origins": origins,
         "conflicts": store.count_records(conflicted_only=True),
         "quarantined": store.count_quarantined(),
+        "quarantine": quarantine_report(store),
         "hub": link_report(link, now),
     }
 
@@ -132,7 +142,8 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
 
 
 def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
-               upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, object]:
+               upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None,
+               refused_reports: Mapping[str, int] | None = None) -> dict[str, object]:
     now = now_ms()
     expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
     if hub == "national":
@@ -163,6 +174,8 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
         "identity": f"hub-{hub}",
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
+        "quarantine": quarantine_report(store),
+        "reports": {"refused": dict(sorted((refused_reports or {}).items()))},
         "destinations": rows,
         "upstream": link_report(upstream, now),
     }

@@ -506,7 +506,7 @@ def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys
     _, s1 = s44.seal_batch([b0, b1])
     moved = Envelope(b1, Seal(s1.key_id, s1.signature, 2**31, 2**31 + 1, s1.proof))
     assert keys.pki.verifier().verify(moved.body, moved.seal) == "province-44"
-    msgs = [wire.signed_change(e) for e in envelopes + [moved]] + [wire.signed_change(e) for e in keys.genuine]
+    msgs = [wire.signed_change(e) for e in envelopes] + [wire.signed_change(e) for e in keys.genuine]
 
     hub = owner.startswith("hub-")
     store = Store.open(db_url, owner=owner, index_routes=hub, hold_records=owner != "hub-pearl")
@@ -529,7 +529,15 @@ def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys
         for e in logged.values():
             assert (parse if store.hold_records else parse_head)(e.body) is not None
         list(store.iter_records("person", include_deleted=True))
+        # A seal that does not even decode refuses its whole batch (node.peer), in one entry.
+        result = peer.ingest_batch(fpb.Batch(cursor=2, changes=[wire.signed_change(moved), msgs[-1]]),
+                                   via="hub-pearl" if owner == "province-45" else "province-44",
+                                   peer_may_forward=owner == "province-45",
+                                   for_province="45" if owner == "province-45" else None, cursor_name="in")
+        assert (result.applied, result.duplicates, result.quarantined) == (0, 0, 2)
+        assert store.cursor("in") == 2
         reasons = [q.reason for q in store.quarantined()]
-        assert any(r.startswith("malformed: seal.size") for r in reasons), reasons
+        assert any(r.startswith("malformed: batch of 2 changes refused whole: a change's seal or body does not "
+                                "decode (seal.size") for r in reasons), reasons
     finally:
         store.close()
