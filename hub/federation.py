@@ -125,6 +125,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             flt = replace(flt, not_origin=None)  # a province rebuilding its store gets its own changes back
         position = sub.cursor
         limit = min(sub.max_batch or DEFAULT_BATCH, wire.BATCH_CHANGES)
+        reading = limit
         window = threading.Semaphore(min(sub.window or DEFAULT_WINDOW, MAX_WINDOW))
         in_flight = [0]  # batches sent and not yet acknowledged: an ack beyond them opens no window
         flight_lock = threading.Lock()
@@ -161,10 +162,13 @@ class FederationServicer(pb_grpc.FederationServicer):
                     raise failed[0]
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
                 generation = store.generation
-                entries, pos = store.read_log(position, flt=flt, limit=limit)
+                entries, pos = store.read_log(position, flt=flt, limit=reading)
                 fits = wire.cut(entries)
-                if fits < len(entries):
+                if fits < len(entries):  # big changes: cut at the byte limit, and read no more than fits next time
                     entries, pos = entries[:fits], entries[fits - 1].lsn
+                    reading = fits
+                else:
+                    reading = min(limit, reading * 2)
                 if pos > position and not entries and acked[0] >= sent[0]:
                     # All filtered out and nothing in flight: the subscriber has everything it is owed
                     # up to here. Moving its ack past the stretch keeps status from counting through it.

@@ -10,6 +10,7 @@ internals leaking to the peer.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import grpc
@@ -17,8 +18,12 @@ import grpc
 from sqlalchemy.exc import OperationalError
 
 from core.errors import Malformed, SyncError
+from node.junk import RateLog
 
 log = logging.getLogger("yipanqi.rpc")
+# A peer over its fair share (node.fairshare) may retry in a tight loop: a few lines a minute per
+# method say so, with the count of the rest, instead of a line per refused call.
+_over_share = RateLog(log, what="refusals over a fair share")
 
 
 def _code(err: SyncError) -> grpc.StatusCode:
@@ -41,7 +46,10 @@ def _details(exc: BaseException) -> str:
 def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, SyncError):
         details = _details(exc)
-        log.info("%s refused: %s", method, details)
+        if exc.status == "RESOURCE_EXHAUSTED":
+            _over_share.warning(method, time.monotonic(), "%s refused: %s", method, details)
+        else:
+            log.info("%s refused: %s", method, details)
         context.abort(_code(exc), details)
     if isinstance(exc, OperationalError):  # locked, disk full, server gone: nothing was written
         log.error("%s: the store is unavailable: %s", method, exc.orig)

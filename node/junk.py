@@ -32,8 +32,10 @@ BYTES_PER_TOKEN = 200  # a batch refused whole costs its bytes, as if of 200-byt
 
 
 class RateLog:
-    def __init__(self, logger: logging.Logger, lines: int = LINES, window_s: float = WINDOW_S) -> None:
+    def __init__(self, logger: logging.Logger, lines: int = LINES, window_s: float = WINDOW_S,
+                 what: str = "quarantine lines") -> None:
         self.log = logger
+        self.what = what
         self.lines = lines
         self.window_s = window_s
         self._lock = threading.Lock()
@@ -45,8 +47,8 @@ class RateLog:
             w = self._windows.get(party)
             if w is None or now - w[0] >= self.window_s:
                 if w is not None and w[2]:
-                    self.log.warning("suppressed %d more quarantine lines for %s in the last %.0f s",
-                                     int(w[2]), party, now - w[0])
+                    self.log.warning("suppressed %d more %s for %s in the last %.0f s",
+                                     int(w[2]), self.what, party, now - w[0])
                 if len(self._windows) > 1024:
                     self._windows.clear()
                 w = self._windows[party] = [now, 0, 0]
@@ -56,8 +58,8 @@ class RateLog:
             w[1] += 1
         self.log.warning(msg, *args)
         if w[1] == self.lines:
-            self.log.warning("%s: %d quarantine lines in %.0f s; further ones are counted, not logged, until the "
-                             "window ends", party, self.lines, self.window_s)
+            self.log.warning("%s: %d %s in %.0f s; further ones are counted, not logged, until the "
+                             "window ends", party, self.lines, self.what, self.window_s)
 
 
 class Pacer:

@@ -40,6 +40,7 @@ def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], N
     """The gRPC server: every call takes a fair-share slot (node.fairshare) before it runs, and
     the worker pool holds every party's full share, so no party can take another's thread.
     (Threads start on demand; gRPC's global cap is only a backstop at the pool's size.)"""
+    tune_malloc()  # before the server's threads start
     workers = workers_needed()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          interceptors=[ErrorInterceptor(), FairShareInterceptor(slots)],
@@ -75,6 +76,27 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+
+
+M_ARENA_MAX = -8  # glibc mallopt parameter
+ARENAS = 2
+
+
+def tune_malloc() -> None:
+    """At most ``ARENAS`` glibc malloc arenas. A hub runs a thread per open stream (hundreds, see
+    node.fairshare); by default glibc gives each of up to 8 x cores of them an arena of its own,
+    and memory freed in one stays in its arena, so RSS grew with the number of streams rather
+    than with what they hold. Python's GIL leaves little for more arenas to win. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(M_ARENA_MAX, ARENAS)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_until_signal(server: grpc.Server, stop: threading.Event, on_stop: Callable[[], None]) -> None:

@@ -21,7 +21,7 @@ MAX_SEAL_SIZE = 2**31 - 1
 # whichever comes first; receivers refuse a batch over MAX_BATCH_CHANGES or MAX_BATCH_BYTES
 # whole (node.peer), without looking at its changes one by one.
 BATCH_CHANGES = 500
-BATCH_BYTES = 1024 * 1024
+BATCH_BYTES = 256 * 1024
 MAX_BATCH_CHANGES = 2000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
