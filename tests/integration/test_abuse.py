@@ -279,45 +279,69 @@ def test_a_60mb_operator_write_is_refused_before_it_is_parsed(fed: Fed) -> None:
 # -- junk -----------------------------------------------------------------------------------------------
 
 
-def _junk(n: int, rng: random.Random) -> bytes:
-    """A Push request: a batch of ``n`` changes whose seals decode and whose bodies are not JSON."""
-    seal = fpb.Seal(key_id="ed25519:junk", signature=bytes(64), index=0, size=1)
-    return fpb.PushRequest(batch=fpb.Batch(cursor=0, changes=[
-        fpb.SignedChange(body=rng.randbytes(24), seal=seal) for _ in range(n)])).SerializeToString()
+def _junk(n: int, rng: random.Random, key_id: str) -> bytes:
+    """A Push request: a batch of ``n`` well-formed changes of 44's with seals that decode, name 44's
+    real key and carry a signature of their own each, which does not verify: each one used to cost
+    an Ed25519 verify, a quarantine row and a log line."""
+    seal = fpb.Seal(key_id=key_id, index=0, size=1)
+    changes = []
+    for i in range(n):
+        body = (b'{"at":[1,0,"province-44"],"id":"junk-%d","kind":"person","op":"create","operator":null,'
+                b'"origin":"province-44","prior":["44"],"seq":%d,"state":{"fields":{},"stamps":[]},"v":1}'
+                % (i, 10**9 + i))
+        seal.signature = rng.randbytes(64)
+        changes.append(fpb.SignedChange(body=body, seal=seal))
+    return fpb.PushRequest(batch=fpb.Batch(cursor=0, changes=changes)).SerializeToString()
 
 
 def test_junk_is_refused_cheaply_capped_and_other_provinces_keep_their_latency(fed: Fed) -> None:
     """Was: one batch of 200,000 junk changes kept a hub busy ~35 s (delivery 11 -> 45 took 24-33 s), and
     every refused change became a quarantine row and a WARNING line, without a cap."""
     rng = random.Random("junk")
-    big, small = _junk(50_000, rng), _junk(1000, rng)  # 6 MB, under the message limit; 120 KB
-    assert len(big) < 8 * 1024 * 1024
+    (real,) = sealed(signer(fed, "44"), _change_by("province-44", person(rng, household="45", residence="44")))
+    big, small = _junk(25_000, rng, real.seal.key_id), _junk(1000, rng, real.seal.key_id)
+    assert len(big) < 8 * 1024 * 1024  # under the message limit
+    huge = fpb.PushRequest(batch=fpb.Batch(cursor=0, changes=[  # the finding's batch: 200,000 changes, 15 MB
+        fpb.SignedChange(body=rng.randbytes(8), seal=fpb.Seal(key_id="ed25519:junk", signature=bytes(64), index=0,
+                                                             size=1)) for _ in range(200_000)])).SerializeToString()
     hello = fpb.PushRequest(hello=wire.hello("province-44")).SerializeToString()
-    stop, sent_big = threading.Event(), threading.Event()
+    stop, started_junk = threading.Event(), threading.Event()
     acks: list[fpb.PushResponse] = []
+    calls: list[Any] = []
 
-    def requests() -> Iterator[bytes]:
-        yield hello
-        yield big
-        yield small  # taken by gRPC only once the big one is on its way
-        sent_big.set()
-        while not stop.is_set():
-            yield small
+    def stream(messages: list[bytes], then: bytes | None) -> None:
+        """One Push stream: ``messages``, then ``then`` over and over until stopped; acks collected."""
+        ended = threading.Event()
 
-    with peer_channel(fed, "province-44", PEARL) as channel:
+        def requests() -> Iterator[bytes]:
+            yield from messages
+            started_junk.set()  # gRPC asks for the next message once the last one is on its way
+            while not stop.is_set() and not ended.is_set():
+                if then is None:
+                    time.sleep(0.05)
+                else:
+                    yield then
+
         call = channel.stream_stream("/yipanqi.v1.Federation/Push", request_serializer=lambda b: b,
                                      response_deserializer=fpb.PushResponse.FromString)(requests(), timeout=300)
-
-        def drain() -> None:
-            try:
-                for resp in call:
-                    acks.append(resp)
-            except grpc.RpcError:
-                pass
-
-        threading.Thread(target=drain, daemon=True).start()
+        calls.append(call)
         try:
-            assert sent_big.wait(30)
+            for resp in call:
+                acks.append(resp)
+        except grpc.RpcError as err:
+            assert err.code() in (RE, grpc.StatusCode.CANCELLED), err
+        finally:
+            ended.set()
+
+    def pusher() -> None:
+        stream([hello, huge], None)  # over the message limit now: refused before it is read
+        if not stop.is_set():
+            stream([hello, big], small)  # under it, and then as fast as the hub takes them
+
+    with peer_channel(fed, "province-44", PEARL) as channel:
+        threading.Thread(target=pusher, daemon=True).start()
+        try:
+            assert started_junk.wait(30)
             started = time.monotonic()
             rec = fed.write("province-11", "create", person(rng, household="11", residence="45"))
             fed.arrives("province-45", rec["person_id"], rec, timeout=30)
@@ -333,11 +357,12 @@ def test_junk_is_refused_cheaply_capped_and_other_provinces_keep_their_latency(f
             assert len(fed.quarantine(PEARL)) <= MAX_ROWS + 10
         finally:
             stop.set()
-            call.cancel()
+            for call in calls:
+                call.cancel()
     batch_acks = [a.ack for a in acks if a.WhichOneof("msg") == "ack"]
-    assert batch_acks and batch_acks[0].quarantined == 50_000 and batch_acks[0].accepted == 0, batch_acks[:1]
-    rows = [q for q in fed.quarantine(PEARL) if q["reason"].startswith("malformed: batch of 50000 changes refused "
-                                                                         "whole: 50000 changes is over")]
+    assert batch_acks and batch_acks[0].quarantined == 25_000 and batch_acks[0].accepted == 0, batch_acks[:1]
+    rows = [q for q in fed.quarantine(PEARL) if q["reason"].startswith("malformed: batch of 25000 changes refused "
+                                                                         "whole: 25000 changes is over")]
     assert len(rows) == 1 and rows[0]["charged"] == "province-44", rows
     text = fed.fed.log_path(PEARL).read_text(errors="replace")
     lines = [ln for ln in text.splitlines() if "quarantined" in ln and "charged to province-44" in ln]
