@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Iterator
 
@@ -28,9 +29,12 @@ log = logging.getLogger("yipanqi.hub")
 DEFAULT_BATCH = wire.BATCH_CHANGES
 DEFAULT_WINDOW = 4
 # Caps whatever a subscriber asks for: a Pull whose client never reads holds at most
-# MAX_WINDOW batches of at most wire.BATCH_CHANGES changes and wire.BATCH_BYTES of bodies
-# (gRPC takes a sent message into its own buffers at once, so our window is the only bound).
+# MAX_WINDOW batches (of at most wire.BATCH_CHANGES changes and wire.BATCH_BYTES of bodies)
+# and at most MAX_IN_FLIGHT bytes of bodies, unless one batch alone is more (gRPC takes a sent
+# message into its own buffers at once, so this window is the only bound on what a stream holds).
 MAX_WINDOW = 4
+MAX_IN_FLIGHT = 1024 * 1024
+MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT is free
 
 
 class FederationServicer(pb_grpc.FederationServicer):
@@ -126,9 +130,9 @@ class FederationServicer(pb_grpc.FederationServicer):
         position = sub.cursor
         limit = min(sub.max_batch or DEFAULT_BATCH, wire.BATCH_CHANGES)
         reading = limit
-        window = threading.Semaphore(min(sub.window or DEFAULT_WINDOW, MAX_WINDOW))
-        in_flight = [0]  # batches sent and not yet acknowledged: an ack beyond them opens no window
-        flight_lock = threading.Lock()
+        window = min(sub.window or DEFAULT_WINDOW, MAX_WINDOW)
+        in_flight: deque[int] = deque()  # body bytes of each batch sent and not yet acknowledged, oldest first
+        flight = threading.Condition()  # an ack beyond what is in flight opens no window
         store = self.peer.store
         cursor_name = f"out:{who}"
 
@@ -141,10 +145,10 @@ class FederationServicer(pb_grpc.FederationServicer):
                     if req.WhichOneof("msg") == "ack":
                         store.note_ack(cursor_name, req.ack.cursor, now_ms())
                         acked[0] = req.ack.cursor
-                        with flight_lock:
-                            if in_flight[0] > 0:
-                                in_flight[0] -= 1
-                                window.release()
+                        with flight:
+                            if in_flight:
+                                in_flight.popleft()
+                                flight.notify()
             except grpc.RpcError:
                 pass
             except Exception as exc:  # noqa: BLE001 - acks are only noted in memory, so none is expected; but
@@ -161,9 +165,18 @@ class FederationServicer(pb_grpc.FederationServicer):
                 if failed:
                     raise failed[0]
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
+                # Room in the window first, so nothing read waits in memory for it.
+                with flight:
+                    while len(in_flight) >= window or sum(in_flight) > MAX_IN_FLIGHT - MIN_ROOM:
+                        if failed:
+                            raise failed[0]
+                        if not context.is_active() or self.stopping.is_set():
+                            return
+                        flight.wait(0.5)
+                    budget = min(wire.BATCH_BYTES, MAX_IN_FLIGHT - sum(in_flight)) if in_flight else wire.BATCH_BYTES
                 generation = store.generation
                 entries, pos = store.read_log(position, flt=flt, limit=reading)
-                fits = wire.cut(entries)
+                fits = wire.cut(entries, budget)
                 if fits < len(entries):  # big changes: cut at the byte limit, and read no more than fits next time
                     entries, pos = entries[:fits], entries[fits - 1].lsn
                     reading = fits
@@ -183,17 +196,13 @@ class FederationServicer(pb_grpc.FederationServicer):
                 if not entries:  # all filtered out: move on without a batch (and its fsyncs) for nothing
                     position = pos
                     continue
-                while not window.acquire(timeout=0.5):
-                    if failed:
-                        raise failed[0]
-                    if not context.is_active() or self.stopping.is_set():
-                        return
-                with flight_lock:
-                    in_flight[0] += 1
+                with flight:
+                    in_flight.append(sum(len(e.body) for e in entries))
                 certs = self.peer.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(who).inc(len(entries))
                 sent[0] = pos
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
+                entries = certs = None  # type: ignore[assignment] # held by gRPC now, not by us while we wait
                 position = pos
         finally:
             self._mark(who, "pull", False)

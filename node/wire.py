@@ -21,7 +21,7 @@ MAX_SEAL_SIZE = 2**31 - 1
 # whichever comes first; receivers refuse a batch over MAX_BATCH_CHANGES or MAX_BATCH_BYTES
 # whole (node.peer), without looking at its changes one by one.
 BATCH_CHANGES = 500
-BATCH_BYTES = 256 * 1024
+BATCH_BYTES = 512 * 1024  # 500 ordinary changes (~750 bytes each) fit
 MAX_BATCH_CHANGES = 2000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
