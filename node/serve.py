@@ -88,13 +88,9 @@ def tune_malloc() -> None:
     and memory freed in one stays in its arena, so RSS grew with the number of streams rather
     than with what they hold. Python's GIL leaves little for more arenas to win. No-op off glibc."""
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        ctypes.CDLL(name).mallopt(M_ARENA_MAX, ARENAS)
+    try:  # by name: ctypes.util.find_library would run ldconfig on every start
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, ARENAS)
     except (OSError, AttributeError):
         pass
 
