@@ -113,8 +113,11 @@ class FederationServicer(pb_grpc.FederationServicer):
                 log.warning("refused a report from %s: %s (%d so far)", who, err, self.refused_reports[who])
             return
         self.reports[who] = {**own, "identity": who, "received_ms": now_ms(), "via": who}
-        for identity, report in nodes.items():
-            self.reports[identity] = {**report, "identity": identity, "via": who}
+        if nodes:
+            served = self.topology.served_by(Identity.parse(who).name)  # a hub speaks only for its own nodes
+            for identity, report in nodes.items():
+                if identity[len("province-"):] in served:
+                    self.reports[identity] = {**report, "identity": identity, "via": who}
 
     def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
         who = self.gate.identity(context)
