@@ -40,12 +40,14 @@ class RateLog:
         self.window_s = window_s
         self._lock = threading.Lock()
         self._windows: dict[str, list[float]] = {}  # party -> [window start, lines logged, suppressed]
+        self._suppressing: set[str] = set()  # parties whose window has suppressed lines to report
 
     def warning(self, party: str, now: float, msg: str, *args: object) -> None:
         """Log ``msg % args`` unless ``party`` has had its lines for this window."""
         with self._lock:
             w = self._windows.get(party)
             if w is None or now - w[0] >= self.window_s:
+                self._suppressing.discard(party)
                 if w is not None and w[2]:
                     self.log.warning("suppressed %d more %s for %s in the last %.0f s",
                                      int(w[2]), self.what, party, now - w[0])
@@ -54,12 +56,26 @@ class RateLog:
                 w = self._windows[party] = [now, 0, 0]
             if w[1] >= self.lines:
                 w[2] += 1
+                self._suppressing.add(party)
                 return
             w[1] += 1
         self.log.warning(msg, *args)
         if w[1] == self.lines:
             self.log.warning("%s: %d %s in %.0f s; further ones are counted, not logged, until the "
                              "window ends", party, self.lines, self.what, self.window_s)
+
+
+    def flush(self, now: float) -> None:
+        """Report the suppressed count of every window that has ended, even if its party went quiet."""
+        if not self._suppressing:
+            return
+        with self._lock:
+            due = [(p, self._windows.pop(p)) for p in list(self._suppressing)
+                   if p in self._windows and now - self._windows[p][0] >= self.window_s]
+            self._suppressing.difference_update(p for p, _ in due)
+        for party, w in due:
+            self.log.warning("suppressed %d more %s for %s in the last %.0f s", int(w[2]), self.what, party,
+                             now - w[0])
 
 
 class Pacer:

@@ -98,6 +98,7 @@ class Peer:
             except intake.RemoteError as err:
                 whole = f"a change's seal or body does not decode ({err})"
         started = time.monotonic()
+        self.rate_log.flush(started)
         with metrics.APPLY_SECONDS.time():
             if whole is None:
                 try:

@@ -65,6 +65,14 @@ def test_rate_log_keeps_a_few_lines_per_party_and_reports_the_rest(caplog: pytes
     assert "other 1" in text
     assert "suppressed 97 more quarantine lines for province-44 in the last 20 s" in text
     assert text[-1] == "later 1"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="test.ratelog"):
+        for i in range(5):
+            rl.warning("province-46", 30.0, "x %d", i)
+        rl.flush(35.0)
+        assert len(caplog.records) == 4  # 3 lines and "further ones are counted": the window has not ended
+        rl.flush(41.0)  # it has, and province-46 went quiet: its count is still reported
+    assert caplog.records[-1].getMessage() == "suppressed 2 more quarantine lines for province-46 in the last 11 s"
 
 
 def test_pacer_holds_back_a_peer_over_its_budget_only() -> None:
