@@ -92,13 +92,17 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
                               fields_json=json.dumps(fields, ensure_ascii=False), line=line)
 
 
+CHUNK_BYTES = 2 * 1024 * 1024  # well below the servers' message limit (node.transport.MAX_MESSAGE)
+
+
 def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500) -> Iterator[pb.ImportChunk]:
-    chunk = pb.ImportChunk()
+    chunk, nbytes = pb.ImportChunk(), 0
     for row in rows:
         chunk.rows.append(row)
-        if len(chunk.rows) >= size:
+        nbytes += row.ByteSize()
+        if len(chunk.rows) >= size or nbytes >= CHUNK_BYTES:
             yield chunk
-            chunk = pb.ImportChunk()
+            chunk, nbytes = pb.ImportChunk(), 0
     if chunk.rows:
         yield chunk
 

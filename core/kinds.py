@@ -31,6 +31,8 @@ class Kind:
     # Records that carry a person's household and residence (copied, by ``person_id``): the node
     # that writes the person's move rewrites them, so they follow the person (node.follow).
     follows_person: bool = False
+    # check_value(field, value, *, today): one received value on its own (no cross-field rules)
+    check_value: Callable[..., None] | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -41,6 +43,7 @@ KINDS: dict[str, Kind] = {
         provinces=person.person_provinces,
         routing_fields=("household_province", "residence_province"),
         check_update=person.check_update,
+        check_value=person.check_value,
     ),
     certificate.KIND: Kind(
         name=certificate.KIND,

@@ -299,3 +299,28 @@ def parse_field_value(field: str, text: str) -> object:
             raise ValidationError(field, f"must be an integer, got {text!r}", rule="must be an integer")
         return int(text.strip())
     return text
+
+
+# -- received values ------------------------------------------------------------------------
+# A change received from a peer carries the whole record state. Receivers check the values it
+# writes itself (its own versions) field by field, as they are: each must be what this schema's
+# normaliser makes of it (a local write stores nothing else). Cross-field rules are not checked
+# here: concurrent changes can break them only once merged, and refusing a change for that would
+# make replicas differ by arrival order; the merge shows them as a conflict instead.
+
+
+def check_value(field: str, value: object, *, today: date) -> None:
+    """Refuse one received field value (ValidationError naming the field and the reason).
+
+    ``today`` is the receiver's date with any allowance for clock skew already added.
+    """
+    checker = _CHECKERS.get(field)
+    if checker is None:
+        raise ValidationError(field, "unknown field")
+    if value is None:
+        if field in REQUIRED:
+            raise ValidationError(field, "required field cannot be empty")
+        return
+    normalised = checker(field, value, today)
+    if normalised != value or type(normalised) is not type(value):
+        raise ValidationError(field, "not in normal form (a local write would have stored it otherwise)")

@@ -6,9 +6,10 @@ from core.routing, checks from node.intake via Peer, storage from the store.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
+import time
+from collections import deque
 from dataclasses import replace
 from typing import Iterator
 
@@ -17,7 +18,7 @@ import grpc
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
-from node import metrics, wire
+from node import metrics, reports, wire
 from node.peer import Peer, now_ms
 from node.transport import PeerGate
 from yipanqi.v1 import federation_pb2 as pb
@@ -25,9 +26,15 @@ from yipanqi.v1 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("yipanqi.hub")
 
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = wire.BATCH_CHANGES
 DEFAULT_WINDOW = 4
-MAX_REPORT = 4 * 1024 * 1024
+# Caps whatever a subscriber asks for: a Pull whose client never reads holds at most
+# MAX_WINDOW batches (of at most wire.BATCH_CHANGES changes and wire.BATCH_BYTES of bodies)
+# and at most MAX_IN_FLIGHT bytes of bodies, unless one batch alone is more (gRPC takes a sent
+# message into its own buffers at once, so this window is the only bound on what a stream holds).
+MAX_WINDOW = 4
+MAX_IN_FLIGHT = 1024 * 1024
+MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT is free
 
 
 class FederationServicer(pb_grpc.FederationServicer):
@@ -39,6 +46,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         self.stopping = stopping
         self.connected: dict[str, dict[str, int]] = {}  # peer -> {"push": since_ms, "pull": since_ms}
         self.reports: dict[str, dict] = {}  # identity -> its latest report (+ "received_ms", "via")
+        self.refused_reports: dict[str, int] = {}  # peer -> reports refused (node.reports), for status
+        self._report_log_at: dict[str, float] = {}
         # Open streams per (peer, kind): a peer that reconnected while its old stream was still
         # being torn down (or lingers, half-open) has two for a while; it is connected until the last ends.
         self._open: dict[tuple[str, str], int] = {}
@@ -82,27 +91,32 @@ class FederationServicer(pb_grpc.FederationServicer):
                     yield pb.PushResponse(ack=pb.Ack(cursor=req.batch.cursor, accepted=result.applied,
                                                      duplicates=result.duplicates,
                                                      quarantined=result.quarantined))
+                    pause = self.peer.pause_for(who)  # over its junk budget: read its next batch later
+                    if pause:
+                        self.stopping.wait(pause)
                 else:
                     raise Malformed("push: each message must be a hello or a batch")
         finally:
             self._mark(who, "push", False)
 
     def _report(self, who: str, text: str) -> None:
-        """Keep a peer's latest self-report; a hub's report carries its nodes' reports too."""
-        if len(text) > MAX_REPORT:
-            raise Malformed(f"report: {len(text)} bytes is over the {MAX_REPORT}-byte limit")
+        """Keep a peer's latest self-report (node.reports); a hub's report carries its nodes' too.
+        A report that does not fit the schema is refused and counted; the stream goes on."""
         try:
-            doc = json.loads(text)
-        except ValueError:
-            raise Malformed("report: not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise Malformed("report: must be a JSON object")
-        now = now_ms()
-        nodes = doc.pop("nodes", None) if Identity.parse(who).role == "hub" else None
-        self.reports[who] = {**doc, "identity": who, "received_ms": now, "via": who}
-        if isinstance(nodes, dict):
+            own, nodes = reports.parse(text, from_hub=Identity.parse(who).role == "hub")
+        except reports.BadReport as err:
+            with self._open_lock:
+                self.refused_reports[who] = self.refused_reports.get(who, 0) + 1
+            now = time.monotonic()
+            if now - self._report_log_at.get(who, -1e9) >= 60:  # one line a minute per peer
+                self._report_log_at[who] = now
+                log.warning("refused a report from %s: %s (%d so far)", who, err, self.refused_reports[who])
+            return
+        self.reports[who] = {**own, "identity": who, "received_ms": now_ms(), "via": who}
+        if nodes:
+            served = self.topology.served_by(Identity.parse(who).name)  # a hub speaks only for its own nodes
             for identity, report in nodes.items():
-                if isinstance(report, dict) and identity.startswith("province-"):
+                if identity[len("province-"):] in served:
                     self.reports[identity] = {**report, "identity": identity, "via": who}
 
     def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
@@ -117,8 +131,11 @@ class FederationServicer(pb_grpc.FederationServicer):
         if sub.include_own:
             flt = replace(flt, not_origin=None)  # a province rebuilding its store gets its own changes back
         position = sub.cursor
-        limit = min(sub.max_batch or DEFAULT_BATCH, 5000)
-        window = threading.Semaphore(min(sub.window or DEFAULT_WINDOW, 64))
+        limit = min(sub.max_batch or DEFAULT_BATCH, wire.BATCH_CHANGES)
+        reading = limit
+        window = min(sub.window or DEFAULT_WINDOW, MAX_WINDOW)
+        in_flight: deque[int] = deque()  # body bytes of each batch sent and not yet acknowledged, oldest first
+        flight = threading.Condition()  # an ack beyond what is in flight opens no window
         store = self.peer.store
         cursor_name = f"out:{who}"
 
@@ -131,7 +148,10 @@ class FederationServicer(pb_grpc.FederationServicer):
                     if req.WhichOneof("msg") == "ack":
                         store.note_ack(cursor_name, req.ack.cursor, now_ms())
                         acked[0] = req.ack.cursor
-                        window.release()
+                        with flight:
+                            if in_flight:
+                                in_flight.popleft()
+                                flight.notify()
             except grpc.RpcError:
                 pass
             except Exception as exc:  # noqa: BLE001 - acks are only noted in memory, so none is expected; but
@@ -148,8 +168,23 @@ class FederationServicer(pb_grpc.FederationServicer):
                 if failed:
                     raise failed[0]
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
+                # Room in the window first, so nothing read waits in memory for it.
+                with flight:
+                    while len(in_flight) >= window or sum(in_flight) > MAX_IN_FLIGHT - MIN_ROOM:
+                        if failed:
+                            raise failed[0]
+                        if not context.is_active() or self.stopping.is_set():
+                            return
+                        flight.wait(0.5)
+                    budget = min(wire.BATCH_BYTES, MAX_IN_FLIGHT - sum(in_flight)) if in_flight else wire.BATCH_BYTES
                 generation = store.generation
-                entries, pos = store.read_log(position, flt=flt, limit=limit)
+                entries, pos = store.read_log(position, flt=flt, limit=reading)
+                fits = wire.cut(entries, budget)
+                if fits < len(entries):  # big changes: cut at the byte limit, and read no more than fits next time
+                    entries, pos = entries[:fits], entries[fits - 1].lsn
+                    reading = fits
+                else:
+                    reading = min(limit, reading * 2)
                 if pos > position and not entries and acked[0] >= sent[0]:
                     # All filtered out and nothing in flight: the subscriber has everything it is owed
                     # up to here. Moving its ack past the stretch keeps status from counting through it.
@@ -164,15 +199,13 @@ class FederationServicer(pb_grpc.FederationServicer):
                 if not entries:  # all filtered out: move on without a batch (and its fsyncs) for nothing
                     position = pos
                     continue
-                while not window.acquire(timeout=0.5):
-                    if failed:
-                        raise failed[0]
-                    if not context.is_active() or self.stopping.is_set():
-                        return
+                with flight:
+                    in_flight.append(sum(len(e.body) for e in entries))
                 certs = self.peer.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(who).inc(len(entries))
                 sent[0] = pos
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
+                entries = certs = None  # type: ignore[assignment] # held by gRPC now, not by us while we wait
                 position = pos
         finally:
             self._mark(who, "pull", False)

@@ -16,6 +16,7 @@ from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
 from node.outage import log_outages
+from node.fairshare import Slots
 from node.peer import Peer
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import hub_report, hub_status
@@ -50,7 +51,8 @@ def run_hub(cfg: HubConfig) -> None:
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
-                                             link.state if link else None, federation.reports), None, gate,
+                                             link.state if link else None, federation.reports,
+                                             federation.refused_reports), None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)))
 
@@ -58,10 +60,12 @@ def run_hub(cfg: HubConfig) -> None:
         federation_pb2_grpc.add_FederationServicer_to_server(federation, server)
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
 
-    server, _health = build_server(cfg.listen, cfg.tls, register, workers=160)
+    slots = Slots(cfg.name, revocations)
+    server, _health = build_server(cfg.listen, cfg.tls, register, slots=slots)
+    slots.start_sweeper(stop)
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
-                                     federation.reports))
+                                     federation.reports, federation.refused_reports))
     if link is not None:
         link.start()
     run_until_signal(server, stop, store.close)

@@ -9,12 +9,15 @@ sure the author may write that record. A change that fails any step becomes a
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Iterable, Protocol
 
 from core.apply import authorise
-from core.change import Change, Envelope, parse, parse_head
-from core.errors import Malformed, RemoteError, SyncError
+from core.change import PROTOCOL, Change, Envelope, parse, parse_head
+from core.errors import BadSignature, Malformed, RemoteError, SyncError, ValidationError
+from core.kinds import get_kind
+from core.record import DELETED
 from core.merkle import Seal
 from store.schema import log
 from store.store import Accepted, Refused
@@ -35,6 +38,19 @@ REASONS = {
 
 def reason(err: SyncError) -> str:
     return f"{REASONS.get(type(err).__name__, type(err).__name__)}: {err}"
+
+
+MAX_BAD_SIGNATURES = 4
+# A date "in the future" is judged a day late: the author's today may be our tomorrow.
+SKEW_DAYS = 1
+# Versions a change carries from earlier writes were checked when they were written; here
+# they only have to be scalars of a storable size (a legacy value a newer rule forbids must
+# not freeze its record).
+MAX_CARRIED_TEXT = 4096
+
+
+class BatchRefused(Malformed):
+    """The rest of a batch is not worth checking; it is refused whole, charged to the peer."""
 
 
 def check(
@@ -58,8 +74,11 @@ def check(
     accepted: list[Accepted] = []
     refused: list[Refused] = []
     proven: dict = {}  # batch trees verified so far: the rest of a batch costs ~1 hash a change
+    today = dt.date.today() + dt.timedelta(days=SKEW_DAYS)
+    bad_signatures = 0
     for env in envelopes:
         change = None
+        author = None
         try:
             change = parse(env.body) if full else parse_head(env.body)
             _check_storable(change)
@@ -70,12 +89,77 @@ def check(
             authorise(change, author)
             if for_province is not None and for_province not in change.routes:
                 raise Malformed(f"change is not routed to province {for_province}")
+            if full:
+                _check_values(change, env.body, today)
             accepted.append(Accepted(change, env))
+        except BadSignature as err:
+            bad_signatures += 1
+            if bad_signatures > MAX_BAD_SIGNATURES:
+                raise BatchRefused(f"more than {MAX_BAD_SIGNATURES} changes with bad signatures") from None
+            refused.append(_refused(env, reason(err), change, peer))
         except RemoteError as err:
-            refused.append(_refused(env, reason(err), change))
+            if author is None and peer_may_forward:
+                author = _signer(verifier, env, proven)
+            refused.append(_refused(env, reason(err), change, author or peer))
         except SyncError as err:  # e.g. identity parse errors on a forged origin
-            refused.append(_refused(env, f"malformed: {err}", change))
+            if author is None and peer_may_forward:
+                author = _signer(verifier, env, proven)
+            refused.append(_refused(env, f"malformed: {err}", change, author or peer))
     return accepted, refused
+
+
+def _signer(verifier: Verifies, env: Envelope, proven: dict) -> str | None:
+    """Who signed a change refused before its signature was checked (None if it does not verify)."""
+    try:
+        return verifier.verify(env.body, env.seal, proven)
+    except SyncError:
+        return None
+
+
+def _protocol(body: bytes) -> int:
+    # The version a change declares; parse() has checked it is an integer >= 1. Our own bodies end
+    # in ',"v":1}' (canonical JSON sorts "v" last), so the common case reads no JSON.
+    if body.endswith(b',"v":%d}' % PROTOCOL):
+        return PROTOCOL
+    from core import canonical
+
+    return int(canonical.loads(body)["v"])
+
+
+def _check_values(change: Change, body: bytes, today: dt.date) -> None:
+    """The values a received change writes (its own versions, stamped with its timestamp), each
+    against the kind's schema on its own; every other version it carries must be a scalar.
+    Fields a newer schema version added (the change declares a newer protocol) are kept as they
+    are, so mixed versions keep working. Malformed names the field and the reason."""
+    check = get_kind(change.kind).check_value
+    newer = None
+    at = change.at
+    for name, versions in change.state.fields.items():
+        for v in versions:
+            value = v.value
+            if v.at != at:
+                if isinstance(value, str):
+                    if len(value) > MAX_CARRIED_TEXT:
+                        raise Malformed(f"state.fields.{name}: a carried value is over {MAX_CARRIED_TEXT} characters")
+                elif not (value is None or isinstance(value, (bool, int, float))):
+                    raise Malformed(f"state.fields.{name}: a carried value must be a scalar, "
+                                    f"got {type(value).__name__}")
+                continue
+            if name == DELETED:
+                if not isinstance(value, bool):
+                    raise Malformed(f"state.fields.{DELETED}: must be true or false, got {type(value).__name__}")
+                continue
+            if check is None:
+                continue
+            try:
+                check(name, value, today=today)
+            except ValidationError as err:
+                if err.reason == "unknown field":
+                    if newer is None:
+                        newer = _protocol(body) > PROTOCOL
+                    if newer:
+                        continue  # a field of a newer schema version: kept and passed on
+                raise Malformed(f"state.fields.{name}: {err.reason}") from None
 
 
 OPERATOR_MAX = log.c.operator.type.length
@@ -124,15 +208,16 @@ def _check_encodable(change, body: bytes) -> None:  # type: ignore[no-untyped-de
         raise Malformed("state: a field name, value or clock holds a lone UTF-16 surrogate") from None
 
 
-def _refused(env: Envelope, why: str, change) -> Refused:  # type: ignore[no-untyped-def]
+def _refused(env: Envelope, why: str, change, charged: str) -> Refused:  # type: ignore[no-untyped-def]
     if change is None:
-        return Refused(env, why)
-    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id)
+        return Refused(env, why, charged=charged)
+    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id, charged=charged)
 
 
-def unreadable(body: bytes, why: str) -> Refused:
-    """A change whose envelope could not even be decoded (bad seal fields)."""
-    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), why)
+def unreadable(body: bytes, why: str, charged: str) -> Refused:
+    """Input refused before any change in it could be decoded (a batch refused whole), charged to
+    the TLS peer that sent it."""
+    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), why, charged=charged)
 
 
 MAX_KEPT = 256 * 1024

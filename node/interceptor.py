@@ -16,13 +16,18 @@ never carries a name, an ID number or a birth date.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import grpc
 
 from core.errors import Malformed, StoreUnavailable, SyncError
+from node.junk import RateLog
 
 log = logging.getLogger("yipanqi.rpc")
+# A peer over its fair share (node.fairshare) may retry in a tight loop: a few lines a minute per
+# method say so, with the count of the rest, instead of a line per refused call.
+_over_share = RateLog(log, what="refusals over a fair share")
 
 
 def _code(err: SyncError) -> grpc.StatusCode:
@@ -51,7 +56,10 @@ def _fail(context: grpc.ServicerContext, exc: BaseException, method: str) -> Non
         context.abort(grpc.StatusCode.UNAVAILABLE, f"the store is unavailable ({exc.reason}); nothing was written")
     if isinstance(exc, SyncError):
         details = _details(exc)
-        log.info("%s refused: %s", method, _details_text(exc.log_text))
+        if exc.status == "RESOURCE_EXHAUSTED":
+            _over_share.warning(method, time.monotonic(), "%s refused: %s", method, details)
+        else:
+            log.info("%s refused: %s", method, _details_text(exc.log_text))
         context.abort(_code(exc), details)
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")

@@ -267,6 +267,9 @@ class Link(threading.Thread):
                     yield pb.PushRequest(report=pb.Report(json=json.dumps(self.report(), ensure_ascii=False)))
                 generation = store.generation
                 entries, pos = self.source(position, BATCH)
+                fits = wire.cut(entries)
+                if fits < len(entries):  # big changes: read fewer (positions are the source's own)
+                    entries, pos = self.source(position, fits)
                 if not entries:
                     if pos > position:  # a stretch with nothing to send: read on from its end
                         if acked[0] >= sent[0]:

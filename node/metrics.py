@@ -15,6 +15,8 @@ from prometheus_client.registry import Collector
 CHANGES_IN = Counter("yipanqi_changes_in_total", "Changes accepted and applied, by the peer they came from", ["peer"])
 DUPLICATES = Counter("yipanqi_duplicates_total", "Changes received again and ignored (idempotent apply)", ["peer"])
 QUARANTINED = Counter("yipanqi_quarantined_total", "Changes refused and quarantined, by reason", ["reason"])
+QUARANTINE_DROPPED = Counter("yipanqi_quarantine_dropped_total",
+                             "Refused changes counted but not kept: their party's quarantine share was full")
 CHANGES_OUT = Counter("yipanqi_changes_out_total", "Changes sent, by the peer they went to", ["peer"])
 LOCAL_WRITES = Counter("yipanqi_local_writes_total", "Changes written by operators on this node", ["op"])
 APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one received batch",

@@ -4,6 +4,11 @@
 the signing certificates that travel with the batch (each is checked against
 the federation CA by the keyring before it is trusted), runs every change
 through ``node.intake.check``, and ingests the result in one transaction.
+
+A batch over the count or size limit (node.wire), or with a seal that does not even decode,
+is refused whole before any change in it is looked at: one quarantine entry, charged to the
+TLS peer, at a cost in proportion to its bytes. What refusals cost beyond that is metered in
+node.junk (log lines per party, and how fast a peer's own junk is read).
 """
 
 from __future__ import annotations
@@ -11,13 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from typing import Iterable, Sequence
 
 from certs.keyring import Keyring
 from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
-from node import intake, metrics, wire
+from node import intake, junk, metrics, wire
 from store.store import IngestResult, LogEntry, Store
 from yipanqi.v1 import federation_pb2 as pb
 
@@ -37,6 +43,8 @@ class Peer:
         self.store = store
         self.keyring = keyring
         self.verifier = Verifier(keyring)
+        self.rate_log = junk.RateLog(log)
+        self.pacer = junk.Pacer()
         self.sync_revocations()
         for der in store.load_keys():
             self._trust(der, save=False)
@@ -77,22 +85,74 @@ class Peer:
 
     def ingest_batch(self, batch: pb.Batch, *, via: str, peer_may_forward: bool, for_province: str | None,
                      cursor_name: str) -> IngestResult:
+        """Check and store one received batch (see the module header); what the peer's own junk
+        cost is charged to its pace (``pause_for``)."""
         self.sync_revocations()
-        self.learn(batch.certificates)
-        envelopes, refused = [], []
-        for msg in batch.changes:
+        refused: list = []
+        accepted: list = []
+        whole = _whole_batch_problem(batch)
+        if whole is None:
+            self.learn(batch.certificates)
             try:
-                envelopes.append(wire.envelope(msg))
+                envelopes = [wire.envelope(msg) for msg in batch.changes]
             except intake.RemoteError as err:
-                refused.append(intake.unreadable(msg.body, intake.reason(err)))
+                whole = f"a change's seal or body does not decode ({err})"
+        started = time.monotonic()
+        self.rate_log.flush(started)
         with metrics.APPLY_SECONDS.time():
-            accepted, bad = intake.check(envelopes, self.verifier, peer=via, peer_may_forward=peer_may_forward,
-                                         for_province=for_province, full=self.store.hold_records)
-            result = self.store.ingest(accepted, refused + bad, via=via, now_ms=now_ms(),
+            if whole is None:
+                try:
+                    accepted, refused = intake.check(envelopes, self.verifier, peer=via,
+                                                     peer_may_forward=peer_may_forward,
+                                                     for_province=for_province, full=self.store.hold_records)
+                except intake.BatchRefused as err:
+                    accepted, whole = [], str(err)
+            if whole is not None:
+                first = batch.changes[0].body if batch.changes else b""
+                refused = [_batch_refusal(first, len(batch.changes), whole, via)]
+            result = self.store.ingest(accepted, refused, via=via, now_ms=now_ms(),
                                        cursor=(cursor_name, batch.cursor))
         metrics.CHANGES_IN.labels(via).inc(result.applied)
         metrics.DUPLICATES.labels(via).inc(result.duplicates)
-        for r in refused + bad:
-            metrics.QUARANTINED.labels(r.reason.split(":", 1)[0]).inc()
-            log.warning("quarantined a change from %s: %s", via, r.reason)
+        own = 0.0  # what the peer itself is charged for (unverified input), in tokens
+        for r in refused:
+            category = r.reason.split(":", 1)[0]
+            metrics.QUARANTINED.labels(category).inc(r.count)
+            party = r.charged or via
+            if party == via:
+                own += r.count if r.count == 1 else max(r.count, batch.ByteSize() / junk.BYTES_PER_TOKEN)
+            self.rate_log.warning(party, started, "quarantined %s from %s (charged to %s): %s", _changes(r.count),
+                                  via, party, _short(r.reason))
+        if result.dropped:
+            metrics.QUARANTINE_DROPPED.inc(result.dropped)
+        if own:
+            self.pacer.charge(via, own, started)
         return result
+
+    def pause_for(self, peer: str) -> float:
+        """How long (s) ``peer``'s stream should wait before we read more from it (node.junk.Pacer)."""
+        return self.pacer.charge(peer, 0.0, time.monotonic())
+
+
+def _whole_batch_problem(batch: pb.Batch) -> str | None:
+    n = len(batch.changes)
+    if n > wire.MAX_BATCH_CHANGES:
+        return f"{n} changes is over the {wire.MAX_BATCH_CHANGES}-change limit"
+    size = batch.ByteSize()
+    if size > wire.MAX_BATCH_BYTES:
+        return f"{size} bytes is over the {wire.MAX_BATCH_BYTES}-byte limit"
+    return None
+
+
+def _batch_refusal(first_body: bytes, count: int, why: str, via: str):  # type: ignore[no-untyped-def]
+    r = intake.unreadable(first_body[:4096], f"malformed: batch of {count} changes refused whole: {why}", via)
+    return replace(r, count=max(count, 1))
+
+
+def _changes(n: int) -> str:
+    return "a change" if n == 1 else f"a batch of {n} changes"
+
+
+def _short(reason: str) -> str:
+    """The category and the field or rule of a refusal, never the value it quotes."""
+    return ": ".join(reason.split(": ")[:2])[:200]

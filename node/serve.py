@@ -28,6 +28,7 @@ from certs.keyring import Keyring
 from core.printable import escape
 from cli.config import TLSPaths
 from node import reflection
+from node.fairshare import FairShareInterceptor, Slots, workers_needed
 from node.interceptor import ErrorInterceptor
 from node.transport import SERVER_OPTIONS, server_credentials, split_address
 from yipanqi.v1 import admin_pb2, federation_pb2
@@ -110,9 +111,16 @@ def keyring_for(tls: TLSPaths, own_signing_cert_der: bytes | None = None) -> Key
     return keyring
 
 
-def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *, workers: int) -> tuple[grpc.Server, health.HealthServicer]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[ErrorInterceptor()],
-                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=workers - 4)
+def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *,
+                 slots: Slots) -> tuple[grpc.Server, health.HealthServicer]:
+    """The gRPC server: every call takes a fair-share slot (node.fairshare) before it runs, and
+    the worker pool holds every party's full share, so no party can take another's thread.
+    (Threads start on demand; gRPC's global cap is only a backstop at the pool's size.)"""
+    tune_malloc()  # before the server's threads start
+    workers = workers_needed()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         interceptors=[ErrorInterceptor(), FairShareInterceptor(slots)],
+                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=workers)
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -146,6 +154,23 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+
+
+M_ARENA_MAX = -8  # glibc mallopt parameter
+ARENAS = 2
+
+
+def tune_malloc() -> None:
+    """At most ``ARENAS`` glibc malloc arenas. A hub runs a thread per open stream (hundreds, see
+    node.fairshare); by default glibc gives each of up to 8 x cores of them an arena of its own,
+    and memory freed in one stays in its arena, so RSS grew with the number of streams rather
+    than with what they hold. Python's GIL leaves little for more arenas to win. No-op off glibc."""
+    import ctypes
+
+    try:  # by name: ctypes.util.find_library would run ldconfig on every start
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, ARENAS)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_until_signal(server: grpc.Server, stop: threading.Event, on_stop: Callable[[], None]) -> None:

@@ -15,6 +15,7 @@ from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
 from node.outage import log_outages
+from node.fairshare import Slots
 from node.peer import Peer
 from node.records import RecordService
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
@@ -47,8 +48,10 @@ def run_node(cfg: NodeConfig) -> None:
                                    signer)
     admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,
                           PeerGate(revocations), certificates=certificates)
+    slots = Slots(cfg.province, revocations)
     server, _health = build_server(cfg.listen, cfg.tls,
-                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), workers=16)
+                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots)
+    slots.start_sweeper(stop)
     serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state))
     link.start()
     run_until_signal(server, stop, store.close)

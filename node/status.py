@@ -37,6 +37,15 @@ def link_report(state: LinkState | None, now: int) -> dict[str, object] | None:
     }
 
 
+def quarantine_report(store: Store) -> dict[str, object]:
+    """Per charged party: what it holds in quarantine (rows, bytes) and what was dropped over its cap."""
+    shares = store.quarantine_shares()
+    return {
+        "held": {party: {"rows": s["rows"], "bytes": s["bytes"]} for party, s in shares.items()},
+        "dropped": {party: s["dropped"] for party, s in shares.items() if s["dropped"]},
+    }
+
+
 def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
     now = now_ms()
     doc: dict[str, object] = {"role": "node", "identity": store.owner}
@@ -56,11 +65,12 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
             "origins": origins,
             "conflicts": store.count_records(conflicted_only=True),
             "quarantined": store.count_quarantined(),
+            "quarantine": quarantine_report(store),
         })
     except StoreUnavailable:  # shown in doc["store"]
         doc.update({"records": None, "last_seq": None, "acked_seq": None,
                     "outbox": {"changes": None, "oldest_age_s": None}, "origins": {},
-                    "conflicts": None, "quarantined": None})
+                    "conflicts": None, "quarantined": None, "quarantine": None})
     doc["hub"] = link_report(link, now)
     doc["store"] = store_report(store)
     return doc
@@ -144,7 +154,8 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
 
 
 def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
-               upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, object]:
+               upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None,
+               refused_reports: Mapping[str, int] | None = None) -> dict[str, object]:
     now = now_ms()
     try:
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
@@ -193,6 +204,8 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         "identity": f"hub-{hub}",
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
+        "quarantine": quarantine_report(store),
+        "reports": {"refused": dict(sorted((refused_reports or {}).items()))},
         "destinations": rows,
         "upstream": link_report(upstream, now),
     }

@@ -28,7 +28,11 @@ from core.errors import PermissionDenied
 
 log = logging.getLogger("yipanqi.transport")
 
-MAX_MESSAGE = 64 * 1024 * 1024
+# Every endpoint, Admin included: gRPC refuses a longer message from its length prefix,
+# before reading or parsing it (RESOURCE_EXHAUSTED), so no call can make the process hold
+# more than this per message. Batches are cut at node.wire.BATCH_BYTES and a change body is
+# at most 256 KiB, so an honest message is far below it.
+MAX_MESSAGE = 8 * 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),

@@ -17,6 +17,24 @@ MAX_PROOF = 64
 # PostgreSQL would refuse to store, failing the whole batch on every retry.
 MAX_SEAL_SIZE = 2**31 - 1
 
+# Batches. Senders cut a batch at BATCH_CHANGES changes or BATCH_BYTES of change bodies,
+# whichever comes first; receivers refuse a batch over MAX_BATCH_CHANGES or MAX_BATCH_BYTES
+# whole (node.peer), without looking at its changes one by one.
+BATCH_CHANGES = 500
+BATCH_BYTES = 512 * 1024  # 500 ordinary changes (~750 bytes each) fit
+MAX_BATCH_CHANGES = 2000
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def cut(entries: Sequence[LogEntry], max_bytes: int = BATCH_BYTES) -> int:
+    """How many of ``entries`` (in order) fit in one batch of at most ``max_bytes`` of bodies (at least one)."""
+    total = 0
+    for i, e in enumerate(entries):
+        total += len(e.body)
+        if total > max_bytes and i:
+            return i
+    return len(entries)
+
 
 def envelope(msg: pb.SignedChange) -> Envelope:
     """Decode one SignedChange; Malformed names the field at fault."""

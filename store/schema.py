@@ -105,6 +105,8 @@ quarantine = Table(
     Column("body", LargeBinary, nullable=False),
     Column("key_id", String(64)),
     Column("signature", LargeBinary),
+    # Whose capped share the row takes (store.quarantine; added in 0006_quarantine_charge).
+    Column("charged", String(64)),
 )
 
 cursors = Table(

@@ -92,7 +92,6 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         forged_msg,                    # (a) forged signature
         _sealed(s45, foreign),         # (b) authored (and correctly signed) by another province
         _sealed(s44, unauthorised),    # (c) 44's signature on a record not involving 44
-        garbled,                       # (e) malformed seal
         _sealed(s44, good),            # (d) a good change, after the bad ones
     ])
     with _node_channel(fed, "44", "hub-pearl") as channel:
@@ -101,7 +100,7 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         assert hello.WhichOneof("msg") == "hello" and hello.hello.identity == "hub-pearl"
         reply = push.exchange(fpb.PushRequest(batch=batch))
         assert reply.WhichOneof("msg") == "ack"
-        assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (1, 1, 0, 4)
+        assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (1, 1, 0, 3)
 
         # The same stream keeps working: a second good change, a replay of the
         # first (harmless) and a different body under the first's (origin, seq).
@@ -110,6 +109,9 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         reply = push.exchange(fpb.PushRequest(batch=fpb.Batch(cursor=2, changes=[
             _sealed(s44, good2), _sealed(s44, good), _sealed(s44, equivocating)])))
         assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (2, 1, 1, 1)
+        # (e) a malformed seal: its batch is refused whole (node.peer), and the stream still goes on.
+        reply = push.exchange(fpb.PushRequest(batch=fpb.Batch(cursor=3, changes=[garbled])))
+        assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (3, 0, 0, 1)
         push.close()
 
     # Good changes are delivered end to end (the exact signed state) and go up to national.
@@ -128,7 +130,8 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         assert key in rows, f"{key} not quarantined: {list(rows)}"
         assert rows[key]["reason"].startswith(prefix), rows[key]["reason"]
         assert rows[key]["peer"] == "province-44"
-    assert any(q["reason"].startswith("malformed: seal.signature") for q in fed.quarantine("hub-pearl"))
+    assert any(q["reason"].startswith("malformed: batch of 1 changes refused whole: a change's seal or body does "
+                                      "not decode (seal.signature") for q in fed.quarantine("hub-pearl"))
     assert fed.status("hub-pearl")["quarantined"] >= 5
 
     # The hub keeps serving: an ordinary write afterwards still syncs.
