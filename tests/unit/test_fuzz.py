@@ -429,6 +429,7 @@ def test_store_ingest_of_checked_batches_never_raises(keys: Keys, template: dict
         store = Store.open(f"sqlite:///{path}", owner=owner, index_routes=owner.startswith("hub-"))
         try:
             batches = []
+            checked = 0  # batches not refused whole
             for n in range(data.draw(st.integers(1, 3))):
                 envelopes, _ = data.draw(hostile(keys, author_signs_mutations=True))
                 # The genuine changes always come too, in a random order among the rest.
@@ -438,9 +439,11 @@ def test_store_ingest_of_checked_batches_never_raises(keys: Keys, template: dict
                     accepted, refused = intake.check(order, keys.pki.verifier(), peer="hub-pearl",
                                                      peer_may_forward=True, for_province=for_province)
                 except intake.BatchRefused as err:  # refused whole, in one entry, as node.peer does
+                    checked -= 1  # (a peer sending this many bad signatures is itself bad: nothing in it counts)
                     accepted = []
                     refused = [dataclasses.replace(intake.unreadable(order[0].body, f"malformed: {err}", "hub-pearl"),
                                                    count=len(order))]
+                checked += 1
                 result = store.ingest(accepted, refused, via="hub-pearl", now_ms=EPOCH + 10**9,
                                       cursor=("in:hub-pearl", n + 1))
                 assert result.applied + result.duplicates + result.quarantined == len(order)
@@ -451,8 +454,8 @@ def test_store_ingest_of_checked_batches_never_raises(keys: Keys, template: dict
             # The log holds exactly the first body per (origin, seq) ...
             logged = {(e.origin, e.seq): e for e in store.read_log(0, limit=10_000)[0]}
             assert {k: hashlib.sha256(e.body).digest() for k, e in logged.items()} == first
-            # ... every genuine change routed here is in it ...
-            for env in keys.genuine:
+            # ... every genuine change routed here is in it (when some batch it came in was checked) ...
+            for env in keys.genuine if checked else ():
                 ch = parse(env.body)
                 if owner == "hub-national" or "45" in ch.routes:
                     assert (ch.origin, ch.seq) in logged

@@ -10,6 +10,7 @@ import pytest
 
 from certs.ca import create_ca, issue_identity
 from cli.config import TLSPaths
+from node.fairshare import Slots
 from node.serve import StartupError, build_server, check_addresses
 
 
@@ -27,11 +28,11 @@ def _port() -> int:
 
 def test_second_server_on_one_address_is_refused(tls: TLSPaths) -> None:
     listen = f"127.0.0.1:{_port()}"
-    first, _ = build_server(listen, tls, lambda s: None, workers=8)
+    first, _ = build_server(listen, tls, lambda s: None, slots=Slots("pearl"))
     first.start()
     try:
         with pytest.raises(StartupError) as info:
-            build_server(listen, tls, lambda s: None, workers=8)
+            build_server(listen, tls, lambda s: None, slots=Slots("pearl"))
         assert str(info.value) == f"cannot listen on {listen}: address already in use (is another instance running?)"
         with pytest.raises(StartupError, match="cannot listen on"):
             check_addresses(listen, None)
