@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from cli.assess import assess
 from cli.bulk import stats
 from cli.federation import federation
 from cli.person import person
+from cli.report import report
 from cli.run import hub, node
 from cli.status import conflicts, quarantine, status
 
@@ -17,7 +19,7 @@ def main() -> None:
     """yipanqi: the federated exchange of migrant-population case records (一盘棋)."""
 
 
-for command in (federation, node, hub, person, status, quarantine, conflicts, stats):
+for command in (federation, node, hub, person, status, quarantine, conflicts, stats, assess, report):
     main.add_command(command)
 
 

@@ -13,6 +13,7 @@
     peers       last acknowledged cursor and contact per subscriber (status)
     keys        signing certificates learned from peers (trust is re-checked
                 against the CA on load)
+    requests    projection of request records (who asked whom, when due, when answered)
     meta        this store's identity, so a file is never opened as another node
 """
 
@@ -52,6 +53,9 @@ records = Table(
     Column("residence", String(2)),
     Column("moved_on", String(10)),
     Index("ix_records_conflicted", "conflicted"),
+    # Covers the statistics' and assessment's GROUP BY over persons (added in 0005): an index-only
+    # scan, never a read of the state blobs.
+    Index("ix_records_flows", "kind", "deleted", "household", "residence", "moved_on"),
 )
 
 log = Table(
@@ -129,6 +133,28 @@ counters = Table(
     Column("name", String(96), primary_key=True),
     Column("value", BigInteger, nullable=False),
     Column("at_ms", BigInteger, nullable=False),
+)
+
+# One row per request record (kind ``request``), kept from its shown values in the same
+# transaction as the record row (added in 0005): what ``assess``, ``status`` and
+# ``request list`` count in SQL. ``to_side`` is the receiver's role for the person when the
+# request was sent (residence / household); ``answer_days`` = answered_on - sent_on in days.
+requests = Table(
+    "requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("from_p", String(2), nullable=False),
+    Column("to_p", String(2), nullable=False),
+    Column("to_side", String(16)),
+    Column("person_id", String(64)),
+    Column("sent_on", String(10)),
+    Column("due_on", String(10)),
+    Column("state", String(16)),
+    Column("answered_on", String(10)),
+    Column("closed_on", String(10)),
+    Column("answer_days", Integer),
+    Index("ix_requests_to", "to_p", "sent_on"),
+    Index("ix_requests_from", "from_p", "sent_on"),
 )
 
 meta = Table(
