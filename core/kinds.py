@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from core import person
+from core import certificate, person, service
 from core.errors import ValidationError
 
 
@@ -23,6 +23,8 @@ class Kind:
     validate: Callable[..., dict[str, object]]  # validate(fields, *, today, partial=False)
     provinces: Callable[[Mapping[str, object]], frozenset[str]]
     routing_fields: tuple[str, ...] = ()  # the only fields ``provinces`` looks at
+    # Shown values -> the kind's side-table row (without its key); None: no side table.
+    project: Callable[[Mapping[str, object]], dict[str, object]] | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -32,6 +34,22 @@ KINDS: dict[str, Kind] = {
         validate=person.validate_person,
         provinces=person.person_provinces,
         routing_fields=("household_province", "residence_province"),
+    ),
+    certificate.KIND: Kind(
+        name=certificate.KIND,
+        fields=certificate.FIELDS,
+        validate=certificate.validate_certificate,
+        provinces=certificate.provinces,
+        routing_fields=certificate.ROUTING_FIELDS,
+        project=certificate.project,
+    ),
+    service.KIND: Kind(
+        name=service.KIND,
+        fields=service.FIELDS,
+        validate=service.validate_service,
+        provinces=service.provinces,
+        routing_fields=service.ROUTING_FIELDS,
+        project=service.project,
     ),
 }
 

@@ -15,6 +15,10 @@
                 against the CA on load)
     requests    projection of request records (who asked whom, when due, when answered)
     meta        this store's identity, so a file is never opened as another node
+    certificates, services
+                per-kind side tables: one row per live record of that kind, from
+                its shown values (core.kinds Kind.project), kept by the store in
+                the record's own transaction (see store.projections)
 """
 
 from __future__ import annotations
@@ -162,4 +166,32 @@ meta = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+
+# Per-kind projections (added in 0004_kind_projections). The first primary-key column is the
+# record id; every other column is nullable, because values from peers are fitted to the
+# column or left out (the record state stays authoritative).
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("cert_no", String(64), primary_key=True),
+    Column("person_id", String(64)),
+    Column("issuer", String(2)),
+    Column("issued_on", String(10)),
+    Column("expires_on", String(10)),
+    Column("status", String(16)),
+    Column("status_on", String(10)),
+    Index("ix_certificates_person", "person_id"),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("service_id", String(64), primary_key=True),
+    Column("person_id", String(64)),
+    Column("type", String(32)),
+    Column("given_on", String(10)),
+    Column("provider", String(2)),
+    Index("ix_services_person", "person_id"),
 )

@@ -34,7 +34,7 @@ from core.identity import Identity
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
-from store import changelog, counters, quarantine, records
+from store import changelog, counters, projections, quarantine, records
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.quarantine import QuarantineEntry
@@ -151,6 +151,15 @@ class Store:
         with self.engine.connect() as conn:
             return records.flow_counts(conn, kind)
 
+    def projected(self, kind: str, where: Mapping[str, object], order_by: Sequence[str] = ()) -> list[dict]:
+        """Rows of ``kind``'s side table (store.projections) whose columns equal ``where``.
+
+        Ordered by ``order_by``, then the record id. Raises KeyError for a kind without a
+        side table. The rows are as current as the records: both commit together.
+        """
+        with self.engine.connect() as conn:
+            return projections.select_rows(conn, kind, where, order_by)
+
     def count_records(self, *, conflicted_only: bool = False) -> int:
         """Live records (or live records with open conflicts), from the counters."""
         name = counters.CONFLICTED if conflicted_only else counters.LIVE
@@ -159,6 +168,7 @@ class Store:
 
     def _save(self, conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
         live, conflicted = records.save_many(conn, states, now_ms)
+        projections.save(conn, [state for state, _ in states])  # per-kind side tables, same transaction
         counters.bump(conn, counters.LIVE, live)
         counters.bump(conn, counters.CONFLICTED, conflicted)
 

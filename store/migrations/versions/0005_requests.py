@@ -1,7 +1,7 @@
 """The requests projection (协查 / 通报) and a covering index for statistics over persons.
 
 Revision ID: 0005_requests
-Revises: 0003 (relinked after 0004_kind_projections at merge)
+Revises: 0004_kind_projections
 
 ``requests`` is kept by the store from each request record's shown values, in the
 record's own transaction; a store that held no request records before has nothing
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_requests"
-down_revision = "0003"
+down_revision = "0004_kind_projections"
 branch_labels = None
 depends_on = None
 
