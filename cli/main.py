@@ -9,6 +9,7 @@ from cli.bulk import stats
 from cli.federation import federation
 from cli.person import person
 from cli.report import report
+from cli.request import request
 from cli.run import hub, node
 from cli.status import conflicts, quarantine, status
 
@@ -19,7 +20,7 @@ def main() -> None:
     """yipanqi: the federated exchange of migrant-population case records (一盘棋)."""
 
 
-for command in (federation, node, hub, person, status, quarantine, conflicts, stats, assess, report):
+for command in (federation, node, hub, person, status, quarantine, conflicts, stats, assess, report, request):
     main.add_command(command)
 
 

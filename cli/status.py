@@ -50,6 +50,10 @@ def render(doc: dict) -> Group:
         t.add_row("outbox backlog", f"{doc['outbox']['changes']} (oldest {_age(doc['outbox']['oldest_age_s'])})")
         t.add_row("open conflicts", str(doc["conflicts"]))
         t.add_row("quarantined", str(doc["quarantined"]))
+        if "requests" in doc:
+            q = doc["requests"]
+            t.add_row("requests received", f"{q['received_open']} open, {q['received_overdue']} overdue")
+            t.add_row("requests sent", f"{q['sent_open']} open, {q['sent_overdue']} overdue")
         o = Table(title="changes applied per origin")
         for col in ("origin", "last seq", "last written", "lag"):
             o.add_column(col)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from core import certificate, person, service
+from core import certificate, person, request, service
 from core.errors import ValidationError
+from core.record import RecordState
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Kind:
     routing_fields: tuple[str, ...] = ()  # the only fields ``provinces`` looks at
     # Shown values -> the kind's side-table row (without its key); None: no side table.
     project: Callable[[Mapping[str, object]], dict[str, object]] | None = None
+    # A whole merged state -> raises Unauthorised when a field was written by a province the
+    # kind does not let write it (checked before a local write and on every change received).
+    check_state: Callable[[RecordState], None] | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -50,6 +54,15 @@ KINDS: dict[str, Kind] = {
         provinces=service.provinces,
         routing_fields=service.ROUTING_FIELDS,
         project=service.project,
+    ),
+    request.KIND: Kind(
+        name=request.KIND,
+        fields=request.FIELDS,
+        validate=request.validate_request,
+        provinces=request.provinces,
+        routing_fields=request.ROUTING_FIELDS,
+        project=request.project,
+        check_state=request.check_writers,
     ),
 }
 

@@ -95,5 +95,6 @@ def request_counts(store: Store, province: str, today: dt.date) -> dict[str, int
 
 
 def kind_figures(conn, start: str | None, end: str | None) -> dict[str, list]:  # type: ignore[no-untyped-def]
-    """Rows from the services and certificates projections (filled in once those kinds exist)."""
-    return {}
+    """Rows from the services and certificates projections."""
+    return {"served": q.served_migrants(conn, start, end), "verified": q.certificate_checks(conn, start, end),
+            "issued": q.certificates_issued(conn, start, end), "revoked": q.certificates_revoked(conn, start, end)}

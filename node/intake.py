@@ -13,6 +13,7 @@ import re
 from typing import Iterable, Protocol
 
 from core.apply import authorise
+from core.kinds import KINDS
 from core.change import Change, Envelope, parse, parse_head
 from core.errors import Malformed, RemoteError, SyncError
 from core.merkle import Seal
@@ -68,6 +69,8 @@ def check(
                 raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")
             author = verifier.verify(env.body, env.seal, proven)
             authorise(change, author)
+            if full and (k := KINDS.get(change.kind)) is not None and k.check_state is not None:
+                k.check_state(change.state)  # e.g. only a request's receiver writes its answer
             if for_province is not None and for_province not in change.routes:
                 raise Malformed(f"change is not routed to province {for_province}")
             accepted.append(Accepted(change, env))

@@ -51,7 +51,16 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
         "conflicts": store.count_records(conflicted_only=True),
         "quarantined": store.count_quarantined(),
         "hub": link_report(link, now),
+        "requests": _requests(store),
     }
+
+
+def _requests(store: Store) -> dict[str, int]:
+    """Open and overdue requests both ways: received_open, received_overdue, sent_open, sent_overdue."""
+    from node.assess import request_counts
+    from node.clock import today
+
+    return request_counts(store, store.owner.removeprefix("province-"), today())
 
 
 def node_report(store: Store) -> dict[str, object]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select, true
 
-from store.schema import quarantine, records, requests
+from store.schema import certificates, quarantine, records, requests, services
 
 Rows = list[tuple[Any, ...]]
 
@@ -96,3 +96,35 @@ def request_counterparts(conn, province: str) -> set[str]:  # type: ignore[no-un
     r = requests.c
     q = select(r.from_p, r.to_p).where(or_(r.from_p == province, r.to_p == province)).distinct()
     return {p for row in conn.execute(q) for p in row}
+
+
+def served_migrants(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+    """(residence province, migrants living there with at least one service given in the period)."""
+    s, r = services.c, records.c
+    q = (select(r.residence, func.count(func.distinct(s.person_id)))
+         .select_from(services.join(records, and_(r.kind == "person", r.record_id == s.person_id)))
+         .where(and_(r.deleted.is_(False), r.household.is_not(None), r.residence.is_not(None),
+                     r.household != r.residence, _between(s.given_on, start, end)))
+         .group_by(r.residence))
+    return [(p, int(n)) for p, n in conn.execute(q)]
+
+
+def certificate_checks(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+    """(province, certificates it verified in the period: services of type certificate_check it gave)."""
+    s = services.c
+    q = (select(s.provider, func.count()).where(and_(s.type == "certificate_check", _between(s.given_on, start, end)))
+         .group_by(s.provider))
+    return [(p, int(n)) for p, n in conn.execute(q)]
+
+
+def certificates_issued(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+    c = certificates.c
+    q = select(c.issuer, func.count()).where(_between(c.issued_on, start, end)).group_by(c.issuer)
+    return [(p, int(n)) for p, n in conn.execute(q)]
+
+
+def certificates_revoked(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+    c = certificates.c
+    q = (select(c.issuer, func.count()).where(and_(c.status == "revoked", _between(c.status_on, start, end)))
+         .group_by(c.issuer))
+    return [(p, int(n)) for p, n in conn.execute(q)]

@@ -57,9 +57,9 @@ records = Table(
     Column("residence", String(2)),
     Column("moved_on", String(10)),
     Index("ix_records_conflicted", "conflicted"),
-    # Covers the statistics' and assessment's GROUP BY over persons (added in 0005): an index-only
-    # scan, never a read of the state blobs.
-    Index("ix_records_flows", "kind", "deleted", "household", "residence", "moved_on"),
+    # Covers the statistics' and assessment's GROUP BYs over persons and their joins by person id
+    # (added in 0005): an index-only scan or probe, never a read of the state blobs.
+    Index("ix_records_flows", "kind", "record_id", "deleted", "household", "residence", "moved_on"),
 )
 
 log = Table(

@@ -35,4 +35,4 @@ def upgrade() -> None:
     )
     op.create_index("ix_requests_to", "requests", ["to_p", "sent_on"])
     op.create_index("ix_requests_from", "requests", ["from_p", "sent_on"])
-    op.create_index("ix_records_flows", "records", ["kind", "deleted", "household", "residence", "moved_on"])
+    op.create_index("ix_records_flows", "records", ["kind", "record_id", "deleted", "household", "residence", "moved_on"])
