@@ -9,7 +9,9 @@ national level keeps in its weights file (``Weights.parse`` validates it):
     score = 100 * sum(weight_i * indicator_i) / sum(weight_i)
 
 over the indicators that apply to the province (one with nothing to measure, e.g.
-no request received, is left out of both sums rather than counted as 0 or 1).
+no request received, is left out of both sums rather than counted as 0 or 1). A
+province with nothing to assess on either side (no migrants living there, no
+request received) gets no score and is listed last.
 Pure: no I/O, no clock.
 """
 
@@ -30,6 +32,10 @@ INDICATORS: dict[str, str] = {
     "delivery": "federation: min(1, delivery_target_s / p95 delivery delay of its changes)",
     "clean": "federation: 1 / (1 + its changes quarantined in the period)",
 }
+
+
+# A province none of these apply to (no migrants living there, no request received) is not scored.
+SIDE_INDICATORS = ("coverage", "residence_answers", "household_answers")
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ def indicators(doc: Mapping[str, dict], weights: Weights) -> dict[str, float | N
 def score(doc: Mapping[str, dict], weights: Weights) -> tuple[float | None, dict[str, float | None]]:
     """(score 0..100 or None when no weighted indicator applies, the indicators)."""
     ind = indicators(doc, weights)
+    if all(ind[k] is None for k in SIDE_INDICATORS):
+        return None, {k: (None if v is None else round(v, 4)) for k, v in ind.items()}  # nothing to assess
     used = [(weights.weights[k], v) for k, v in ind.items() if v is not None and weights.weights.get(k)]
     total = sum(w for w, _ in used)
     value = None if not total else round(100 * sum(w * v for w, v in used) / total, 1)

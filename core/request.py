@@ -111,7 +111,9 @@ def check_writers(state: RecordState) -> None:
                 ok = (writer == receiver) if v.value == "answered" else (writer == sender)
             elif name in _RECEIVER:
                 ok = writer == receiver
-            elif name in _SENDER or name == "_deleted":
+            elif name == "_deleted":  # every edit writes it false; only the sender may delete
+                ok = writer == sender or (v.value is False and writer == receiver)
+            elif name in _SENDER:
                 ok = writer == sender
             else:  # a field a newer release added: kept, written by either side
                 ok = writer in (sender, receiver)

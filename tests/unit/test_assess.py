@@ -40,7 +40,8 @@ def test_fold_and_score_by_hand() -> None:
     # coverage 0/1 * 30, household answers 1/2 * 25, delivery 60/120 * 10, clean 1/2 * 10; residence n/a: / 75
     assert ind65["coverage"] == 0 and ind65["delivery"] == 0.5 and ind65["clean"] == 0.5
     assert s65 == round(100 * (0 + 12.5 + 5 + 5) / 75, 1) == 30.0
-    assert [d["province"] for d in ranked(docs.values(), w)] == ["44", "65"]
+    docs["11"] = blank("11", "11", "")  # nothing to assess: no score, listed last
+    assert [(d["province"], d["score"]) for d in ranked(docs.values(), w)] == [("44", 90.0), ("65", 30.0), ("11", None)]
 
 
 def test_weights_file() -> None:

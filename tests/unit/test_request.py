@@ -118,3 +118,10 @@ def test_validation_cross_checks() -> None:
         rq.validate_request({**sent(), "state": "answered"}, today=TODAY)
     with pytest.raises(ValidationError, match="unknown field"):
         rq.validate_request({**sent(), "due_days": 3}, today=TODAY)
+
+
+def test_only_the_sender_deletes() -> None:
+    st = _state([("province-44", sent())])
+    rq.check_writers(st.write({}, node="province-44", at=Timestamp(2000, 0, "province-44"), delete=True))
+    with pytest.raises(Unauthorised, match="_deleted"):
+        rq.check_writers(st.write({}, node="province-65", at=Timestamp(2000, 0, "province-65"), delete=True))
