@@ -84,10 +84,11 @@ def _answers(q: dict) -> str:
 
 def table(doc: dict, rows: list[dict]) -> Table:
     period = f"{doc['from'] or 'start'} .. {doc['to'] or doc['today']}"
-    t = Table(title=f"双向考核 assessment on {doc['identity']}, {period}", show_lines=False)
-    for col in ("#", "prov", "score", "migrants here", "coverage", "certs verified",
-                "requests recv/on time/overdue/median (as residence)", "living elsewhere", "certs issued/revoked",
-                "requests recv/on time/overdue/median (as household)", "delivery p50/p95", "quarantined"):
+    t = Table(title=f"双向考核 assessment on {doc['identity']}, {period}",
+              caption="requests: received / answered on time / overdue / median days to answer; "
+                      "certs: issued / revoked as household side")
+    for col in ("#", "province", "score", "migrants here", "coverage", "certs verified", "requests as residence",
+                "living elsewhere", "certs", "requests as household", "delivery p50/p95", "quarantined"):
         t.add_column(col, overflow="fold")
     for i, r in enumerate(rows, 1):
         res, hh, fed = r["residence"], r["household"], r["federation"]
