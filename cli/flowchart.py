@@ -153,15 +153,18 @@ def draw_html(flows: Flows, path: Path, period: str) -> None:
 
     names = [f"{short_name(c)}" for c in flows.codes]
     z = [[v if v else None for v in row] for row in flows.matrix]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.12,
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.16,
                         subplot_titles=("户籍地 × 居住地 矩阵", f"前 {TOP} 条流向（按居住地所在区域着色）"))
-    fig.add_trace(go.Heatmap(z=z, x=names, y=names, colorscale="YlOrRd", colorbar={"title": "人", "x": 0.5},
+    fig.add_trace(go.Heatmap(z=z, x=names, y=names, colorscale="YlOrRd", colorbar={"title": "人", "x": 0.505, "thickness": 14},
                              hovertemplate="户籍地 %{y} → 居住地 %{x}: %{z} 人<extra></extra>"), row=1, col=1)
     top = flows.top()[::-1]
     fig.add_trace(go.Bar(x=[v for _, _, v in top], y=[f"{short_name(h)} → {short_name(r)}" for h, r, _ in top],
                          orientation="h", marker_color=[ZONE_COLOURS[flows.zone_of(flows.codes.index(r))]
                                                         for _, r, _ in top],
                          hovertemplate="%{y}: %{x} 人<extra></extra>", showlegend=False), row=1, col=2)
+    for zone, _, _ in flows.zones:  # legend entries for the bar colours
+        fig.add_trace(go.Bar(x=[None], y=[None], name=REGION_NAMES[zone], marker_color=ZONE_COLOURS[zone],
+                             showlegend=True, hoverinfo="skip"), row=1, col=2)
     for zone, a, b in flows.zones:
         colour = ZONE_COLOURS[zone]
         fig.add_shape(type="rect", x0=a - 0.5, x1=b - 0.5, y0=a - 0.5, y1=b - 0.5, line={"color": colour, "width": 3},
@@ -172,6 +175,8 @@ def draw_html(flows: Flows, path: Path, period: str) -> None:
     fig.update_xaxes(title_text="居住地（流入地）", tickangle=90, row=1, col=1)
     fig.update_xaxes(title_text="流动人口（人）", row=1, col=2)
     fig.update_layout(title=f"{title(period)}，共 {flows.total} 人", width=1500, height=800,
+                      legend={"title": {"text": "区域"}, "orientation": "h", "x": 1.0, "y": -0.1, "xanchor": "right",
+                              "yanchor": "top"},
                       font={"family": ", ".join([*CJK_FONTS[:3], "sans-serif"])})
     html = fig.to_html(include_plotlyjs=True, full_html=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
