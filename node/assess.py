@@ -62,10 +62,11 @@ def assessment(store: Store, *, own: str | None, from_date: str = "", to_date: s
     start, end = period(from_date, to_date)
     with store.engine.connect() as conn:
         pairs = q.migrant_pairs(conn)
+        figures, days = q.request_figures(conn, start, end, today.isoformat())
         rows = {
             "pairs": pairs,
-            "requests": q.request_figures(conn, start, end, today.isoformat()),
-            "answer_days": q.answer_days(conn, start, end),
+            "requests": figures,
+            "answer_days": days,
             "quarantined": q.quarantined_by_origin(conn, _ms(start), _ms(end, next_day=True)),
         }
         if extra is not None:

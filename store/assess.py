@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select, true
 
+from store import tallies
 from store.schema import certificates, quarantine, records, requests, services
 
 Rows = list[tuple[Any, ...]]
@@ -30,7 +31,10 @@ def _between(column, start: str | None, end: str | None) -> Any:  # type: ignore
 
 def migrant_pairs(conn, *, moved_from: str | None = None, moved_to: str | None = None) -> Rows:  # type: ignore[no-untyped-def]
     """(household, residence, live persons) for persons living outside their household province;
-    with a period, only those who moved in within it (``moved_in_on``)."""
+    with a period, only those who moved in within it (``moved_in_on``). Without one, from the
+    running totals (store.tallies); with one, a scan of the covering index."""
+    if moved_from is None and moved_to is None:
+        return tallies.pairs(conn)
     q = (select(records.c.household, records.c.residence, func.count())
          .where(and_(records.c.kind == "person", records.c.deleted.is_(False),
                      records.c.household.is_not(None), records.c.residence.is_not(None),
@@ -59,23 +63,25 @@ def _overdue(today: str) -> Any:
                and_(r.answered_on.is_(None), r.due_on < func.coalesce(r.closed_on, literal(today))))
 
 
-def request_figures(conn, start: str | None, end: str | None, today: str) -> Rows:  # type: ignore[no-untyped-def]
-    """(to province, to side, received, answered on time, overdue) for requests sent in the period."""
+def request_figures(conn, start: str | None, end: str | None, today: str) -> tuple[Rows, Rows]:  # type: ignore[no-untyped-def]
+    """For requests sent in the period, in one scan: (to province, to side, received, answered on
+    time, overdue) and the histogram the medians come from (to province, to side, days to
+    answer, requests)."""
     r = requests.c
     on_time = and_(r.answered_on.is_not(None), r.answered_on <= r.due_on)
-    q = (select(r.to_p, r.to_side, func.count(),
+    q = (select(r.to_p, r.to_side, r.answer_days, func.count(),
                 func.sum(case((on_time, 1), else_=0)), func.sum(case((_overdue(today), 1), else_=0)))
-         .where(_between(r.sent_on, start, end)).group_by(r.to_p, r.to_side))
-    return [(p, side, int(n), int(ok or 0), int(late or 0)) for p, side, n, ok, late in conn.execute(q)]
-
-
-def answer_days(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
-    """(to province, to side, days to answer, requests): the histogram the medians come from."""
-    r = requests.c
-    q = (select(r.to_p, r.to_side, r.answer_days, func.count())
-         .where(and_(r.answer_days.is_not(None), _between(r.sent_on, start, end)))
-         .group_by(r.to_p, r.to_side, r.answer_days))
-    return [(p, side, int(d), int(n)) for p, side, d, n in conn.execute(q)]
+         .where(_between(r.sent_on, start, end)).group_by(r.to_p, r.to_side, r.answer_days))
+    totals: dict[tuple[str, str], list[int]] = {}
+    days: Rows = []
+    for p, side, d, n, ok, late in conn.execute(q):
+        t = totals.setdefault((p, side), [0, 0, 0])
+        t[0] += int(n)
+        t[1] += int(ok or 0)
+        t[2] += int(late or 0)
+        if d is not None:
+            days.append((p, side, int(d), int(n)))
+    return [(p, side, *t) for (p, side), t in totals.items()], days
 
 
 def open_requests(conn, province: str, today: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -99,13 +105,13 @@ def request_counterparts(conn, province: str) -> set[str]:  # type: ignore[no-un
 
 
 def served_migrants(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
-    """(residence province, migrants living there with at least one service given in the period)."""
-    s, r = services.c, records.c
-    q = (select(r.residence, func.count(func.distinct(s.person_id)))
-         .select_from(services.join(records, and_(r.kind == "person", r.record_id == s.person_id)))
-         .where(and_(r.deleted.is_(False), r.household.is_not(None), r.residence.is_not(None),
-                     r.household != r.residence, _between(s.given_on, start, end)))
-         .group_by(r.residence))
+    """(residence province, migrants living there with at least one service given in the period),
+    by the provinces the service records carry (the person's, kept current on a move)."""
+    s = services.c
+    q = (select(s.residence, func.count(func.distinct(s.person_id)))
+         .where(and_(s.household.is_not(None), s.residence.is_not(None), s.household != s.residence,
+                     _between(s.given_on, start, end)))
+         .group_by(s.residence))
     return [(p, int(n)) for p, n in conn.execute(q)]
 
 

@@ -83,10 +83,10 @@ def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) 
             values.update(state="closed", closed_on=closed)
         s.write_local("request", str(uuid.uuid4()), _set(_request(**values)), operator=None, now_ms=T0, seal=seal)
     with s.engine.connect() as conn:
-        figures = sorted(q.request_figures(conn, None, None, TODAY.isoformat()))
-        assert figures == [("45", "household", 4, 1, 2), ("45", "residence", 2, 0, 1)]
-        assert sorted(q.answer_days(conn, None, None)) == [("45", "household", 4, 1), ("45", "household", 10, 1)]
-        assert sorted(q.request_figures(conn, "2026-03-02", "2026-03-31", TODAY.isoformat())) == [
+        figures, days = q.request_figures(conn, None, None, TODAY.isoformat())
+        assert sorted(figures) == [("45", "household", 4, 1, 2), ("45", "residence", 2, 0, 1)]
+        assert sorted(days) == [("45", "household", 4, 1), ("45", "household", 10, 1)]
+        assert sorted(q.request_figures(conn, "2026-03-02", "2026-03-31", TODAY.isoformat())[0]) == [
             ("45", "household", 2, 0, 1)]
         assert q.open_requests(conn, "44", TODAY.isoformat()) == {
             "received_open": 0, "received_overdue": 0, "sent_open": 2, "sent_overdue": 1}
@@ -114,7 +114,8 @@ def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) 
                                                           "status_on": "2026-03-11"}),
                   operator=None, now_ms=T0, seal=seal)
     with s.engine.connect() as conn:
-        assert q.migrant_pairs(conn) == [("45", "44", 1)]
+        assert q.migrant_pairs(conn) == [("45", "44", 1)]  # the running totals
+        assert q.migrant_pairs(conn, moved_from="2026-03-01") == [("45", "44", 1)]  # the index scan
         assert q.migrant_pairs(conn, moved_from="2026-03-02") == []
         assert q.served_migrants(conn, None, None) == [("44", 1)]
         assert q.served_migrants(conn, "2026-03-11", None) == []
@@ -122,3 +123,17 @@ def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) 
         assert q.certificates_issued(conn, None, None) == [("45", 1)]
         assert q.certificates_issued(conn, "2026-02-01", None) == []
         assert q.certificates_revoked(conn, "2026-03-11", "2026-03-11") == [("45", 1)]
+    # The running totals of migrants per pair follow a move, a return home and a delete.
+    def pairs() -> list:  # type: ignore[type-arg]
+        with s.engine.connect() as conn:
+            return q.migrant_pairs(conn)
+
+    move = {"residence_province": "11", "residence_city": None, "moved_in_on": "2026-03-15"}
+    s.write_local("person", pid, _set(move), operator=None, now_ms=T0 + 1, seal=seal)
+    assert pairs() == [("45", "11", 1)]
+    s.write_local("person", pid, _set({**move, "residence_province": "45"}), operator=None, now_ms=T0 + 2, seal=seal)
+    assert pairs() == []
+    s.write_local("person", pid, _set({**move, "residence_province": "44"}), operator=None, now_ms=T0 + 3, seal=seal)
+    assert pairs() == [("45", "44", 1)]
+    s.write_local("person", pid, lambda current: ("delete", {}), operator=None, now_ms=T0 + 4, seal=seal)
+    assert pairs() == []

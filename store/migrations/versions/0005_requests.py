@@ -6,8 +6,14 @@ Revises: 0004_kind_projections
 ``requests`` is kept by the store from each request record's shown values, in the
 record's own transaction; a store that held no request records before has nothing
 to backfill. ``ix_records_flows`` lets the GROUP BYs of ``stats``, ``assess`` and
-``report flows`` read the index alone, whatever the size of the states.
+``report flows`` read the index alone, whatever the size of the states. The
+``pair:<household>:<residence>`` counters (store.tallies: live migrants per province
+pair) are counted once here. ``services`` gains the person's household and residence
+(backfilled from the service records' states) and, with ``certificates``, the indexes
+the assessment's range scans use.
 """
+
+import json
 
 import sqlalchemy as sa
 from alembic import op
@@ -36,3 +42,49 @@ def upgrade() -> None:
     op.create_index("ix_requests_to", "requests", ["to_p", "sent_on"])
     op.create_index("ix_requests_from", "requests", ["from_p", "sent_on"])
     op.create_index("ix_records_flows", "records", ["kind", "record_id", "deleted", "household", "residence", "moved_on"])
+    with op.batch_alter_table("services") as batch:
+        batch.add_column(sa.Column("household", sa.String(2)))
+        batch.add_column(sa.Column("residence", sa.String(2)))
+    op.create_index("ix_services_given", "services", ["given_on", "residence", "household", "person_id"])
+    op.create_index("ix_services_type", "services", ["type", "given_on", "provider"])
+    op.create_index("ix_certificates_issued", "certificates", ["issued_on", "issuer"])
+    op.create_index("ix_certificates_status", "certificates", ["status", "status_on", "issuer"])
+    conn = op.get_bind()
+    records = sa.table("records", sa.column("kind"), sa.column("record_id"), sa.column("state"),
+                       sa.column("deleted", sa.Boolean), sa.column("household"), sa.column("residence"))
+    counters = sa.table("counters", sa.column("name"), sa.column("value"), sa.column("at_ms"))
+    pairs = conn.execute(
+        sa.select(records.c.household, records.c.residence, sa.func.count())
+        .where(sa.and_(records.c.kind == "person", records.c.deleted == sa.false(),
+                       records.c.household.is_not(None), records.c.residence.is_not(None),
+                       records.c.household != records.c.residence))
+        .group_by(records.c.household, records.c.residence)).all()
+    if pairs:
+        conn.execute(counters.insert(), [{"name": f"pair:{h}:{r}", "value": n, "at_ms": 0} for h, r, n in pairs])
+    _backfill_services(conn, records)
+
+
+def _winner(fields: dict, name: str) -> object:
+    versions = fields.get(name) or []
+    value = versions[0][0] if versions else None
+    return value if isinstance(value, str) and len(value) <= 2 and "\x00" not in value else None
+
+
+def _backfill_services(conn, records) -> None:  # type: ignore[no-untyped-def]
+    services = sa.table("services", sa.column("service_id"), sa.column("household"), sa.column("residence"))
+    after = ""
+    while True:
+        rows = conn.execute(
+            sa.select(records.c.record_id, records.c.state)
+            .where(sa.and_(records.c.kind == "service", records.c.record_id > after))
+            .order_by(records.c.record_id).limit(1000)).all()
+        if not rows:
+            break
+        updates = []
+        for record_id, state in rows:
+            fields = json.loads(bytes(state))["fields"]
+            updates.append({"sid": record_id, "h": _winner(fields, "household_province"),
+                            "r": _winner(fields, "residence_province")})
+        conn.execute(services.update().where(services.c.service_id == sa.bindparam("sid"))
+                     .values(household=sa.bindparam("h"), residence=sa.bindparam("r")), updates)
+        after = rows[-1][0]
