@@ -137,3 +137,36 @@ def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) 
     assert pairs() == [("45", "44", 1)]
     s.write_local("person", pid, lambda current: ("delete", {}), operator=None, now_ms=T0 + 4, seal=seal)
     assert pairs() == []
+
+
+def test_upgrade_to_0005_counts_pairs_and_fills_services(db_url: str) -> None:
+    """A store at 0004_kind_projections with persons and a service: 0005 counts the migrants per
+    pair from the projection columns and copies the service records' provinces to their rows."""
+    import json
+
+    from store.db import migrate, open_engine
+
+    engine = open_engine(db_url)
+    try:
+        migrate(engine, "0004_kind_projections")
+        rec = sa.table("records", *(sa.column(c) for c in ("kind", "record_id", "state", "deleted", "conflicted",
+                                                            "provinces", "updated_ms", "household", "residence")))
+        people = [("p1", False, "65", "44"), ("p2", False, "65", "44"), ("p3", False, "44", "44"),
+                  ("p4", True, "11", "44"), ("p5", False, None, "44")]
+        sid = str(uuid.uuid4())
+        state = {"stamps": [], "fields": {"household_province": [["65", 0]], "residence_province": [["44", 0]]}}
+        with engine.begin() as conn:
+            conn.execute(rec.insert(), [{"kind": "person", "record_id": rid, "state": b"{}", "deleted": gone,
+                                         "conflicted": False, "provinces": ",44,", "updated_ms": 0, "household": h,
+                                         "residence": r} for rid, gone, h, r in people])
+            conn.execute(rec.insert(), [{"kind": "service", "record_id": sid, "state": json.dumps(state).encode(),
+                                         "deleted": False, "conflicted": False, "provinces": ",44,65,",
+                                         "updated_ms": 0, "household": None, "residence": None}])
+            conn.execute(sa.text("INSERT INTO services (service_id, person_id, type, given_on, provider) "
+                                 "VALUES (:s, :p, 'birth', '2026-01-01', '44')"), {"s": sid, "p": PERSON})
+        migrate(engine)
+        with engine.connect() as conn:
+            assert q.migrant_pairs(conn) == [("65", "44", 2)]
+            assert conn.execute(sa.text("SELECT household, residence FROM services")).all() == [("65", "44")]
+    finally:
+        engine.dispose()
