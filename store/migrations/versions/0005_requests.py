@@ -41,11 +41,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_requests_to", "requests", ["to_p", "sent_on"])
     op.create_index("ix_requests_from", "requests", ["from_p", "sent_on"])
+    op.create_index("ix_requests_sides", "requests",
+                    ["to_p", "to_side", "answer_days", "sent_on", "due_on", "answered_on", "closed_on"])
     op.create_index("ix_records_flows", "records", ["kind", "record_id", "deleted", "household", "residence", "moved_on"])
     with op.batch_alter_table("services") as batch:
         batch.add_column(sa.Column("household", sa.String(2)))
         batch.add_column(sa.Column("residence", sa.String(2)))
-    op.create_index("ix_services_given", "services", ["given_on", "residence", "household", "person_id"])
+    op.create_index("ix_services_served", "services", ["residence", "person_id", "household", "given_on"])
     op.create_index("ix_services_type", "services", ["type", "given_on", "provider"])
     op.create_index("ix_certificates_issued", "certificates", ["issued_on", "issuer"])
     op.create_index("ix_certificates_status", "certificates", ["status", "status_on", "issuer"])
