@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from certs.ca import fingerprint_key_id
 from certs.keyring import Keyring
+from core.certdoc import MESSAGE_PREFIX
 from core.errors import BadSignature, ValidationError
 from core.identity import Identity
 from core.merkle import Proven, Seal, build, signed_message, walk
@@ -60,6 +61,11 @@ class Signer:
             raise ValidationError("sign.key", "not an Ed25519 private key")
         cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
         return cls(key, cert.public_bytes(serialization.Encoding.DER))
+
+    def sign_certificate(self, signed: bytes) -> bytes:
+        """Ed25519 over a certificate document's signed bytes (core.certdoc), behind its own
+        prefix, so a document signature can never stand for a batch signature or vice versa."""
+        return self._key.sign(MESSAGE_PREFIX + signed)
 
     def seal_batch(self, bodies: Sequence[bytes]) -> list[Seal]:
         """One signature over the batch root; one Seal (with proof) per body."""

@@ -105,6 +105,10 @@ def demo(directory: Path, provinces: str | None, people: int, duration: float | 
         d = Demo(fed)
         ids = _load(d, codes, people, rng, today)
         _moves(d, codes, ids, rng, today)
+        try:
+            _certificates_and_services(d, directory, ids, rng, today)
+        except grpc.RpcError as err:  # the story goes on without it
+            console.print(f"[red]certificates and services: {err.code().name}: {err.details()}[/]")
         _conflict(d, fed, codes, rng, today)
         _requests(d, ids, rng)
         started = time.time()
@@ -151,6 +155,71 @@ def _moves(d: Demo, codes: list[str], ids: list[tuple[str, str]], rng: random.Ra
             time.sleep(0.1)
         console.print(f"moved {pid[:8]} from {province_name(residence)} to {province_name(target)}: "
                       f"{'delivered' if d.get(f'province-{target}', pid) else 'on its way'} to the new province")
+
+
+def _wait(check, tries: int = 100) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(tries):
+        try:
+            if check():
+                return True
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _certificates_and_services(d: Demo, directory: Path, ids: list[tuple[str, str]], rng: random.Random,
+                               today: dt.date) -> None:
+    """The household province issues 婚育证明; the residence province checks them and records services."""
+    from cli.certificate import write_private
+    from core.service import TYPE_NAMES
+
+    out = directory / "certificates"
+    out.mkdir(parents=True, exist_ok=True)
+    shown = 0
+    for registered, pid in rng.sample(ids, len(ids)):
+        if shown == 3:
+            break
+        record = d.get(f"province-{registered}", pid)
+        if not record or record["household_province"] == record["residence_province"]:
+            continue
+        household, residence = record["household_province"], record["residence_province"]
+        if not _wait(lambda: d.get(f"province-{household}", pid) and d.get(f"province-{residence}", pid)):
+            continue  # a move still on its way
+        shown += 1
+        home, here = d.stubs[f"province-{household}"], d.stubs[f"province-{residence}"]
+        issued = home.IssueCertificate(pb.IssueCertificateRequest(person_id=pid, valid_years=3), timeout=30)
+        path = out / f"{issued.cert_no}.json"
+        write_private(path, bytes(issued.document))
+        kinds = rng.sample(["pregnancy_check", "contraceptive_service", "reproductive_health"], 2)
+        for i, kind in enumerate(kinds):
+            here.AddService(pb.AddServiceRequest(person_id=pid, type=kind, on=(today - dt.timedelta(days=30 - i * 10))
+                                                 .isoformat(), result="正常"), timeout=30)
+        # The residence province checks the certificate against its replica once the record has arrived.
+        check: dict = {}
+
+        def checked() -> bool:
+            check.update(json.loads(here.CheckCertificate(pb.CheckCertificateRequest(document=issued.document),
+                                                          timeout=30).json))
+            return check.get("status") == "issued"
+
+        _wait(checked)
+        seen = _wait(lambda: len(json.loads(home.ListServices(pb.RecordRef(kind="service", record_id=pid),
+                                                               timeout=10).json)) >= 3)
+        console.print(f"{province_name(household)} issued 婚育证明 {issued.cert_no[:8]} to {pid[:8]}; "
+                      f"{province_name(residence)} checked it ({check.get('status', check.get('refused'))}) and "
+                      f"recorded {', '.join(TYPE_NAMES[k] for k in kinds)}; the household province "
+                      f"{'sees' if seen else 'is about to see'} all three services")
+        if shown == 1:
+            try:
+                from cli import certpage
+
+                page = out / f"{issued.cert_no}.png"
+                write_private(page, certpage.render(bytes(issued.document), "png"))
+                console.print(f"  printable page with its QR code: {page}")
+            except certpage.NoFont as err:
+                console.print(f"  (no page rendered: {err})")
+            console.print(f"  try: yipanqi certificate verify {path} --ca {directory / 'ca' / 'ca.crt'}")
 
 
 def _conflict(d: Demo, fed: Federation, codes: list[str], rng: random.Random, today: dt.date) -> None:

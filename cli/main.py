@@ -6,11 +6,13 @@ import click
 
 from cli.assess import assess
 from cli.bulk import stats
+from cli.certificate import certificate
 from cli.federation import federation
 from cli.person import person
 from cli.report import report
 from cli.request import request
 from cli.run import hub, node
+from cli.service import service
 from cli.status import conflicts, quarantine, status
 
 
@@ -22,6 +24,8 @@ def main() -> None:
 
 for command in (federation, node, hub, person, status, quarantine, conflicts, stats, assess, report, request):
     main.add_command(command)
+main.add_command(certificate)
+main.add_command(service)
 
 
 def _lazy_demo() -> None:

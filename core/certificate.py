@@ -13,6 +13,7 @@ revocation or a newer certificate.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 
 from core import fields as f
 from core.errors import ValidationError
@@ -46,7 +47,7 @@ def _cross(out: Mapping[str, object]) -> None:
         raise ValidationError("status_on", f"{status_on} is before issued_on {issued}")
 
 
-def validate_certificate(fields: Mapping[str, object], *, today, partial: bool = False) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def validate_certificate(fields: Mapping[str, object], *, today: date, partial: bool = False) -> dict[str, object]:
     return f.validate_fields(fields, checkers=_CHECKERS, required=REQUIRED, today=today, partial=partial,
                              cross=_cross)
 

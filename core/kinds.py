@@ -29,6 +29,9 @@ class Kind:
     # A whole merged state -> raises Unauthorised when a field was written by a province the
     # kind does not let write it (checked before a local write and on every change received).
     check_state: Callable[[RecordState], None] | None = None
+    # Records that carry a person's household and residence (copied, by ``person_id``): the node
+    # that writes the person's move rewrites them, so they follow the person (node.follow).
+    follows_person: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -46,6 +49,7 @@ KINDS: dict[str, Kind] = {
         provinces=certificate.provinces,
         routing_fields=certificate.ROUTING_FIELDS,
         project=certificate.project,
+        follows_person=True,
     ),
     service.KIND: Kind(
         name=service.KIND,
@@ -54,6 +58,7 @@ KINDS: dict[str, Kind] = {
         provinces=service.provinces,
         routing_fields=service.ROUTING_FIELDS,
         project=service.project,
+        follows_person=True,
     ),
     request.KIND: Kind(
         name=request.KIND,

@@ -14,6 +14,7 @@ and a validator; sync, storage and intake are the generic ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 
 from core import fields as f
 from core.person import TEXT_MAX, person_provinces
@@ -48,7 +49,7 @@ REQUIRED = frozenset({"person_id", "type", "on", "provider_province", "household
 ROUTING_FIELDS = ("household_province", "residence_province")
 
 
-def validate_service(fields: Mapping[str, object], *, today, partial: bool = False) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def validate_service(fields: Mapping[str, object], *, today: date, partial: bool = False) -> dict[str, object]:
     return f.validate_fields(fields, checkers=_CHECKERS, required=REQUIRED, today=today, partial=partial)
 
 

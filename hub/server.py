@@ -11,6 +11,7 @@ from node.transport import PeerGate
 from core.routing import Topology
 from hub.federation import FederationServicer
 from node.admin import AdminServicer
+from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
 from node.peer import Peer
@@ -43,7 +44,9 @@ def run_hub(cfg: HubConfig) -> None:
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
-                                             link.state if link else None, federation.reports), None, gate)
+                                             link.state if link else None, federation.reports), None, gate,
+                          certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
+                                                                                revocations.tokens)))
 
     def register(server):  # type: ignore[no-untyped-def]
         federation_pb2_grpc.add_FederationServicer_to_server(federation, server)

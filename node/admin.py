@@ -13,9 +13,12 @@ from typing import Callable, Iterator
 
 from core.errors import PermissionDenied, SyncError, ValidationError
 from core.identity import Identity
+from core.certdoc import CertificateRefused
+from node.certificates import DEFAULT_YEARS, CertificateDesk
 from node.records import RecordService, described
 from node import assess as assessing
 from node.clock import today
+from node.services import ServiceDesk
 from node.stats import delivery_delays, record_stats
 from node.transport import PeerGate
 from store.store import Store
@@ -29,8 +32,11 @@ def _dump(obj: object) -> str:
 
 class AdminServicer(pb_grpc.AdminServicer):
     def __init__(self, store: Store, scope: str, status: Callable[[], dict], records: RecordService | None,
-                 gate: PeerGate) -> None:
+                 gate: PeerGate, *, certificates: CertificateDesk | None = None,
+                 services: ServiceDesk | None = None) -> None:
         self.gate = gate
+        self.certificates = certificates  # None: this process does not handle certificates (tests)
+        self.services = services or ServiceDesk(store, records)
         self.store = store
         self.scope = scope  # "44" on a node, "pearl" / "national" on a hub
         self.status = status
@@ -55,6 +61,7 @@ class AdminServicer(pb_grpc.AdminServicer):
             raise ValidationError("json", f"not acceptable JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(fields, dict):
             raise ValidationError("json", "must be a JSON object of field -> value")
+        _not_by_hand(request.kind)
         state = self.records.write(request.op, request.kind or "person", request.record_id, fields, operator)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
@@ -116,6 +123,8 @@ class AdminServicer(pb_grpc.AdminServicer):
             except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 errors[i] = "json: must be a JSON object of field -> value"
                 fields = {}
+            if req.kind in BY_THEIR_OWN_COMMANDS and i not in errors:
+                errors[i] = f"kind: {req.kind} records are written by `yipanqi {req.kind} ...`, not imported"
             rows.append((req.op or "create", req.kind or "person", req.record_id, fields))
         good = [i for i in range(len(chunk)) if i not in errors]
         results = dict(zip(good, self.records.write_many([rows[i] for i in good], operator)))
@@ -160,6 +169,47 @@ class AdminServicer(pb_grpc.AdminServicer):
     def Flows(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._reporting(context)
         return pb.JsonReply(json=_dump(assessing.flows(self.store, request.from_date, request.to_date)))
+
+    # -- certificates and services (node.certificates, node.services) -------------------
+    def _desk(self) -> CertificateDesk:
+        if self.certificates is None:
+            raise PermissionDenied(f"{self.store.owner} does not handle certificates")
+        return self.certificates
+
+    def IssueCertificate(self, request: pb.IssueCertificateRequest, context) -> pb.CertificateReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        cert_no, document = self._desk().issue(request.person_id, request.valid_years or DEFAULT_YEARS, operator)
+        return pb.CertificateReply(cert_no=cert_no, document=document)
+
+    def RevokeCertificate(self, request: pb.RevokeCertificateRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        return pb.JsonReply(json=_dump(self._desk().revoke(request.cert_no, request.reason, operator)))
+
+    def CheckCertificate(self, request: pb.CheckCertificateRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        try:
+            return pb.JsonReply(json=_dump(self._desk().check(bytes(request.document), operator)))
+        except CertificateRefused as err:  # an answer about the document, not a failed call
+            return pb.JsonReply(json=_dump({"refused": err.why, "detail": str(err)}))
+
+    def AddService(self, request: pb.AddServiceRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        state = self.services.add(request.person_id, request.type, request.on, request.result or None, operator)
+        return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
+
+    def ListServices(self, request: pb.RecordRef, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        self._operator(context)
+        return pb.JsonReply(json=_dump(self.services.list(request.record_id)))
+
+
+# Kinds whose writes carry rules beyond their validator (who issues, what a record copies from the
+# person): only their own operations write them, never the generic Write or Import.
+BY_THEIR_OWN_COMMANDS = ("certificate", "service")
+
+
+def _not_by_hand(kind: str) -> None:
+    if kind in BY_THEIR_OWN_COMMANDS:
+        raise ValidationError("kind", f"{kind} records are written by `yipanqi {kind} ...`, not by Write")
 
 
 IMPORT_BATCH = 500

@@ -19,8 +19,9 @@ from core.identity import Identity
 from core import request
 from core.kinds import Kind, get_kind
 from core.record import RecordState
-from node import metrics
+from node import follow, metrics
 from node.peer import Peer, now_ms
+from store.store import Edit
 
 OPS = ("create", "update", "delete", "settle")
 
@@ -53,11 +54,51 @@ class RecordService:
 
     def write(self, op: str, kind: str, record_id: str, fields: Mapping[str, object],
               operator: str | None) -> RecordState:
+        if kind == "person" and op in ("update", "settle") and follow.moves(fields):
+            return self._move(op, record_id, fields, operator)
         kind, record_id, edit = self.prepare(op, kind, record_id, fields)
         change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
                                              seal=self.signer.seal_batch)
         metrics.LOCAL_WRITES.labels(change.op).inc()
         return change.state
+
+    def _move(self, op: str, person_id: str, fields: Mapping[str, object], operator: str | None) -> RecordState:
+        """A write to a person's provinces, with the records that follow the person (node.follow)."""
+        kind, person_id, edit = self.prepare(op, "person", person_id, fields)
+        after: list[Mapping[str, object]] = []
+
+        def person_edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
+            result = _strict(edit)(current)
+            after.append({**(current.values() if current is not None else {}), **result[1]})
+            return result
+
+        items = [(kind, person_id, person_edit)] + follow.edits(self.peer.store, person_id,
+                                                                lambda: after[0] if after else None)
+        try:
+            results = self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
+                                                        seal=self.signer.seal_batch)
+        except _Refusal as r:
+            raise r.error from None
+        for r in results:
+            if not isinstance(r, SyncError):
+                metrics.LOCAL_WRITES.labels(r.op).inc()
+        return results[0].state  # type: ignore[union-attr]
+
+    def write_all(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
+                  operator: str | None) -> list[RecordState]:
+        """Several writes as one transaction and one signature: all are written, or none and the
+        first refusal is raised (issuing a certificate: the new one, the one it supersedes and
+        the person, together)."""
+        items = [self.prepare(op, kind, record_id, fields) for op, kind, record_id, fields in rows]
+        try:
+            results = self.peer.store.write_local_batch([(k, r, _strict(e)) for k, r, e in items],
+                                                        operator=operator, now_ms=now_ms(),
+                                                        seal=self.signer.seal_batch)
+        except _Refusal as r:
+            raise r.error from None
+        for r in results:
+            metrics.LOCAL_WRITES.labels(r.op).inc()  # type: ignore[union-attr]
+        return [r.state for r in results]  # type: ignore[union-attr]
 
     def write_many(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
                    operator: str | None) -> list[RecordState | SyncError]:
@@ -181,3 +222,20 @@ class RecordService:
     def get(self, kind: str, record_id: str) -> RecordState:
         get_kind(kind)
         return self.peer.store.require(kind, record_id)
+
+
+class _Refusal(Exception):
+    """Not a SyncError, so write_local_batch rolls the whole batch back; carries the real one."""
+
+    def __init__(self, error: SyncError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _strict(edit: Edit) -> Edit:
+    def run(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
+        try:
+            return edit(current)
+        except SyncError as err:
+            raise _Refusal(err) from None
+    return run

@@ -10,6 +10,7 @@ from certs.signing import Signer
 from node.transport import PeerGate
 from cli.config import NodeConfig
 from node.admin import AdminServicer
+from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
 from node.peer import Peer
@@ -37,8 +38,10 @@ def run_node(cfg: NodeConfig) -> None:
     link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
     records = RecordService(peer, signer, today=today)
+    certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
+                                   signer)
     admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,
-                          PeerGate(revocations))
+                          PeerGate(revocations), certificates=certificates)
     server, _health = build_server(cfg.listen, cfg.tls,
                                    lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), workers=16)
     serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state))

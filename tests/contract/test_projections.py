@@ -156,3 +156,23 @@ def test_ingested_changes_keep_the_side_tables_and_peer_values_are_fitted(
     assert s.cursor("pull:hub-national") == 0
     s.ingest([a], [], via="hub-national", now_ms=T0 + 22)
     assert later in [r[0] for r in _rows(s, services)]
+
+
+def test_a_province_not_involved_cannot_write_a_service(db_url: str, pki: PKI, opened: list[Store],
+                                                        tmp_path: Path) -> None:
+    # Province 11 signs a service of a person of 65 living in 44: every receiver refuses it at
+    # intake (the generic rule: the author must be involved), quarantines it, and the side table
+    # never sees it.
+    rogue = _open(f"sqlite:///{tmp_path / 'rogue.db'}", opened, "province-11")
+    sid = str(uuid.uuid4())
+    rogue.write_local("service", sid, _set(_service(provider_province="11")), operator=None, now_ms=T0,
+                      seal=pki.sealer("province-11"))
+    (entry,) = rogue.outbox(0)
+    accepted, refused = check([entry.envelope], pki.verifier(), peer="hub-pearl", peer_may_forward=True,
+                              for_province="44")
+    assert accepted == [] and len(refused) == 1
+    assert refused[0].reason.startswith("unauthorised writer: province-11 may not write service")
+    s = _open(db_url, opened, "province-44")
+    res = s.ingest(accepted, refused, via="hub-pearl", now_ms=T0 + 1)
+    assert (res.applied, res.quarantined) == (0, 1)
+    assert s.get("service", sid) is None and _rows(s, services) == []

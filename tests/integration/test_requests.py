@@ -159,18 +159,14 @@ def test_overdue_request(fed: Fed, people: dict[str, str]) -> None:
 def test_assess_against_hand_computed_figures(fed: Fed, people: dict[str, str], tmp_path: Path) -> None:
     p1, p2 = people["P1"], people["P2"]
     day = TODAY.isoformat()
-    write(fed, "44", "service", "create", {"person_id": p1, "type": "pregnancy_check", "on": day,
-                                           "provider_province": "44", "household_province": "65",
-                                           "residence_province": "44"})
-    write(fed, "44", "service", "create", {"person_id": p1, "type": "certificate_check", "on": day,
-                                           "provider_province": "44", "household_province": "65",
-                                           "residence_province": "44"})
-    expires = (TODAY + dt.timedelta(days=365)).isoformat()
-    write(fed, "65", "certificate", "create", {"person_id": p1, "household_province": "65", "residence_province": "44",
-                                               "issued_on": day, "expires_on": expires, "status": "issued"})
-    write(fed, "44", "certificate", "create", {"person_id": p2, "household_province": "44", "residence_province": "65",
-                                               "issued_on": day, "expires_on": expires, "status": "revoked",
-                                               "status_on": day})
+    yipanqi_ok("service", "add", "-c", node(fed, "44"), p1, "--type", "pregnancy_check", "--on", day)
+    doc1, doc2 = tmp_path / "c1.json", tmp_path / "c2.json"
+    yipanqi_ok("certificate", "issue", "-c", node(fed, "65"), p1, "--out", doc1)  # issued by P1's household 65
+    cert2 = yipanqi_ok("certificate", "issue", "-c", node(fed, "44"), p2, "--out", doc2).strip()
+    yipanqi_ok("certificate", "revoke", "-c", node(fed, "44"), cert2, "--reason", "补发")
+    # Checked at 44 (where P1 lives): recorded as a certificate_check service given by 44.
+    eventually(lambda: yipanqi("certificate", "verify", str(doc1), "-c", node(fed, "44")).returncode == 0, 30,
+               message="the certificate verifies at 44")
     fed.quiet()
     weights = tmp_path / "weights.toml"
     weights.write_text("[weights]\ncoverage = 30\nresidence_answers = 25\nhousehold_answers = 25\n"

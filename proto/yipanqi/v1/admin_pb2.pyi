@@ -99,3 +99,45 @@ class StatsRequest(_message.Message):
     BY_FIELD_NUMBER: _ClassVar[int]
     by: str
     def __init__(self, by: _Optional[str] = ...) -> None: ...
+
+class IssueCertificateRequest(_message.Message):
+    __slots__ = ("person_id", "valid_years")
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    VALID_YEARS_FIELD_NUMBER: _ClassVar[int]
+    person_id: str
+    valid_years: int
+    def __init__(self, person_id: _Optional[str] = ..., valid_years: _Optional[int] = ...) -> None: ...
+
+class CertificateReply(_message.Message):
+    __slots__ = ("cert_no", "document")
+    CERT_NO_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    cert_no: str
+    document: bytes
+    def __init__(self, cert_no: _Optional[str] = ..., document: _Optional[bytes] = ...) -> None: ...
+
+class RevokeCertificateRequest(_message.Message):
+    __slots__ = ("cert_no", "reason")
+    CERT_NO_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    cert_no: str
+    reason: str
+    def __init__(self, cert_no: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CheckCertificateRequest(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class AddServiceRequest(_message.Message):
+    __slots__ = ("person_id", "type", "on", "result")
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    person_id: str
+    type: str
+    on: str
+    result: str
+    def __init__(self, person_id: _Optional[str] = ..., type: _Optional[str] = ..., on: _Optional[str] = ..., result: _Optional[str] = ...) -> None: ...

@@ -84,6 +84,31 @@ class AdminStub:
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.IssueCertificate = channel.unary_unary(
+                '/yipanqi.v1.Admin/IssueCertificate',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.CertificateReply.FromString,
+                _registered_method=True)
+        self.RevokeCertificate = channel.unary_unary(
+                '/yipanqi.v1.Admin/RevokeCertificate',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.CheckCertificate = channel.unary_unary(
+                '/yipanqi.v1.Admin/CheckCertificate',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.CheckCertificateRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AddService = channel.unary_unary(
+                '/yipanqi.v1.Admin/AddService',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.AddServiceRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/yipanqi.v1.Admin/ListServices',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -154,6 +179,40 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueCertificate(self, request, context):
+        """Certificates: issue and revoke at the household province's node; check at any node or
+        the national hub (a node records the check as a certificate_check service).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddService(self, request, context):
+        """Services: recorded at the household or residence province's node; listed, oldest
+        first, at any node or the national hub that holds the person (JSON array).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +264,31 @@ def add_AdminServicer_to_server(servicer, server):
             'Flows': grpc.unary_unary_rpc_method_handler(
                     servicer.Flows,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'IssueCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCertificate,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.CertificateReply.SerializeToString,
+            ),
+            'RevokeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificate,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RevokeCertificateRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'CheckCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCertificate,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.CheckCertificateRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AddService': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddService,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.AddServiceRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
             ),
     }
@@ -477,6 +561,141 @@ class Admin:
             target,
             '/yipanqi.v1.Admin/Flows',
             yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/IssueCertificate',
+            yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.CertificateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/RevokeCertificate',
+            yipanqi_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/CheckCertificate',
+            yipanqi_dot_v1_dot_admin__pb2.CheckCertificateRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/AddService',
+            yipanqi_dot_v1_dot_admin__pb2.AddServiceRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/ListServices',
+            yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
