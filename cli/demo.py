@@ -254,8 +254,8 @@ def _short(code: str) -> str:
 
 
 def _requests(d: Demo, ids: list[tuple[str, str]], rng: random.Random) -> None:
-    """A few requests (协查): residence provinces ask household provinces about migrants; most are
-    answered, one stays open."""
+    """A few requests (协查): residence provinces ask household provinces about migrants, and household
+    provinces ask residence provinces to follow one up; most are answered, one stays open."""
     cross = []
     for residence, pid in ids:
         record = d.get(f"province-{residence}", pid)
@@ -264,18 +264,21 @@ def _requests(d: Demo, ids: list[tuple[str, str]], rng: random.Random) -> None:
         if len(cross) >= 4:
             break
     for i, (residence, household, pid) in enumerate(cross):
-        rid = d.write_kind(residence, "request", "create", {"to_province": household, "person_id": pid,
-                                                           "subject": "核实婚姻状况", "due_days": 15})["request_id"]
+        # Even: the residence province asks the household province; odd: the other way round.
+        sender, receiver = (household, residence) if i % 2 else (residence, household)
+        subject, reply = ("请协助随访", "已随访") if i % 2 else ("核实婚姻状况", "已核实：已婚")
+        rid = d.write_kind(sender, "request", "create", {"to_province": receiver, "person_id": pid,
+                                                        "subject": subject, "due_days": 15})["request_id"]
         for _ in range(100):
             try:
-                d.stubs[f"province-{household}"].Get(pb.RecordRef(kind="request", record_id=rid), timeout=5)
+                d.stubs[f"province-{receiver}"].Get(pb.RecordRef(kind="request", record_id=rid), timeout=5)
                 break
             except grpc.RpcError:
                 time.sleep(0.1)
         answered = i < len(cross) - 1
         if answered:
-            d.write_kind(household, "request", "update", {"state": "answered", "answer": "已核实：已婚"}, rid)
-        console.print(f"request {rid[:8]} from {_short(residence)} to {_short(household)}: "
+            d.write_kind(receiver, "request", "update", {"state": "answered", "answer": reply}, rid)
+        console.print(f"request {rid[:8]} from {_short(sender)} to {_short(receiver)} ({subject}): "
                       f"{'answered' if answered else 'open'}")
 
 
