@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from core.record import RecordState
+from store.db import insert_rows, update_rows
 from store.schema import counters
 
 PREFIX = "pair:"
@@ -48,16 +49,19 @@ def deltas(states: Sequence[tuple[RecordState, RecordState | None]]) -> Counter[
 
 
 def bump(conn, changes: Counter[tuple[str, str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    """Apply ``changes`` in three statements whatever their number (one read, one driver-level
+    executemany each for the updates and the new pairs): this runs in every batch a hub or node
+    applies, and a batch of new migrants touches hundreds of pairs."""
     names = {f"{PREFIX}{h}:{r}": n for (h, r), n in changes.items() if n}
     if not names:
         return
-    have = set(conn.execute(select(counters.c.name).where(counters.c.name.in_(list(names)))).scalars())
-    for name, n in names.items():
-        if name in have:
-            conn.execute(update(counters).where(counters.c.name == name)
-                         .values(value=counters.c.value + n, at_ms=now_ms))
-        else:
-            conn.execute(insert(counters).values(name=name, value=n, at_ms=now_ms))
+    have = dict(conn.execute(select(counters.c.name, counters.c.value).where(counters.c.name.in_(list(names)))).all())
+    updates = [(int(have[name]) + n, now_ms, name) for name, n in names.items() if name in have]
+    inserts = [(name, n, now_ms) for name, n in names.items() if name not in have]
+    if updates:
+        update_rows(conn, counters, ("value", "at_ms"), ("name",), updates)
+    if inserts:
+        insert_rows(conn, counters, ("name", "value", "at_ms"), inserts)
 
 
 def pairs(conn) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
