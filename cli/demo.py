@@ -39,6 +39,12 @@ class Demo:
             pb.WriteRequest(kind="person", op=op, record_id=record_id, fields_json=json.dumps(fields)), timeout=30)
         return json.loads(reply.json)
 
+    def write_kind(self, province: str, kind: str, op: str, fields: dict, record_id: str = "") -> dict:
+        reply = self.stubs[f"province-{province}"].Write(
+            pb.WriteRequest(kind=kind, op=op, record_id=record_id, fields_json=json.dumps(fields, ensure_ascii=False)),
+            timeout=30)
+        return json.loads(reply.json)
+
     def get(self, identity: str, record_id: str) -> dict | None:
         try:
             return json.loads(self.stubs[identity].Get(pb.RecordRef(kind="person", record_id=record_id), timeout=10).json)
@@ -107,6 +113,7 @@ def demo(directory: Path, provinces: str | None, people: int, duration: float | 
         except grpc.RpcError as err:  # the story goes on without it
             console.print(f"[red]certificates and services: {err.code().name}: {err.details()}[/]")
         _conflict(d, fed, codes, rng, today)
+        _requests(d, ids, rng)
         started = time.time()
         with Live(_table(d, codes, started), console=console, refresh_per_second=1) as live:
             while duration is None or time.time() - started < duration:
@@ -115,6 +122,11 @@ def demo(directory: Path, provinces: str | None, people: int, duration: float | 
     except KeyboardInterrupt:
         pass
     finally:
+        try:
+            if fed.running("hub-national"):
+                _assessment(fed)
+        except (grpc.RpcError, KeyboardInterrupt) as err:
+            console.print(f"[yellow]no assessment table[/]: {err}")
         with console.status("stopping every process"):
             fed.stop_all()
     console.print("stopped; the stores stay in", directory)
@@ -242,3 +254,46 @@ def _conflict(d: Demo, fed: Federation, codes: list[str], rng: random.Random, to
 
 def _short(code: str) -> str:
     return province_name(code).rsplit(" ", 1)[-1]
+
+
+def _requests(d: Demo, ids: list[tuple[str, str]], rng: random.Random) -> None:
+    """A few requests (协查): residence provinces ask household provinces about migrants, and household
+    provinces ask residence provinces to follow one up; most are answered, one stays open."""
+    cross = []
+    for residence, pid in ids:
+        record = d.get(f"province-{residence}", pid)
+        if record and record.get("residence_province") == residence and record.get("household_province") != residence:
+            cross.append((residence, record["household_province"], pid))
+        if len(cross) >= 4:
+            break
+    for i, (residence, household, pid) in enumerate(cross):
+        # Even: the residence province asks the household province; odd: the other way round.
+        sender, receiver = (household, residence) if i % 2 else (residence, household)
+        subject, reply = ("请协助随访", "已随访") if i % 2 else ("核实婚姻状况", "已核实：已婚")
+        rid = d.write_kind(sender, "request", "create", {"to_province": receiver, "person_id": pid,
+                                                        "subject": subject, "due_days": 15})["request_id"]
+        for _ in range(100):
+            try:
+                d.stubs[f"province-{receiver}"].Get(pb.RecordRef(kind="request", record_id=rid), timeout=5)
+                break
+            except grpc.RpcError:
+                time.sleep(0.1)
+        answered = i < len(cross) - 1
+        if answered:
+            d.write_kind(receiver, "request", "update", {"state": "answered", "answer": reply}, rid)
+        console.print(f"request {rid[:8]} from {_short(sender)} to {_short(receiver)} ({subject}): "
+                      f"{'answered' if answered else 'open'}")
+
+
+def _assessment(fed: Federation) -> None:
+    """The closing output: the national assessment (双向考核), as `yipanqi assess` shows it."""
+    from cli.assess import load_weights, table, weights_file
+    from core.assess import ranked
+
+    config = str(fed.configs["hub-national"])
+    stub = pb_grpc.AdminStub(fed.channel("hub-national"))
+    doc = json.loads(stub.Assess(pb.PeriodRequest(), timeout=30).json)
+    rows = [r for r in ranked(doc["provinces"], load_weights(weights_file(config, None))) if r["score"] is not None]
+    console.print()
+    Console(width=max(console.width, 160)).print(table(doc, rows))
+    console.print(f"(`yipanqi assess -c {config}` shows it again; provinces with nothing to assess are left out here)")

@@ -3,6 +3,7 @@
 Layout (a contract):
     DIR/ca/ca.crt, ca.key                     federation root CA (keep ca.key offline)
     DIR/hubs/<hub>/hub.toml + tls.*, sign.*   each hub
+    DIR/hubs/national/assess.toml              the assessment's weights (yipanqi assess)
     DIR/nodes/<code>/node.toml + tls.*, sign.*  each province node
     DIR/operators/<scope>/tls.crt, tls.key    operator credentials (operator-<scope>-admin)
 """
@@ -175,6 +176,10 @@ def init_federation(root: Path, provinces: list[str], base_port: int,
                          metrics=metrics_port(base_port, f"hub-{hub}"))
         (d / "hub.toml").write_text(tomli_w.dumps(cfg))
         written[f"hub-{hub}"] = d / "hub.toml"
+        if hub == "national":  # the assessment's weights, the national level's to change (yipanqi assess)
+            from cli.assess import DEFAULT_WEIGHTS
+
+            (d / "assess.toml").write_text(DEFAULT_WEIGHTS.read_text(encoding="utf-8"), encoding="utf-8")
 
     for code in provinces:
         d = root / "nodes" / code

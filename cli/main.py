@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import click
 
+from cli.assess import assess
 from cli.bulk import stats
 from cli.enrol import enrol, sign
 from cli.certificate import certificate
 from cli.federation import federation
 from cli.output import SafeGroup
 from cli.person import person
+from cli.report import report
+from cli.request import request
 from cli.run import hub, node
 from cli.service import service
 from cli.status import conflicts, quarantine, status
@@ -21,7 +24,7 @@ def main() -> None:
     """yipanqi: the federated exchange of migrant-population case records (一盘棋)."""
 
 
-for command in (federation, node, hub, person, status, quarantine, conflicts, stats):
+for command in (federation, node, hub, person, status, quarantine, conflicts, stats, assess, report, request):
     main.add_command(command)
 main.add_command(enrol)
 federation.add_command(sign)

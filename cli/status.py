@@ -93,6 +93,10 @@ def render(doc: dict) -> Group:
         t.add_row("outbox backlog", _n(doc['outbox']['changes']) + text(f" (oldest {_age(doc['outbox']['oldest_age_s'])})"))
         t.add_row("open conflicts", _n(doc["conflicts"]))
         t.add_row("quarantined", _n(doc["quarantined"]))
+        if doc.get("requests"):
+            q = doc["requests"]
+            t.add_row("requests received", text(f"{q['received_open']} open, {q['received_overdue']} overdue"))
+            t.add_row("requests sent", text(f"{q['sent_open']} open, {q['sent_overdue']} overdue"))
         o = Table(title="changes applied per origin")
         for col in ("origin", "last seq", "last written", "lag"):
             o.add_column(col)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from core import certificate, person, service
+from core import certificate, person, request, service
 from core.errors import ValidationError
+from core.record import RecordState
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class Kind:
     check_update: Callable[..., None] | None = None
     # Shown values -> the kind's side-table row (without its key); None: no side table.
     project: Callable[[Mapping[str, object]], dict[str, object]] | None = None
+    # A whole merged state -> raises Unauthorised when a field was written by a province the
+    # kind does not let write it (checked before a local write and on every change received).
+    check_state: Callable[[RecordState], None] | None = None
     # Records that carry a person's household and residence (copied, by ``person_id``): the node
     # that writes the person's move rewrites them, so they follow the person (node.follow).
     follows_person: bool = False
@@ -62,6 +66,15 @@ KINDS: dict[str, Kind] = {
         routing_fields=service.ROUTING_FIELDS,
         project=service.project,
         follows_person=True,
+    ),
+    request.KIND: Kind(
+        name=request.KIND,
+        fields=request.FIELDS,
+        validate=request.validate_request,
+        provinces=request.provinces,
+        routing_fields=request.ROUTING_FIELDS,
+        project=request.project,
+        check_state=request.check_writers,
     ),
 }
 

@@ -56,7 +56,9 @@ def validate_service(fields: Mapping[str, object], *, today: date, partial: bool
 def project(values: Mapping[str, object]) -> dict[str, object]:
     """The ``services`` side-table row (the store adds service_id and fits values to the columns)."""
     return {"person_id": values.get("person_id"), "type": values.get("type"), "given_on": values.get("on"),
-            "provider": values.get("provider_province")}
+            "provider": values.get("provider_province"),
+            # the person's provinces, for the assessment's coverage without a join (added with 0005_requests)
+            "household": values.get("household_province"), "residence": values.get("residence_province")}
 
 
 provinces = person_provinces

@@ -16,6 +16,8 @@ from core.identity import Identity
 from core.certdoc import CertificateRefused
 from node.certificates import DEFAULT_YEARS, CertificateDesk
 from node.records import RecordService, described
+from node import assess as assessing
+from node.clock import today
 from node.services import ServiceDesk
 from node.stats import delivery_delays, record_stats
 from node.transport import PeerGate
@@ -152,6 +154,31 @@ class AdminServicer(pb_grpc.AdminServicer):
         doc = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
         doc["delivery"] = delivery_delays(self.store)
         return pb.JsonReply(json=_dump(doc))
+
+    def _reporting(self, context) -> str | None:  # type: ignore[no-untyped-def]
+        """Checks the caller; the province a node reports for (None on the national hub)."""
+        self._operator(context)
+        if not self.store.hold_records:
+            raise PermissionDenied(f"{self.store.owner} holds no records; ask the national hub or a province node")
+        return self.scope if self.records is not None else None
+
+    def _delivery(self) -> dict[str, tuple[float | None, float | None]]:
+        """Province -> (p50, p95) delivery delay in seconds, from what status already has."""
+        if self.records is None:  # the national hub: the federation table of every province's reports
+            rows = self.status().get("federation") or []
+            return {r["province"]: (r["delivery_p50_s"], r["delivery_p95_s"]) for r in rows}
+        return {origin.removeprefix("province-"): (d["p50_s"], d["p95_s"])
+                for origin, d in delivery_delays(self.store).items() if origin.startswith("province-")}
+
+    def Assess(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        own = self._reporting(context)
+        doc = assessing.assessment(self.store, own=own, from_date=request.from_date, to_date=request.to_date,
+                                   today=today(), delivery=self._delivery(), extra=assessing.kind_figures)
+        return pb.JsonReply(json=_dump(doc))
+
+    def Flows(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        self._reporting(context)
+        return pb.JsonReply(json=_dump(assessing.flows(self.store, request.from_date, request.to_date)))
 
     # -- certificates and services (node.certificates, node.services) -------------------
     def _desk(self) -> CertificateDesk:

@@ -18,6 +18,7 @@ from core.change import PROTOCOL, Change, Envelope, parse, parse_head
 from core.errors import BadSignature, Malformed, RemoteError, SyncError, ValidationError
 from core.kinds import get_kind
 from core.record import DELETED
+from core.kinds import KINDS
 from core.merkle import Seal
 from store.schema import log
 from store.store import Accepted, Refused
@@ -87,6 +88,8 @@ def check(
                 raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")
             author = verifier.verify(env.body, env.seal, proven)
             authorise(change, author)
+            if full and (k := KINDS.get(change.kind)) is not None and k.check_state is not None:
+                k.check_state(change.state)  # e.g. only a request's receiver writes its answer
             if for_province is not None and for_province not in change.routes:
                 raise Malformed(f"change is not routed to province {for_province}")
             if full:

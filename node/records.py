@@ -17,6 +17,7 @@ from certs.signing import Signer
 from core.errors import KeyUnusable, LocalError, NotFound, SyncError, ValidationError
 from core.change import state_provinces
 from core.identity import Identity
+from core import request
 from core.kinds import Kind, get_kind
 from core.record import RecordState
 from node import follow, metrics
@@ -146,6 +147,8 @@ class RecordService:
         """Validate what can be checked up front; the returned edit checks against the current state."""
         if op not in OPS:
             raise ValidationError("op", f"{op!r} is not one of {', '.join(OPS)}", rule=f"must be one of {', '.join(OPS)}")
+        if kind == request.KIND and op in ("create", "update", "delete"):
+            return self._prepare_request(op, record_id, fields)
         k = get_kind(kind)
         key = record_key(kind)
         fields = {f: v for f, v in fields.items() if f != key}
@@ -194,6 +197,42 @@ class RecordService:
             return op, clean
 
         return kind, record_id, edit
+
+    def _prepare_request(self, op: str, record_id: str, fields: Mapping[str, object]
+                         ) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:
+        """Requests are sent, answered and closed by their own rules (core.request): the node
+        fills in sender, side, dates and state, and checks who may do what."""
+        k = get_kind(request.KIND)
+        own = Identity.parse(self.peer.identity).province or ""
+        today = self.today()
+        fields = {f: v for f, v in fields.items() if f != "request_id"}
+        if op == "create":
+            pid = fields.get("person_id")
+            person = self.peer.store.get("person", pid) if isinstance(pid, str) else None
+            values = request.new(fields, own=own, person=None if person is None or person.deleted else person.values(),
+                                 today=today)
+            clean = k.validate(values, today=today)
+            record_id = record_id or str(uuid.uuid4())
+        elif not record_id:
+            raise ValidationError("request_id", "required")
+        try:
+            uuid.UUID(record_id)
+        except ValueError:
+            raise ValidationError("request_id", f"{record_id!r} is not a UUID") from None
+
+        def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
+            if op == "create":
+                if current is not None:
+                    raise LocalError(f"request {record_id} already exists")
+                return op, clean
+            if current is None or current.deleted:
+                raise NotFound(f"no request {record_id} on {self.peer.identity}")
+            writes = request.transition(current.values(), op, fields, own, today)
+            k.validate({f: v for f, v in {**current.values(), **writes}.items() if v is not None and f in k.fields},
+                       today=today)
+            return "update", writes
+
+        return request.KIND, record_id, edit
 
     def _check_involved(self, k: Kind, current: RecordState | None, clean: Mapping[str, object]) -> None:
         """A province writes only records that involve it, before or after the write (as every

@@ -66,14 +66,24 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
             "conflicts": store.count_records(conflicted_only=True),
             "quarantined": store.count_quarantined(),
             "quarantine": quarantine_report(store),
+            "requests": _requests(store),
         })
     except StoreUnavailable:  # shown in doc["store"]
         doc.update({"records": None, "last_seq": None, "acked_seq": None,
                     "outbox": {"changes": None, "oldest_age_s": None}, "origins": {},
-                    "conflicts": None, "quarantined": None, "quarantine": None})
+                    "conflicts": None, "quarantined": None, "quarantine": None,
+                    "requests": None})
     doc["hub"] = link_report(link, now)
     doc["store"] = store_report(store)
     return doc
+
+
+def _requests(store: Store) -> dict[str, int]:
+    """Open and overdue requests both ways: received_open, received_overdue, sent_open, sent_overdue."""
+    from node.assess import request_counts
+    from node.clock import today
+
+    return request_counts(store, store.owner.removeprefix("province-"), today())
 
 
 def node_report(store: Store) -> dict[str, object]:

@@ -20,9 +20,9 @@ from sqlalchemy import Integer, String, Table, delete, select
 from core.kinds import get_kind
 from core.record import RecordState
 from store.db import insert_rows
-from store.schema import certificates, services
+from store.schema import certificates, requests, services
 
-TABLES: dict[str, Table] = {"certificate": certificates, "service": services}
+TABLES: dict[str, Table] = {"certificate": certificates, "service": services, "request": requests}
 
 
 def key_column(table: Table) -> str:

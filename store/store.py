@@ -37,7 +37,7 @@ from core.identity import Identity
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
-from store import changelog, counters, projections, quarantine, records
+from store import changelog, counters, projections, quarantine, records, tallies
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -194,6 +194,7 @@ class Store:
     def _save(self, conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
         live, conflicted = records.save_many(conn, states, now_ms)
         projections.save(conn, [state for state, _ in states])  # per-kind side tables, same transaction
+        tallies.bump(conn, tallies.deltas(states), now_ms)  # migrants per province pair, same transaction
         counters.bump(conn, counters.LIVE, live)
         counters.bump(conn, counters.CONFLICTED, conflicted)
 

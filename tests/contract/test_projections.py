@@ -70,11 +70,11 @@ def test_local_writes_keep_the_side_tables_in_their_transaction(db_url: str, pki
     sid, cid = str(uuid.uuid4()), str(uuid.uuid4())
     s.write_local("service", sid, _set(_service()), operator=None, now_ms=T0, seal=seal)
     s.write_local("certificate", cid, _set(_certificate()), operator=None, now_ms=T0 + 1, seal=seal)
-    assert _rows(s, services) == [(sid, PERSON, "pregnancy_check", "2026-01-10", "44")]
+    assert _rows(s, services) == [(sid, PERSON, "pregnancy_check", "2026-01-10", "44", "65", "44")]
     assert _rows(s, certificates) == [(cid, PERSON, "65", "2026-01-02", "2029-01-02", "issued", "2026-01-02")]
     assert s.projected("service", {"person_id": PERSON}) == [
         {"service_id": sid, "person_id": PERSON, "type": "pregnancy_check", "given_on": "2026-01-10",
-         "provider": "44"}]
+         "provider": "44", "household": "65", "residence": "44"}]
 
     # An update replaces the row; the person table is untouched by any of it.
     s.write_local("certificate", cid, _set({"status": "revoked", "status_on": "2026-01-12"}), operator=None,
@@ -131,8 +131,8 @@ def test_ingested_changes_keep_the_side_tables_and_peer_values_are_fitted(
         s.ingest([a], [], via="hub-national", now_ms=T0 + 10)
     assert {r[0] for r in _rows(s, services)} == {good, odd, gone}
     s.ingest(accepted, [], via="hub-national", now_ms=T0 + 11)
-    assert _rows(s, services) == sorted([(good, PERSON, "pregnancy_check", "2026-01-10", "44"),
-                                         (odd, PERSON, None, None, None)])
+    assert _rows(s, services) == sorted([(good, PERSON, "pregnancy_check", "2026-01-10", "44", "65", "44"),
+                                         (odd, PERSON, None, None, None, "65", "44")])
     assert s.get("service", odd).values()["type"] == "x" * 40  # type: ignore[union-attr]
     assert _rows(s, certificates) == [(cert, PERSON, "65", "2026-01-02", "2029-01-02", "superseded", "2026-01-14")]
     assert _rows(s, services) == _rows(author, services)

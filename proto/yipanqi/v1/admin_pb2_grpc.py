@@ -74,6 +74,16 @@ class AdminStub:
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.Assess = channel.unary_unary(
+                '/yipanqi.v1.Admin/Assess',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.Flows = channel.unary_unary(
+                '/yipanqi.v1.Admin/Flows',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.IssueCertificate = channel.unary_unary(
                 '/yipanqi.v1.Admin/IssueCertificate',
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
@@ -155,6 +165,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Assess(self, request, context):
+        """Assessment figures (双向考核) per province, from SQL over the store: JSON, see README.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Flows(self, request, context):
+        """The household x residence matrix of migrants (moved in within the period): JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IssueCertificate(self, request, context):
         """Certificates: issue and revoke at the household province's node; check at any node or
         the national hub (a node records the check as a certificate_check service).
@@ -230,6 +254,16 @@ def add_AdminServicer_to_server(servicer, server):
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Assess': grpc.unary_unary_rpc_method_handler(
+                    servicer.Assess,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Flows': grpc.unary_unary_rpc_method_handler(
+                    servicer.Flows,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'IssueCertificate': grpc.unary_unary_rpc_method_handler(
@@ -473,6 +507,60 @@ class Admin:
             target,
             '/yipanqi.v1.Admin/Stats',
             yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Assess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Assess',
+            yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Flows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Flows',
+            yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_quarantine_charge"
-down_revision = "0004_kind_projections"
+down_revision = "0005_requests"
 branch_labels = None
 depends_on = None
 

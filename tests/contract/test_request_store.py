@@ -1,0 +1,172 @@
+"""Requests in the store and the assessment's SQL, on SQLite and PostgreSQL (``db_url``).
+
+A request written at 44 reaches 45 through ``node.intake.check`` with a real verifier; an
+answer 44 forges for its own request is quarantined on receipt (only the receiver answers).
+The requests side table follows the record, and the assessment queries give, on both
+backends, the figures computed here by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from core.request import validate_request
+from node.intake import check
+from store import assess as q
+from store.schema import requests
+from store.store import Store
+from tests.support.pki import PKI
+
+TODAY = date(2026, 3, 20)
+T0 = 1_773_964_800_000
+PERSON = "3b0c3b55-6a0e-4c44-9a4b-6f1b2f0c1a11"
+
+
+@pytest.fixture
+def opened() -> Iterator[list[Store]]:
+    stores: list[Store] = []
+    yield stores
+    for s in stores:
+        s.close()
+
+
+def _set(values: dict[str, object]) -> Callable[[object], tuple[str, dict[str, object]]]:
+    return lambda current: ("create" if current is None else "update", values)
+
+
+def _request(**kw: object) -> dict[str, object]:
+    base = {"from_province": "44", "to_province": "45", "to_side": "household", "person_id": PERSON,
+            "subject": "核实", "sent_on": "2026-03-01", "due_on": "2026-03-16", "state": "open"}
+    return validate_request({**base, **kw}, today=TODAY)
+
+
+def test_forged_answer_is_quarantined_and_the_projection_follows(db_url: str, pki: PKI,
+                                                                  opened: list[Store]) -> None:
+    author = Store.open(db_url, owner="province-44")
+    opened.append(author)
+    seal = pki.sealer("province-44")
+    rid = str(uuid.uuid4())
+    author.write_local("request", rid, _set(_request()), operator=None, now_ms=T0, seal=seal)
+    author.write_local("request", rid, _set({"state": "answered", "answer": "自答", "answered_on": "2026-03-02"}),
+                       operator=None, now_ms=T0 + 1, seal=seal)
+    envs = [e.envelope for e in author.outbox(0)]
+    accepted, refused = check(envs, pki.verifier(), peer="hub-pearl", peer_may_forward=True, for_province="45")
+    assert len(accepted) == 1 and len(refused) == 1
+    assert "unauthorised writer" in refused[0].reason and "only the receiver province-45" in refused[0].reason
+    with author.engine.connect() as conn:
+        row = conn.execute(sa.select(requests).where(requests.c.request_id == rid)).one()._mapping
+    assert (row["state"], row["answered_on"], row["answer_days"]) == ("answered", "2026-03-02", 1)
+
+
+def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) -> None:
+    s = Store.open(db_url, owner="province-44")
+    opened.append(s)
+    seal = pki.sealer("province-44")
+    rows = [  # (to, side, sent, due, answered, closed)
+        ("45", "household", "2026-03-01", "2026-03-16", "2026-03-05", None),   # on time, 4 days
+        ("45", "household", "2026-03-02", "2026-03-10", "2026-03-12", None),   # late, 10 days
+        ("45", "household", "2026-03-03", "2026-03-25", None, None),           # open, not yet due
+        ("45", "household", "2026-03-01", "2026-03-05", None, None),           # open, overdue
+        ("45", "residence", "2026-03-01", "2026-03-05", None, "2026-03-04"),   # closed before due: not overdue
+        ("45", "residence", "2026-02-01", "2026-02-05", None, "2026-02-09"),   # closed after due: overdue
+    ]
+    for to, side, sent, due, answered, closed in rows:
+        values: dict[str, object] = {"to_province": to, "to_side": side, "sent_on": sent, "due_on": due}
+        if answered:
+            values.update(state="answered", answer="ok", answered_on=answered)
+        if closed:
+            values.update(state="closed", closed_on=closed)
+        s.write_local("request", str(uuid.uuid4()), _set(_request(**values)), operator=None, now_ms=T0, seal=seal)
+    with s.engine.connect() as conn:
+        figures, days = q.request_figures(conn, None, None, TODAY.isoformat())
+        assert sorted(figures) == [("45", "household", 4, 1, 2), ("45", "residence", 2, 0, 1)]
+        assert sorted(days) == [("45", "household", 4, 1), ("45", "household", 10, 1)]
+        assert sorted(q.request_figures(conn, "2026-03-02", "2026-03-31", TODAY.isoformat())[0]) == [
+            ("45", "household", 2, 0, 1)]
+        assert q.open_requests(conn, "44", TODAY.isoformat()) == {
+            "received_open": 0, "received_overdue": 0, "sent_open": 2, "sent_overdue": 1}
+        assert q.open_requests(conn, "45", TODAY.isoformat())["received_overdue"] == 1
+        assert q.request_counterparts(conn, "44") == {"44", "45"}
+        assert q.migrant_pairs(conn) == [] and q.served_migrants(conn, None, None) == []
+        assert q.quarantined_by_origin(conn, None, None) == {}
+    # A migrant from 45 living in 44, served once (a certificate check) and holding a certificate of 45.
+    import random
+
+    from core.person import validate_person
+    from core.samples import sample_person
+
+    p = sample_person(random.Random(3), household="45", residence="44", today=TODAY)
+    pid = str(uuid.uuid4())
+    s.write_local("person", pid, _set(validate_person({**p, "moved_in_on": "2026-03-01"}, today=TODAY)),
+                  operator=None, now_ms=T0, seal=seal)
+    s.write_local("service", str(uuid.uuid4()), _set({"person_id": pid, "type": "certificate_check",
+                                                      "on": "2026-03-10", "provider_province": "44",
+                                                      "household_province": "45", "residence_province": "44"}),
+                  operator=None, now_ms=T0, seal=seal)
+    s.write_local("certificate", str(uuid.uuid4()), _set({"person_id": pid, "household_province": "45",
+                                                          "residence_province": "44", "issued_on": "2026-01-01",
+                                                          "expires_on": "2028-01-01", "status": "revoked",
+                                                          "status_on": "2026-03-11"}),
+                  operator=None, now_ms=T0, seal=seal)
+    with s.engine.connect() as conn:
+        assert q.migrant_pairs(conn) == [("45", "44", 1)]  # the running totals
+        assert q.migrant_pairs(conn, moved_from="2026-03-01") == [("45", "44", 1)]  # the index scan
+        assert q.migrant_pairs(conn, moved_from="2026-03-02") == []
+        assert q.served_migrants(conn, None, None) == [("44", 1)]
+        assert q.served_migrants(conn, "2026-03-11", None) == []
+        assert q.certificate_checks(conn, None, "2026-03-10") == [("44", 1)]
+        assert q.certificates_issued(conn, None, None) == [("45", 1)]
+        assert q.certificates_issued(conn, "2026-02-01", None) == []
+        assert q.certificates_revoked(conn, "2026-03-11", "2026-03-11") == [("45", 1)]
+    # The running totals of migrants per pair follow a move, a return home and a delete.
+    def pairs() -> list:  # type: ignore[type-arg]
+        with s.engine.connect() as conn:
+            return q.migrant_pairs(conn)
+
+    move = {"residence_province": "11", "residence_city": None, "moved_in_on": "2026-03-15"}
+    s.write_local("person", pid, _set(move), operator=None, now_ms=T0 + 1, seal=seal)
+    assert pairs() == [("45", "11", 1)]
+    s.write_local("person", pid, _set({**move, "residence_province": "45"}), operator=None, now_ms=T0 + 2, seal=seal)
+    assert pairs() == []
+    s.write_local("person", pid, _set({**move, "residence_province": "44"}), operator=None, now_ms=T0 + 3, seal=seal)
+    assert pairs() == [("45", "44", 1)]
+    s.write_local("person", pid, lambda current: ("delete", {}), operator=None, now_ms=T0 + 4, seal=seal)
+    assert pairs() == []
+
+
+def test_upgrade_to_0005_counts_pairs_and_fills_services(db_url: str) -> None:
+    """A store at 0004_kind_projections with persons and a service: 0005 counts the migrants per
+    pair from the projection columns and copies the service records' provinces to their rows."""
+    import json
+
+    from store.db import migrate, open_engine
+
+    engine = open_engine(db_url)
+    try:
+        migrate(engine, "0004_kind_projections")
+        rec = sa.table("records", *(sa.column(c) for c in ("kind", "record_id", "state", "deleted", "conflicted",
+                                                            "provinces", "updated_ms", "household", "residence")))
+        people = [("p1", False, "65", "44"), ("p2", False, "65", "44"), ("p3", False, "44", "44"),
+                  ("p4", True, "11", "44"), ("p5", False, None, "44")]
+        sid = str(uuid.uuid4())
+        state = {"stamps": [], "fields": {"household_province": [["65", 0]], "residence_province": [["44", 0]]}}
+        with engine.begin() as conn:
+            conn.execute(rec.insert(), [{"kind": "person", "record_id": rid, "state": b"{}", "deleted": gone,
+                                         "conflicted": False, "provinces": ",44,", "updated_ms": 0, "household": h,
+                                         "residence": r} for rid, gone, h, r in people])
+            conn.execute(rec.insert(), [{"kind": "service", "record_id": sid, "state": json.dumps(state).encode(),
+                                         "deleted": False, "conflicted": False, "provinces": ",44,65,",
+                                         "updated_ms": 0, "household": None, "residence": None}])
+            conn.execute(sa.text("INSERT INTO services (service_id, person_id, type, given_on, provider) "
+                                 "VALUES (:s, :p, 'birth', '2026-01-01', '44')"), {"s": sid, "p": PERSON})
+        migrate(engine)
+        with engine.connect() as conn:
+            assert q.migrant_pairs(conn) == [("65", "44", 2)]
+            assert conn.execute(sa.text("SELECT household, residence FROM services")).all() == [("65", "44")]
+    finally:
+        engine.dispose()
