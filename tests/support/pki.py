@@ -88,11 +88,12 @@ class PKI:
         return self.issued[OPERATOR]
 
 
-def build_pki(root: Path) -> PKI:
+def build_pki(root: Path, *, now: dt.datetime | None = None) -> PKI:
+    """A throwaway PKI; ``now`` is when its certificates are issued (default: the real time)."""
     root = Path(root)
-    ca = create_ca(root / "ca")
-    issued = {ident: issue_identity(ca, ident, root / ident) for ident in SIGNING_IDENTITIES}
-    issued[OPERATOR] = issue_identity(ca, OPERATOR, root / OPERATOR)
+    ca = create_ca(root / "ca", now=now)
+    issued = {ident: issue_identity(ca, ident, root / ident, now=now) for ident in SIGNING_IDENTITIES}
+    issued[OPERATOR] = issue_identity(ca, OPERATOR, root / OPERATOR, now=now)
     foreign_ca = create_ca(root / "foreign-ca")
     foreign = issue_identity(foreign_ca, FOREIGN_IDENTITY, root / "foreign" / FOREIGN_IDENTITY)
     return PKI(root, ca, issued, foreign_ca, foreign)

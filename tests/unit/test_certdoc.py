@@ -24,15 +24,16 @@ from core.person import validate_person
 from core.samples import sample_person
 from tests.support.pki import PKI, build_pki
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return build_pki(tmp_path_factory.mktemp("pki"))
-
-
-# The throwaway PKI is issued at the real time; the test's "now" is fixed relative to it.
+# The test's times are fixed when the module is imported; its throwaway PKI is issued as of
+# then too (a minute before), however much later in a long run the first test builds it.
 SIGNED = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 TODAY = SIGNED.date()
 NOW = SIGNED + dt.timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return build_pki(tmp_path_factory.mktemp("pki"), now=SIGNED - dt.timedelta(minutes=1))
 
 
 def old_signer(pki: PKI, tmp: Path, *, since: dt.datetime, days: int) -> Signer:
