@@ -47,6 +47,16 @@ def described(state: RecordState) -> dict[str, object]:
                                       "conflicts": conflicts}}
 
 
+def _noting(edit: Callable[[RecordState | None], tuple[str, Mapping[str, object]]],
+            after: list[Mapping[str, object]]) -> Callable[[RecordState | None], tuple[str, Mapping[str, object]]]:
+    """``edit``, noting the record's values after it (for the records that follow a person)."""
+    def noted(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
+        result = edit(current)
+        after.append({**(current.values() if current is not None else {}), **result[1]})
+        return result
+    return noted
+
+
 class RecordService:
     def __init__(self, peer: Peer, signer: Signer, today: Callable[[], dt.date] = dt.date.today) -> None:
         self.peer = peer
@@ -86,13 +96,7 @@ class RecordService:
         """A write to a person's provinces, with the records that follow the person (node.follow)."""
         kind, person_id, edit = self.prepare(op, "person", person_id, fields)
         after: list[Mapping[str, object]] = []
-
-        def person_edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
-            result = _strict(edit)(current)
-            after.append({**(current.values() if current is not None else {}), **result[1]})
-            return result
-
-        items = [(kind, person_id, person_edit)] + follow.edits(self.peer.store, person_id,
+        items = [(kind, person_id, _noting(_strict(edit), after))] + follow.edits(self.peer.store, person_id,
                                                                 lambda: after[0] if after else None)
         try:
             results = self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
@@ -125,22 +129,32 @@ class RecordService:
                    operator: str | None) -> list[RecordState | SyncError]:
         """Many writes, one transaction and one signature; a bad row is refused alone."""
         self.check_signing_key()
-        out: list[RecordState | SyncError | None] = []
-        items = []
+        out: list[int | SyncError] = []  # per row: its item's position, or why it was refused
+        items: list[tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]] = []
         for op, kind, record_id, fields in rows:
             try:
-                items.append(self.prepare(op, kind, record_id, fields))
-                out.append(None)
+                kind, record_id, edit = self.prepare(op, kind, record_id, fields)
             except SyncError as err:
                 out.append(err)
+                continue
+            out.append(len(items))
+            if kind == "person" and op in ("update", "settle") and follow.moves(fields):
+                # A move, as in write(): the records that follow the person move with it, in this batch.
+                after: list[Mapping[str, object]] = []
+                items.append((kind, record_id, _noting(edit, after)))
+                items.extend(follow.edits(self.peer.store, record_id, lambda after=after: after[0] if after else None))
+            else:
+                items.append((kind, record_id, edit))
         results = self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
                                                     seal=self.signer.seal_batch)
         for r in results:
             if not isinstance(r, SyncError):
                 metrics.LOCAL_WRITES.labels(r.op).inc()
-        written = iter(results)
-        return [r if r is not None else (lambda w: w if isinstance(w, SyncError) else w.state)(next(written))
-                for r in out]
+        shown: list[RecordState | SyncError] = []
+        for o in out:
+            r = o if isinstance(o, SyncError) else results[o]
+            shown.append(r if isinstance(r, SyncError) else r.state)
+        return shown
 
     def prepare(self, op: str, kind: str, record_id: str,
                 fields: Mapping[str, object]) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:

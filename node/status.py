@@ -171,13 +171,14 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
     except StoreUnavailable:  # shown in report["store"]
         report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
-                  "destinations": [], "upstream": link_report(upstream, now)}
+                  "quarantine": None, "destinations": [], "upstream": link_report(upstream, now)}
         if upstream is not None:
             report["upstream_queue"] = {"changes": None, "oldest_age_s": None}
         if store.hold_records:
             report["records"] = report["conflicts"] = None
         if hub == "national":
             report["federation"] = []
+    report["reports"] = {"refused": dict(sorted((refused_reports or {}).items()))}  # kept in memory, not in the store
     report["store"] = store_report(store)
     return report
 
@@ -215,7 +216,6 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
         "quarantine": quarantine_report(store),
-        "reports": {"refused": dict(sorted((refused_reports or {}).items()))},
         "destinations": rows,
         "upstream": link_report(upstream, now),
     }

@@ -90,9 +90,10 @@ def test_a_service_given_at_44_reaches_65_and_national_and_never_11(fed: Fed, rn
     assert r.returncode == 1 and f"person_id: no person {pid} is held at province-11" in r.stderr
 
 
-@pytest.mark.parametrize("mover", ["province-44", "province-65"])
+@pytest.mark.parametrize("mover, via", [("province-44", "write"), ("province-65", "write"),
+                                        ("province-44", "import")])
 def test_a_move_carries_the_service_history_to_the_new_residence(fed: Fed, rng: random.Random, tmp_path: Path,
-                                                                 mover: str) -> None:
+                                                                 mover: str, via: str) -> None:
     pid = migrant(fed, rng)
     given = [add(fed, "province-44", pid, "pregnancy_check", days_ago(40)),
              add(fed, "province-65", pid, "birth", days_ago(20)),
@@ -104,7 +105,15 @@ def test_a_move_carries_the_service_history_to_the_new_residence(fed: Fed, rng: 
     r = yipanqi("certificate", "verify", doc, "-c", cfg(fed, "province-11"))
     assert r.returncode == 1 and "holds no record of the holder" in r.stderr  # 11 knows nothing yet
 
-    moved = fed.write(mover, "update", {"residence_province": "11", "residence_city": "北京市"}, pid)
+    change = {"residence_province": "11", "residence_city": "北京市"}
+    if via == "write":
+        moved = fed.write(mover, "update", change, pid)
+    else:  # the Admin API's bulk path (Import) takes updates too, and moves the followers the same way
+        (report,) = fed.admin(mover).Import(iter([apb.ImportChunk(rows=[apb.WriteRequest(
+            kind="person", op="update", record_id=pid, fields_json=json.dumps(change, ensure_ascii=False),
+            line=1)])]), timeout=30)
+        assert [r.error for r in report.results] == [""], report
+        moved = fed.get(mover, pid)
     fed.arrives("province-11", pid, moved)
     # The whole history arrives with the person, rewritten to route to the new residence.
     history = eventually(lambda: (h := services(fed, "province-11", pid)) and
