@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import click
 
 from cli.config import ConfigError, load_hub, load_node
@@ -19,21 +21,9 @@ def node() -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [node].log_level.")
 def node_run(config: str, log_level: str | None) -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
-    from dataclasses import replace
-
-    from node.serve import StartupError, check_addresses, starting
     from node.server import run_node
 
-    try:
-        cfg = load_node(config)
-    except ConfigError as err:
-        raise Failure(str(err)) from None
-    try:
-        with starting(cfg.identity):
-            check_addresses(cfg.listen, cfg.metrics_port)
-            run_node(replace(cfg, log_level=log_level or cfg.log_level))
-    except StartupError as err:
-        raise Failure(str(err)) from None
+    _run(load_node, run_node, config, log_level)
 
 
 @click.group("hub")
@@ -46,19 +36,25 @@ def hub() -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [hub].log_level.")
 def hub_run(config: str, log_level: str | None) -> None:
     """Run a hub in the foreground until SIGTERM/SIGINT."""
+    from hub.server import run_hub
+
+    _run(load_hub, run_hub, config, log_level)
+
+
+def _run(load: Callable[[str], Any], run: Callable[[Any], None], config: str, log_level: str | None) -> None:
+    """Load the config, check the addresses, run: every start-up failure is one line (no traceback)."""
     from dataclasses import replace
 
-    from hub.server import run_hub
     from node.serve import StartupError, check_addresses, starting
 
     try:
-        cfg = load_hub(config)
+        cfg = load(config)
     except ConfigError as err:
         raise Failure(str(err)) from None
     try:
         with starting(cfg.identity):
             check_addresses(cfg.listen, cfg.metrics_port)
-            run_hub(replace(cfg, log_level=log_level or cfg.log_level))
+            run(replace(cfg, log_level=log_level or cfg.log_level))
     except StartupError as err:
         raise Failure(str(err)) from None
 
