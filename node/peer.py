@@ -9,6 +9,10 @@ A batch over the count or size limit (node.wire), or with a seal that does not e
 is refused whole before any change in it is looked at: one quarantine entry, charged to the
 TLS peer, at a cost in proportion to its bytes. What refusals cost beyond that is metered in
 node.junk (log lines per party, and how fast a peer's own junk is read).
+
+After a batch is committed, ``after_ingest`` (set by province nodes only: node.refollow) is
+given the records whose routing fields the batch changed here; what it does never fails the
+ingest.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import datetime as dt
 import logging
 import time
 from dataclasses import replace
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from certs.keyring import Keyring
 from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
+from core.record import RecordState
 from node import intake, junk, metrics, wire
 from store.store import IngestResult, LogEntry, Store
 from yipanqi.v1 import federation_pb2 as pb
@@ -45,6 +50,8 @@ class Peer:
         self.verifier = Verifier(keyring)
         self.rate_log = junk.RateLog(log)
         self.pacer = junk.Pacer()
+        # Called after each committed ingest with IngestResult.rerouted (province nodes: node.refollow).
+        self.after_ingest: Callable[[Sequence[tuple[RecordState | None, RecordState]]], object] | None = None
         self.sync_revocations()
         for der in store.load_keys():
             self._trust(der, save=False)
@@ -112,6 +119,11 @@ class Peer:
                 refused = [_batch_refusal(first, len(batch.changes), whole, via)]
             result = self.store.ingest(accepted, refused, via=via, now_ms=now_ms(),
                                        cursor=(cursor_name, batch.cursor))
+        if self.after_ingest is not None and result.rerouted:
+            try:
+                self.after_ingest(result.rerouted)
+            except Exception as err:  # noqa: BLE001 - committed already: a repair never fails the ingest
+                log.warning("after-ingest repair failed: %s", type(err).__name__)
         metrics.CHANGES_IN.labels(via).inc(result.applied)
         metrics.DUPLICATES.labels(via).inc(result.duplicates)
         own = 0.0  # what the peer itself is charged for (unverified input), in tokens

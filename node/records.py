@@ -108,6 +108,24 @@ class RecordService:
                 metrics.LOCAL_WRITES.labels(r.op).inc()
         return results[0].state  # type: ignore[union-attr]
 
+    def refollow(self, person_ids: Sequence[str]) -> list[RecordState]:
+        """Rewrite the followers held here of each person whose provinces differ from the person's
+        (node.refollow), as one local write of this node's: one transaction, one signature. A
+        person this province is not involved in is left alone. Returns the followers written."""
+        own = Identity.parse(self.peer.identity).province
+        if own is None:
+            raise LocalError(f"{self.peer.identity} is not a province: it writes no records")
+        self.check_signing_key()
+        items: list[follow.Item] = []
+        for person_id in person_ids:
+            items.extend(follow.repairs(self.peer.store, person_id, own))
+        results = self.peer.store.write_local_batch(items, operator=None, now_ms=now_ms(),
+                                                    seal=self.signer.seal_batch)
+        written = [r for r in results if not isinstance(r, SyncError)]
+        for r in written:
+            metrics.LOCAL_WRITES.labels(r.op).inc()
+        return [r.state for r in written]
+
     def write_all(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
                   operator: str | None) -> list[RecordState]:
         """Several writes as one transaction and one signature: all are written, or none and the

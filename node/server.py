@@ -19,6 +19,7 @@ from node.fairshare import Slots
 from node.peer import Peer
 from node.clock import today
 from node.records import RecordService
+from node.refollow import Refollow
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import node_report, node_status
 from store.store import Store
@@ -45,6 +46,7 @@ def run_node(cfg: NodeConfig) -> None:
     link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
     records = RecordService(peer, signer, today=today)
+    peer.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)
     admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,

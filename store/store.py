@@ -34,6 +34,7 @@ from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
 from core.errors import Equivocation, LocalError, NotFound, StoreUnavailable, SyncError
 from core.identity import Identity
+from core.kinds import get_kind
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
@@ -79,6 +80,9 @@ class IngestResult:
     quarantined: int = 0
     dropped: int = 0  # of the quarantined: over their party's cap, counted and not kept
     opened: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, id, field)
+    # (prior, merged) of the records whose shown routing fields this ingest changed (prior None: new
+    # here); kept by province stores only, for the followers' repair (node.refollow)
+    rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
 
 
 class Store:
@@ -308,6 +312,9 @@ class Store:
                     states[key] = outcome.state
                     result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
                 self._save(conn, [(st, priors[k]) for k, st in states.items() if st is not None], now_ms)
+                if self.province is not None:
+                    result.rerouted = [(priors[k], st) for k, st in states.items()
+                                       if st is not None and _rerouted(priors[k], st)]
             counters.note_origins(conn, ((a.change.origin, a.change.seq, a.change.at.wall_ms) for a in fresh), now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
@@ -477,3 +484,15 @@ class Store:
     def load_keys(self) -> list[bytes]:
         with self.engine.connect() as conn:
             return [bytes(r[0]) for r in conn.execute(select(keys.c.cert_der))]
+
+
+def _rerouted(prior: RecordState | None, state: RecordState) -> bool:
+    """Whether ``state`` shows other routing values than ``prior`` (any, for a record new here)."""
+    fields = get_kind(state.kind).routing_fields
+    if prior is None:
+        return bool(fields)
+    for name in fields:
+        before, after = prior.winner(name), state.winner(name)
+        if (before.value if before else None) != (after.value if after else None):
+            return True
+    return False

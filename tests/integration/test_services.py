@@ -1,13 +1,15 @@
 """Service records across real processes (provinces 11, 44, 65; hubs national, bohai, pearl,
 northwest): a service given at the residence province 44 reaches the household province 65
 and the national database and never 11; a move carries the person's service history (and
-certificates) to the new residence; every refusal names the field and writes nothing."""
+certificates) to the new residence, a service added at 65 while the move is on its way
+included; every refusal names the field and writes nothing."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +134,37 @@ def test_a_move_carries_the_service_history_to_the_new_residence(fed: Fed, rng: 
                    and new in ids[3:] and len(ids) == 5)
     r = yipanqi("service", "add", "-c", cfg(fed, "province-44"), pid, "--type", "birth", "--on", days_ago(0))
     assert r.returncode == 1 and "provider_province: province 44 is not involved" in r.stderr
+
+
+def test_a_service_added_while_the_move_is_on_its_way_still_reaches_the_new_residence(fed: Fed,
+                                                                                      rng: random.Random) -> None:
+    """The race: 65 adds a service with the old residence 44 just as 44 records the move to 11.
+    44 moved only the services it held; 65, once the move reaches it, rewrites its own (node.refollow)."""
+    pid = migrant(fed, rng)
+    held = add(fed, "province-44", pid, "pregnancy_check", days_ago(5))  # 44 holds it: moves with the person
+    eventually(lambda: [s["service_id"] for s in services(fed, "province-65", pid)] == [held])
+    hub = fed.fed.procs["hub-northwest"]  # 65's home hub, frozen: 65 hears nothing until it is thawed
+    hub.send_signal(signal.SIGSTOP)
+    try:
+        moved = fed.write("province-44", "update", {"residence_province": "11", "residence_city": "北京市"}, pid)
+        late = add(fed, "province-65", pid, "birth", days_ago(1))
+        # 65 has not seen the move: its new service carries the residence it knows.
+        assert (fed.get("province-65", pid) or {}).get("residence_province") == "44"
+        assert (service_record(fed, "province-65", late) or {}).get("residence_province") == "44"
+    finally:
+        hub.send_signal(signal.SIGCONT)
+    fed.arrives("province-11", pid, moved)
+    eventually(lambda: (service_record(fed, "province-11", late) or {}).get("residence_province") == "11",
+               message=lambda: f"{late} at province-11: {service_record(fed, 'province-11', late)}")
+    fed.quiet()
+    copies = {where: service_record(fed, where, late)
+              for where in ("province-11", "province-44", "province-65", NATIONAL)}
+    assert all(c == copies["province-11"] for c in copies.values()), copies
+    assert copies["province-11"]["_meta"]["conflicts"] == {}
+    assert (copies["province-11"]["household_province"], copies["province-11"]["provider_province"]) == ("65", "65")
+    for where in ("province-11", "province-65", NATIONAL):
+        assert [(s["service_id"], s["residence_province"]) for s in services(fed, where, pid)] == \
+            [(held, "11"), (late, "11")]
 
 
 def test_every_refusal_names_the_field_and_writes_nothing(fed: Fed, rng: random.Random) -> None:
