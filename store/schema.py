@@ -86,6 +86,8 @@ log = Table(
     Column("received_ms", BigInteger, nullable=False),
     UniqueConstraint("origin", "seq", name="uq_log_origin_seq"),
     Index("ix_log_record", "kind", "record_id"),
+    # Covers the assessment's delivery delays for a period of received_ms (added in 0007_log_received).
+    Index("ix_log_received", "received_ms", "origin", "via", "at_ms"),
 )
 
 log_dest = Table(
