@@ -2,12 +2,16 @@
 
     .venv/bin/python -m bench.assess                       # full size (loading ~10-15 min, ~1.5 GB of disk)
     .venv/bin/python -m bench.assess --people 20000 --requests 2000 --services 5000 --certificates 2000   # quick
+    .venv/bin/python -m bench.assess --people 20000 --requests 2000 --changes 1500000   # the delivery delays at size
 
 How this works: a national hub store (SQLite, the hub's own schema and migrations) is loaded
 with real record rows: person, request, service and certificate states built by the pure
 core's write path and saved by the store's own save (record rows, projections and counters in
 one transaction per 5,000). All persons live outside their household province, as on the
-national hub. Then the real national hub process is started on that store (cli.launcher, real
+national hub. The change log the delivery delays come from is loaded too (``--changes``,
+default one change per record loaded): rows as the hub's log holds them, inserted directly
+(origin, at_ms over the last 120 days, received_ms = at_ms + a delay, via a regional hub;
+the body, seal and proof are placeholder bytes, which no assessment query reads). Then the real national hub process is started on that store (cli.launcher, real
 mTLS) and ``Admin.Assess`` is called as ``yipanqi assess`` calls it: the first call (cold
 caches) and the median of the next five are reported against the 2 s target, plus
 ``Admin.Flows`` (what ``report flows`` asks for).
@@ -123,6 +127,36 @@ def load(url: str, people: int, requests: int, services: int, certificates: int,
     return counts
 
 
+def load_log(url: str, changes: int, seed: int = 16) -> int:
+    """``changes`` log rows as the national hub's log holds changes received from the regional hubs."""
+    from store import changelog
+    from store.db import insert_rows
+    from store.schema import log
+
+    rng = random.Random(seed)
+    codes = list(PROVINCES)
+    store = Store.open(url, owner="hub-national", index_routes=True, hold_records=True)
+    now = int(time.time() * 1000)
+    seqs = {c: 0 for c in codes}
+    body, sig, proof = b"{}", b"\0" * 64, b""
+    try:
+        for start in range(0, changes, 50_000):
+            rows = []
+            for lsn in range(start + 1, min(changes, start + 50_000) + 1):
+                code = codes[rng.randrange(len(codes))]
+                seqs[code] += 1
+                at = now - rng.randrange(120 * 86_400_000)
+                delay = int(rng.expovariate(1 / 2000)) if rng.random() < 0.98 else rng.randrange(600_000)
+                rows.append((lsn, f"province-{code}", seqs[code], "person", _id(rng), "update", None, at,
+                             lsn.to_bytes(32, "big"), body, "bench", sig, 0, 1, proof, f",{code},", True,
+                             "hub-pearl", at + delay))
+            with store._lock, store.engine.begin() as conn:
+                insert_rows(conn, log, changelog._LOG_COLUMNS, rows)
+    finally:
+        store.close()
+    return changes
+
+
 def measure(root: Path, db: Path, runs: int = 5) -> dict[str, object]:
     fed = Federation.create(root / "fed", ["44"])
     fed.set_database("hub-national", f"sqlite:///{db}")
@@ -150,7 +184,8 @@ def measure(root: Path, db: Path, runs: int = 5) -> dict[str, object]:
                 "migrants": sum(p["residence"]["migrants"] for p in doc["provinces"]),
                 "requests_received": sum(p[s]["requests"]["received"] for p in doc["provinces"]
                                          for s in ("residence", "household")),
-                "flow_pairs": len(flows["flows"])}
+                "flow_pairs": len(flows["flows"]),
+                "delivery_changes": sum(p["federation"]["delivery_changes"] for p in doc["provinces"])}
     finally:
         fed.stop_all()
 
@@ -172,6 +207,10 @@ def breakdown(db: Path) -> dict[str, float]:
                               ("issued", lambda: q.certificates_issued(conn, None, None)),
                               ("revoked", lambda: q.certificates_revoked(conn, None, None)),
                               ("quarantined", lambda: q.quarantined_by_origin(conn, None, None)),
+                              ("quarantined_by_party", lambda: q.quarantined_by_party(conn, None, None)),
+                              ("delivery", lambda: q.delivery_delays(conn, None, None)),
+                              ("delivery_30_days", lambda: q.delivery_delays(
+                                  conn, int(time.time() * 1000) - 30 * 86_400_000, None)),
                               ("flows_with_period", lambda: q.migrant_pairs(conn, moved_from="2000-01-01"))):
                 t0 = time.perf_counter()
                 run()
@@ -187,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--services", type=int, default=300_000)
     ap.add_argument("--certificates", type=int, default=100_000)
+    ap.add_argument("--changes", type=int, help="change-log rows (default: one per record loaded)")
     ap.add_argument("--workdir", type=Path, help="keep the store here (reused when it exists: no reload)")
     ap.add_argument("--out", type=Path, help="write the results as JSON")
     args = ap.parse_args(argv)
@@ -200,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loading {args.people} people, {args.requests} requests, {args.services} services, "
                   f"{args.certificates} certificates into {db}", file=sys.stderr, flush=True)
             loaded = load(f"sqlite:///{db}", args.people, args.requests, args.services, args.certificates)
+            changes = args.changes if args.changes is not None else sum(loaded.values())
+            print(f"loading {changes} change-log rows", file=sys.stderr, flush=True)
+            loaded["log"] = load_log(f"sqlite:///{db}", changes)
         load_s = time.perf_counter() - t0
         shutil.rmtree(root / "fed", ignore_errors=True)
         result = {"loaded": loaded, "load_s": round(load_s, 1), "db_mb": round(db.stat().st_size / 2**20),

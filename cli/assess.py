@@ -34,6 +34,7 @@ CSV_COLUMNS = (
     "household.requests.received", "household.requests.answered_on_time", "household.requests.overdue",
     "household.requests.median_answer_days",
     "federation.delivery_p50_s", "federation.delivery_p95_s", "federation.quarantined",
+    "federation.delivery_changes", "federation.quarantined_claiming",
 )
 
 

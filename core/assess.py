@@ -96,7 +96,8 @@ def blank(code: str, name: str, region: str) -> dict[str, object]:
                       "requests": _requests()},
         "household": {"living_elsewhere": 0, "certificates_issued": 0, "certificates_revoked": 0,
                       "requests": _requests()},
-        "federation": {"delivery_p50_s": None, "delivery_p95_s": None, "quarantined": 0},
+        "federation": {"delivery_changes": 0, "delivery_p50_s": None, "delivery_p95_s": None, "quarantined": 0,
+                       "quarantined_claiming": 0},
     }
 
 
@@ -105,9 +106,15 @@ def fold(docs: dict[str, dict], *, pairs: Iterable[tuple[str, str, int]] = (),
          issued: Iterable[tuple[str, int]] = (), revoked: Iterable[tuple[str, int]] = (),
          requests: Iterable[tuple[str, str | None, int, int, int]] = (),
          answer_days: Iterable[tuple[str, str | None, int, int]] = (),
-         quarantined: Mapping[str, int] | None = None,
+         quarantined: Mapping[str, int] | None = None, claiming: Mapping[str, int] | None = None,
+         delivered: Mapping[str, tuple[int, float, int]] | None = None,
          delivery: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, dict]:
-    """Add query rows to the per-province documents (provinces not in ``docs`` are ignored)."""
+    """Add query rows to the per-province documents (provinces not in ``docs`` are ignored).
+
+    ``quarantined``: identity -> changes refused charged to it; ``claiming``: identity -> changes
+    refused claiming it as origin; ``delivered``: identity -> (changes, median ms, p95 ms) of
+    its changes received here (store.assess.delivery_delays); ``delivery``: code -> (p50 s, p95 s),
+    figures given in seconds instead (used where ``delivered`` has no row)."""
     def side(code: str, name: str) -> dict | None:
         doc = docs.get(code)
         return None if doc is None else doc[name]
@@ -140,9 +147,16 @@ def fold(docs: dict[str, dict], *, pairs: Iterable[tuple[str, str, int]] = (),
         res = doc["residence"]
         res["coverage"] = round(res["served"] / res["migrants"], 4) if res["migrants"] else None
         fed = doc["federation"]
-        fed["quarantined"] = (quarantined or {}).get(f"province-{code}", 0)
-        p50, p95 = (delivery or {}).get(code, (None, None))
-        fed["delivery_p50_s"], fed["delivery_p95_s"] = p50, p95
+        who = f"province-{code}"
+        fed["quarantined"] = (quarantined or {}).get(who, 0)
+        fed["quarantined_claiming"] = (claiming or {}).get(who, 0)
+        if (row := (delivered or {}).get(who)) is not None:
+            n, p50_ms, p95_ms = row
+            fed["delivery_changes"] = n
+            fed["delivery_p50_s"], fed["delivery_p95_s"] = round(p50_ms / 1000, 3), round(p95_ms / 1000, 3)
+        else:
+            p50, p95 = (delivery or {}).get(code, (None, None))
+            fed["delivery_p50_s"], fed["delivery_p95_s"] = p50, p95
     return docs
 
 

@@ -162,18 +162,10 @@ class AdminServicer(pb_grpc.AdminServicer):
             raise PermissionDenied(f"{self.store.owner} holds no records; ask the national hub or a province node")
         return self.scope if self.records is not None else None
 
-    def _delivery(self) -> dict[str, tuple[float | None, float | None]]:
-        """Province -> (p50, p95) delivery delay in seconds, from what status already has."""
-        if self.records is None:  # the national hub: the federation table of every province's reports
-            rows = self.status().get("federation") or []
-            return {r["province"]: (r["delivery_p50_s"], r["delivery_p95_s"]) for r in rows}
-        return {origin.removeprefix("province-"): (d["p50_s"], d["p95_s"])
-                for origin, d in delivery_delays(self.store).items() if origin.startswith("province-")}
-
     def Assess(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         own = self._reporting(context)
         doc = assessing.assessment(self.store, own=own, from_date=request.from_date, to_date=request.to_date,
-                                   today=today(), delivery=self._delivery(), extra=assessing.kind_figures)
+                                   today=today(), extra=assessing.kind_figures)
         return pb.JsonReply(json=_dump(doc))
 
     def Flows(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]

@@ -4,10 +4,12 @@ How this works: the period is checked here (ISO dates, from <= to); the store ru
 GROUP BY queries of store/assess.py on one connection; core.assess folds the rows into
 one document per province. On the national hub that is every province, from the national
 database; on a node it is its own province and its counterparts (the provinces its
-records and requests involve), as far as its own store knows them. Delivery delays come
-from what status already has: on the national hub the federation table built from every
-province's reports (how long a province's changes took to reach the other provinces
-involved), on a node its own arrivals per origin (its counterparts' changes reaching it).
+records and requests involve), as far as its own store knows them. Delivery delays are
+SQL over this replica's own change log for the period (store.assess.delivery_delays): on
+the national hub, how long each province's changes took until the national database
+received them; on a node, how long its counterparts' changes took to reach it (a node
+never receives its own changes back, so its own province has none there). Quarantined
+changes are counted per party charged with them, and per claimed origin, for the period.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def assessment(store: Store, *, own: str | None, from_date: str = "", to_date: s
                delivery: Mapping[str, tuple[float | None, float | None]] | None = None,
                extra: Callable[..., dict] | None = None) -> dict[str, object]:
     """The figures for every province this replica can assess (``own`` = a node's province,
-    None on the national hub). ``delivery``: province -> (p50 s, p95 s)."""
+    None on the national hub). ``delivery``: province -> (p50 s, p95 s), for provinces the
+    log has no delivery figure for in the period (None: none)."""
     start, end = period(from_date, to_date)
     with store.engine.connect() as conn:
         pairs = q.migrant_pairs(conn)
@@ -67,7 +70,9 @@ def assessment(store: Store, *, own: str | None, from_date: str = "", to_date: s
             "pairs": pairs,
             "requests": figures,
             "answer_days": days,
-            "quarantined": q.quarantined_by_origin(conn, _ms(start), _ms(end, next_day=True)),
+            "quarantined": q.quarantined_by_party(conn, _ms(start), _ms(end, next_day=True)),
+            "claiming": q.quarantined_by_origin(conn, _ms(start), _ms(end, next_day=True)),
+            "delivered": q.delivery_delays(conn, _ms(start), _ms(end, next_day=True)),
         }
         if extra is not None:
             rows.update(extra(conn, start, end))

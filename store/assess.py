@@ -2,8 +2,9 @@
 
 How this works: every figure is a GROUP BY over a projection (records' household /
 residence / moved_on columns, the requests, services and certificates side tables,
-the quarantine), so each query returns at most a few rows per province whatever the
-size of the store, and nothing loads a record state. Functions take an open
+the quarantine, the change log's delay index), so each query returns at most a
+few rows per province whatever the size of the store, and nothing loads a record state
+or a change body. Functions take an open
 connection and plain ISO dates (YYYY-MM-DD, both ends included, None = open); the
 caller turns the rows into figures.
 """
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select, true
 
 from store import tallies
-from store.schema import certificates, quarantine, records, requests, services
+from store.schema import certificates, log, quarantine, records, requests, services
 
 Rows = list[tuple[Any, ...]]
 
@@ -44,15 +45,61 @@ def migrant_pairs(conn, *, moved_from: str | None = None, moved_to: str | None =
     return [tuple(r) for r in conn.execute(q)]
 
 
+def _received(column, start_ms: int | None, end_ms: int | None) -> list[Any]:  # type: ignore[no-untyped-def]
+    cond = []
+    if start_ms is not None:
+        cond.append(column >= start_ms)
+    if end_ms is not None:
+        cond.append(column < end_ms)
+    return cond
+
+
 def quarantined_by_origin(conn, start_ms: int | None, end_ms: int | None) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Changes refused here, per claimed origin, received within [start_ms, end_ms)."""
-    cond = [quarantine.c.origin.is_not(None)]
-    if start_ms is not None:
-        cond.append(quarantine.c.received_ms >= start_ms)
-    if end_ms is not None:
-        cond.append(quarantine.c.received_ms < end_ms)
+    cond = [quarantine.c.origin.is_not(None), *_received(quarantine.c.received_ms, start_ms, end_ms)]
     q = select(quarantine.c.origin, func.count()).where(and_(*cond)).group_by(quarantine.c.origin)
     return {origin: int(n) for origin, n in conn.execute(q)}
+
+
+def quarantined_by_party(conn, start_ms: int | None, end_ms: int | None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Changes refused here, per party charged with them (the signer when the seal verified, else
+    the peer that sent them; rows from before 0006_quarantine_charge: the claimed origin),
+    received within [start_ms, end_ms)."""
+    party = func.coalesce(quarantine.c.charged, quarantine.c.origin)
+    q = (select(party, func.count()).where(and_(party.is_not(None), *_received(quarantine.c.received_ms, start_ms,
+                                                                                 end_ms)))
+         .group_by(party))
+    return {who: int(n) for who, n in conn.execute(q)}
+
+
+def delivery_delays(conn, start_ms: int | None, end_ms: int | None) -> dict[str, tuple[int, float, int]]:  # type: ignore[no-untyped-def]
+    """Per origin province: (changes, median delay ms, p95 delay ms) of the changes this replica
+    received from peers within [start_ms, end_ms), delay = received_ms - at_ms (the author's
+    hybrid-logical write time; a negative delay, from a clock ahead of ours, counts as 0).
+
+    All in SQL: ROW_NUMBER and COUNT over each origin's delays in order (one window, so one
+    pass), then the rows at the median ranks (n+1)/2 and (n+2)/2, averaged (the middle two
+    when n is even), and at the 95th percentile's nearest rank ceil(95 n / 100) =
+    (95 n + 99) / 100, in integer arithmetic; one row per origin comes back. The rows come in
+    window order from the covering expression index ``ix_log_delay`` (origin, received_ms -
+    at_ms, ...): no sort, and no read of the change bodies."""
+    lg = log.c
+    delay = lg.received_ms - lg.at_ms  # exactly the indexed expression
+    ranked = (select(lg.origin.label("origin"), delay.label("delay"),
+                     func.row_number().over(partition_by=lg.origin, order_by=delay).label("rn"),
+                     func.count().over(partition_by=lg.origin, order_by=delay, rows=(None, None)).label("n"))
+              .where(and_(lg.via != "local", lg.origin.like("province-%"),
+                          *_received(lg.received_ms, start_ms, end_ms)))
+              .subquery())
+    r = ranked.c
+    lo, hi, p95 = (r.n + 1) // 2, (r.n + 2) // 2, (r.n * 95 + 99) // 100
+    d = case((r.delay > 0, r.delay), else_=0)
+    q = (select(r.origin, func.max(r.n),
+                func.sum(case((r.rn == lo, d), else_=0)) + func.sum(case((r.rn == hi, d), else_=0)),
+                func.max(case((r.rn == p95, d))))
+         .where(or_(r.rn == lo, r.rn == hi, r.rn == p95))
+         .group_by(r.origin))
+    return {origin: (int(n), int(mid2) / 2, int(top)) for origin, n, mid2, top in conn.execute(q)}
 
 
 def _overdue(today: str) -> Any:

@@ -88,6 +88,10 @@ log = Table(
     Index("ix_log_record", "kind", "record_id"),
 )
 
+# Covers the assessment's delivery delays (store.assess.delivery_delays), in its window's order:
+# per origin, by delay = received_ms - at_ms (added in 0007_log_received).
+Index("ix_log_delay", log.c.origin, log.c.received_ms - log.c.at_ms, log.c.received_ms, log.c.via, log.c.at_ms)
+
 log_dest = Table(
     "log_dest",
     metadata,

@@ -170,3 +170,67 @@ def test_upgrade_to_0005_counts_pairs_and_fills_services(db_url: str) -> None:
             assert conn.execute(sa.text("SELECT household, residence FROM services")).all() == [("65", "44")]
     finally:
         engine.dispose()
+
+
+def test_delivery_delays_and_quarantine_for_a_period_by_hand(db_url: str, pki: PKI, opened: list[Store]) -> None:
+    """Changes of 45, 31 and 11 reach 44 through the hub at known write (at_ms) and receive
+    (received_ms) times: the delays of those received within the period, median and p95 per
+    origin, come from SQL; one received the day before and one the first millisecond after do
+    not count, nor 44's own writes; a clock ahead of ours counts as 0."""
+    from node.assess import _ms, assessment
+    from store.store import Refused
+
+    s = Store.open(db_url, owner="province-44")
+    opened.append(s)
+    day = "2026-03-10"
+    b, e = _ms(day), _ms(day, next_day=True)
+    assert b is not None and e is not None
+
+    def arrive(author: Store, code: str, times: list[tuple[int, int]]) -> None:
+        for written, received in times:  # in write order: the author's clock goes forward
+            author.write_local("request", str(uuid.uuid4()),
+                               _set(_request(from_province=code, to_province="44", to_side="residence")),
+                               operator=None, now_ms=written, seal=pki.sealer(f"province-{code}"))
+            env = author.outbox(author.last_seq() - 1)[-1].envelope
+            accepted, refused = check([env], pki.verifier(), peer="hub-pearl", peer_may_forward=True,
+                                      for_province="44")
+            assert len(accepted) == 1 and not refused
+            s.ingest(accepted, [], via="hub-pearl", now_ms=received)
+
+    authors = {c: Store.open("sqlite://", owner=f"province-{c}") for c in ("45", "31", "11")}
+    opened.extend(authors.values())
+    arrive(authors["45"], "45", [(b - 100_000, b - 1),                     # 99.999 s, the day before: out
+                                 (b + 60_000, b + 61_000), (b + 120_000, b + 122_000),   # 1 s, 2 s
+                                 (b + 180_000, b + 183_000), (b + 240_000, b + 250_000)])  # 3 s, 10 s
+    arrive(authors["31"], "31", [(b + 10_000, b + 10_500), (b + 20_000, b + 20_700),   # 0.5 s, 0.7 s
+                                 (b + 30_000, b + 29_700),                             # -0.3 s: 0
+                                 (b + 40_000, b + 80_000),                             # 40 s
+                                 (e - 10_000, e)])                                     # the next day: out
+    arrive(authors["11"], "11", [(b + 1_000_000 + i * 100_000, b + 1_000_000 + i * 100_000 + (i + 1) * 1000)
+                                 for i in range(20)])                                  # 1 s .. 20 s
+    s.write_local("request", str(uuid.uuid4()), _set(_request(to_province="45")), operator=None, now_ms=b + 5000,
+                  seal=pki.sealer("province-44"))  # 44's own: via "local", never a delivery delay
+    env = authors["45"].outbox(0)[0].envelope
+    for origin, charged, at in (("province-45", "hub-pearl", b + 1000), ("province-31", "province-31", b + 2000),
+                                ("province-31", "province-31", b - 5), ("province-44", None, b + 3000)):
+        s.ingest([], [Refused(env, "test: refused", origin, 1, "request", "r", charged=charged)], via="hub-pearl",
+                 now_ms=at)
+    with s.engine.connect() as conn:
+        # 45: 1 2 3 10 s: median (2+3)/2, p95 at rank ceil(0.95*4) = 4; 31: 0 .5 .7 40 s; 11: 1..20 s,
+        # median (10+11)/2, p95 at rank ceil(0.95*20) = 19.
+        assert q.delivery_delays(conn, b, e) == {"province-45": (4, 2500, 10_000), "province-31": (4, 600, 40_000),
+                                                 "province-11": (20, 10_500, 19_000)}
+        whole = q.delivery_delays(conn, None, None)  # with the two outside: 45 has 5, 31 has 5 changes
+        assert whole["province-45"] == (5, 3000, 99_999) and whole["province-31"] == (5, 700, 40_000)
+        assert q.delivery_delays(conn, e, None) == {"province-31": (1, 10_000, 10_000)}
+        assert q.quarantined_by_party(conn, b, e) == {"province-31": 1, "hub-pearl": 2}  # no charge: the peer
+        assert q.quarantined_by_origin(conn, b, e) == {"province-45": 1, "province-31": 1, "province-44": 1}
+    doc = assessment(s, own="44", from_date=day, to_date=day, today=TODAY)
+    fed = {p["province"]: p["federation"] for p in doc["provinces"]}  # type: ignore[attr-defined]
+    assert fed["45"] == {"delivery_changes": 4, "delivery_p50_s": 2.5, "delivery_p95_s": 10.0, "quarantined": 0,
+                         "quarantined_claiming": 1}
+    assert fed["31"] == {"delivery_changes": 4, "delivery_p50_s": 0.6, "delivery_p95_s": 40.0, "quarantined": 1,
+                         "quarantined_claiming": 1}
+    assert fed["11"]["delivery_p50_s"] == 10.5 and fed["11"]["delivery_p95_s"] == 19.0
+    assert fed["44"] == {"delivery_changes": 0, "delivery_p50_s": None, "delivery_p95_s": None, "quarantined": 0,
+                         "quarantined_claiming": 1}  # a node has no delivery figure for its own changes

@@ -213,10 +213,18 @@ def test_assess_against_hand_computed_figures(fed: Fed, people: dict[str, str], 
     early = json.loads(yipanqi_ok("assess", "-c", national, "--to", (TODAY - dt.timedelta(days=30)).isoformat(),
                                   "--json"))
     assert all(p["household"]["requests"]["received"] == 0 for p in early["provinces"])
+    # Delivery delays from the national hub's own log: 44's and 65's changes reached it; none in the early period.
+    for code in ("44", "65"):
+        d = by[code]["federation"]
+        assert d["delivery_changes"] > 0 and 0 <= d["delivery_p50_s"] <= d["delivery_p95_s"], d
+    assert all(p["federation"]["delivery_changes"] == 0 and p["federation"]["delivery_p95_s"] is None
+               for p in early["provinces"])
     refused(["assess", "-c", national, "--from", "2026-13-01"], "from", "not a date")
     # At node 44: itself and its counterparts only.
     mine = json.loads(yipanqi_ok("assess", "-c", node(fed, "44"), "--json"))
     assert {p["province"] for p in mine["provinces"]} == {"11", "44", "65"}
+    at44 = {p["province"]: p["federation"] for p in mine["provinces"]}
+    assert at44["65"]["delivery_changes"] > 0 and at44["44"]["delivery_p50_s"] is None  # none for its own changes
     # The flows matrix, as CSV.
     flows = tmp_path / "flows.csv"
     yipanqi_ok("report", "flows", "-c", national, "--csv", flows, "--out", tmp_path / "flows.png")

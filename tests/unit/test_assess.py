@@ -63,3 +63,17 @@ def test_shipped_weights_file_is_the_documented_default() -> None:
 
     with open(DEFAULT_WEIGHTS, "rb") as handle:
         assert Weights.parse(tomllib.load(handle)) == Weights()
+
+
+def test_fold_delivery_rows_from_the_log_and_quarantine_by_party() -> None:
+    docs = {c: blank(c, c, "") for c in ("44", "65", "11")}
+    fold(docs, delivered={"province-44": (3, 1500.0, 4000), "hub-pearl": (9, 1.0, 2)},
+         quarantined={"province-65": 2, "hub-pearl": 5}, claiming={"province-65": 1, "province-11": 3},
+         delivery={"44": (9.0, 9.0), "65": (2.0, 7.5)})
+    # The log's rows (ms) win over given seconds; a province without a row keeps the given figures.
+    assert docs["44"]["federation"] == {"delivery_changes": 3, "delivery_p50_s": 1.5, "delivery_p95_s": 4.0,
+                                        "quarantined": 0, "quarantined_claiming": 0}
+    assert docs["65"]["federation"] == {"delivery_changes": 0, "delivery_p50_s": 2.0, "delivery_p95_s": 7.5,
+                                        "quarantined": 2, "quarantined_claiming": 1}
+    assert docs["11"]["federation"] == {"delivery_changes": 0, "delivery_p50_s": None, "delivery_p95_s": None,
+                                        "quarantined": 0, "quarantined_claiming": 3}
