@@ -31,7 +31,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from core.hlc import Timestamp
 from core.provinces import PROVINCES
 from core.record import empty

@@ -30,8 +30,8 @@ import sqlalchemy as sa
 import tomli_w
 from sqlalchemy.engine import make_url
 
-from cli.config import load_any
-from cli.launcher import Federation
+from runtime.config import load_any
+from tests.support.launcher import Federation
 from core.samples import sample_person
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc

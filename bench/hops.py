@@ -29,10 +29,10 @@ from certs.keyring import Keyring
 from certs.signing import Signer
 from core.routing import Topology
 from core.samples import sample_person
-from node import wire
-from node.peer import Peer
-from node.records import RecordService
-from node.serve import tune_gc
+from runtime import wire
+from runtime.peer import Peer
+from runtime.records import RecordService
+from runtime.serve import tune_gc
 from store.store import Store
 from yipanqi.v1 import federation_pb2 as pb
 

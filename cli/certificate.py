@@ -105,7 +105,7 @@ def verify(file: str, ca: Path | None, config: str | None, revoked: Path | None)
 
     data = read_document(file)
     if config is not None:
-        from cli.config import ConfigError, load_any
+        from runtime.config import ConfigError, load_any
 
         try:
             cfg = load_any(config)

@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import click
 import grpc
 
-from cli.config import ConfigError, HubConfig, NodeConfig, load_any
+from runtime.config import ConfigError, HubConfig, NodeConfig, load_any
 from cli.output import Failure
-from node.transport import secure_channel
+from runtime.transport import secure_channel
 from yipanqi.v1 import admin_pb2 as pb
 from yipanqi.v1 import admin_pb2_grpc as pb_grpc
 
@@ -90,7 +90,7 @@ def _tls_refusal(cfg: NodeConfig | HubConfig) -> str | None:
     that does not name the host we dial, or another member's); None if it is just not reachable."""
     import ssl
 
-    from node.transport import describe_failure, server_certificate
+    from runtime.transport import describe_failure, server_certificate
 
     assert cfg.operator is not None
     try:

@@ -10,6 +10,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import grpc
@@ -18,12 +19,14 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.federation import parse_provinces
-from cli.launcher import Federation
 from cli.output import plain, text
 from core.provinces import DEFAULT_REGIONS, province_name
 from core.samples import sample_person
 from yipanqi.v1 import admin_pb2 as pb
 from yipanqi.v1 import admin_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from tests.support.launcher import Federation
 
 console = Console()
 REGION_OF = {p: r for r, ps in DEFAULT_REGIONS.items() for p in ps}
@@ -92,6 +95,8 @@ def _table(demo: Demo, provinces: list[str], started: float) -> Table:
 @click.option("--seed", type=int, default=2010, show_default=True)
 def demo(directory: Path, provinces: str | None, people: int, duration: float | None, seed: int) -> None:
     """Run a local federation (each hub and node its own process) and show it syncing."""
+    from tests.support.launcher import Federation
+
     codes = parse_provinces(provinces)
     if len({REGION_OF[c] for c in codes}) < 2:
         raise click.BadParameter("pick provinces from at least two regions", param_hint="--provinces")

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from cli.config import ConfigError, load_hub, load_node
+from runtime.config import ConfigError, load_hub, load_node
 from cli.output import Failure, plain
 from cli.words import plural
 
@@ -45,7 +45,7 @@ def _run(load: Callable[[str], Any], run: Callable[[Any], None], config: str, lo
     """Load the config, check the addresses, run: every start-up failure is one line (no traceback)."""
     from dataclasses import replace
 
-    from node.serve import StartupError, check_addresses, starting
+    from runtime.serve import StartupError, check_addresses, starting
 
     try:
         cfg = load(config)
@@ -72,7 +72,7 @@ def node_rebuild(config: str) -> None:
     from certs.keyring import Keyring
     from certs.revocation import RevocationList
     from certs.signing import Signer
-    from node.peer import Peer
+    from runtime.peer import Peer
     from node.rebuild import rebuild
     from store.store import Store
 

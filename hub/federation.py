@@ -18,9 +18,10 @@ import grpc
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
-from node import metrics, reports, wire
-from node.peer import Peer, now_ms
-from node.transport import PeerGate
+from hub import reports
+from runtime import metrics, wire
+from runtime.peer import Peer, now_ms
+from runtime.transport import PeerGate
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
 

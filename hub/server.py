@@ -7,19 +7,19 @@ import threading
 
 from certs.revocation import RevocationList
 from core.errors import StoreUnavailable
-from cli.config import HubConfig
-from node.transport import PeerGate
+from runtime.config import HubConfig
+from runtime.transport import PeerGate
 from core.routing import Topology
 from hub.federation import FederationServicer
-from node.admin import AdminServicer
-from node.certificates import CertificateDesk, document_verifier
-from node.link import Link
-from node.metrics import serve_metrics
-from node.outage import log_outages
-from node.fairshare import Slots
-from node.peer import Peer
-from node.serve import build_server, keyring_for, run_until_signal, setup_logging
-from node.status import hub_report, hub_status
+from runtime.admin import AdminServicer
+from runtime.certificates import CertificateDesk, document_verifier
+from runtime.link import Link
+from runtime.metrics import serve_metrics
+from runtime.outage import log_outages
+from runtime.fairshare import Slots
+from runtime.peer import Peer
+from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
+from runtime.status import hub_report, hub_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 

@@ -16,9 +16,9 @@ from typing import Sequence
 
 import grpc
 
-from cli.config import HubAddress, TLSPaths
-from node.peer import Peer, now_ms
-from node.transport import secure_channel
+from runtime.config import HubAddress, TLSPaths
+from runtime.peer import Peer, now_ms
+from runtime.transport import secure_channel
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
 

@@ -31,8 +31,8 @@ from core.errors import SyncError
 from core.identity import Identity
 from core.kinds import get_kind
 from core.record import RecordState
-from node import follow
-from node.records import RecordService
+from runtime import follow
+from runtime.records import RecordService
 
 log = logging.getLogger("yipanqi.refollow")
 

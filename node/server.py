@@ -8,20 +8,20 @@ import threading
 from certs.revocation import RevocationList
 from core.errors import StoreUnavailable
 from certs.signing import Signer
-from node.transport import PeerGate
-from cli.config import NodeConfig
-from node.admin import AdminServicer
-from node.certificates import CertificateDesk, document_verifier
-from node.link import Link
-from node.metrics import serve_metrics
-from node.outage import log_outages
-from node.fairshare import Slots
-from node.peer import Peer
-from node.clock import today
-from node.records import RecordService
+from runtime.transport import PeerGate
+from runtime.config import NodeConfig
+from runtime.admin import AdminServicer
+from runtime.certificates import CertificateDesk, document_verifier
+from runtime.link import Link
+from runtime.metrics import serve_metrics
+from runtime.outage import log_outages
+from runtime.fairshare import Slots
+from runtime.peer import Peer
+from runtime.clock import today
+from runtime.records import RecordService
 from node.refollow import Refollow
-from node.serve import build_server, keyring_for, run_until_signal, setup_logging
-from node.status import node_report, node_status
+from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
+from runtime.status import node_report, node_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from core.certificate import validate_certificate
 from core.service import validate_service
-from node.intake import check
+from runtime.intake import check
 from store.schema import certificates, services
 from store.store import Store
 from tests.contract.test_store import Boom, failing_writes, snapshot

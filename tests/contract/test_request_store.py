@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.request import validate_request
-from node.intake import check
+from runtime.intake import check
 from store import assess as q
 from store.schema import requests
 from store.store import Store
@@ -177,7 +177,7 @@ def test_delivery_delays_and_quarantine_for_a_period_by_hand(db_url: str, pki: P
     (received_ms) times: the delays of those received within the period, median and p95 per
     origin, come from SQL; one received the day before and one the first millisecond after do
     not count, nor 44's own writes; a clock ahead of ours counts as 0."""
-    from node.assess import _ms, assessment
+    from runtime.assess import _ms, assessment
     from store.store import Refused
 
     s = Store.open(db_url, owner="province-44")

@@ -37,7 +37,7 @@ from core.errors import LocalError, UnknownAuthor
 from core.person import validate_person
 from core.routing import Filter
 from core.samples import sample_person
-from node.intake import check
+from runtime.intake import check
 from store.db import HEAD, MIGRATIONS, current_revision, migrate, open_engine
 from store.schema import log, metadata, records
 from store import changelog

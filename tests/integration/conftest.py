@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from core.samples import sample_person
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc

@@ -31,14 +31,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.ca import issue_identity, load_ca
-from cli.config import load_any
+from runtime.config import load_any
 from core.apply import local_write
 from core.hlc import Timestamp
 from core.person import validate_person
-from node import wire
-from node.fairshare import PER_IDENTITY, PER_METHOD
-from node.peer import now_ms
-from node.transport import secure_channel
+from runtime import wire
+from runtime.fairshare import PER_IDENTITY, PER_METHOD
+from runtime.peer import now_ms
+from runtime.transport import secure_channel
 from store.quarantine import MAX_ROWS
 from tests.integration.conftest import Fed, RawPush, eventually, person, yipanqi_ok
 from tests.integration.test_attacks import (BOHAI, NATIONAL, PEARL, address, launch, operator_channel, peer_channel,

@@ -36,14 +36,14 @@ import grpc
 import pytest
 
 from certs.signing import Signer
-from cli.config import load_any
-from cli.launcher import Federation
+from runtime.config import load_any
+from tests.support.launcher import Federation
 from core.apply import local_write
 from core.change import Envelope, parse
 from core.hlc import Timestamp
 from core.person import FIELDS, validate_person
-from node import wire
-from node.peer import now_ms
+from runtime import wire
+from runtime.peer import now_ms
 from store.store import Accepted, Store
 from tests.integration.conftest import Fed, RawPush, eventually, person, running, yipanqi
 from tests.integration.test_attacks import peer_channel, push

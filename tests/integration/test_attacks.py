@@ -34,16 +34,16 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.signing import Signer
-from cli.config import load_any
-from cli.launcher import Federation
+from runtime.config import load_any
+from tests.support.launcher import Federation
 from core.apply import local_write
 from core.change import Change, Envelope, parse
 from core.hlc import Timestamp
 from core.person import validate_person
-from node import wire
-from node.peer import now_ms
-from node.records import described
-from node.transport import CHANNEL_OPTIONS, MAX_MESSAGE, secure_channel
+from runtime import wire
+from runtime.peer import now_ms
+from runtime.records import described
+from runtime.transport import CHANNEL_OPTIONS, MAX_MESSAGE, secure_channel
 from tests.integration.conftest import Fed, running, person, RawPush
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import federation_pb2 as fpb

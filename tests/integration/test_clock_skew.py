@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from tests.integration.conftest import Fed, running, eventually, person
 from tests.support.faults import Procs
 

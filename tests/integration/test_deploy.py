@@ -24,7 +24,7 @@ import pytest
 import tomli_w
 import tomllib
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from tests.integration.conftest import Fed, eventually, person, running, yipanqi, yipanqi_ok
 
 # name -> (kind, loopback host): one "machine" each.

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from tests.integration.conftest import Fed, running, eventually, person
 from tests.support.faults import (Entry, FaultInjector, Ledger, Procs, Writer, env_float, env_seed, plan_faults,
                                   shown_fields)

@@ -21,15 +21,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.ca import create_ca, issue_identity
 from certs.signing import Signer
-from cli.config import load_any
+from runtime.config import load_any
 from core.apply import local_write
 from core.change import Change, Envelope
 from core.hlc import Timestamp
 from core.person import validate_person
-from node import wire
-from node.peer import now_ms
-from node.records import described
-from node.transport import secure_channel
+from runtime import wire
+from runtime.peer import now_ms
+from runtime.records import described
+from runtime.transport import secure_channel
 from tests.integration.conftest import Fed, person, RawPush
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc

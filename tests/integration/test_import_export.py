@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from core.person import FIELDS
 from core.samples import CITIES, sample_people
 from tests.integration.conftest import PROVINCES, Fed, eventually, person, yipanqi

@@ -72,7 +72,7 @@ def test_standard_health_check_reports_serving(federation: Fed, identity: str) -
 
 def test_health_needs_a_federation_certificate(federation: Fed) -> None:
     """mTLS all the way: a client without a certificate never gets an answer."""
-    from cli.config import load_any
+    from runtime.config import load_any
 
     cfg = load_any(federation.fed.configs["province-44"])
     creds = grpc.ssl_channel_credentials(root_certificates=cfg.tls.ca.read_bytes())

@@ -17,7 +17,7 @@ import pytest
 import tomli_w
 
 from cli.federation import HUB_ORDER, init_federation
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from tests.integration.conftest import ROOT, Fed, eventually, running, yipanqi
 
 

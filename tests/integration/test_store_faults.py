@@ -33,11 +33,11 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from cli.config import load_any
+from runtime.config import load_any
 from core.errors import StoreUnavailable
-from cli.launcher import Federation
-from node.transport import secure_channel
-from node.intake import check
+from tests.support.launcher import Federation
+from runtime.transport import secure_channel
+from runtime.intake import check
 from store.store import Store
 from tests.integration.conftest import Fed, small_federation, eventually, person
 from tests.support.pki import build_pki

@@ -25,7 +25,7 @@ import pytest
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.launcher import Federation
+from tests.support.launcher import Federation
 from tests.integration.conftest import Fed, eventually, person, small_federation, yipanqi
 from tests.support.pgcluster import PgCluster
 

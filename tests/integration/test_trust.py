@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.ca import fingerprint_key_id
-from cli.config import load_any
-from node.transport import secure_channel
+from runtime.config import load_any
+from runtime.transport import secure_channel
 from tests.integration.conftest import Fed, small_federation, eventually, person, yipanqi_ok
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc

@@ -36,8 +36,8 @@ from typing import Any, Callable, Sequence
 
 import grpc
 
-from cli.config import load_any
-from cli.launcher import Federation
+from runtime.config import load_any
+from tests.support.launcher import Federation
 from core.samples import sample_person
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import admin_pb2_grpc as apb_grpc

@@ -12,9 +12,9 @@ import pytest
 
 from core.errors import ValidationError
 from core.person import check_value
-from node import reports
-from node.fairshare import OPERATORS, PER_IDENTITY, PER_METHOD, ResourceExhausted, Slots
-from node.junk import Pacer, RateLog
+from hub import reports
+from runtime.fairshare import OPERATORS, PER_IDENTITY, PER_METHOD, ResourceExhausted, Slots
+from runtime.junk import Pacer, RateLog
 
 
 class FakeContext:

@@ -15,8 +15,8 @@ from core import certdoc
 from core.certdoc import CertificateRefused
 from core.person import validate_person
 from core.samples import sample_person
-from node.certificates import CertificateDesk, add_years, document_verifier
-from node.intake import check
+from runtime.certificates import CertificateDesk, add_years, document_verifier
+from runtime.intake import check
 from store.store import Store
 from tests.support.pki import PKI, build_pki
 

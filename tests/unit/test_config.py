@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from cli.config import ConfigError, HubConfig, NodeConfig, load_any, load_hub, load_node
+from runtime.config import ConfigError, HubConfig, NodeConfig, load_any, load_hub, load_node
 from cli.federation import init_federation
 
 BASE = 7000

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from cli.config import ConfigError, HubConfig, NodeConfig, TLSPaths, known_keys, load_hub, load_node
+from runtime.config import ConfigError, HubConfig, NodeConfig, TLSPaths, known_keys, load_hub, load_node
 from cli.federation import init_federation
 
 _names = itertools.count()

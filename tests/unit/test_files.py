@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from node.serve import EscapingFormatter
+from runtime.serve import EscapingFormatter
 from store.files import create_private, open_private, private_dir
 from store.store import Store
 

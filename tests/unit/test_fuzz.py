@@ -39,7 +39,7 @@ from core.errors import BadSignature, SyncError
 from core.hlc import Timestamp
 from core.merkle import Seal
 from core.record import RecordState
-from node import intake, wire
+from runtime import intake, wire
 from store.store import Store
 from tests.support.pki import PKI, build_pki
 from yipanqi.v1 import federation_pb2 as fpb
@@ -516,7 +516,7 @@ EDGE_CASES = {
 @pytest.mark.parametrize("owner", ["hub-national", "hub-pearl", "province-45"])
 def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys, db_url: str, owner: str) -> None:
     from certs.revocation import RevocationList
-    from node.peer import Peer
+    from runtime.peer import Peer
 
     s44 = keys.pki.signer("province-44")
     base = CHANGES_44[0]  # a record of household 45, residence 44

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.ca import create_ca, issue_identity
 from certs.revocation import RevocationList, append
-from cli.config import HubAddress, TLSPaths
-from node.link import Link
-from node.transport import server_certificate, server_credentials
+from runtime.config import HubAddress, TLSPaths
+from runtime.link import Link
+from runtime.transport import server_certificate, server_credentials
 
 
 class _Peer:

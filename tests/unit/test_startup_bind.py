@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from certs.ca import create_ca, issue_identity
-from cli.config import TLSPaths
-from node.fairshare import Slots
-from node.serve import StartupError, build_server, check_addresses
+from runtime.config import TLSPaths
+from runtime.fairshare import Slots
+from runtime.serve import StartupError, build_server, check_addresses
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from typing import Callable, Iterator
 from core.errors import PermissionDenied, SyncError, ValidationError
 from core.identity import Identity
 from core.certdoc import CertificateRefused
-from node.certificates import DEFAULT_YEARS, CertificateDesk
-from node.records import RecordService, described
-from node import assess as assessing
-from node.clock import today
-from node.services import ServiceDesk
-from node.stats import delivery_delays, record_stats
-from node.transport import PeerGate
+from runtime.certificates import DEFAULT_YEARS, CertificateDesk
+from runtime.records import RecordService, described
+from runtime import assess as assessing
+from runtime.clock import today
+from runtime.services import ServiceDesk
+from runtime.stats import delivery_delays, record_stats
+from runtime.transport import PeerGate
 from store.store import Store
 from yipanqi.v1 import admin_pb2 as pb
 from yipanqi.v1 import admin_pb2_grpc as pb_grpc

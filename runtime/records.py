@@ -20,8 +20,8 @@ from core.identity import Identity
 from core import request
 from core.kinds import Kind, get_kind
 from core.record import RecordState
-from node import follow, metrics
-from node.peer import Peer, now_ms
+from runtime import follow, metrics
+from runtime.peer import Peer, now_ms
 from store.store import Edit
 
 OPS = ("create", "update", "delete", "settle")

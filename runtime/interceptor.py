@@ -22,7 +22,7 @@ from typing import Any, Callable
 import grpc
 
 from core.errors import Malformed, StoreUnavailable, SyncError
-from node.junk import RateLog
+from runtime.junk import RateLog
 
 log = logging.getLogger("yipanqi.rpc")
 # A peer over its fair share (node.fairshare) may retry in a tight loop: a few lines a minute per

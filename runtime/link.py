@@ -40,11 +40,11 @@ from typing import Callable, Sequence
 
 import grpc
 
-from cli.config import HubAddress, TLSPaths
+from runtime.config import HubAddress, TLSPaths
 from core.errors import StoreUnavailable
-from node import metrics, wire
-from node.peer import Peer, now_ms
-from node.transport import describe_failure, secure_channel, server_certificate
+from runtime import metrics, wire
+from runtime.peer import Peer, now_ms
+from runtime.transport import describe_failure, secure_channel, server_certificate
 from store.store import LogEntry
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc

@@ -17,7 +17,7 @@ from typing import Callable
 from core.errors import PermissionDenied, ValidationError
 from core.kinds import get_kind
 from core.record import RecordState
-from node.records import RecordService, shown
+from runtime.records import RecordService, shown
 from store.store import Store
 
 KIND = "service"

@@ -24,9 +24,9 @@ import tomli_w
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cli.config import load_any
+from runtime.config import load_any
 from cli.federation import HUB_ORDER, init_federation, node_port
-from node.transport import secure_channel
+from runtime.transport import secure_channel
 
 
 def _free(port: int) -> bool:

@@ -99,8 +99,8 @@ def serve_metrics(listen: str, port: int | None, status: Callable[[], dict]) -> 
     """Serve /metrics on ``port`` of the gRPC listen host (IPv4, IPv6 or a name)."""
     if port is None:
         return
-    from node.serve import bind_failure
-    from node.transport import split_address
+    from runtime.serve import bind_failure
+    from runtime.transport import split_address
 
     host = split_address(listen)[0]
     try:

@@ -26,11 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from certs.keyring import Keyring
 from core.printable import escape
-from cli.config import TLSPaths
-from node import reflection
-from node.fairshare import FairShareInterceptor, Slots, workers_needed
-from node.interceptor import ErrorInterceptor
-from node.transport import SERVER_OPTIONS, server_credentials, split_address
+from runtime.config import TLSPaths
+from runtime import reflection
+from runtime.fairshare import FairShareInterceptor, Slots, workers_needed
+from runtime.interceptor import ErrorInterceptor
+from runtime.transport import SERVER_OPTIONS, server_credentials, split_address
 from yipanqi.v1 import admin_pb2, federation_pb2
 
 

@@ -29,8 +29,8 @@ from core import certdoc
 from core.certdoc import CertificateRefused
 from core.errors import PermissionDenied, ValidationError
 from core.kinds import get_kind
-from node.records import RecordService
-from node.services import held_person
+from runtime.records import RecordService
+from runtime.services import held_person
 from store.store import Store
 
 MAX_YEARS = 10

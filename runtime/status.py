@@ -13,9 +13,9 @@ from typing import Mapping
 
 from core.errors import StoreUnavailable
 from core.routing import Filter, Topology
-from node.link import LinkState
-from node.outage import store_report
-from node.peer import now_ms
+from runtime.link import LinkState
+from runtime.outage import store_report
+from runtime.peer import now_ms
 from store.store import Store
 
 
@@ -80,15 +80,15 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
 
 def _requests(store: Store) -> dict[str, int]:
     """Open and overdue requests both ways: received_open, received_overdue, sent_open, sent_overdue."""
-    from node.assess import request_counts
-    from node.clock import today
+    from runtime.assess import request_counts
+    from runtime.clock import today
 
     return request_counts(store, store.owner.removeprefix("province-"), today())
 
 
 def node_report(store: Store) -> dict[str, object]:
     """What a node tells its hub about itself every few seconds (see Report in federation.proto)."""
-    from node.stats import delivery_delays
+    from runtime.stats import delivery_delays
 
     doc = node_status(store, None)
     lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[union-attr]

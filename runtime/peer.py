@@ -28,7 +28,7 @@ from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from core.record import RecordState
-from node import intake, junk, metrics, wire
+from runtime import intake, junk, metrics, wire
 from store.store import IngestResult, LogEntry, Store
 from yipanqi.v1 import federation_pb2 as pb
 
