@@ -7,6 +7,7 @@ import json
 import random
 import shutil
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,6 +87,26 @@ def _table(demo: Demo, provinces: list[str], started: float) -> Table:
     return t
 
 
+def _launcher() -> type[Federation]:
+    """The demo starts its processes with the test launcher, tests/support/launcher.py.
+
+    An installed wheel has no tests/, so the demo runs from a checkout: the one this package was
+    installed from in editable mode (``./scripts/bootstrap``), found beside cli/.
+    """
+    try:
+        from tests.support.launcher import Federation
+    except ModuleNotFoundError as err:
+        if err.name not in ("tests", "tests.support", "tests.support.launcher"):
+            raise
+        checkout = Path(__file__).resolve().parents[1]
+        if not (checkout / "tests" / "support" / "launcher.py").is_file():
+            raise click.ClickException("yipanqi demo runs from a checkout of the repository (it starts its "
+                                       "processes with tests/support/launcher.py): run ./scripts/demo there") from None
+        sys.path.insert(0, str(checkout))
+        from tests.support.launcher import Federation
+    return Federation
+
+
 @click.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
               show_default=True, help="Work directory (recreated on every run).")
@@ -95,8 +116,7 @@ def _table(demo: Demo, provinces: list[str], started: float) -> Table:
 @click.option("--seed", type=int, default=2010, show_default=True)
 def demo(directory: Path, provinces: str | None, people: int, duration: float | None, seed: int) -> None:
     """Run a local federation (each hub and node its own process) and show it syncing."""
-    from tests.support.launcher import Federation
-
+    Federation = _launcher()
     codes = parse_provinces(provinces)
     if len({REGION_OF[c] for c in codes}) < 2:
         raise click.BadParameter("pick provinces from at least two regions", param_hint="--provinces")
