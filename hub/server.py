@@ -19,7 +19,7 @@ from runtime.outage import log_outages
 from runtime.fairshare import Slots
 from runtime.peer import Peer
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
-from runtime.status import hub_report, hub_status
+from hub.status import hub_report, hub_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 

@@ -21,7 +21,7 @@ from runtime.clock import today
 from runtime.records import RecordService
 from node.refollow import Refollow
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
-from runtime.status import node_report, node_status
+from node.status import node_report, node_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc
 

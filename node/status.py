@@ -1,0 +1,80 @@
+"""A province node's status report, and what it tells its hub about itself.
+
+Field names here are a documented contract for scripts and monitoring.
+
+Status must still answer while our own store is down (that is when operators
+look): the figures read from the store are then ``None`` (``origins`` empty),
+and the ``store`` section says why.
+"""
+
+from __future__ import annotations
+
+from core.errors import StoreUnavailable
+from runtime.link import LinkState
+from runtime.outage import store_report
+from runtime.peer import now_ms
+from runtime.status import age_s, link_report, quarantine_report
+from store.store import Store
+
+
+def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
+    now = now_ms()
+    doc: dict[str, object] = {"role": "node", "identity": store.owner}
+    try:
+        acked = store.cursor("push")
+        backlog, oldest = store.outbox_stats(acked)
+        origins = {
+            origin: {"last_seq": seq, "last_write_ms": at, "received_ms": rcv, "lag_s": age_s(at, rcv)}
+            for origin, (seq, at, rcv) in sorted(store.last_applied().items())
+            if origin != store.owner
+        }
+        doc.update({
+            "records": store.count_records(),
+            "last_seq": store.last_seq(),
+            "acked_seq": acked,
+            "outbox": {"changes": backlog, "oldest_age_s": age_s(oldest, now)},
+            "origins": origins,
+            "conflicts": store.count_records(conflicted_only=True),
+            "quarantined": store.count_quarantined(),
+            "quarantine": quarantine_report(store),
+            "requests": _requests(store),
+        })
+    except StoreUnavailable:  # shown in doc["store"]
+        doc.update({"records": None, "last_seq": None, "acked_seq": None,
+                    "outbox": {"changes": None, "oldest_age_s": None}, "origins": {},
+                    "conflicts": None, "quarantined": None, "quarantine": None,
+                    "requests": None})
+    doc["hub"] = link_report(link, now)
+    doc["store"] = store_report(store)
+    return doc
+
+
+def _requests(store: Store) -> dict[str, int]:
+    """Open and overdue requests both ways: received_open, received_overdue, sent_open, sent_overdue."""
+    from runtime.assess import request_counts
+    from runtime.clock import today
+
+    return request_counts(store, store.owner.removeprefix("province-"), today())
+
+
+def node_report(store: Store) -> dict[str, object]:
+    """What a node tells its hub about itself every few seconds (see Report in federation.proto)."""
+    from runtime.stats import delivery_delays
+
+    doc = node_status(store, None)
+    lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[union-attr]
+    return {
+        "at_ms": now_ms(),
+        "records": doc["records"],
+        "last_seq": doc["last_seq"],
+        "acked_seq": doc["acked_seq"],
+        "backlog": doc["outbox"]["changes"],  # type: ignore[index]
+        "oldest_age_s": doc["outbox"]["oldest_age_s"],  # type: ignore[index]
+        "max_lag_s": max(lags) if lags else None,
+        "conflicts": doc["conflicts"],
+        "quarantined": doc["quarantined"],
+        "delivery": delivery_delays(store, last=2000),
+    }
+
+
+__all__ = ["node_report", "node_status"]
