@@ -12,14 +12,17 @@ with the same ``today``.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from core.errors import ValidationError
 from core.idnumber import make_id_number
 from core.person import validate_person
 from core.provinces import PROVINCES, check_province
+
+if TYPE_CHECKING:  # the caller's generator, only named in annotations: core draws no randomness of its own
+    import random
 
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐"
