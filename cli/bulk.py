@@ -23,7 +23,6 @@ from typing import Iterator
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
 from cli import csvcells
 from cli.client import AdminClient

@@ -59,7 +59,7 @@ def add(config: str, payload: str) -> None:
     try:
         fields = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise Failure(f"--json: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        raise Failure(f"--json: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(fields, dict):
         raise Failure("--json: must be a JSON object of field -> value")
     click.echo(plain(_write(config, "create", "", fields)["person_id"]))

@@ -15,7 +15,6 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rich.text import Text
 
 from cli.client import AdminClient
 from cli.output import Failure, console, echo_json, plain, shown, text, utc

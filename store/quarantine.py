@@ -19,7 +19,6 @@ from typing import Sequence
 
 from sqlalchemy import func, insert, select
 
-from core.change import Envelope
 from store import counters
 from store.schema import quarantine
 

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, insert, select, update
 from core import hlc
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import Equivocation, LocalError, NotFound, StoreUnavailable, SyncError
+from core.errors import Equivocation, LocalError, NotFound, SyncError
 from core.identity import Identity
 from core.kinds import get_kind
 from core.merkle import Seal

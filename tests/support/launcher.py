@@ -64,7 +64,7 @@ class Federation:
         base = base_port or pick_base_port(provinces)
         fed = cls(root, init_federation(root, provinces, base))
         if database is not None:
-            for identity, path in fed.configs.items():
+            for identity in fed.configs:
                 fed.set_database(identity, database(identity))
         return fed
 

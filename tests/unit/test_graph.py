@@ -151,7 +151,6 @@ def byz_replica(w: World, k: str) -> RecordGraph:
 def twisted(w: World, k: str, data: st.DataObject) -> None:
     graph = byz_replica(w, k)
     household, _ = w.records[k]
-    own_before = [d for d in graph.held.values() if d.origin == origin(BYZ)]
     op = "create" if not graph.held else "update"
     values = person(k, household, BYZ, "冒名") if op == "create" else {"name": data.draw(st.sampled_from(["甲", "乙"]))}
     try:

@@ -27,8 +27,8 @@ def _leaf(b: bytes) -> bytes:
     return _h(b"\x00", b)
 
 
-def _node(l: bytes, r: bytes) -> bytes:
-    return _h(b"\x01", l, r)
+def _node(left: bytes, right: bytes) -> bytes:
+    return _h(b"\x01", left, right)
 
 
 def test_leaf_and_single_leaf_root() -> None:

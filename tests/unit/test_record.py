@@ -310,7 +310,7 @@ def _state(items) -> RecordState:
 def _reference(items) -> dict[str, list[Version]]:
     """Maximal versions per field, computed naively."""
     out: dict[str, list[Version]] = {}
-    for name, v in items:
+    for name, _ in items:
         out.setdefault(name, [])
     for name in out:
         vs = [v for n, v in items if n == name]

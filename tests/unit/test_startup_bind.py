@@ -4,7 +4,6 @@ that names the address; the pre-start address check says the same before anythin
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
