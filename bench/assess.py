@@ -11,7 +11,7 @@ one transaction per 5,000). All persons live outside their household province, a
 national hub. The change log the delivery delays come from is loaded too (``--changes``,
 default one change per record loaded): rows as the hub's log holds them, inserted directly
 (origin, at_ms over the last 120 days, received_ms = at_ms + a delay, via a regional hub;
-the body, seal and proof are placeholder bytes, which no assessment query reads). Then the real national hub process is started on that store (cli.launcher, real
+the body, seal and proof are placeholder bytes, which no assessment query reads). Then the real national hub process is started on that store (tests.support.launcher, real
 mTLS) and ``Admin.Assess`` is called as ``yipanqi assess`` calls it: the first call (cold
 caches) and the median of the next five are reported against the 2 s target, plus
 ``Admin.Flows`` (what ``report flows`` asks for).

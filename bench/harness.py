@@ -1,7 +1,7 @@
 """The federation under test: processes, probes, writers, samplers.
 
 Everything here uses the product only from the outside, the way an operator
-or a monitoring script would: processes started by ``cli.launcher``, writes
+or a monitoring script would: processes started by ``tests.support.launcher``, writes
 through the Admin service over mutual TLS, and progress read from each
 process's own database with separate read-only connections (a SQLite reader
 never blocks a WAL writer; on PostgreSQL these are ordinary reads).

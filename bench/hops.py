@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--profile", type=Path, help="write a cProfile summary (top 40 by own time) here")
     ap.add_argument("--default-gc", action="store_true", help="keep Python's default collector settings "
-                    "(the servers tune them: node.serve.tune_gc)")
+                    "(the servers tune them: runtime.serve.tune_gc)")
     args = ap.parse_args()
     if not args.default_gc:
         tune_gc()

@@ -7,7 +7,7 @@ starts a comment. Processes re-read the file when it changes, so a revocation
 takes effect without a restart: new connections with a revoked TLS
 certificate are refused (a hub refuses such a client; a node or hub refuses
 such a hub before opening a session to it, and ends a session already open,
-see ``node.link``), and changes signed with a revoked key that arrive
+see ``runtime.link``), and changes signed with a revoked key that arrive
 afterwards are quarantined everywhere. Changes accepted before the revocation
 stay (they were valid when they were signed and checked).
 """

@@ -1,7 +1,7 @@
 """`yipanqi assess`: the assessment of both sides (双向考核), one row per province, by score.
 
 How this works: the node or national hub computes the figures in SQL over its store
-(Admin.Assess, node/assess.py); this command weighs them into one score per province
+(Admin.Assess, runtime/assess.py); this command weighs them into one score per province
 with the weights file (core.assess), sorts by score and prints a table, JSON or CSV.
 The weights file is ``--weights FILE``, else ``assess.toml`` beside the config, else
 the copy shipped with yipanqi (cli/assess.toml, which documents the computation).

@@ -91,7 +91,7 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
                               fields_json=json.dumps(fields, ensure_ascii=False), line=line)
 
 
-CHUNK_BYTES = 2 * 1024 * 1024  # well below the servers' message limit (node.transport.MAX_MESSAGE)
+CHUNK_BYTES = 2 * 1024 * 1024  # well below the servers' message limit (runtime.transport.MAX_MESSAGE)
 
 
 def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500) -> Iterator[pb.ImportChunk]:

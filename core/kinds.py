@@ -33,7 +33,7 @@ class Kind:
     # kind does not let write it (checked before a local write and on every change received).
     check_state: Callable[[RecordState], None] | None = None
     # Records that carry a person's household and residence (copied, by ``person_id``): the node
-    # that writes the person's move rewrites them, so they follow the person (node.follow).
+    # that writes the person's move rewrites them, so they follow the person (runtime.follow).
     follows_person: bool = False
     # check_value(field, value, *, today): one received value on its own (no cross-field rules)
     check_value: Callable[..., None] | None = None

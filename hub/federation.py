@@ -47,7 +47,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         self.stopping = stopping
         self.connected: dict[str, dict[str, int]] = {}  # peer -> {"push": since_ms, "pull": since_ms}
         self.reports: dict[str, dict] = {}  # identity -> its latest report (+ "received_ms", "via")
-        self.refused_reports: dict[str, int] = {}  # peer -> reports refused (node.reports), for status
+        self.refused_reports: dict[str, int] = {}  # peer -> reports refused (hub.reports), for status
         self._report_log_at: dict[str, float] = {}
         # Open streams per (peer, kind): a peer that reconnected while its old stream was still
         # being torn down (or lingers, half-open) has two for a while; it is connected until the last ends.
@@ -101,7 +101,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             self._mark(who, "push", False)
 
     def _report(self, who: str, text: str) -> None:
-        """Keep a peer's latest self-report (node.reports); a hub's report carries its nodes' too.
+        """Keep a peer's latest self-report (hub.reports); a hub's report carries its nodes' too.
         A report that does not fit the schema is refused and counted; the stream goes on."""
         try:
             own, nodes = reports.parse(text, from_hub=Identity.parse(who).role == "hub")

@@ -1,7 +1,7 @@
 """Followers brought back to their person after received changes: the move race.
 
 How this works. A node that writes a person's move rewrites, in the same batch, the
-records that follow the person (node.follow), but only those it holds. A service added
+records that follow the person (runtime.follow), but only those it holds. A service added
 at the household province (65) at about the moment the residence province (44) records
 a move to 11 still carries residence 44: 65 wrote it before the move reached it, and 44
 never held it, so 11 would never receive it. So when a province node has committed a

@@ -3,7 +3,7 @@
 Translation only: the caller's identity comes from its operator certificate,
 which must be scoped to this node's province (``operator-44-*`` on node 44)
 or this hub (``operator-pearl-*`` on hub-pearl). Record JSON uses the domain
-field names; reports are built by node.status.
+field names; reports are built by node/status.py and hub/status.py.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         self._reporting(context)
         return pb.JsonReply(json=_dump(assessing.flows(self.store, request.from_date, request.to_date)))
 
-    # -- certificates and services (node.certificates, node.services) -------------------
+    # -- certificates and services (runtime.certificates, runtime.services) -------------------
     def _desk(self) -> CertificateDesk:
         if self.certificates is None:
             raise PermissionDenied(f"{self.store.owner} does not handle certificates")

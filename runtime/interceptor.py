@@ -4,7 +4,7 @@ Servicers raise ``core.errors.SyncError`` subclasses (or let them propagate);
 this interceptor turns each into its status (``err.status``) with the
 error's message, for unary and streaming handlers alike. An outage of our own
 store (``StoreUnavailable``) is UNAVAILABLE "the store is unavailable (...);
-nothing was written", logged once per outage by node.outage, not per call. Anything else is a
+nothing was written", logged once per outage by runtime.outage, not per call. Anything else is a
 bug: it is logged with its traceback and reported as INTERNAL without
 internals leaking to the peer.
 
@@ -25,7 +25,7 @@ from core.errors import Malformed, StoreUnavailable, SyncError
 from runtime.junk import RateLog
 
 log = logging.getLogger("yipanqi.rpc")
-# A peer over its fair share (node.fairshare) may retry in a tight loop: a few lines a minute per
+# A peer over its fair share (runtime.fairshare) may retry in a tight loop: a few lines a minute per
 # method say so, with the count of the rest, instead of a line per refused call.
 _over_share = RateLog(log, what="refusals over a fair share")
 

@@ -1,6 +1,6 @@
 """What refusing junk may cost a process: log lines, and the sender's share of its time.
 
-How this works. Every refusal is charged to a party (node.intake: the signer when the seal
+How this works. Every refusal is charged to a party (runtime.intake: the signer when the seal
 verifies, else the TLS peer). Two small meters per party keep one party's junk from costing
 everyone else:
 

@@ -2,7 +2,7 @@
 and the ``store`` section of status.
 
 The store notes its outages (store.health); this module only says so. An outage of our own
-database is ours: it is never logged as, or shown as, a hub's failure (node.link pauses sync
+database is ours: it is never logged as, or shown as, a hub's failure (runtime.link pauses sync
 and retries the same hub once the store takes writes again).
 """
 

@@ -3,12 +3,12 @@
 ``Peer`` is where a received batch is turned into stored changes: it learns
 the signing certificates that travel with the batch (each is checked against
 the federation CA by the keyring before it is trusted), runs every change
-through ``node.intake.check``, and ingests the result in one transaction.
+through ``runtime.intake.check``, and ingests the result in one transaction.
 
-A batch over the count or size limit (node.wire), or with a seal that does not even decode,
+A batch over the count or size limit (runtime.wire), or with a seal that does not even decode,
 is refused whole before any change in it is looked at: one quarantine entry, charged to the
 TLS peer, at a cost in proportion to its bytes. What refusals cost beyond that is metered in
-node.junk (log lines per party, and how fast a peer's own junk is read).
+runtime.junk (log lines per party, and how fast a peer's own junk is read).
 
 After a batch is committed, ``after_ingest`` (set by province nodes only: node.refollow) is
 given the records whose routing fields the batch changed here; what it does never fails the
@@ -142,7 +142,7 @@ class Peer:
         return result
 
     def pause_for(self, peer: str) -> float:
-        """How long (s) ``peer``'s stream should wait before we read more from it (node.junk.Pacer)."""
+        """How long (s) ``peer``'s stream should wait before we read more from it (runtime.junk.Pacer)."""
         return self.pacer.charge(peer, 0.0, time.monotonic())
 
 

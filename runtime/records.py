@@ -93,7 +93,7 @@ class RecordService:
         return change.state
 
     def _move(self, op: str, person_id: str, fields: Mapping[str, object], operator: str | None) -> RecordState:
-        """A write to a person's provinces, with the records that follow the person (node.follow)."""
+        """A write to a person's provinces, with the records that follow the person (runtime.follow)."""
         kind, person_id, edit = self.prepare(op, "person", person_id, fields)
         after: list[Mapping[str, object]] = []
         items = [(kind, person_id, _noting(_strict(edit), after))] + follow.edits(self.peer.store, person_id,

@@ -113,7 +113,7 @@ def keyring_for(tls: TLSPaths, own_signing_cert_der: bytes | None = None) -> Key
 
 def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *,
                  slots: Slots) -> tuple[grpc.Server, health.HealthServicer]:
-    """The gRPC server: every call takes a fair-share slot (node.fairshare) before it runs, and
+    """The gRPC server: every call takes a fair-share slot (runtime.fairshare) before it runs, and
     the worker pool holds every party's full share, so no party can take another's thread.
     (Threads start on demand; gRPC's global cap is only a backstop at the pool's size.)"""
     tune_malloc()  # before the server's threads start
@@ -162,7 +162,7 @@ ARENAS = 2
 
 def tune_malloc() -> None:
     """At most ``ARENAS`` glibc malloc arenas. A hub runs a thread per open stream (hundreds, see
-    node.fairshare); by default glibc gives each of up to 8 x cores of them an arena of its own,
+    runtime.fairshare); by default glibc gives each of up to 8 x cores of them an arena of its own,
     and memory freed in one stays in its arena, so RSS grew with the number of streams rather
     than with what they hold. Python's GIL leaves little for more arenas to win. No-op off glibc."""
     import ctypes

@@ -30,7 +30,7 @@ log = logging.getLogger("yipanqi.transport")
 
 # Every endpoint, Admin included: gRPC refuses a longer message from its length prefix,
 # before reading or parsing it (RESOURCE_EXHAUSTED), so no call can make the process hold
-# more than this per message. Batches are cut at node.wire.BATCH_BYTES and a change body is
+# more than this per message. Batches are cut at runtime.wire.BATCH_BYTES and a change body is
 # at most 256 KiB, so an honest message is far below it.
 MAX_MESSAGE = 8 * 1024 * 1024
 CHANNEL_OPTIONS = [

@@ -4,7 +4,7 @@ Every text here may come straight from a peer's bytes (a forged origin, a reason
 quoting it), so it is made storable on every backend first: otherwise one bad
 change would abort the whole batch it arrived in.
 
-Caps. Every refusal is charged to a party (node.intake says who: the signer when the seal
+Caps. Every refusal is charged to a party (runtime.intake says who: the signer when the seal
 verifies, else the TLS peer). A party holds at most ``MAX_ROWS`` rows and ``MAX_BYTES`` of
 bodies here; past either, its refusals are counted (``dropped``) and not kept, so junk from
 one party can neither fill the disk nor push out what another party's refusals left. The

@@ -285,7 +285,7 @@ class Store:
                         result.duplicates += 1
                     else:
                         err = Equivocation(f"{ch.origin} seq {ch.seq} was already received with other content")
-                        # Same "<category>: <detail>" form as node.intake.reason gives every other refusal;
+                        # Same "<category>: <detail>" form as runtime.intake.reason gives every other refusal;
                         # verified, so charged to its signer (the origin: intake checked they are one).
                         bad.append(Refused(a.envelope, f"equivocation: {err}", ch.origin, ch.seq, ch.kind,
                                            ch.record_id, charged=ch.origin))

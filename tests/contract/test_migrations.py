@@ -269,7 +269,7 @@ def test_upgrade_of_a_populated_previous_release_store_keeps_every_row_and_backf
 
 def test_upgrade_backfills_only_projections_the_store_itself_would_write(db_url: str, pki: PKI) -> None:
     """A stored state may hold values this release's rules would not have produced (a change
-    signed by a newer release passes intake unjudged, see node.records). The store never
+    signed by a newer release passes intake unjudged, see runtime.records). The store never
     projects those (``store.records._text``: text that fits, else NULL; the state stays
     authoritative); the backfill must do the same, and must not fail the whole upgrade
     (PostgreSQL refuses text longer than the column) or write values the store never would."""

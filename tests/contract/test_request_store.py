@@ -1,6 +1,6 @@
 """Requests in the store and the assessment's SQL, on SQLite and PostgreSQL (``db_url``).
 
-A request written at 44 reaches 45 through ``node.intake.check`` with a real verifier; an
+A request written at 44 reaches 45 through ``runtime.intake.check`` with a real verifier; an
 answer 44 forges for its own request is quarantined on receipt (only the receiver answers).
 The requests side table follows the record, and the assessment queries give, on both
 backends, the figures computed here by hand.

@@ -3,7 +3,7 @@ SQLite and PostgreSQL through the ``db_url`` fixture.
 
 Changes are built through the real code paths only: an author's Store
 (``write_local`` sealed by a real federation Signer) produces the log entries,
-their envelopes go through ``node.intake.check`` with a real Verifier, and the
+their envelopes go through ``runtime.intake.check`` with a real Verifier, and the
 store under test ingests what intake accepted and quarantines what it refused.
 """
 

@@ -1,6 +1,6 @@
 """Integration fixtures: a real federation of OS processes on loopback.
 
-Every hub and node runs as its own process (``cli.launcher.Federation``),
+Every hub and node runs as its own process (``tests.support.launcher.Federation``),
 talking real gRPC over real mutual TLS. Tests reach them only the way an
 operator would: the Admin service over an operator certificate.
 

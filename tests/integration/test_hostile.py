@@ -109,7 +109,7 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         reply = push.exchange(fpb.PushRequest(batch=fpb.Batch(cursor=2, changes=[
             _sealed(s44, good2), _sealed(s44, good), _sealed(s44, equivocating)])))
         assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (2, 1, 1, 1)
-        # (e) a malformed seal: its batch is refused whole (node.peer), and the stream still goes on.
+        # (e) a malformed seal: its batch is refused whole (runtime.peer), and the stream still goes on.
         reply = push.exchange(fpb.PushRequest(batch=fpb.Batch(cursor=3, changes=[garbled])))
         assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (3, 0, 0, 1)
         push.close()

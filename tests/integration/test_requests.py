@@ -4,7 +4,7 @@ provinces 11, 44 and 65 (each its own process, real mTLS gRPC, the CLI as an ope
 In order, on one federation: a request from 44 to 65 is answered at 65 and seen answered at
 44 and at the national hub, never at 11; the refusals (a province not involved in the person,
 answering as the sender, closing as the receiver); an overdue request, sent by node 44
-started "20 days ago" through the documented YIPANQI_TODAY seam (node/clock.py); then
+started "20 days ago" through the documented YIPANQI_TODAY seam (runtime/clock.py); then
 `assess` on the national hub against figures computed by hand for everything written here,
 and `report flows` --csv.
 """

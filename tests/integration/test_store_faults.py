@@ -1,7 +1,7 @@
 """A node whose store fails under it: the SQLite file locked by another process
 for longer than the busy timeout, and the disk full.
 
-The contract (node/interceptor.py, node/link.py): an operator's write is
+The contract (runtime/interceptor.py, runtime/link.py): an operator's write is
 refused with UNAVAILABLE "the store is unavailable ...; nothing was written";
 a sync session that hits the store error ends, the outage is logged once (no
 traceback) and shown under ``store`` in status, and the link retries the same hub

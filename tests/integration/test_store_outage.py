@@ -2,7 +2,7 @@
 
 Node 44 keeps its store on a PostgreSQL cluster this test owns (tests/support/pgcluster),
 which it stops and starts again under the running node. What must hold (store/health.py,
-node/link.py, node/outage.py): status names the store's outage (``store.ok`` false, its
+runtime/link.py, runtime/outage.py): status names the store's outage (``store.ok`` false, its
 ``last_error`` and ``down_since_ms``) and keeps answering; the node blames no hub and does not
 fall back to the national hub; an operator's write is refused UNAVAILABLE "the store is
 unavailable"; the outage is logged once, without a traceback; and once the server is back,

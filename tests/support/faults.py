@@ -4,7 +4,7 @@ Used by tests/integration/test_fault_run.py (the randomized fault run) and
 tests/integration/test_clock_skew.py. Nothing here asserts; it acts, counts
 and records, so a test can print what happened and judge it.
 
-* ``Procs``: thread-safe process control over a ``cli.launcher.Federation``:
+* ``Procs``: thread-safe process control over a ``tests.support.launcher.Federation``:
   SIGKILL + restart on the same store, SIGSTOP/SIGCONT (a frozen process is a
   partition for its peers: its sockets stay open, nothing answers), and
   ``heal_all`` (everything running and unfrozen again).

@@ -1,7 +1,7 @@
 """Fuzzing the boundary where bytes from peers enter a process.
 
 Everything a peer sends goes through ``core.change.parse``/``parse_head``
-(the body), ``node.wire.envelope`` (the protobuf seal), ``node.intake.check``
+(the body), ``runtime.wire.envelope`` (the protobuf seal), ``runtime.intake.check``
 (signature, origin, authorisation) and ``store.Store.ingest`` (one
 transaction per batch). A peer must not be able to make any of them raise
 anything but a ``core.errors.SyncError`` (which becomes a quarantine entry or
@@ -362,7 +362,7 @@ def test_intake_check_never_raises_and_accepts_nothing_forged(keys: Keys, data: 
                                          peer_may_forward=peer.startswith("hub-"), for_province=for_province,
                                          full=full)
     except intake.BatchRefused:
-        # The one refusal of a whole batch (node.peer stores it as one entry): more bad signatures
+        # The one refusal of a whole batch (runtime.peer stores it as one entry): more bad signatures
         # than any honest sender makes, each an Ed25519 verify.
         bad = 0
         for env in envelopes:
@@ -438,7 +438,7 @@ def test_store_ingest_of_checked_batches_never_raises(keys: Keys, template: dict
                 try:
                     accepted, refused = intake.check(order, keys.pki.verifier(), peer="hub-pearl",
                                                      peer_may_forward=True, for_province=for_province)
-                except intake.BatchRefused as err:  # refused whole, in one entry, as node.peer does
+                except intake.BatchRefused as err:  # refused whole, in one entry, as runtime.peer does
                     checked -= 1  # (a peer sending this many bad signatures is itself bad: nothing in it counts)
                     accepted = []
                     refused = [dataclasses.replace(intake.unreadable(order[0].body, f"malformed: {err}", "hub-pearl"),
@@ -554,7 +554,7 @@ def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys
         for e in logged.values():
             assert (parse if store.hold_records else parse_head)(e.body) is not None
         list(store.iter_records("person", include_deleted=True))
-        # A seal that does not even decode refuses its whole batch (node.peer), in one entry.
+        # A seal that does not even decode refuses its whole batch (runtime.peer), in one entry.
         result = peer.ingest_batch(fpb.Batch(cursor=2, changes=[wire.signed_change(moved), msgs[-1]]),
                                    via="hub-pearl" if owner == "province-45" else "province-44",
                                    peer_may_forward=owner == "province-45",

@@ -2,7 +2,7 @@
 
 Python gRPC shows a client nothing of the server's certificate, so before a link opens its
 channel (and while the revocation list is not empty) it does a TLS handshake of its own
-(``node.transport.server_certificate``) and asks ``certs.revocation`` about what the hub proved.
+(``runtime.transport.server_certificate``) and asks ``certs.revocation`` about what the hub proved.
 """
 
 from __future__ import annotations
