@@ -5,7 +5,7 @@
 Runs exactly the code the processes run, minus gRPC: node 11 writes sample
 people (``RecordService.write_many``), and each hop reads the batch its
 upstream would send (``Store.outbox`` / ``Store.read_log`` + ``wire.batch``),
-serialises and parses it as protobuf, and ingests it (``Peer.ingest_batch``):
+serialises and parses it as protobuf, and ingests it (``Replica.ingest_batch``):
 11 -> hub-bohai -> hub-national -> hub-pearl -> 44. Prints microseconds of
 CPU per change for each step, so a change to the hot path can be judged in
 seconds instead of a full bench run. (The full bench, ``bench.run``, is what
@@ -30,7 +30,7 @@ from certs.signing import Signer
 from core.routing import Topology
 from core.samples import sample_person
 from runtime import wire
-from runtime.peer import Peer
+from runtime.replica import Replica
 from runtime.records import RecordService
 from runtime.serve import tune_gc
 from store.store import Store
@@ -39,10 +39,10 @@ from yipanqi.v1 import federation_pb2 as pb
 TOPOLOGY = Topology.of({"bohai": ["11"], "pearl": ["44"]})
 
 
-def _peer(root: Path, ca_pem: bytes, identity: str, *, hub: bool, national: bool = False) -> Peer:
+def _peer(root: Path, ca_pem: bytes, identity: str, *, hub: bool, national: bool = False) -> Replica:
     store = Store.open(f"sqlite:///{root / (identity + '.db')}", owner=identity, index_routes=hub,
                        hold_records=not hub or national)
-    return Peer(identity, store, Keyring(ca_pem))
+    return Replica(identity, store, Keyring(ca_pem))
 
 
 def run(changes: int, batch: int, profile: Path | None) -> dict[str, float]:
@@ -81,7 +81,7 @@ def run(changes: int, batch: int, profile: Path | None) -> dict[str, float]:
         for i in range(0, changes, batch):
             timed("write at 11", lambda: service.write_many(rows[i:i + batch], operator="bench"))
 
-        def hop(name: str, src: Peer, dst: Peer, read, *, via: str, forward: bool, province: str | None) -> None:  # type: ignore[no-untyped-def]
+        def hop(name: str, src: Replica, dst: Replica, read, *, via: str, forward: bool, province: str | None) -> None:  # type: ignore[no-untyped-def]
             position = 0
             while True:
                 entries, pos = timed(f"{name}: read", lambda: read(position))

@@ -72,7 +72,7 @@ def node_rebuild(config: str) -> None:
     from certs.keyring import Keyring
     from certs.revocation import RevocationList
     from certs.signing import Signer
-    from runtime.peer import Peer
+    from runtime.replica import Replica
     from node.rebuild import rebuild
     from store.store import Store
 
@@ -86,9 +86,9 @@ def node_rebuild(config: str) -> None:
     store = Store.open(cfg.database, owner=cfg.identity)
     keyring = Keyring(cfg.tls.ca.read_bytes())
     keyring.add_certificate(signer.cert_der, now=dt.datetime.now(dt.timezone.utc))
-    peer = Peer(cfg.identity, store, keyring, RevocationList(cfg.tls.revoked))
+    replica = Replica(cfg.identity, store, keyring, RevocationList(cfg.tls.revoked))
     try:
-        applied, failures = rebuild(peer, cfg.hubs, cfg.tls, cfg.province)
+        applied, failures = rebuild(replica, cfg.hubs, cfg.tls, cfg.province)
     except Exception as err:  # noqa: BLE001 - tell the operator plainly
         raise Failure(f"rebuild failed: {err}") from None
     finally:

@@ -1,7 +1,7 @@
 """The hub's Federation service: accept pushed changes, serve pulls.
 
 Translation only: identities come from the TLS certificate, routing rules
-from core.routing, checks from node.intake via Peer, storage from the store.
+from core.routing, checks from runtime.intake via Replica, storage from the store.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from core.identity import Identity
 from core.routing import Topology
 from hub import reports
 from runtime import metrics, wire
-from runtime.peer import Peer, now_ms
+from runtime.replica import Replica, now_ms
 from runtime.transport import PeerGate
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
@@ -39,9 +39,9 @@ MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT
 
 
 class FederationServicer(pb_grpc.FederationServicer):
-    def __init__(self, peer: Peer, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate) -> None:
+    def __init__(self, replica: Replica, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate) -> None:
         self.gate = gate
-        self.peer = peer
+        self.replica = replica
         self.hub = hub  # "pearl", "national"
         self.topology = topology
         self.stopping = stopping
@@ -83,16 +83,16 @@ class FederationServicer(pb_grpc.FederationServicer):
                 self.gate.identity(context)
                 kind = req.WhichOneof("msg")
                 if kind == "hello":
-                    yield pb.PushResponse(hello=wire.hello(self.peer.identity))
+                    yield pb.PushResponse(hello=wire.hello(self.replica.identity))
                 elif kind == "report":
                     self._report(who, req.report.json)
                 elif kind == "batch":
-                    result = self.peer.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
+                    result = self.replica.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
                                                     for_province=None, cursor_name=f"in:{who}")
                     yield pb.PushResponse(ack=pb.Ack(cursor=req.batch.cursor, accepted=result.applied,
                                                      duplicates=result.duplicates,
                                                      quarantined=result.quarantined))
-                    pause = self.peer.pause_for(who)  # over its junk budget: read its next batch later
+                    pause = self.replica.pause_for(who)  # over its junk budget: read its next batch later
                     if pause:
                         self.stopping.wait(pause)
                 else:
@@ -137,7 +137,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         window = min(sub.window or DEFAULT_WINDOW, MAX_WINDOW)
         in_flight: deque[int] = deque()  # body bytes of each batch sent and not yet acknowledged, oldest first
         flight = threading.Condition()  # an ack beyond what is in flight opens no window
-        store = self.peer.store
+        store = self.replica.store
         cursor_name = f"out:{who}"
 
         failed: list[Exception] = []  # an error in the ack reader: ends the stream below
@@ -163,7 +163,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         self._mark(who, "pull", True)
         sent_keys: set[str] = set()
         try:
-            yield pb.PullResponse(hello=wire.hello(self.peer.identity))
+            yield pb.PullResponse(hello=wire.hello(self.replica.identity))
             told_idle = False
             while context.is_active() and not self.stopping.is_set():
                 if failed:
@@ -202,7 +202,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                     continue
                 with flight:
                     in_flight.append(sum(len(e.body) for e in entries))
-                certs = self.peer.certificates_for(entries, sent_keys)
+                certs = self.replica.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(who).inc(len(entries))
                 sent[0] = pos
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))

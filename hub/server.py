@@ -17,7 +17,7 @@ from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
-from runtime.peer import Peer
+from runtime.replica import Replica
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_report, hub_status
 from store.store import Store
@@ -34,10 +34,10 @@ def run_hub(cfg: HubConfig) -> None:
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)
-    peer = Peer(cfg.identity, store, keyring_for(cfg.tls), revocations)
+    replica = Replica(cfg.identity, store, keyring_for(cfg.tls), revocations)
     topology = Topology.of(cfg.regions, cfg.guests)
     stop = threading.Event()
-    federation = FederationServicer(peer, cfg.name, topology, stop, gate)
+    federation = FederationServicer(replica, cfg.name, topology, stop, gate)
     link = None
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
@@ -46,7 +46,7 @@ def run_hub(cfg: HubConfig) -> None:
             # core.routing.pushes_upstream, as a query: everything but what came down from upstream.
             return store.read_log(after, not_via=upstream, limit=limit)
 
-        link = Link(peer, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
+        link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
                     report=lambda: hub_report(store, federation.reports))
 
     admin = AdminServicer(store, cfg.name,

@@ -17,13 +17,13 @@ from typing import Sequence
 import grpc
 
 from runtime.config import HubAddress, TLSPaths
-from runtime.peer import Peer, now_ms
+from runtime.replica import Replica, now_ms
 from runtime.transport import secure_channel
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
 
 
-def rebuild(peer: Peer, hubs: Sequence[HubAddress], tls: TLSPaths, province: str) -> tuple[int, list[str]]:
+def rebuild(replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, province: str) -> tuple[int, list[str]]:
     """Pull everything for ``province`` from each hub in turn (the national hub first).
 
     The home hub matters too: changes it acknowledged may not have reached the
@@ -35,22 +35,22 @@ def rebuild(peer: Peer, hubs: Sequence[HubAddress], tls: TLSPaths, province: str
     ordered = sorted(hubs, key=lambda h: h.name != "national")
     for hub in ordered:
         try:
-            applied += _pull_all(peer, hub, tls, province)
+            applied += _pull_all(replica, hub, tls, province)
         except grpc.RpcError as err:
             failures.append(f"{hub.identity} at {hub.address}: {err.code().name}: {err.details()}")
     if len(failures) == len(ordered):
         raise RuntimeError("no hub could be reached: " + "; ".join(failures))
     # Our own changes came back from the federation: they need no pushing again.
-    peer.store.set_cursor("push", max(peer.store.cursor("push"), peer.store.last_seq()), now_ms())
+    replica.store.set_cursor("push", max(replica.store.cursor("push"), replica.store.last_seq()), now_ms())
     return applied, failures
 
 
-def _pull_all(peer: Peer, hub: HubAddress, tls: TLSPaths, province: str) -> int:
+def _pull_all(replica: Replica, hub: HubAddress, tls: TLSPaths, province: str) -> int:
     name = f"pull:{hub.identity}"
     acks: queue.Queue[pb.Ack | None] = queue.Queue()
 
     def requests():  # type: ignore[no-untyped-def]
-        yield pb.PullRequest(subscribe=pb.Subscribe(cursor=peer.store.cursor(name), include_own=True))
+        yield pb.PullRequest(subscribe=pb.Subscribe(cursor=replica.store.cursor(name), include_own=True))
         while (ack := acks.get()) is not None:
             yield pb.PullRequest(ack=ack)
 
@@ -63,7 +63,7 @@ def _pull_all(peer: Peer, hub: HubAddress, tls: TLSPaths, province: str) -> int:
                     continue
                 if resp.batch.caught_up:
                     break
-                result = peer.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
+                result = replica.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
                                            for_province=province, cursor_name=name)
                 applied += result.applied
                 acks.put(pb.Ack(cursor=resp.batch.cursor, accepted=result.applied))

@@ -5,7 +5,7 @@ records that follow the person (runtime.follow), but only those it holds. A serv
 at the household province (65) at about the moment the residence province (44) records
 a move to 11 still carries residence 44: 65 wrote it before the move reached it, and 44
 never held it, so 11 would never receive it. So when a province node has committed a
-received batch (``Peer.after_ingest``), it looks at the records whose shown routing
+received batch (``Replica.after_ingest``), it looks at the records whose shown routing
 fields that batch changed here (``IngestResult.rerouted``): every person whose household
 or residence changed, and every follower that is new here or now routes elsewhere. For
 each such person that it holds, that it is involved in (its household or residence
@@ -52,20 +52,20 @@ def people(rerouted: Sequence[tuple[RecordState | None, RecordState]]) -> list[s
 
 
 class Refollow:
-    """``Peer.after_ingest`` for a province node (see the module header)."""
+    """``Replica.after_ingest`` for a province node (see the module header)."""
 
     def __init__(self, records: RecordService) -> None:
         self.records = records
-        province = Identity.parse(records.peer.identity).province
+        province = Identity.parse(records.replica.identity).province
         if province is None:
-            raise ValueError(f"{records.peer.identity}: only a province node repairs followers")
+            raise ValueError(f"{records.replica.identity}: only a province node repairs followers")
         self.province = province
 
     def __call__(self, rerouted: Sequence[tuple[RecordState | None, RecordState]]) -> int:
         """Repair what the batch calls for; returns the followers written (never raises)."""
         due: list[str] = []
         try:
-            store = self.records.peer.store
+            store = self.records.replica.store
             for person_id in people(rerouted):
                 person = follow.involved(store.get("person", person_id), self.province)
                 if person is not None and follow.stale(store, person_id, person):

@@ -16,7 +16,7 @@ from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
-from runtime.peer import Peer
+from runtime.replica import Replica
 from runtime.clock import today
 from runtime.records import RecordService
 from node.refollow import Refollow
@@ -39,14 +39,14 @@ def run_node(cfg: NodeConfig) -> None:
         raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
-    peer = Peer(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
-    peer.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert
+    replica = Replica(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
+    replica.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert
     stop = threading.Event()
 
-    link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
+    link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
-    records = RecordService(peer, signer, today=today)
-    peer.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
+    records = RecordService(replica, signer, today=today)
+    replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)
     admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,

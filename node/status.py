@@ -12,7 +12,7 @@ from __future__ import annotations
 from core.errors import StoreUnavailable
 from runtime.link import LinkState
 from runtime.outage import store_report
-from runtime.peer import now_ms
+from runtime.replica import now_ms
 from runtime.status import age_s, link_report, quarantine_report
 from store.store import Store
 

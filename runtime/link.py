@@ -43,7 +43,7 @@ import grpc
 from runtime.config import HubAddress, TLSPaths
 from core.errors import StoreUnavailable
 from runtime import metrics, wire
-from runtime.peer import Peer, now_ms
+from runtime.replica import Replica, now_ms
 from runtime.transport import describe_failure, secure_channel, server_certificate
 from store.store import LogEntry
 from yipanqi.v1 import federation_pb2 as pb
@@ -79,11 +79,11 @@ class LinkState:
 
 
 class Link(threading.Thread):
-    def __init__(self, peer: Peer, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
+    def __init__(self, replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
                  push_cursor: str, for_province: str | None, stop: threading.Event,
                  report: Callable[[], dict] | None = None) -> None:
         super().__init__(name="link", daemon=True)
-        self.peer = peer
+        self.replica = replica
         self.hubs = list(hubs)
         self.tls = tls
         self.source = source
@@ -123,7 +123,7 @@ class Link(threading.Thread):
         backoff = 0.25
         while not self.stop_event.is_set():
             try:
-                self.peer.store.probe()
+                self.replica.store.probe()
                 break
             except StoreUnavailable:
                 self.stop_event.wait(random.uniform(backoff / 2, backoff))
@@ -133,7 +133,7 @@ class Link(threading.Thread):
     def _session(self, hub: HubAddress, limit: float | None) -> bool | None:
         """Run one session; True if it ended cleanly (time limit), False on the hub's failure,
         None when our own store failed (the hub is not to blame)."""
-        checked = self.peer.revocations.tokens()
+        checked = self.replica.revocations.tokens()
         try:
             revoked = self._hub_revoked(hub)
         except ssl.SSLError as err:  # not trusted, not the host we dial, or another member
@@ -175,7 +175,7 @@ class Link(threading.Thread):
                 break
             if time.monotonic() >= next_check:  # revoked while we are connected?
                 next_check = time.monotonic() + REVOCATION_RECHECK
-                tokens = self.peer.revocations.tokens()
+                tokens = self.replica.revocations.tokens()
                 if tokens != checked:
                     try:
                         revoked, checked = (self._hub_revoked(hub) if tokens else None), tokens
@@ -205,7 +205,7 @@ class Link(threading.Thread):
         """Why we must not talk to ``hub``: its TLS certificate is revoked; None if it is not.
         Raises ``OSError`` when no TLS handshake with the hub completes."""
         der = server_certificate(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key)
-        serial = self.peer.revocations.revoked_serial(der)
+        serial = self.replica.revocations.revoked_serial(der)
         if serial is None:
             return None
         log.error("refused hub-%s: its TLS certificate is revoked (serial %s)", hub.name, serial)
@@ -242,7 +242,7 @@ class Link(threading.Thread):
     # -- push: our changes up ------------------------------------------------
     def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
               store_down: list) -> None:
-        store = self.peer.store
+        store = self.replica.store
         window = threading.Semaphore(WINDOW)
         sent_keys: set[str] = set()
         # Cursor of the last batch sent, and of the last ack: each written by one thread only.
@@ -258,7 +258,7 @@ class Link(threading.Thread):
                 done.set()
 
         def push_requests():  # type: ignore[no-untyped-def]
-            yield pb.PushRequest(hello=wire.hello(self.peer.identity))
+            yield pb.PushRequest(hello=wire.hello(self.replica.identity))
             position = store.cursor(self.push_cursor)
             next_report = 0.0
             while not done.is_set():
@@ -283,7 +283,7 @@ class Link(threading.Thread):
                 while not window.acquire(timeout=0.5):
                     if done.is_set():
                         return
-                certs = self.peer.certificates_for(entries, sent_keys)
+                certs = self.replica.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(hub.identity).inc(len(entries))
                 sent[0] = pos
                 yield pb.PushRequest(batch=wire.batch(pos, entries, certs))
@@ -305,7 +305,7 @@ class Link(threading.Thread):
               store_down: list) -> None:
         name = f"pull:{hub.identity}"
         acks: queue.Queue[pb.Ack | None] = queue.Queue()
-        start = self.peer.store.cursor(name)  # here, not in requests(): see _push
+        start = self.replica.store.cursor(name)  # here, not in requests(): see _push
 
         def requests():  # type: ignore[no-untyped-def]
             yield pb.PullRequest(subscribe=pb.Subscribe(cursor=start, window=WINDOW))
@@ -321,7 +321,7 @@ class Link(threading.Thread):
             for resp in call:
                 if resp.WhichOneof("msg") != "batch" or resp.batch.caught_up:
                     continue  # caught_up batches take no window slot and need no ack
-                result = self.peer.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
+                result = self.replica.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
                                                 for_province=self.for_province, cursor_name=name)
                 self.state.pulled += result.applied
                 self.state.quarantined += result.quarantined

@@ -21,7 +21,7 @@ from core import request
 from core.kinds import Kind, get_kind
 from core.record import RecordState
 from runtime import follow, metrics
-from runtime.peer import Peer, now_ms
+from runtime.replica import Replica, now_ms
 from store.store import Edit
 
 OPS = ("create", "update", "delete", "settle")
@@ -58,8 +58,8 @@ def _noting(edit: Callable[[RecordState | None], tuple[str, Mapping[str, object]
 
 
 class RecordService:
-    def __init__(self, peer: Peer, signer: Signer, today: Callable[[], dt.date] = dt.date.today) -> None:
-        self.peer = peer
+    def __init__(self, replica: Replica, signer: Signer, today: Callable[[], dt.date] = dt.date.today) -> None:
+        self.replica = replica
         self.signer = signer
         self.today = today
 
@@ -70,9 +70,9 @@ class RecordService:
         write accepted here would be reported as sent and then never arrive anywhere.
         The revocation list is re-read first, so a revocation takes effect at once.
         """
-        self.peer.sync_revocations()
+        self.replica.sync_revocations()
         key_id = self.signer.key_id
-        if key_id not in self.peer.keyring:
+        if key_id not in self.replica.keyring:
             raise KeyUnusable(
                 f"this node's signing key {key_id} is revoked: no peer would accept what it signs; "
                 "install a new signing certificate ([signing] key/cert) and restart before writing")
@@ -87,7 +87,7 @@ class RecordService:
         if kind == "person" and op in ("update", "settle") and follow.moves(fields):
             return self._move(op, record_id, fields, operator)
         kind, record_id, edit = self.prepare(op, kind, record_id, fields)
-        change = self.peer.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
+        change = self.replica.store.write_local(kind, record_id, edit, operator=operator, now_ms=now_ms(),
                                              seal=self.signer.seal_batch)
         metrics.LOCAL_WRITES.labels(change.op).inc()
         return change.state
@@ -96,10 +96,10 @@ class RecordService:
         """A write to a person's provinces, with the records that follow the person (runtime.follow)."""
         kind, person_id, edit = self.prepare(op, "person", person_id, fields)
         after: list[Mapping[str, object]] = []
-        items = [(kind, person_id, _noting(_strict(edit), after))] + follow.edits(self.peer.store, person_id,
+        items = [(kind, person_id, _noting(_strict(edit), after))] + follow.edits(self.replica.store, person_id,
                                                                 lambda: after[0] if after else None)
         try:
-            results = self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
+            results = self.replica.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
                                                         seal=self.signer.seal_batch)
         except _Refusal as r:
             raise r.error from None
@@ -112,14 +112,14 @@ class RecordService:
         """Rewrite the followers held here of each person whose provinces differ from the person's
         (node.refollow), as one local write of this node's: one transaction, one signature. A
         person this province is not involved in is left alone. Returns the followers written."""
-        own = Identity.parse(self.peer.identity).province
+        own = Identity.parse(self.replica.identity).province
         if own is None:
-            raise LocalError(f"{self.peer.identity} is not a province: it writes no records")
+            raise LocalError(f"{self.replica.identity} is not a province: it writes no records")
         self.check_signing_key()
         items: list[follow.Item] = []
         for person_id in person_ids:
-            items.extend(follow.repairs(self.peer.store, person_id, own))
-        results = self.peer.store.write_local_batch(items, operator=None, now_ms=now_ms(),
+            items.extend(follow.repairs(self.replica.store, person_id, own))
+        results = self.replica.store.write_local_batch(items, operator=None, now_ms=now_ms(),
                                                     seal=self.signer.seal_batch)
         written = [r for r in results if not isinstance(r, SyncError)]
         for r in written:
@@ -134,7 +134,7 @@ class RecordService:
         self.check_signing_key()
         items = [self.prepare(op, kind, record_id, fields) for op, kind, record_id, fields in rows]
         try:
-            results = self.peer.store.write_local_batch([(k, r, _strict(e)) for k, r, e in items],
+            results = self.replica.store.write_local_batch([(k, r, _strict(e)) for k, r, e in items],
                                                         operator=operator, now_ms=now_ms(),
                                                         seal=self.signer.seal_batch)
         except _Refusal as r:
@@ -160,10 +160,10 @@ class RecordService:
                 # A move, as in write(): the records that follow the person move with it, in this batch.
                 after: list[Mapping[str, object]] = []
                 items.append((kind, record_id, _noting(edit, after)))
-                items.extend(follow.edits(self.peer.store, record_id, lambda after=after: after[0] if after else None))
+                items.extend(follow.edits(self.replica.store, record_id, lambda after=after: after[0] if after else None))
             else:
                 items.append((kind, record_id, edit))
-        results = self.peer.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
+        results = self.replica.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
                                                     seal=self.signer.seal_batch)
         for r in results:
             if not isinstance(r, SyncError):
@@ -208,7 +208,7 @@ class RecordService:
                 self._check_involved(k, None, clean)
                 return op, clean
             if current is None:
-                raise NotFound(f"no {kind} record {record_id} on {self.peer.identity}")
+                raise NotFound(f"no {kind} record {record_id} on {self.replica.identity}")
             if op == "update" and current.deleted:
                 raise LocalError(f"{kind} {record_id} is deleted; settle it to restore")
             if op == "settle":
@@ -235,12 +235,12 @@ class RecordService:
         """Requests are sent, answered and closed by their own rules (core.request): the node
         fills in sender, side, dates and state, and checks who may do what."""
         k = get_kind(request.KIND)
-        own = Identity.parse(self.peer.identity).province or ""
+        own = Identity.parse(self.replica.identity).province or ""
         today = self.today()
         fields = {f: v for f, v in fields.items() if f != "request_id"}
         if op == "create":
             pid = fields.get("person_id")
-            person = self.peer.store.get("person", pid) if isinstance(pid, str) else None
+            person = self.replica.store.get("person", pid) if isinstance(pid, str) else None
             values = request.new(fields, own=own, person=None if person is None or person.deleted else person.values(),
                                  today=today)
             clean = k.validate(values, today=today)
@@ -258,7 +258,7 @@ class RecordService:
                     raise LocalError(f"request {record_id} already exists")
                 return op, clean
             if current is None or current.deleted:
-                raise NotFound(f"no request {record_id} on {self.peer.identity}")
+                raise NotFound(f"no request {record_id} on {self.replica.identity}")
             writes = request.transition(current.values(), op, fields, own, today)
             k.validate({f: v for f, v in {**current.values(), **writes}.items() if v is not None and f in k.fields},
                        today=today)
@@ -270,18 +270,18 @@ class RecordService:
         """A province writes only records that involve it, before or after the write (as every
         hub and node checks on receipt: a write that fails this would stay here and be quarantined
         everywhere else)."""
-        own = Identity.parse(self.peer.identity).province
+        own = Identity.parse(self.replica.identity).province
         before = state_provinces(current) if current is not None else frozenset()
         new = {f: clean[f] for f in k.routing_fields if clean.get(f) is not None}
         involved = before | k.provinces(new)
         if own is not None and own not in involved:
             field = next((f for f in reversed(k.routing_fields) if f in clean), k.routing_fields[-1])
-            raise ValidationError(field, f"{self.peer.identity} may only write records that involve province "
+            raise ValidationError(field, f"{self.replica.identity} may only write records that involve province "
                                          f"{own}; this one involves {', '.join(sorted(involved)) or 'none'}")
 
     def get(self, kind: str, record_id: str) -> RecordState:
         get_kind(kind)
-        return self.peer.store.require(kind, record_id)
+        return self.replica.store.require(kind, record_id)
 
 
 class _Refusal(Exception):

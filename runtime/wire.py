@@ -19,7 +19,7 @@ MAX_SEAL_SIZE = 2**31 - 1
 
 # Batches. Senders cut a batch at BATCH_CHANGES changes or BATCH_BYTES of change bodies,
 # whichever comes first; receivers refuse a batch over MAX_BATCH_CHANGES or MAX_BATCH_BYTES
-# whole (runtime.peer), without looking at its changes one by one.
+# whole (runtime.replica), without looking at its changes one by one.
 BATCH_CHANGES = 500
 BATCH_BYTES = 512 * 1024  # 500 ordinary changes (~750 bytes each) fit
 MAX_BATCH_CHANGES = 2000

@@ -37,7 +37,7 @@ from core.hlc import Timestamp
 from core.person import validate_person
 from runtime import wire
 from runtime.fairshare import PER_IDENTITY, PER_METHOD
-from runtime.peer import now_ms
+from runtime.replica import now_ms
 from runtime.transport import secure_channel
 from store.quarantine import MAX_ROWS
 from tests.integration.conftest import Fed, RawPush, eventually, person, yipanqi_ok

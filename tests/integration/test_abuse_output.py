@@ -43,7 +43,7 @@ from core.change import Envelope, parse
 from core.hlc import Timestamp
 from core.person import FIELDS, validate_person
 from runtime import wire
-from runtime.peer import now_ms
+from runtime.replica import now_ms
 from store.store import Accepted, Store
 from tests.integration.conftest import Fed, RawPush, eventually, person, running, yipanqi
 from tests.integration.test_attacks import peer_channel, push

@@ -41,7 +41,7 @@ from core.change import Change, Envelope, parse
 from core.hlc import Timestamp
 from core.person import validate_person
 from runtime import wire
-from runtime.peer import now_ms
+from runtime.replica import now_ms
 from runtime.records import described
 from runtime.transport import CHANNEL_OPTIONS, MAX_MESSAGE, secure_channel
 from tests.integration.conftest import Fed, running, person, RawPush

@@ -27,7 +27,7 @@ from core.change import Change, Envelope
 from core.hlc import Timestamp
 from core.person import validate_person
 from runtime import wire
-from runtime.peer import now_ms
+from runtime.replica import now_ms
 from runtime.records import described
 from runtime.transport import secure_channel
 from tests.integration.conftest import Fed, person, RawPush
@@ -109,7 +109,7 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         reply = push.exchange(fpb.PushRequest(batch=fpb.Batch(cursor=2, changes=[
             _sealed(s44, good2), _sealed(s44, good), _sealed(s44, equivocating)])))
         assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (2, 1, 1, 1)
-        # (e) a malformed seal: its batch is refused whole (runtime.peer), and the stream still goes on.
+        # (e) a malformed seal: its batch is refused whole (runtime.replica), and the stream still goes on.
         reply = push.exchange(fpb.PushRequest(batch=fpb.Batch(cursor=3, changes=[garbled])))
         assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (3, 0, 0, 1)
         push.close()

@@ -29,7 +29,7 @@ from core.change import Envelope, parse
 from core.hlc import Timestamp
 from core.person import validate_person
 from runtime import wire
-from runtime.peer import now_ms
+from runtime.replica import now_ms
 from tests.integration.conftest import Fed, eventually, person
 from tests.integration.test_attacks import (NATIONAL, PEARL, RawPush, launch, logged, peer_channel, push, shown,
                                             signer)

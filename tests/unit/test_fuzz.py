@@ -362,7 +362,7 @@ def test_intake_check_never_raises_and_accepts_nothing_forged(keys: Keys, data: 
                                          peer_may_forward=peer.startswith("hub-"), for_province=for_province,
                                          full=full)
     except intake.BatchRefused:
-        # The one refusal of a whole batch (runtime.peer stores it as one entry): more bad signatures
+        # The one refusal of a whole batch (runtime.replica stores it as one entry): more bad signatures
         # than any honest sender makes, each an Ed25519 verify.
         bad = 0
         for env in envelopes:
@@ -438,7 +438,7 @@ def test_store_ingest_of_checked_batches_never_raises(keys: Keys, template: dict
                 try:
                     accepted, refused = intake.check(order, keys.pki.verifier(), peer="hub-pearl",
                                                      peer_may_forward=True, for_province=for_province)
-                except intake.BatchRefused as err:  # refused whole, in one entry, as runtime.peer does
+                except intake.BatchRefused as err:  # refused whole, in one entry, as runtime.replica does
                     checked -= 1  # (a peer sending this many bad signatures is itself bad: nothing in it counts)
                     accepted = []
                     refused = [dataclasses.replace(intake.unreadable(order[0].body, f"malformed: {err}", "hub-pearl"),
@@ -516,7 +516,7 @@ EDGE_CASES = {
 @pytest.mark.parametrize("owner", ["hub-national", "hub-pearl", "province-45"])
 def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys, db_url: str, owner: str) -> None:
     from certs.revocation import RevocationList
-    from runtime.peer import Peer
+    from runtime.replica import Replica
 
     s44 = keys.pki.signer("province-44")
     base = CHANGES_44[0]  # a record of household 45, residence 44
@@ -536,9 +536,9 @@ def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys
     hub = owner.startswith("hub-")
     store = Store.open(db_url, owner=owner, index_routes=hub, hold_records=owner != "hub-pearl")
     try:
-        peer = Peer(owner, store, keys.pki.keyring(), RevocationList(None))
+        replica = Replica(owner, store, keys.pki.keyring(), RevocationList(None))
         batch = fpb.Batch(cursor=1, changes=msgs)
-        result = peer.ingest_batch(batch, via="hub-pearl" if owner == "province-45" else "province-44",
+        result = replica.ingest_batch(batch, via="hub-pearl" if owner == "province-45" else "province-44",
                                    peer_may_forward=owner == "province-45",
                                    for_province="45" if owner == "province-45" else None, cursor_name="in")
         assert result.applied + result.duplicates + result.quarantined == len(msgs)
@@ -554,8 +554,8 @@ def test_signed_edge_cases_are_stored_or_quarantined_on_every_backend(keys: Keys
         for e in logged.values():
             assert (parse if store.hold_records else parse_head)(e.body) is not None
         list(store.iter_records("person", include_deleted=True))
-        # A seal that does not even decode refuses its whole batch (runtime.peer), in one entry.
-        result = peer.ingest_batch(fpb.Batch(cursor=2, changes=[wire.signed_change(moved), msgs[-1]]),
+        # A seal that does not even decode refuses its whole batch (runtime.replica), in one entry.
+        result = replica.ingest_batch(fpb.Batch(cursor=2, changes=[wire.signed_change(moved), msgs[-1]]),
                                    via="hub-pearl" if owner == "province-45" else "province-44",
                                    peer_may_forward=owner == "province-45",
                                    for_province="45" if owner == "province-45" else None, cursor_name="in")

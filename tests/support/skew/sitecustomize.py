@@ -4,7 +4,7 @@ Put this directory first on ``PYTHONPATH`` of a node or hub process and set
 ``YIPANQI_TEST_CLOCK_SKEW_S`` (seconds, may be negative or fractional): from
 interpreter start-up on, ``time.time()`` and ``time.time_ns()`` run that far
 ahead (or behind). The project reads the wall clock only through those two
-(``runtime.peer.now_ms``), so its HLC timestamps, ``at_ms``, ``received_ms`` and
+(``runtime.replica.now_ms``), so its HLC timestamps, ``at_ms``, ``received_ms`` and
 log lines all carry the skew, as on a machine whose clock is off. Monotonic
 clocks (timeouts, backoff), ``datetime.now()`` (certificate validity) and
 TLS inside gRPC's C core keep the true time.

@@ -1,6 +1,6 @@
 """What every running node and hub holds: its store, its trust and its clock.
 
-``Peer`` is where a received batch is turned into stored changes: it learns
+``Replica`` is where a received batch is turned into stored changes: it learns
 the signing certificates that travel with the batch (each is checked against
 the federation CA by the keyring before it is trusted), runs every change
 through ``runtime.intake.check``, and ingests the result in one transaction.
@@ -39,7 +39,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Peer:
+class Replica:
     def __init__(self, identity: str, store: Store, keyring: Keyring,
                  revocations: RevocationList | None = None) -> None:
         self.revocations = revocations or RevocationList(None)
