@@ -16,6 +16,7 @@ from node.link import Link
 from node.metrics import serve_metrics
 from node.outage import log_outages
 from node.fairshare import Slots
+from node import reports
 from node.peer import Peer
 from node.clock import today
 from node.records import RecordService
@@ -44,7 +45,7 @@ def run_node(cfg: NodeConfig) -> None:
     stop = threading.Event()
 
     link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
-                report=lambda: node_report(store))
+                report=lambda: reports.sign(signer, node_report(store)))  # signed: no hub can alter it
     records = RecordService(peer, signer, today=today)
     peer.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
