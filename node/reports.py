@@ -201,6 +201,7 @@ class Desk:
         self.refused: dict[str, int] = {}  # TLS peer -> reports refused, for status
         self._log_at: dict[str, float] = {}
         self._not_after: dict[str, dt.datetime] = {}
+        self._learn_at: dict[str, float] = {}  # key id -> when its certificate was last offered to the keyring
         self._lock = threading.Lock()
 
     def take(self, who: str, text: str) -> list[str]:
@@ -248,7 +249,7 @@ class Desk:
             der = _b64("signed.certificate", envelope["certificate"], MAX_CERTIFICATE)
             if fingerprint_key_id(der) != key_id:
                 raise BadReport("signed.certificate: is not the certificate of signed.key_id")
-            if key_id not in self.trust.keyring:
+            if key_id not in self.trust.keyring and self._may_learn(key_id):
                 self.trust.learn([der])  # checked against the federation CA and revocations first
         try:
             data = body.encode()
@@ -287,6 +288,18 @@ class Desk:
                         return  # the same report again (a hub relays the latest until a newer one comes)
                     raise BadReport(f"signed.body.at_ms: {identity} already reported at that time")
             self.latest[identity] = Accepted(identity, at, signature, figures, envelope, who, now)
+
+    def _may_learn(self, key_id: str) -> bool:
+        """A certificate the keyring refused (and logged) is offered to it again at most once a
+        minute: a report every few seconds carrying a revoked one must not flood the log."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._learn_at.get(key_id, -1e9) < 60:
+                return False
+            if len(self._learn_at) >= 1024:
+                self._learn_at.clear()
+            self._learn_at[key_id] = now
+        return True
 
     def _expiry(self, key_id: str) -> dt.datetime:
         expiry = self._not_after.get(key_id)

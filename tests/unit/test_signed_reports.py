@@ -198,3 +198,20 @@ def test_the_federation_table_attributes_delays_and_freshness_to_signed_reports(
     assert "records" in r45["self_reported"] and "receive_p95_s" in r45["self_reported"]
     assert (r45["records"], r45["national_records"], r45["national_rejects"], r45["rejects"]) == (7, 0, 0, 2)
     assert (r46["connected"], r46["records"], r46["self_reported"], r46["last_report_age_s"]) == (False, None, [], None)
+
+
+def test_a_refused_certificate_is_not_offered_to_the_keyring_at_every_report(ca: CA, tmp_path: Path) -> None:
+    """A report every 5 s carrying a certificate the keyring refuses (and logs) would flood the log."""
+    foreign = create_ca(tmp_path / "foreign")
+    paths = issue_identity(foreign, "province-44", tmp_path / "f44")
+    assert paths.sign_key is not None and paths.sign_cert is not None
+    impostor = Signer.load(paths.sign_key, paths.sign_cert)
+    offered: list[bytes] = []
+    trust = Trust(ca)
+    learn = trust.learn
+    trust.learn = lambda ders: (offered.extend(ders), learn(ders))  # type: ignore[method-assign]
+    desk = Desk(trust, now_ms=lambda: NOW)
+    for at in range(5):
+        (problem,) = desk.take("province-44", _report(impostor, at=NOW - 10 + at))
+        assert "no trusted signing certificate" in problem
+    assert offered == [impostor.cert_der] and desk.refused == {"province-44": 5} and desk.rows() == {}
