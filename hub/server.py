@@ -53,7 +53,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.desk.rows(),
-                                             federation.refused_reports, federation.desk.hub_claims()), None, gate,
+                                             federation.desk.refused_counts(), federation.desk.hub_claims()), None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)))
 
@@ -66,7 +66,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     slots.start_sweeper(stop)
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
-                                     federation.desk.rows(), federation.refused_reports,
+                                     federation.desk.rows(), federation.desk.refused_counts(),
                                      federation.desk.hub_claims()))
     if link is not None:
         link.start()

@@ -319,6 +319,10 @@ class Desk:
         with self._lock:
             return [a.envelope for _, a in sorted(self.latest.items())]
 
+    def refused_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.refused)
+
     def hub_claims(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {who: dict(claim) for who, claim in sorted(self.claims.items())}
