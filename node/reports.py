@@ -287,7 +287,8 @@ class Desk:
                     if signature == last.signature:
                         return  # the same report again (a hub relays the latest until a newer one comes)
                     raise BadReport(f"signed.body.at_ms: {identity} already reported at that time")
-            self.latest[identity] = Accepted(identity, at, signature, figures, envelope, who, now)
+            kept = {k: envelope[k] for k in ("body", "key_id", "signature", "certificate") if k in envelope}
+            self.latest[identity] = Accepted(identity, at, signature, figures, kept, who, now)
 
     def _may_learn(self, key_id: str) -> bool:
         """A certificate the keyring refused (and logged) is offered to it again at most once a
