@@ -36,6 +36,10 @@ from core.errors import BadSignature, ValidationError
 from core.identity import Identity
 from core.merkle import Proven, Seal, build, signed_message, walk
 
+# Status reports (runtime.reports) are signed behind their own prefix, so a report signature can never
+# stand for a batch or certificate-document signature, nor the other way round.
+REPORT_PREFIX = b"yipanqi report v1\n"
+
 ProvenBatches = dict[tuple[str, bytes, int], Proven]  # (key id, signature, size) -> verified tree nodes
 
 
@@ -68,6 +72,10 @@ class Signer:
         """Ed25519 over a certificate document's signed bytes (core.certdoc), behind its own
         prefix, so a document signature can never stand for a batch signature or vice versa."""
         return self._key.sign(MESSAGE_PREFIX + signed)
+
+    def sign_report(self, body: bytes) -> bytes:
+        """Ed25519 over a status report's exact bytes (runtime.reports), behind REPORT_PREFIX."""
+        return self._key.sign(REPORT_PREFIX + body)
 
     def seal_batch(self, bodies: Sequence[bytes]) -> list[Seal]:
         """One signature over the batch root; one Seal (with proof) per body."""

@@ -112,18 +112,30 @@ def render(doc: dict) -> Group:
                   text(_age(row["oldest_age_s"])), text(row["acked"]), text(_since(row["last_contact_ms"])))
     parts: list = [t]
     if doc.get("federation"):
-        f = Table(title="the whole federation (from each province's reports)")
-        for col in ("prov", "region", "up", "backlog", "oldest", "lag", "conflicts", "rejects",
-                    "deliver p50/p95", "receive p50/p95"):
+        f = Table(title="the whole federation (from each province's signed reports; "
+                        "* = the province's own word, held = cross-province records counted here)")
+        for col in ("prov", "region", "up", "held", "backlog*", "oldest*", "lag*", "conflicts*", "rejects*",
+                    "deliver p50/p95 (worst by)", "receive p50/p95*"):
             f.add_column(col)
         for row in doc["federation"]:
             def pair(a, b):  # type: ignore[no-untyped-def]
                 return text("-" if a is None else f"{_age(a)}/{_age(b)}")
-            f.add_row(text(row["province"]), text(row["region"]), _yes(row["connected"]), _n(row["backlog"]),
+            by = row.get("delivery_p95_by")
+            f.add_row(text(row["province"]), text(row["region"]), _yes(row["connected"]),
+                      _n(row.get("national_records")), _n(row["backlog"]),
                       text(_age(row["oldest_age_s"])), text(_age(row["lag_s"])), _n(row["conflicts"]),
-                      text(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"]),
+                      text(row["rejects"]), pair(row["delivery_p50_s"], row["delivery_p95_s"])
+                      + text(f" ({plain(by).removeprefix('province-')})" if by else ""),
                       pair(row["receive_p50_s"], row["receive_p95_s"]))
         parts.append(f)
+    if doc.get("hub_claims"):
+        h = Table(title="regional hubs (each hub's own claim, not verified)")
+        for col in ("hub", "log at", "quarantined", "last report"):
+            h.add_column(col)
+        for claim in doc["hub_claims"]:
+            h.add_row(text(claim["hub"]), _n(claim["log_lsn"]), _n(claim["quarantined"]),
+                      text(_age(claim["last_report_age_s"])))
+        parts.append(h)
     up = Table(show_header=False)
     if doc.get("store") is not None:
         up.add_row("store", _store(doc["store"]))

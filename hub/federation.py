@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import replace
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
-from hub import reports
-from runtime import metrics, wire
+from runtime import metrics, reports, wire
 from runtime.replica import Replica, now_ms
+from hub.status import hub_report
 from runtime.transport import PeerGate
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
@@ -38,17 +37,27 @@ MAX_IN_FLIGHT = 1024 * 1024
 MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT is free
 
 
+class ReportRelay:
+    """How a regional hub passes reports up to the national hub: its own figures and its nodes'
+    signed reports, as received. The seam where a test swaps in a misbehaving hub (see
+    tests/support/rogue_hub.py); whatever a relay sends, the national hub keeps only what verifies."""
+
+    def upward(self, report: dict[str, Any]) -> dict[str, Any]:
+        return report
+
+
 class FederationServicer(pb_grpc.FederationServicer):
-    def __init__(self, replica: Replica, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate) -> None:
+    def __init__(self, replica: Replica, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate,
+                 relay: ReportRelay | None = None) -> None:
         self.gate = gate
         self.replica = replica
         self.hub = hub  # "pearl", "national"
         self.topology = topology
         self.stopping = stopping
         self.connected: dict[str, dict[str, int]] = {}  # peer -> {"push": since_ms, "pull": since_ms}
-        self.reports: dict[str, dict] = {}  # identity -> its latest report (+ "received_ms", "via")
-        self.refused_reports: dict[str, int] = {}  # peer -> reports refused (hub.reports), for status
-        self._report_log_at: dict[str, float] = {}
+        self.desk = reports.Desk(replica)  # signed reports kept, refused reports counted per peer
+        self.refused_reports = self.desk.refused  # peer -> reports refused (runtime.reports), for status
+        self.relay = relay or ReportRelay()
         # Open streams per (peer, kind): a peer that reconnected while its old stream was still
         # being torn down (or lingers, half-open) has two for a while; it is connected until the last ends.
         self._open: dict[tuple[str, str], int] = {}
@@ -101,24 +110,13 @@ class FederationServicer(pb_grpc.FederationServicer):
             self._mark(who, "push", False)
 
     def _report(self, who: str, text: str) -> None:
-        """Keep a peer's latest self-report (hub.reports); a hub's report carries its nodes' too.
-        A report that does not fit the schema is refused and counted; the stream goes on."""
-        try:
-            own, nodes = reports.parse(text, from_hub=Identity.parse(who).role == "hub")
-        except reports.BadReport as err:
-            with self._open_lock:
-                self.refused_reports[who] = self.refused_reports.get(who, 0) + 1
-            now = time.monotonic()
-            if now - self._report_log_at.get(who, -1e9) >= 60:  # one line a minute per peer
-                self._report_log_at[who] = now
-                log.warning("refused a report from %s: %s (%d so far)", who, err, self.refused_reports[who])
-            return
-        self.reports[who] = {**own, "identity": who, "received_ms": now_ms(), "via": who}
-        if nodes:
-            served = self.topology.served_by(Identity.parse(who).name)  # a hub speaks only for its own nodes
-            for identity, report in nodes.items():
-                if identity[len("province-"):] in served:
-                    self.reports[identity] = {**report, "identity": identity, "via": who}
+        """Keep what verifies of a peer's report (runtime.reports.Desk); the rest is refused, counted
+        against ``who`` and logged without its data; the stream goes on."""
+        self.desk.take(who, text)
+
+    def upward_report(self) -> dict[str, Any]:
+        """What a regional hub tells the national hub: its own figures and its nodes' signed reports."""
+        return self.relay.upward(hub_report(self.replica.store, self.desk.envelopes()))
 
     def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
         who = self.gate.identity(context)

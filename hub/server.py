@@ -10,7 +10,7 @@ from core.errors import StoreUnavailable
 from runtime.config import HubConfig
 from runtime.transport import PeerGate
 from core.routing import Topology
-from hub.federation import FederationServicer
+from hub.federation import FederationServicer, ReportRelay
 from runtime.admin import AdminServicer
 from runtime.certificates import CertificateDesk, document_verifier
 from runtime.link import Link
@@ -19,12 +19,13 @@ from runtime.outage import log_outages
 from runtime.fairshare import Slots
 from runtime.replica import Replica
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
-from hub.status import hub_report, hub_status
+from hub.status import hub_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 
 
-def run_hub(cfg: HubConfig) -> None:
+def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
+    """``relay``: how reports go upstream; only tests pass another (tests/support/rogue_hub.py)."""
     setup_logging(cfg.identity, cfg.log_level)
     # The national hub keeps the national cross-province case database: it merges records too.
     try:
@@ -37,7 +38,7 @@ def run_hub(cfg: HubConfig) -> None:
     replica = Replica(cfg.identity, store, keyring_for(cfg.tls), revocations)
     topology = Topology.of(cfg.regions, cfg.guests)
     stop = threading.Event()
-    federation = FederationServicer(replica, cfg.name, topology, stop, gate)
+    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay)
     link = None
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
@@ -47,12 +48,12 @@ def run_hub(cfg: HubConfig) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=lambda: hub_report(store, federation.reports))
+                    report=federation.upward_report)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
-                                             link.state if link else None, federation.reports,
-                                             federation.refused_reports), None, gate,
+                                             link.state if link else None, federation.desk.rows(),
+                                             federation.desk.refused_counts(), federation.desk.hub_claims()), None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)))
 
@@ -65,7 +66,8 @@ def run_hub(cfg: HubConfig) -> None:
     slots.start_sweeper(stop)
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
-                                     federation.reports, federation.refused_reports))
+                                     federation.desk.rows(), federation.desk.refused_counts(),
+                                     federation.desk.hub_claims()))
     if link is not None:
         link.start()
     run_until_signal(server, stop, store.close)

@@ -20,48 +20,70 @@ from runtime.status import age_s, link_report, quarantine_report
 from store.store import Store
 
 
-def hub_report(store: Store, reports: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
-    """A regional hub's report upward: its own figures plus its nodes' latest reports."""
+def hub_report(store: Store, signed: list[dict[str, object]]) -> dict[str, object]:
+    """A regional hub's report upward: its own figures (its claim) plus its nodes' latest signed
+    reports, unchanged (runtime.reports)."""
     return {
         "at_ms": now_ms(),
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
-        "nodes": {k: dict(v) for k, v in reports.items() if k.startswith("province-")},
+        "nodes": list(signed),
     }
 
 
+# A province is "up" while its own signed report time is less than this old. Nodes report every
+# 5 s (runtime.link.REPORT_EVERY) and a regional hub relays every 5 s: a stopped node is down after
+# at most ONLINE_S, whatever any hub says (a report time ahead of ours is refused past
+# runtime.reports.REPORT_SKEW_MS).
 ONLINE_S = 20.0
+# Figures in a federation row that are the province's own word (its signed report), not counted here.
+SELF_REPORTED = ("records", "backlog", "oldest_age_s", "lag_s", "conflicts", "rejects",
+                 "receive_p50_s", "receive_p95_s")
 
 
 def federation_table(store: Store, topology: Topology, reports: Mapping[str, Mapping[str, object]],
                      now: int) -> list[dict[str, object]]:
     """Every province in one table, for the national hub (双向考核 included).
 
-    As sender: how long changes authored by the province took to reach the other
-    provinces involved (the median of the receivers' medians, the worst of their
-    95th percentiles). As receiver: the province's own view of its incoming delays.
+    ``reports`` are the provinces' signed reports (runtime.reports.Desk.rows): no hub can write
+    one. "connected" and "last_report_age_s" come from the province's own signed report time.
+    What the province says about itself is listed in each row's "self_reported"; what this
+    hub counts from its own database is "national_records" (the cross-province records it
+    holds involving the province) and "national_rejects" (its changes quarantined here).
+
+    As sender: how long changes authored by the province took to reach the other provinces,
+    from each receiver's signed report of its own arrivals (the median of the receivers'
+    medians, the worst of their 95th percentiles; "delivery_p95_by" names the receiver that
+    reported that worst figure, "delivery_reported_by" every receiver counted). As receiver:
+    the province's own signed view of its incoming delays.
     """
     from statistics import median
 
     hub_rejects = store.quarantined_by_origin()
-    sent: dict[str, list[dict]] = {}
-    for report in reports.values():
+    involved: dict[str, int] = {}
+    if store.hold_records:
+        for h, r, _month, n in store.flow_counts("person"):
+            for code in {h, r} - {None}:
+                involved[code] = involved.get(code, 0) + n  # type: ignore[index]
+    sent: dict[str, list[tuple[str, dict]]] = {}
+    for receiver, report in sorted(reports.items()):
         for origin, d in (report.get("delivery") or {}).items():  # type: ignore[union-attr]
-            if isinstance(d, dict):
-                sent.setdefault(origin, []).append(d)
+            if isinstance(d, dict) and origin != receiver:
+                sent.setdefault(origin, []).append((receiver, d))
     rows = []
     for region, provinces in sorted(topology.regions.items()):
         for code in sorted(provinces):
             identity = f"province-{code}"
             r = reports.get(identity, {})
-            received = r.get("received_ms")
+            at = r.get("at_ms")
             incoming = [d for d in (r.get("delivery") or {}).values() if isinstance(d, dict)]  # type: ignore[union-attr]
             outgoing = sent.get(identity, [])
+            worst = max(outgoing, key=lambda rd: rd[1]["p95_s"]) if outgoing else None
             rows.append({
                 "province": code,
                 "region": region,
-                "connected": received is not None and (now - int(received)) / 1000 < ONLINE_S,  # type: ignore[arg-type]
-                "last_report_age_s": age_s(received, now),  # type: ignore[arg-type]
+                "connected": at is not None and (now - int(at)) / 1000 < ONLINE_S,  # type: ignore[arg-type]
+                "last_report_age_s": age_s(at, now),  # type: ignore[arg-type]
                 "via": r.get("via"),
                 "records": r.get("records"),
                 "backlog": r.get("backlog"),
@@ -69,17 +91,31 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
                 "lag_s": r.get("max_lag_s"),
                 "conflicts": r.get("conflicts"),
                 "rejects": (r.get("quarantined") or 0) + hub_rejects.get(identity, 0),  # type: ignore[operator]
-                "delivery_p50_s": median(d["p50_s"] for d in outgoing) if outgoing else None,
-                "delivery_p95_s": max(d["p95_s"] for d in outgoing) if outgoing else None,
+                "delivery_p50_s": median(d["p50_s"] for _, d in outgoing) if outgoing else None,
+                "delivery_p95_s": worst[1]["p95_s"] if worst else None,
                 "receive_p50_s": median(d["p50_s"] for d in incoming) if incoming else None,
                 "receive_p95_s": max(d["p95_s"] for d in incoming) if incoming else None,
+                "self_reported": list(SELF_REPORTED) if r else [],
+                "national_records": involved.get(code, 0) if store.hold_records else None,
+                "national_rejects": hub_rejects.get(identity, 0),
+                "delivery_p95_by": worst[0] if worst else None,
+                "delivery_reported_by": [who for who, _ in outgoing],
             })
     return rows
 
 
+def hub_claims(claims: Mapping[str, Mapping[str, object]], now: int) -> list[dict[str, object]]:
+    """What each regional hub says of itself in its reports: its claim (over its TLS identity),
+    not verified by anyone and shown as such."""
+    return [{"hub": who, "claim": True, "log_lsn": c.get("log_lsn"), "quarantined": c.get("quarantined"),
+             "claimed_at_ms": c.get("at_ms"), "last_report_age_s": age_s(c.get("received_ms"), now)}  # type: ignore[arg-type]
+            for who, c in sorted(claims.items())]
+
+
 def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None,
-               refused_reports: Mapping[str, int] | None = None) -> dict[str, object]:
+               refused_reports: Mapping[str, int] | None = None,
+               claims: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, object]:
     now = now_ms()
     try:
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
@@ -93,6 +129,8 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
         if hub == "national":
             report["federation"] = []
     report["reports"] = {"refused": dict(sorted((refused_reports or {}).items()))}  # kept in memory, not in the store
+    if hub == "national":
+        report["hub_claims"] = hub_claims(claims or {}, now)
     report["store"] = store_report(store)
     return report
 
@@ -145,4 +183,4 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
     return report
 
 
-__all__ = ["federation_table", "hub_report", "hub_status"]
+__all__ = ["federation_table", "hub_claims", "hub_report", "hub_status"]

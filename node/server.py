@@ -16,6 +16,7 @@ from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
+from runtime import reports
 from runtime.replica import Replica
 from runtime.clock import today
 from runtime.records import RecordService
@@ -44,7 +45,7 @@ def run_node(cfg: NodeConfig) -> None:
     stop = threading.Event()
 
     link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
-                report=lambda: node_report(store))
+                report=lambda: reports.sign(signer, node_report(store)))  # signed: no hub can alter it
     records = RecordService(replica, signer, today=today)
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,

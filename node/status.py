@@ -58,7 +58,8 @@ def _requests(store: Store) -> dict[str, int]:
 
 
 def node_report(store: Store) -> dict[str, object]:
-    """What a node tells its hub about itself every few seconds (see Report in federation.proto)."""
+    """What a node tells its hub about itself every few seconds (see Report in federation.proto);
+    the node signs it (runtime.reports.sign) and ``at_ms`` is its signed report time."""
     from runtime.stats import delivery_delays
 
     doc = node_status(store, None)

@@ -55,6 +55,9 @@ class Federation:
     root: Path
     configs: dict[str, Path]  # identity -> config path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # identity -> the module to run it with instead of cli.main (tests only: e.g. a hub with one
+    # behaviour swapped, tests/support/rogue_hub.py); given the same "-c CONFIG".
+    entries: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path, provinces: list[str], base_port: int | None = None,
@@ -88,7 +91,7 @@ class Federation:
         out = os.fdopen(fd, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.procs[identity] = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", role, "run", "-c", str(path)],
+            [sys.executable, "-m", *(self.entries.get(identity) or ["cli.main", role, "run"]), "-c", str(path)],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         out.close()

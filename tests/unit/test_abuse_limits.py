@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import ValidationError
 from core.person import check_value
-from hub import reports
+from runtime import reports
 from runtime.fairshare import OPERATORS, PER_IDENTITY, PER_METHOD, ResourceExhausted, Slots
 from runtime.junk import Pacer, RateLog
 
@@ -86,20 +86,23 @@ def test_pacer_holds_back_a_peer_over_its_budget_only() -> None:
 def test_reports_must_fit_the_schema() -> None:
     good = {"at_ms": 1, "records": 3, "quarantined": 0, "oldest_age_s": None, "max_lag_s": 0.5,
             "delivery": {"province-11": {"changes": 2, "p50_s": 0.1, "p95_s": 0.2}}, "x_newer": [1]}
-    own, nodes = reports.parse(json.dumps(good), from_hub=False)
-    assert own["records"] == 3 and "x_newer" not in own and nodes == {}
+    own = reports.node_figures(good)
+    assert own["records"] == 3 and "x_newer" not in own
     for bad, key in (({"quarantined": "x"}, "quarantined"), ({"records": -1}, "records"),
                      ({"records": True}, "records"), ({"max_lag_s": float("inf")}, "max_lag_s"),
                      ({"delivery": {"hub-x": {}}}, "delivery"), ({"delivery": []}, "delivery")):
         with pytest.raises(reports.BadReport, match=key):
-            reports.parse(json.dumps(bad), from_hub=False)
+            reports.node_figures(bad)
     with pytest.raises(reports.BadReport, match="not valid JSON"):
         reports.parse("[" * 100_000, from_hub=False)
-    with pytest.raises(reports.BadReport, match="nodes.province-11.quarantined"):
-        reports.parse(json.dumps({"log_lsn": 1, "nodes": {"province-11": {"quarantined": "x"}}}), from_hub=True)
-    own, nodes = reports.parse(json.dumps({"log_lsn": 1, "nodes": {"province-11": {**good, "received_ms": 5}}}),
-                               from_hub=True)
-    assert own == {"log_lsn": 1} and nodes["province-11"]["received_ms"] == 5
+    with pytest.raises(reports.BadReport, match="signed: missing"):
+        reports.parse(json.dumps(good), from_hub=False)  # a node's figures must come signed (test_signed_reports)
+    with pytest.raises(reports.BadReport, match="nodes: must be a list"):
+        reports.parse(json.dumps({"log_lsn": 1, "nodes": {"province-11": good}}), from_hub=True)
+    with pytest.raises(reports.BadReport, match="log_lsn"):
+        reports.parse(json.dumps({"log_lsn": "x", "nodes": []}), from_hub=True)
+    own, nodes = reports.parse(json.dumps({"log_lsn": 1, "nodes": [{"body": "{}"}]}), from_hub=True)
+    assert own == {"log_lsn": 1} and nodes == [{"body": "{}"}]
 
 
 def test_received_values_are_checked_field_by_field() -> None:
