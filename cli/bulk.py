@@ -93,6 +93,25 @@ class _Run:
         self.sent: dict[int, None] = {}  # lines sent and not yet answered, in order
         self.counts = {"new": 0, "unchanged": 0, "differing": 0, "updated": 0, "refused": 0}
         self.notes: list[tuple[int, str]] = []  # (line, what the operator is told about it)
+        self.done = False  # the call is over: nobody waits for room any more
+        self._room = threading.Condition()
+
+    def wait_room(self) -> None:
+        """Block the sending thread while over ``IN_FLIGHT`` rows are unanswered: rows sent are
+        rows the node will commit, so a Ctrl-C stops within that many (not a whole network buffer)."""
+        with self._room:
+            while len(self.sent) > IN_FLIGHT and not self.stop.is_set() and not self.done:
+                self._room.wait(0.5)
+
+    def answered(self, line: int) -> None:
+        with self._room:
+            self.sent.pop(line, None)
+            self._room.notify_all()
+
+    def finish(self) -> None:
+        with self._room:
+            self.done = True
+            self._room.notify_all()
 
     def resume_line(self) -> int:
         """The first line a re-run must read: the first row not answered, else the line after the last read."""
@@ -130,12 +149,18 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
 CHUNK_BYTES = 2 * 1024 * 1024  # well below the servers' message limit (node.transport.MAX_MESSAGE)
 
 
-def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500, update: bool = False) -> Iterator[pb.ImportChunk]:
+IN_FLIGHT = 1000  # rows sent and not yet answered, at most (two chunks: the node always has the next)
+
+
+def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500, update: bool = False,
+            run: _Run | None = None) -> Iterator[pb.ImportChunk]:
     chunk, nbytes = pb.ImportChunk(update=update), 0
     for row in rows:
         chunk.rows.append(row)
         nbytes += row.ByteSize()
         if len(chunk.rows) >= size or nbytes >= CHUNK_BYTES:
+            if run is not None:
+                run.wait_room()
             yield chunk
             chunk, nbytes = pb.ImportChunk(update=update), 0
     if chunk.rows:
@@ -179,7 +204,7 @@ def import_(config: str, file: Path, update: bool, from_line: int | None, as_jso
             reader, lines = _reader(handle, file)
             rows = _rows(reader, lines, errors, run, from_line or 0)
             try:
-                for report in client.stream("Import", _chunks(rows, update=update)):
+                for report in client.stream("Import", _chunks(rows, update=update, run=run)):
                     for result in report.results:
                         _answered(run, file, result, update)
                     progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
@@ -187,6 +212,7 @@ def import_(config: str, file: Path, update: bool, from_line: int | None, as_jso
             except KeyboardInterrupt:
                 aborted = True
     finally:
+        run.finish()
         signal.signal(signal.SIGINT, previous)
     run.counts["refused"] += len(errors)
     run.notes += errors
@@ -196,7 +222,7 @@ def import_(config: str, file: Path, update: bool, from_line: int | None, as_jso
 
 
 def _answered(run: _Run, file: Path, result: pb.ImportResult, update: bool) -> None:
-    run.sent.pop(result.line, None)
+    run.answered(result.line)
     if result.error:
         run.counts["refused"] += 1
         run.notes.append((result.line, result.error))

@@ -78,7 +78,7 @@ def test_import_reports_each_bad_row_and_loads_and_syncs_the_rest(federation: Fe
 
     r = yipanqi("person", "import", "-c", config, path)
     assert r.returncode == 2, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == f"imported {len(good)} rows, refused {len(expected)}"
+    assert r.stdout.strip().splitlines()[-1] == f"{len(good)} new, 0 unchanged, 0 differing, {len(expected)} refused"
     reported = [line for line in r.stderr.splitlines() if line.startswith(f"{path}:")]
     assert len(reported) == len(expected), r.stderr
     for line, (n, why) in zip(reported, expected):
@@ -143,7 +143,7 @@ def test_import_of_only_bad_rows_exits_1(federation: Fed, rng: random.Random, tm
                     encoding="utf-8")
     r = yipanqi("person", "import", "-c", config, path)
     assert r.returncode == 1
-    assert "imported 0 rows, refused 2" in r.stdout
+    assert "0 new, 0 unchanged, 0 differing, 2 refused" in r.stdout
     assert f"{path}:2: sex:" in r.stderr and f"{path}:3: children:" in r.stderr, r.stderr
     assert len(listed(config)) == count
 
@@ -189,7 +189,7 @@ def test_export_round_trips_through_a_fresh_node(federation: Fed, rng: random.Ra
         fresh_config = fresh.configs["province-44"]
         r = yipanqi("person", "import", "-c", fresh_config, out)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.strip().splitlines()[-1] == f"imported {len(records)} rows, refused 0"
+        assert r.stdout.strip().splitlines()[-1] == f"{len(records)} new, 0 unchanged, 0 differing, 0 refused"
         # Equal records; a cleared optional field reads as null where it was cleared and is simply
         # absent where it was never set (CSV has one spelling for both: an empty cell).
         assert {r["person_id"]: r for r in listed(fresh_config)} == {
@@ -197,9 +197,9 @@ def test_export_round_trips_through_a_fresh_node(federation: Fed, rng: random.Ra
         again = tmp_path / "again.csv"
         ok("person", "export", "-c", fresh_config, again)
         assert again.read_bytes() == out.read_bytes()
-        # Importing the same file again is refused row by row: those records exist.
+        # Importing the same file again changes nothing: every row is a person held, unchanged.
         r = yipanqi("person", "import", "-c", fresh_config, out)
-        assert r.returncode == 1 and f"imported 0 rows, refused {len(records)}" in r.stdout
-        assert "already exists" in r.stderr
+        assert r.returncode == 0 and f"0 new, {len(records)} unchanged, 0 differing, 0 refused" in r.stdout
+        assert len(listed(fresh_config)) == len(records)
     finally:
         fresh.stop_all()
