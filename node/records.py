@@ -22,6 +22,7 @@ from core import request
 from core.kinds import Kind, get_kind
 from core.record import RecordState
 from node import follow, metrics
+from node.people import add_person
 from node.peer import Peer, now_ms
 from store.store import Edit
 
@@ -86,7 +87,6 @@ class RecordService:
     def write(self, op: str, kind: str, record_id: str, fields: Mapping[str, object],
               operator: str | None) -> RecordState:
         if kind == "person" and op == "create":  # never a second record of a person held here (node.people)
-            from node.people import add_person  # node.people builds on this module
             return add_person(self, record_id, fields, operator)
         self.check_signing_key()
         if kind == "person" and op in ("update", "settle") and follow.moves(fields):

@@ -203,3 +203,29 @@ def test_export_round_trips_through_a_fresh_node(federation: Fed, rng: random.Ra
         assert len(listed(fresh_config)) == len(records)
     finally:
         fresh.stop_all()
+
+
+# -- duplicates across provinces -----------------------------------------------------
+
+def test_duplicates_at_the_national_hub_and_a_node_list_one_person_registered_twice(
+        federation: Fed, rng: random.Random) -> None:
+    """Two provinces that never hold each other's record each register the same person (until
+    records are keyed federation-wide): the national hub and the household province then hold
+    one ID number under two ids, and `duplicates` says so at both."""
+    fed = federation
+    p = person(rng, household="11", residence="44")
+    at44 = fed.write("province-44", "create", p)["person_id"]
+    at31 = fed.write("province-31", "create", {**p, "residence_province": "31", "residence_city": "上海市"})["person_id"]
+    first, second = sorted((at44, at31))
+    for where in ("hub-national", "province-11"):
+        config = fed.fed.configs[where]
+
+        def listed_pair() -> bool:
+            doc = json.loads(ok("duplicates", "-c", config, "--json"))
+            return {"person_ids": [first, second], "why": "same_id_number"} in doc
+
+        eventually(listed_pair, 45, interval=0.5, message=f"{where} does not list the duplicate")
+        assert f"{first}  {second}  same ID number under two ids" in ok("duplicates", "-c", config)
+    # A regional hub holds no records: it says so.
+    r = yipanqi("duplicates", "-c", fed.fed.configs["hub-pearl"])
+    assert r.returncode != 0 and "holds no records" in r.stderr, r.stderr
