@@ -10,13 +10,22 @@ and memory stays bounded whatever the line length.
 Export writes cells a spreadsheet would run as formulas with a leading quote
 (the OWASP rule), and import takes it off again, so export then import gives
 the same records back. The exported file holds personal data: created 0600.
+
+Import never adds a person twice (runtime.people): a row for a person the node already holds
+is "unchanged" when its values equal the record's, else "differing" (reported as FILE:LINE
+with the held person_id and the field names, and written only with ``--update``). So a file
+can be run again, whole or from ``--from-line N``. The first Ctrl-C stops reading the file,
+waits for the answers to the rows already sent (all of them committed, or refused) and says
+how many rows were committed and the line to resume from; a second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -52,26 +61,69 @@ def _reader(handle, path: Path) -> tuple[csv.DictReader, csvcells.BoundedLines]:
 
 
 def _records(reader: csv.DictReader, lines: csvcells.BoundedLines,
-             errors: list[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+             errors: list[tuple[int, str]], from_line: int = 0) -> Iterator[tuple[int, dict]]:
     """(line, row) for each row the csv module can read; an oversized line or field, or broken
-    quoting, is an error for its line, and reading goes on with the next line."""
+    quoting, is an error for its line, and reading goes on with the next line. Rows (and errors)
+    on lines before ``from_line`` are passed over."""
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csvcells.Oversized as err:
-            errors.append((err.line, str(err)))
+            if err.line >= from_line:
+                errors.append((err.line, str(err)))
             continue
         except csv.Error as err:
-            errors.append((lines.line, f"row: {err}"))
+            if lines.line >= from_line:
+                errors.append((lines.line, f"row: {err}"))
             continue
-        yield lines.line, row
+        if lines.line >= from_line:
+            yield lines.line, row
+
+
+class _Run:
+    """Where an import stands: the rows sent and answered, so an interrupted run can say exactly
+    what was committed and where to resume."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()  # set by the first Ctrl-C: read no further rows
+        self.read_to = 0  # the last physical line read (refused here, or sent)
+        self.sent: dict[int, None] = {}  # lines sent and not yet answered, in order
+        self.counts = {"new": 0, "unchanged": 0, "differing": 0, "updated": 0, "refused": 0}
+        self.notes: list[tuple[int, str]] = []  # (line, what the operator is told about it)
+        self.done = False  # the call is over: nobody waits for room any more
+        self._room = threading.Condition()
+
+    def wait_room(self) -> None:
+        """Block the sending thread while over ``IN_FLIGHT`` rows are unanswered: rows sent are
+        rows the node will commit, so a Ctrl-C stops within that many (not a whole network buffer)."""
+        with self._room:
+            while len(self.sent) > IN_FLIGHT and not self.stop.is_set() and not self.done:
+                self._room.wait(0.5)
+
+    def answered(self, line: int) -> None:
+        with self._room:
+            self.sent.pop(line, None)
+            self._room.notify_all()
+
+    def finish(self) -> None:
+        with self._room:
+            self.done = True
+            self._room.notify_all()
+
+    def resume_line(self) -> int:
+        """The first line a re-run must read: the first row not answered, else the line after the last read."""
+        return next(iter(self.sent), self.read_to + 1)
 
 
 def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
-          errors: list[tuple[int, str]]) -> Iterator[pb.WriteRequest]:
-    for line, row in _records(reader, lines, errors):
+          errors: list[tuple[int, str]], run: _Run | None = None, from_line: int = 0) -> Iterator[pb.WriteRequest]:
+    for line, row in _records(reader, lines, errors, from_line):
+        if run is not None:
+            if run.stop.is_set():
+                return
+            run.read_to = line
         try:
             if None in row:
                 raise ValidationError("row", f"{len(row[None])} more values than columns")  # type: ignore[index]
@@ -87,6 +139,8 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
         except ValidationError as err:
             errors.append((line, str(err)))
             continue
+        if run is not None:
+            run.sent[line] = None
         yield pb.WriteRequest(kind="person", op="create", record_id=csvcells.restore(row.get("person_id") or ""),
                               fields_json=json.dumps(fields, ensure_ascii=False), line=line)
 
@@ -94,14 +148,20 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
 CHUNK_BYTES = 2 * 1024 * 1024  # well below the servers' message limit (runtime.transport.MAX_MESSAGE)
 
 
-def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500) -> Iterator[pb.ImportChunk]:
-    chunk, nbytes = pb.ImportChunk(), 0
+IN_FLIGHT = 1000  # rows sent and not yet answered, at most (two chunks: the node always has the next)
+
+
+def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500, update: bool = False,
+            run: _Run | None = None) -> Iterator[pb.ImportChunk]:
+    chunk, nbytes = pb.ImportChunk(update=update), 0
     for row in rows:
         chunk.rows.append(row)
         nbytes += row.ByteSize()
         if len(chunk.rows) >= size or nbytes >= CHUNK_BYTES:
+            if run is not None:
+                run.wait_room()
             yield chunk
-            chunk, nbytes = pb.ImportChunk(), 0
+            chunk, nbytes = pb.ImportChunk(update=update), 0
     if chunk.rows:
         yield chunk
 
@@ -109,31 +169,95 @@ def _chunks(rows: Iterator[pb.WriteRequest], size: int = 500) -> Iterator[pb.Imp
 @person.command("import")
 @config_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_(config: str, file: Path) -> None:
-    """Load person records from a CSV file (header: field names; person_id optional)."""
+@click.option("--update", is_flag=True,
+              help="Write the differing fields of people already held here (default: report them, write nothing).")
+@click.option("--from-line", "from_line", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Read the rows from line N on (the line an interrupted import said to resume from).")
+@click.option("--json", "as_json", is_flag=True, help="The closing summary as one JSON object on stdout.")
+def import_(config: str, file: Path, update: bool, from_line: int | None, as_json: bool) -> None:
+    """Load person records from a CSV file (header: field names; person_id optional).
+
+    A person already held here (same ID number) is never added twice: equal values count as
+    unchanged; other values are reported by line and written only with --update. The summary
+    counts new, unchanged, differing and refused rows. Ctrl-C stops after the rows already sent
+    and prints what was committed and the --from-line to resume from."""
     client = AdminClient.open(config)
     errors: list[tuple[int, str]] = []
-    loaded = 0
+    run = _Run()
     size = file.stat().st_size
-    with open(file, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle, Progress(
-        TextColumn("importing"), BarColumn(), TextColumn("{task.fields[rows]} rows"), TimeRemainingColumn(),
-        console=err_console, transient=True,
-    ) as progress:
-        task = progress.add_task("import", total=size, rows=0)
-        reader, lines = _reader(handle, file)
-        for report in client.stream("Import", _chunks(_rows(reader, lines, errors))):
-            for result in report.results:
-                if result.error:
-                    errors.append((result.line, result.error))
-                else:
-                    loaded += 1
-            progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
-                            rows=loaded + len(errors))
-    for line, why in sorted(errors):
+
+    def on_sigint(_signum, _frame) -> None:  # type: ignore[no-untyped-def]
+        if run.stop.is_set():
+            raise KeyboardInterrupt  # the second Ctrl-C: abort now
+        run.stop.set()
+        err_console.print("stopping: reading no further rows; waiting for the rows sent (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    aborted = False
+    try:
+        with open(file, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle, Progress(
+            TextColumn("importing"), BarColumn(), TextColumn("{task.fields[rows]} rows"), TimeRemainingColumn(),
+            console=err_console, transient=True,
+        ) as progress:
+            task = progress.add_task("import", total=size, rows=0)
+            reader, lines = _reader(handle, file)
+            rows = _rows(reader, lines, errors, run, from_line or 0)
+            try:
+                for report in client.stream("Import", _chunks(rows, update=update, run=run)):
+                    for result in report.results:
+                        _answered(run, file, result, update)
+                    progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
+                                    rows=sum(run.counts.values()) + len(errors))
+            except KeyboardInterrupt:
+                aborted = True
+    finally:
+        run.finish()
+        signal.signal(signal.SIGINT, previous)
+    run.counts["refused"] += len(errors)
+    run.notes += errors
+    for line, why in sorted(run.notes):
         err_console.print(text(f"{file}:{line}: {why}"), soft_wrap=True)  # one line each, escaped
-    click.echo(plain(f"imported {plural(loaded, 'row')}, refused {len(errors)}"))
-    if errors:
-        sys.exit(1 if not loaded else 2)
+    _summary(run, update, as_json, interrupted=run.stop.is_set() or aborted, aborted=aborted)
+
+
+def _answered(run: _Run, file: Path, result: pb.ImportResult, update: bool) -> None:
+    run.answered(result.line)
+    if result.error:
+        run.counts["refused"] += 1
+        run.notes.append((result.line, result.error))
+    elif result.outcome in ("differing", "updated"):
+        run.counts["differing"] += 1
+        fields = ", ".join(result.differing)
+        if result.outcome == "updated":
+            run.counts["updated"] += 1
+            run.notes.append((result.line, f"person {result.record_id} was held here with other values; "
+                                           f"updated: {fields}"))
+        else:
+            run.notes.append((result.line, f"person {result.record_id} is held here with other values in: "
+                                           f"{fields}; not written (--update writes them)"))
+    elif result.outcome == "unchanged":
+        run.counts["unchanged"] += 1
+    else:
+        run.counts["new"] += 1
+
+
+def _summary(run: _Run, update: bool, as_json: bool, *, interrupted: bool, aborted: bool) -> None:
+    c = run.counts
+    committed = c["new"] + c["updated"]
+    resume = run.resume_line() if interrupted else None
+    if as_json:
+        echo_json({**c, "committed": committed, "interrupted": interrupted, "resume_from_line": resume})
+    else:
+        differing = f"{c['differing']} differing" + (f" ({c['updated']} updated)" if update else "")
+        click.echo(plain(f"{c['new']} new, {c['unchanged']} unchanged, {differing}, {c['refused']} refused"))
+        if interrupted:
+            more = " at least (aborted before every answer came back)" if aborted else ""
+            click.echo(plain(f"interrupted: {plural(committed, 'row')} committed{more}; "
+                             f"to resume: the same command with --from-line {resume}"))
+    if interrupted:
+        sys.exit(130)
+    if c["refused"] or (c["differing"] and not update):
+        sys.exit(1 if not (c["new"] or c["unchanged"] or c["differing"]) else 2)
 
 
 @person.command("export")

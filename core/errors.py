@@ -110,3 +110,19 @@ class Malformed(RemoteError):
 
 class Equivocation(RemoteError):
     """Same origin and sequence number, different content."""
+
+
+class AlreadyHeld(LocalError):
+    """``person add`` of a person this node already holds, with other values than the record's.
+
+    Names the held record and the differing fields, never their values (so it may be logged)."""
+
+    status = "ALREADY_EXISTS"
+
+    def __init__(self, person_id: str, fields: tuple[str, ...]) -> None:
+        super().__init__(
+            f"this node already holds this person as {person_id}, and these fields differ from the record: "
+            f"{', '.join(fields)}; nothing was written. To change them: "
+            f"yipanqi person update -c CONFIG {person_id} --set FIELD=VALUE", field=fields[0] if fields else None)
+        self.person_id = person_id
+        self.fields = fields

@@ -8,6 +8,13 @@ verifies structure, birth date and checksum and returns the canonical form
 (upper-case X). The area code is deliberately not checked against
 ``PROVINCES``: people keep the number issued at birth, so old or since
 re-coded areas (e.g. pre-1997 Chongqing numbers starting 51) are legitimate.
+
+First-generation numbers (GB 11643-1989) have 15 digits: the area code, a
+6-digit birth date YYMMDD (all born in the 1900s) and the sequence number,
+with no check character. ``normalise_id_number`` turns one into its 18-digit
+form by the standard's rule (insert "19" before the birth year, then append
+the check character), so a person is held under one number whichever card a
+clerk typed in; every operator input (add, update, import) goes through it.
 """
 
 from __future__ import annotations
@@ -61,6 +68,26 @@ def _problem(text: str) -> tuple[str, str] | None:
     if last != expected:
         return f"bad checksum (expected '{expected}', got '{last}')", "bad checksum"
     return None
+
+
+def from_15_digits(value: str, field: str = "id_number") -> str:
+    """The 18-digit form of a 15-digit first-generation number (GB 11643-1989)."""
+    text = value.strip()
+    if len(text) != 15 or not (text.isascii() and text.isdigit()):
+        raise ValidationError(field, "a first-generation number must be 15 digits 0-9",
+                              rule="a first-generation number must be 15 digits 0-9")
+    body = text[:6] + "19" + text[6:]
+    if _parse_birth(body[6:14]) is None:
+        raise ValidationError(field, f"birth date {body[6:14]} is not a date", rule="the birth date part is not a date")
+    return body + check_char(body)
+
+
+def normalise_id_number(value: object, field: str = "id_number") -> str:
+    """Operator input: an 18-character number checked (``check_id_number``), or a 15-digit
+    first-generation one converted to 18 (``from_15_digits``)."""
+    if isinstance(value, str) and len(value.strip()) == 15:
+        return from_15_digits(value, field)
+    return check_id_number(value, field)
 
 
 def id_birth_date(id_number: str) -> date:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 
 from core.errors import ValidationError
-from core.idnumber import check_id_number
+from core.idnumber import normalise_id_number
 from core.printable import spelled
 from core.provinces import check_province
 
@@ -173,7 +173,7 @@ def _children(field: str, value: object, today: date) -> int:
 _Checker = Callable[[str, object, date], object]
 
 _CHECKERS: dict[str, _Checker] = {
-    "id_number": lambda f, v, t: check_id_number(v, f),
+    "id_number": lambda f, v, t: normalise_id_number(v, f),  # 15 digits: converted to 18
     "name": _name,
     "sex": _sex,
     "birth_date": _date,
@@ -268,6 +268,14 @@ def check_update(current: Mapping[str, object], written: Mapping[str, object], *
         if field in written and merged.get(field) is None:
             raise ValidationError(field, "required field cannot be empty")
     _cross_checks(merged, written)
+
+
+def differing(held: Mapping[str, object], given: Mapping[str, object]) -> tuple[str, ...]:
+    """The fields of ``given`` (a validated record) whose value is not ``held``'s, in FIELDS order.
+
+    Only the given fields count: a row that leaves a field out (an empty CSV cell) says nothing
+    about it, so a record is "the same" when everything the row says matches."""
+    return tuple(f for f in FIELDS if f in given and (given[f] != held.get(f) or type(given[f]) is not type(held.get(f))))
 
 
 def person_provinces(fields: Mapping[str, object]) -> frozenset[str]:

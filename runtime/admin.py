@@ -16,6 +16,7 @@ from core.identity import Identity
 from core.certdoc import CertificateRefused
 from runtime.certificates import DEFAULT_YEARS, CertificateDesk
 from runtime.records import RecordService, described
+from runtime.people import write_people
 from runtime import assess as assessing
 from runtime.clock import today
 from runtime.services import ServiceDesk
@@ -119,9 +120,9 @@ class AdminServicer(pb_grpc.AdminServicer):
         for msg in request_iterator:
             rows = list(msg.rows)
             for i in range(0, len(rows), IMPORT_BATCH):
-                yield pb.ImportReport(results=list(self._import(rows[i:i + IMPORT_BATCH], operator)))
+                yield pb.ImportReport(results=list(self._import(rows[i:i + IMPORT_BATCH], operator, msg.update)))
 
-    def _import(self, chunk: list[pb.WriteRequest], operator: str) -> Iterator[pb.ImportResult]:
+    def _import(self, chunk: list[pb.WriteRequest], operator: str, update: bool) -> Iterator[pb.ImportResult]:
         assert self.records is not None
         rows, errors = [], {}
         for i, req in enumerate(chunk):
@@ -136,15 +137,28 @@ class AdminServicer(pb_grpc.AdminServicer):
                 errors[i] = f"kind: {req.kind} records are written by `yipanqi {req.kind} ...`, not imported"
             rows.append((req.op or "create", req.kind or "person", req.record_id, fields))
         good = [i for i in range(len(chunk)) if i not in errors]
-        results = dict(zip(good, self.records.write_many([rows[i] for i in good], operator)))
+        # People held here are matched, not created twice (runtime.people).
+        results = dict(zip(good, write_people(self.records, [rows[i] for i in good], operator, update=update)))
         for i, req in enumerate(chunk):
             r = results.get(i)
             if i in errors:
                 yield pb.ImportResult(line=req.line, error=errors[i])
-            elif isinstance(r, SyncError):
-                yield pb.ImportResult(line=req.line, error=str(r))
+            elif r is None or r.error is not None:
+                yield pb.ImportResult(line=req.line, error=str(r.error if r is not None else "not written"))
             else:
-                yield pb.ImportResult(line=req.line, record_id=r.record_id)  # type: ignore[union-attr]
+                yield pb.ImportResult(line=req.line, record_id=r.record_id, outcome=r.outcome,
+                                      differing=list(r.differing))
+
+    def Duplicates(self, request: pb.Empty, context) -> Iterator[pb.JsonReply]:  # type: ignore[no-untyped-def]
+        self._reporting(context)
+        page: list[dict] = []
+        for pair in self.store.duplicates():
+            page.append({"person_ids": [pair.first, pair.second], "why": pair.why})
+            if len(page) >= PAGE:
+                yield pb.JsonReply(json=_dump(page))
+                page = []
+        if page:
+            yield pb.JsonReply(json=_dump(page))
 
     def Stats(self, request: pb.StatsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._operator(context)

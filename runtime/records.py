@@ -10,6 +10,7 @@ so a record holding a value a newer rule refuses can still be edited. Errors nam
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from typing import Callable, Mapping, Sequence
 
@@ -21,6 +22,7 @@ from core import request
 from core.kinds import Kind, get_kind
 from core.record import RecordState
 from runtime import follow, metrics
+from runtime.people import add_person
 from runtime.replica import Replica, now_ms
 from store.store import Edit
 
@@ -62,6 +64,7 @@ class RecordService:
         self.replica = replica
         self.signer = signer
         self.today = today
+        self.people_lock = threading.Lock()  # a person's lookup by ID number and its write, together (runtime.people)
 
     def check_signing_key(self) -> None:
         """Refuse to write with a key the federation no longer trusts.
@@ -83,6 +86,8 @@ class RecordService:
 
     def write(self, op: str, kind: str, record_id: str, fields: Mapping[str, object],
               operator: str | None) -> RecordState:
+        if kind == "person" and op == "create":  # never a second record of a person held here (runtime.people)
+            return add_person(self, record_id, fields, operator)
         self.check_signing_key()
         if kind == "person" and op in ("update", "settle") and follow.moves(fields):
             return self._move(op, record_id, fields, operator)

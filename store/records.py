@@ -19,7 +19,9 @@ from store.changelog import routes_text
 from store.db import insert_rows, update_rows
 from store.schema import records
 
-_VALUES = ("state", "deleted", "conflicted", "provinces", "updated_ms", "household", "residence", "moved_on")
+_VALUES = ("state", "deleted", "conflicted", "provinces", "updated_ms", "household", "residence", "moved_on",
+           "id_number", "person_name", "birth_date", "sex")
+_IDENTITY = (("id_number", 18), ("name", 64), ("birth_date", 10), ("sex", 1))  # person fields -> their columns
 
 
 def _text(value: object, size: int) -> str | None:
@@ -72,7 +74,8 @@ def save_many(conn, states: Sequence[tuple[RecordState, RecordState | None]], no
         shown = state.values()
         values = (state.to_bytes(), state.deleted, now_conflicted, routes_text(state_provinces(state)), now_ms,
                   _text(shown.get("household_province"), 2), _text(shown.get("residence_province"), 2),
-                  _text(shown.get("moved_in_on"), 10))
+                  _text(shown.get("moved_in_on"), 10),
+                  *((_text(shown.get(f), size) if state.kind == "person" else None) for f, size in _IDENTITY))
         if prior is None:
             inserts.append((state.kind, state.record_id, *values))
         else:
@@ -93,6 +96,22 @@ def page(conn, kind: str, after: str, *, include_deleted: bool, conflicted_only:
     if conflicted_only:
         q = q.where(records.c.conflicted.is_(True))
     return [_state(kind, rid, raw) for rid, raw in conn.execute(q.order_by(records.c.record_id).limit(limit))]
+
+
+def people_by_id_number(conn, id_numbers: Sequence[str]) -> dict[str, RecordState]:  # type: ignore[no-untyped-def]
+    """The live person held under each ID number (the first by record id where legacy duplicates hold
+    one number twice); numbers held by no live person are absent. Probes ix_records_id_number."""
+    out: dict[str, RecordState] = {}
+    wanted = sorted(set(id_numbers))
+    for i in range(0, len(wanted), 500):
+        q = (select(records.c.id_number, records.c.record_id, records.c.state)
+             .where(and_(records.c.kind == "person", records.c.id_number.in_(wanted[i:i + 500]),
+                         records.c.deleted.is_(False)))
+             .order_by(records.c.id_number, records.c.record_id))
+        for id_number, rid, raw in conn.execute(q):
+            if id_number not in out:
+                out[id_number] = _state("person", rid, raw)
+    return out
 
 
 def flow_counts(conn, kind: str) -> list[tuple[str | None, str | None, str | None, int]]:  # type: ignore[no-untyped-def]

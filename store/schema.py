@@ -62,6 +62,17 @@ records = Table(
     Index("ix_records_flows", "kind", "record_id", "deleted", "household", "residence", "moved_on"),
 )
 
+# Who a person record is (added in 0010_person_identity), from its shown values: finding the person a
+# node already holds by ID number (Store.people_by_id_number), and likely duplicates by GROUP BY
+# (store.duplicates), each an index-only scan or probe, never a read of the state blobs.
+records.append_column(Column("id_number", String(18)))
+records.append_column(Column("person_name", String(64)))
+records.append_column(Column("birth_date", String(10)))
+records.append_column(Column("sex", String(1)))
+Index("ix_records_id_number", records.c.kind, records.c.id_number, records.c.deleted, records.c.record_id)
+Index("ix_records_same_person", records.c.kind, records.c.person_name, records.c.birth_date, records.c.sex,
+      records.c.deleted, records.c.id_number, records.c.record_id)
+
 log = Table(
     "log",
     metadata,

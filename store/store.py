@@ -38,7 +38,7 @@ from core.kinds import get_kind
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
-from store import changelog, counters, projections, quarantine, records, tallies
+from store import changelog, counters, duplicates, projections, quarantine, records, tallies
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -174,6 +174,29 @@ class Store:
             if len(states) < page:
                 return
             after = states[-1].record_id
+
+    def people_by_id_number(self, id_numbers: Sequence[str]) -> dict[str, RecordState]:
+        """The person this replica already holds under each 18-character ID number: the live
+        record (the first by record id, where legacy duplicates hold a number twice). Numbers
+        held by no live person are absent. Deleted records are not held. One indexed probe per
+        500 numbers; raises only StoreUnavailable. The one place "is this person here" is
+        answered, so a federation-wide key can replace the lookup behind it."""
+        with self.engine.connect() as conn:
+            return records.people_by_id_number(conn, id_numbers)
+
+    def duplicates(self, page: int = 500) -> Iterator[duplicates.Pair]:
+        """Likely duplicate people (store.duplicates): first every pair sharing an ID number, then
+        every pair sharing name, birth date and sex with different ID numbers, each in record id
+        order. Read page by page in SQL; memory stays flat however many there are."""
+        for query in (duplicates.same_id_number, duplicates.same_name_birth_sex):
+            with self.engine.connect() as conn:
+                batch: list[duplicates.Pair] = []
+                for pair in query(conn):
+                    batch.append(pair)
+                    if len(batch) >= page:
+                        yield from batch
+                        batch = []
+                yield from batch
 
     def flow_counts(self, kind: str = "person") -> list[tuple[str | None, str | None, str | None, int]]:
         """(household, residence, move month, live records) groups, from the projection columns."""

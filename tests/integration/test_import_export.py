@@ -78,7 +78,7 @@ def test_import_reports_each_bad_row_and_loads_and_syncs_the_rest(federation: Fe
 
     r = yipanqi("person", "import", "-c", config, path)
     assert r.returncode == 2, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == f"imported {len(good)} rows, refused {len(expected)}"
+    assert r.stdout.strip().splitlines()[-1] == f"{len(good)} new, 0 unchanged, 0 differing, {len(expected)} refused"
     reported = [line for line in r.stderr.splitlines() if line.startswith(f"{path}:")]
     assert len(reported) == len(expected), r.stderr
     for line, (n, why) in zip(reported, expected):
@@ -143,7 +143,7 @@ def test_import_of_only_bad_rows_exits_1(federation: Fed, rng: random.Random, tm
                     encoding="utf-8")
     r = yipanqi("person", "import", "-c", config, path)
     assert r.returncode == 1
-    assert "imported 0 rows, refused 2" in r.stdout
+    assert "0 new, 0 unchanged, 0 differing, 2 refused" in r.stdout
     assert f"{path}:2: sex:" in r.stderr and f"{path}:3: children:" in r.stderr, r.stderr
     assert len(listed(config)) == count
 
@@ -189,7 +189,7 @@ def test_export_round_trips_through_a_fresh_node(federation: Fed, rng: random.Ra
         fresh_config = fresh.configs["province-44"]
         r = yipanqi("person", "import", "-c", fresh_config, out)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.strip().splitlines()[-1] == f"imported {len(records)} rows, refused 0"
+        assert r.stdout.strip().splitlines()[-1] == f"{len(records)} new, 0 unchanged, 0 differing, 0 refused"
         # Equal records; a cleared optional field reads as null where it was cleared and is simply
         # absent where it was never set (CSV has one spelling for both: an empty cell).
         assert {r["person_id"]: r for r in listed(fresh_config)} == {
@@ -197,9 +197,35 @@ def test_export_round_trips_through_a_fresh_node(federation: Fed, rng: random.Ra
         again = tmp_path / "again.csv"
         ok("person", "export", "-c", fresh_config, again)
         assert again.read_bytes() == out.read_bytes()
-        # Importing the same file again is refused row by row: those records exist.
+        # Importing the same file again changes nothing: every row is a person held, unchanged.
         r = yipanqi("person", "import", "-c", fresh_config, out)
-        assert r.returncode == 1 and f"imported 0 rows, refused {len(records)}" in r.stdout
-        assert "already exists" in r.stderr
+        assert r.returncode == 0 and f"0 new, {len(records)} unchanged, 0 differing, 0 refused" in r.stdout
+        assert len(listed(fresh_config)) == len(records)
     finally:
         fresh.stop_all()
+
+
+# -- duplicates across provinces -----------------------------------------------------
+
+def test_duplicates_at_the_national_hub_and_a_node_list_one_person_registered_twice(
+        federation: Fed, rng: random.Random) -> None:
+    """Two provinces that never hold each other's record each register the same person (until
+    records are keyed federation-wide): the national hub and the household province then hold
+    one ID number under two ids, and `duplicates` says so at both."""
+    fed = federation
+    p = person(rng, household="11", residence="44")
+    at44 = fed.write("province-44", "create", p)["person_id"]
+    at31 = fed.write("province-31", "create", {**p, "residence_province": "31", "residence_city": "上海市"})["person_id"]
+    first, second = sorted((at44, at31))
+    for where in ("hub-national", "province-11"):
+        config = fed.fed.configs[where]
+
+        def listed_pair() -> bool:
+            doc = json.loads(ok("duplicates", "-c", config, "--json"))
+            return {"person_ids": [first, second], "why": "same_id_number"} in doc
+
+        eventually(listed_pair, 45, interval=0.5, message=f"{where} does not list the duplicate")
+        assert f"{first}  {second}  same ID number under two ids" in ok("duplicates", "-c", config)
+    # A regional hub holds no records: it says so.
+    r = yipanqi("duplicates", "-c", fed.fed.configs["hub-pearl"])
+    assert r.returncode != 0 and "holds no records" in r.stderr, r.stderr

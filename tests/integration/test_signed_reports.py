@@ -1,7 +1,7 @@
 """A regional hub cannot write another province's national status row (issue 17, forged reports).
 
 Hub-pearl runs the project's own hub code with its report relay swapped for one that forges
-(tests/support/rogue_hub.py, started through cli.launcher.Federation.entries): each report it
+(tests/support/rogue_hub.py, started through tests.support.launcher.Federation.entries): each report it
 sends up carries forged rows about province 11 (another region) and province 46 (no node),
 an altered copy and a replay of 45's signed report, beside 44's and 45's honest ones.
 """

@@ -3,7 +3,7 @@
 How this works. ``python -m tests.support.rogue_hub forge-reports -c hub.toml`` runs the
 project's own hub (hub.server.run_hub) with ``ForgingRelay`` as its report relay
 (hub.federation.ReportRelay), chosen through the launcher's ``entries`` option
-(cli.launcher.Federation.entries), not by patching private names. Every report it sends up
+(tests.support.launcher.Federation.entries), not by patching private names. Every report it sends up
 still carries its nodes' honest signed reports, and besides them, each time:
 
 * a report "by" province 11 (another region) saying records 999, up, with 44's key id,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16yipanqi/v1/admin.proto\x12\nyipanqi.v1\",\n\tRecordRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"^\n\x0cWriteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\n\n\x02op\x18\x03 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x04\">\n\x0cImportResult\x12\x0c\n\x04line\x18\x01 \x01(\x04\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"<\n\x0bRecordReply\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0c\n\x04json\x18\x03 \x01(\t\"6\n\nRecordPage\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.yipanqi.v1.RecordReply\"5\n\x0bImportChunk\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.yipanqi.v1.WriteRequest\"9\n\x0cImportReport\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.yipanqi.v1.ImportResult\"k\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x17\n\x0finclude_deleted\x18\x02 \x01(\x08\x12\x17\n\x0f\x63onflicted_only\x18\x03 \x01(\x08\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x04\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x07\n\x05\x45mpty\"3\n\rPeriodRequest\x12\x11\n\tfrom_date\x18\x01 \x01(\t\x12\x0f\n\x07to_date\x18\x02 \x01(\t\"\x1a\n\x0cStatsRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\"A\n\x17IssueCertificateRequest\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x13\n\x0bvalid_years\x18\x02 \x01(\r\"5\n\x10\x43\x65rtificateReply\x12\x0f\n\x07\x63\x65rt_no\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\";\n\x18RevokeCertificateRequest\x12\x0f\n\x07\x63\x65rt_no\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x17\x43heckCertificateRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"P\n\x11\x41\x64\x64ServiceRequest\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\n\n\x02on\x18\x03 \x01(\t\x12\x0e\n\x06result\x18\x04 \x01(\t2\xc9\x07\n\x05\x41\x64min\x12:\n\x05Write\x12\x18.yipanqi.v1.WriteRequest\x1a\x17.yipanqi.v1.RecordReply\x12\x35\n\x03Get\x12\x15.yipanqi.v1.RecordRef\x1a\x17.yipanqi.v1.RecordReply\x12\x39\n\x04List\x12\x17.yipanqi.v1.ListRequest\x1a\x16.yipanqi.v1.RecordPage0\x01\x12\x37\n\x07History\x12\x15.yipanqi.v1.RecordRef\x1a\x15.yipanqi.v1.JsonReply\x12\x32\n\x06Status\x12\x11.yipanqi.v1.Empty\x1a\x15.yipanqi.v1.JsonReply\x12\x36\n\nQuarantine\x12\x11.yipanqi.v1.Empty\x1a\x15.yipanqi.v1.JsonReply\x12?\n\x06Import\x12\x17.yipanqi.v1.ImportChunk\x1a\x18.yipanqi.v1.ImportReport(\x01\x30\x01\x12\x38\n\x05Stats\x12\x18.yipanqi.v1.StatsRequest\x1a\x15.yipanqi.v1.JsonReply\x12:\n\x06\x41ssess\x12\x19.yipanqi.v1.PeriodRequest\x1a\x15.yipanqi.v1.JsonReply\x12\x39\n\x05\x46lows\x12\x19.yipanqi.v1.PeriodRequest\x1a\x15.yipanqi.v1.JsonReply\x12U\n\x10IssueCertificate\x12#.yipanqi.v1.IssueCertificateRequest\x1a\x1c.yipanqi.v1.CertificateReply\x12P\n\x11RevokeCertificate\x12$.yipanqi.v1.RevokeCertificateRequest\x1a\x15.yipanqi.v1.JsonReply\x12N\n\x10\x43heckCertificate\x12#.yipanqi.v1.CheckCertificateRequest\x1a\x15.yipanqi.v1.JsonReply\x12\x44\n\nAddService\x12\x1d.yipanqi.v1.AddServiceRequest\x1a\x17.yipanqi.v1.RecordReply\x12<\n\x0cListServices\x12\x15.yipanqi.v1.RecordRef\x1a\x15.yipanqi.v1.JsonReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16yipanqi/v1/admin.proto\x12\nyipanqi.v1\",\n\tRecordRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"^\n\x0cWriteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\n\n\x02op\x18\x03 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x04\"b\n\x0cImportResult\x12\x0c\n\x04line\x18\x01 \x01(\x04\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x11\n\tdiffering\x18\x05 \x03(\t\"<\n\x0bRecordReply\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0c\n\x04json\x18\x03 \x01(\t\"6\n\nRecordPage\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.yipanqi.v1.RecordReply\"E\n\x0bImportChunk\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.yipanqi.v1.WriteRequest\x12\x0e\n\x06update\x18\x02 \x01(\x08\"9\n\x0cImportReport\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.yipanqi.v1.ImportResult\"k\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x17\n\x0finclude_deleted\x18\x02 \x01(\x08\x12\x17\n\x0f\x63onflicted_only\x18\x03 \x01(\x08\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x04\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x07\n\x05\x45mpty\"3\n\rPeriodRequest\x12\x11\n\tfrom_date\x18\x01 \x01(\t\x12\x0f\n\x07to_date\x18\x02 \x01(\t\"\x1a\n\x0cStatsRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\"A\n\x17IssueCertificateRequest\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x13\n\x0bvalid_years\x18\x02 \x01(\r\"5\n\x10\x43\x65rtificateReply\x12\x0f\n\x07\x63\x65rt_no\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\";\n\x18RevokeCertificateRequest\x12\x0f\n\x07\x63\x65rt_no\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x17\x43heckCertificateRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"P\n\x11\x41\x64\x64ServiceRequest\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\n\n\x02on\x18\x03 \x01(\t\x12\x0e\n\x06result\x18\x04 \x01(\t2\x83\x08\n\x05\x41\x64min\x12:\n\x05Write\x12\x18.yipanqi.v1.WriteRequest\x1a\x17.yipanqi.v1.RecordReply\x12\x35\n\x03Get\x12\x15.yipanqi.v1.RecordRef\x1a\x17.yipanqi.v1.RecordReply\x12\x39\n\x04List\x12\x17.yipanqi.v1.ListRequest\x1a\x16.yipanqi.v1.RecordPage0\x01\x12\x37\n\x07History\x12\x15.yipanqi.v1.RecordRef\x1a\x15.yipanqi.v1.JsonReply\x12\x32\n\x06Status\x12\x11.yipanqi.v1.Empty\x1a\x15.yipanqi.v1.JsonReply\x12\x36\n\nQuarantine\x12\x11.yipanqi.v1.Empty\x1a\x15.yipanqi.v1.JsonReply\x12?\n\x06Import\x12\x17.yipanqi.v1.ImportChunk\x1a\x18.yipanqi.v1.ImportReport(\x01\x30\x01\x12\x38\n\nDuplicates\x12\x11.yipanqi.v1.Empty\x1a\x15.yipanqi.v1.JsonReply0\x01\x12\x38\n\x05Stats\x12\x18.yipanqi.v1.StatsRequest\x1a\x15.yipanqi.v1.JsonReply\x12:\n\x06\x41ssess\x12\x19.yipanqi.v1.PeriodRequest\x1a\x15.yipanqi.v1.JsonReply\x12\x39\n\x05\x46lows\x12\x19.yipanqi.v1.PeriodRequest\x1a\x15.yipanqi.v1.JsonReply\x12U\n\x10IssueCertificate\x12#.yipanqi.v1.IssueCertificateRequest\x1a\x1c.yipanqi.v1.CertificateReply\x12P\n\x11RevokeCertificate\x12$.yipanqi.v1.RevokeCertificateRequest\x1a\x15.yipanqi.v1.JsonReply\x12N\n\x10\x43heckCertificate\x12#.yipanqi.v1.CheckCertificateRequest\x1a\x15.yipanqi.v1.JsonReply\x12\x44\n\nAddService\x12\x1d.yipanqi.v1.AddServiceRequest\x1a\x17.yipanqi.v1.RecordReply\x12<\n\x0cListServices\x12\x15.yipanqi.v1.RecordRef\x1a\x15.yipanqi.v1.JsonReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +36,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEREQUEST']._serialized_start=84
   _globals['_WRITEREQUEST']._serialized_end=178
   _globals['_IMPORTRESULT']._serialized_start=180
-  _globals['_IMPORTRESULT']._serialized_end=242
-  _globals['_RECORDREPLY']._serialized_start=244
-  _globals['_RECORDREPLY']._serialized_end=304
-  _globals['_RECORDPAGE']._serialized_start=306
-  _globals['_RECORDPAGE']._serialized_end=360
-  _globals['_IMPORTCHUNK']._serialized_start=362
-  _globals['_IMPORTCHUNK']._serialized_end=415
-  _globals['_IMPORTREPORT']._serialized_start=417
-  _globals['_IMPORTREPORT']._serialized_end=474
-  _globals['_LISTREQUEST']._serialized_start=476
-  _globals['_LISTREQUEST']._serialized_end=583
-  _globals['_JSONREPLY']._serialized_start=585
-  _globals['_JSONREPLY']._serialized_end=610
-  _globals['_EMPTY']._serialized_start=612
-  _globals['_EMPTY']._serialized_end=619
-  _globals['_PERIODREQUEST']._serialized_start=621
-  _globals['_PERIODREQUEST']._serialized_end=672
-  _globals['_STATSREQUEST']._serialized_start=674
-  _globals['_STATSREQUEST']._serialized_end=700
-  _globals['_ISSUECERTIFICATEREQUEST']._serialized_start=702
-  _globals['_ISSUECERTIFICATEREQUEST']._serialized_end=767
-  _globals['_CERTIFICATEREPLY']._serialized_start=769
-  _globals['_CERTIFICATEREPLY']._serialized_end=822
-  _globals['_REVOKECERTIFICATEREQUEST']._serialized_start=824
-  _globals['_REVOKECERTIFICATEREQUEST']._serialized_end=883
-  _globals['_CHECKCERTIFICATEREQUEST']._serialized_start=885
-  _globals['_CHECKCERTIFICATEREQUEST']._serialized_end=928
-  _globals['_ADDSERVICEREQUEST']._serialized_start=930
-  _globals['_ADDSERVICEREQUEST']._serialized_end=1010
-  _globals['_ADMIN']._serialized_start=1013
-  _globals['_ADMIN']._serialized_end=1982
+  _globals['_IMPORTRESULT']._serialized_end=278
+  _globals['_RECORDREPLY']._serialized_start=280
+  _globals['_RECORDREPLY']._serialized_end=340
+  _globals['_RECORDPAGE']._serialized_start=342
+  _globals['_RECORDPAGE']._serialized_end=396
+  _globals['_IMPORTCHUNK']._serialized_start=398
+  _globals['_IMPORTCHUNK']._serialized_end=467
+  _globals['_IMPORTREPORT']._serialized_start=469
+  _globals['_IMPORTREPORT']._serialized_end=526
+  _globals['_LISTREQUEST']._serialized_start=528
+  _globals['_LISTREQUEST']._serialized_end=635
+  _globals['_JSONREPLY']._serialized_start=637
+  _globals['_JSONREPLY']._serialized_end=662
+  _globals['_EMPTY']._serialized_start=664
+  _globals['_EMPTY']._serialized_end=671
+  _globals['_PERIODREQUEST']._serialized_start=673
+  _globals['_PERIODREQUEST']._serialized_end=724
+  _globals['_STATSREQUEST']._serialized_start=726
+  _globals['_STATSREQUEST']._serialized_end=752
+  _globals['_ISSUECERTIFICATEREQUEST']._serialized_start=754
+  _globals['_ISSUECERTIFICATEREQUEST']._serialized_end=819
+  _globals['_CERTIFICATEREPLY']._serialized_start=821
+  _globals['_CERTIFICATEREPLY']._serialized_end=874
+  _globals['_REVOKECERTIFICATEREQUEST']._serialized_start=876
+  _globals['_REVOKECERTIFICATEREQUEST']._serialized_end=935
+  _globals['_CHECKCERTIFICATEREQUEST']._serialized_start=937
+  _globals['_CHECKCERTIFICATEREQUEST']._serialized_end=980
+  _globals['_ADDSERVICEREQUEST']._serialized_start=982
+  _globals['_ADDSERVICEREQUEST']._serialized_end=1062
+  _globals['_ADMIN']._serialized_start=1065
+  _globals['_ADMIN']._serialized_end=2092
 # @@protoc_insertion_point(module_scope)

@@ -29,14 +29,18 @@ class WriteRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., record_id: _Optional[str] = ..., op: _Optional[str] = ..., fields_json: _Optional[str] = ..., line: _Optional[int] = ...) -> None: ...
 
 class ImportResult(_message.Message):
-    __slots__ = ("line", "record_id", "error")
+    __slots__ = ("line", "record_id", "error", "outcome", "differing")
     LINE_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
     line: int
     record_id: str
     error: str
-    def __init__(self, line: _Optional[int] = ..., record_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    outcome: str
+    differing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, line: _Optional[int] = ..., record_id: _Optional[str] = ..., error: _Optional[str] = ..., outcome: _Optional[str] = ..., differing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecordReply(_message.Message):
     __slots__ = ("kind", "record_id", "json")
@@ -55,10 +59,12 @@ class RecordPage(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[RecordReply, _Mapping]]] = ...) -> None: ...
 
 class ImportChunk(_message.Message):
-    __slots__ = ("rows",)
+    __slots__ = ("rows", "update")
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[WriteRequest]
-    def __init__(self, rows: _Optional[_Iterable[_Union[WriteRequest, _Mapping]]] = ...) -> None: ...
+    update: bool
+    def __init__(self, rows: _Optional[_Iterable[_Union[WriteRequest, _Mapping]]] = ..., update: _Optional[bool] = ...) -> None: ...
 
 class ImportReport(_message.Message):
     __slots__ = ("results",)

@@ -69,6 +69,11 @@ class AdminStub:
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.ImportChunk.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.ImportReport.FromString,
                 _registered_method=True)
+        self.Duplicates = channel.unary_stream(
+                '/yipanqi.v1.Admin/Duplicates',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/yipanqi.v1.Admin/Stats',
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
@@ -153,6 +158,15 @@ class AdminServicer:
     def Import(self, request_iterator, context):
         """Bulk load: rows stream in, one result per row streams back, in order.
         Good rows are written in batches (one transaction and one signature per batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Duplicates(self, request, context):
+        """Likely duplicate people held here (same ID number under two ids; same name, birth date and
+        sex with different ID numbers), in pages: each JsonReply a JSON array of
+        {"person_ids": [first, second], "why": "same_id_number" | "same_name_birth_date_sex"}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -250,6 +264,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Import,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ImportChunk.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.ImportReport.SerializeToString,
+            ),
+            'Duplicates': grpc.unary_stream_rpc_method_handler(
+                    servicer.Duplicates,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.Empty.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -481,6 +500,33 @@ class Admin:
             '/yipanqi.v1.Admin/Import',
             yipanqi_dot_v1_dot_admin__pb2.ImportChunk.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.ImportReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Duplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Duplicates',
+            yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
