@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterator
 
-from core.errors import PermissionDenied, SyncError, ValidationError
+from core.errors import PermissionDenied, ValidationError
 from core.identity import Identity
 from core.certdoc import CertificateRefused
 from runtime.certificates import DEFAULT_YEARS, CertificateDesk
