@@ -18,6 +18,7 @@ import grpc
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
+from hub.share import UpstreamShare
 from node import metrics, reports, wire
 from node.peer import Peer, now_ms
 from node.transport import PeerGate
@@ -38,8 +39,10 @@ MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT
 
 
 class FederationServicer(pb_grpc.FederationServicer):
-    def __init__(self, peer: Peer, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate) -> None:
+    def __init__(self, peer: Peer, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate,
+                 share: UpstreamShare | None = None) -> None:
         self.gate = gate
+        self.share = share  # a regional hub's upstream queue, shared per origin (hub.share); None on national
         self.peer = peer
         self.hub = hub  # "pearl", "national"
         self.topology = topology
@@ -86,8 +89,23 @@ class FederationServicer(pb_grpc.FederationServicer):
                 elif kind == "report":
                     self._report(who, req.report.json)
                 elif kind == "batch":
-                    result = self.peer.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
-                                                    for_province=None, cursor_name=f"in:{who}")
+                    # A regional hub: a province's batch waits for its turn in the queue up (hub.share).
+                    # (A province pushes only its own changes: intake checks origin == who.)
+                    share = self.share if not may_forward else None
+                    if share is not None:
+                        held = share.take_turn(who, lambda: context.is_active() and not self.stopping.is_set())
+                        if held is None:
+                            return  # ended while held: nothing stored, nothing acknowledged
+                        if held:
+                            metrics.UPSTREAM_SHARE_WAITS.labels(who).inc()
+                    try:
+                        result = self.peer.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
+                                                        for_province=None, cursor_name=f"in:{who}")
+                        if share is not None and result.applied:
+                            share.appended(who, self.peer.store.last_lsn(), result.applied)
+                    finally:
+                        if share is not None:
+                            share.end_turn(who)
                     yield pb.PushResponse(ack=pb.Ack(cursor=req.batch.cursor, accepted=result.applied,
                                                      duplicates=result.duplicates,
                                                      quarantined=result.quarantined))

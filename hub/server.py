@@ -11,6 +11,7 @@ from cli.config import HubConfig
 from node.transport import PeerGate
 from core.routing import Topology
 from hub.federation import FederationServicer
+from hub.share import UpstreamShare
 from node.admin import AdminServicer
 from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
@@ -37,8 +38,10 @@ def run_hub(cfg: HubConfig) -> None:
     peer = Peer(cfg.identity, store, keyring_for(cfg.tls), revocations)
     topology = Topology.of(cfg.regions, cfg.guests)
     stop = threading.Event()
-    federation = FederationServicer(peer, cfg.name, topology, stop, gate)
-    link = None
+    link: Link | None = None
+    # A regional hub shares its one stream up to the national hub per origin (hub.share).
+    share = UpstreamShare(lambda: link is not None and link.state.hub is not None) if cfg.upstream else None
+    federation = FederationServicer(peer, cfg.name, topology, stop, gate, share)
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
 
@@ -47,12 +50,14 @@ def run_hub(cfg: HubConfig) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(peer, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=lambda: hub_report(store, federation.reports))
+                    report=lambda: hub_report(store, federation.reports),
+                    on_push_ack=share.acked if share else None)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.reports,
-                                             federation.refused_reports), None, gate,
+                                             federation.refused_reports, share.report() if share else None),
+                          None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)))
 
@@ -65,7 +70,8 @@ def run_hub(cfg: HubConfig) -> None:
     slots.start_sweeper(stop)
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
-                                     federation.reports, federation.refused_reports))
+                                     federation.reports, federation.refused_reports,
+                                     share.report() if share else None))
     if link is not None:
         link.start()
     run_until_signal(server, stop, store.close)
