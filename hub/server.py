@@ -11,14 +11,14 @@ from cli.config import HubConfig
 from node.transport import PeerGate
 from core.routing import Topology
 from hub.federation import FederationServicer
-from hub.share import UpstreamShare
+from hub.share import UpstreamShare, upstream_up
 from node.admin import AdminServicer
 from node.certificates import CertificateDesk, document_verifier
 from node.link import Link
 from node.metrics import serve_metrics
 from node.outage import log_outages
 from node.fairshare import Slots
-from node.peer import Peer
+from node.peer import Peer, now_ms
 from node.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import hub_report, hub_status
 from store.store import Store
@@ -40,7 +40,8 @@ def run_hub(cfg: HubConfig) -> None:
     stop = threading.Event()
     link: Link | None = None
     # A regional hub shares its one stream up to the national hub per origin (hub.share).
-    share = UpstreamShare(lambda: link is not None and link.state.hub is not None) if cfg.upstream else None
+    share = UpstreamShare(lambda: link is not None and upstream_up(link.state.hub, link.state.down_since_ms,
+                                                                     now_ms())) if cfg.upstream else None
     federation = FederationServicer(peer, cfg.name, topology, stop, gate, share)
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity

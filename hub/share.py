@@ -30,8 +30,10 @@ checked up there and one on its way, so an origin that is alone keeps the upstre
 while a change of another province waits behind at most 1,000 of a flooding origin's. The
 national hub refuses junk at some thousands of changes a second even on a loaded machine, so
 that wait stays well under the issue's 2 s. The share applies only while the upstream session
-is up: with the national hub unreachable nothing moves up anyway, and the provinces of a
-region keep exchanging through it as before (that backlog then drains in the order it came).
+is up (or has been down for less than ``GRACE_S`` = 30 s: a reconnect is not an outage, and must
+not let a flood in): with the national hub unreachable nothing moves up anyway, and the
+provinces of a region keep exchanging through it as before (that backlog then drains in the
+order it came).
 
 Time is never read here: callers pass in the positions and a ``connected`` test.
 """
@@ -44,6 +46,14 @@ from typing import Callable
 
 SHARE = 1000
 WAKE_S = 0.5  # how often a held stream looks again whether its call is still alive
+GRACE_S = 30.0  # a stream up that is down for less than this is reconnecting, not out
+
+
+def upstream_up(hub: str | None, down_since_ms: int | None, now_ms: int) -> bool:
+    """Whether the share applies, from node.link.LinkState: the stream up is connected, or went
+    down less than ``GRACE_S`` ago. A reconnect must not open the gate to whoever floods; a real
+    outage (or a hub that has not reached its national hub yet) lets the region exchange freely."""
+    return hub is not None or (down_since_ms is not None and now_ms - down_since_ms < GRACE_S * 1000)
 
 
 class UpstreamShare:

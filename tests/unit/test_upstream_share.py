@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from hub.share import UpstreamShare
+from hub.share import UpstreamShare, upstream_up
 
 
 def store(share: UpstreamShare, origin: str, upto: int, count: int) -> bool | None:
@@ -89,3 +89,9 @@ def test_changes_already_acknowledged_upstream_are_not_counted() -> None:
     share.acked(50)  # an older ack (a batch resent after a reconnect) moves nothing back
     share.appended("province-44", 120, 5)
     assert share.pending("province-44") == 5
+
+
+def test_a_reconnect_is_not_an_outage() -> None:
+    assert upstream_up("national", None, now_ms=10**6)
+    assert upstream_up(None, 10**6, now_ms=10**6 + 29_000)  # down 29 s: reconnecting, still shared
+    assert not upstream_up(None, 10**6, now_ms=10**6 + 31_000)  # down 31 s: an outage, the region exchanges freely
