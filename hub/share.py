@@ -10,15 +10,18 @@ national hub its whole region is starved.
 
 So every origin gets a share of that queue: at most ``SHARE`` of its changes may wait in this
 hub's log for the national hub (stored here, not yet acknowledged up there). When an origin
-is at its share, its province's Push stream is simply not read again until the national
-hub's acks bring it back under. gRPC's flow control then holds the sender back, and its
-changes wait in its own store, where they already are durable.
+is at its share, its province's next batch is not stored, and its Push stream not read any
+further, until the national hub's acks bring it back under. gRPC's flow control then holds
+the sender back, and its changes wait in its own store, where they already are durable. An
+origin stores one batch at a time, whatever number of streams it opens, so n streams cannot
+pass the share n batches over.
 
 Delayed, never dropped. A held change has not been acknowledged to its sender, so the sender
 keeps it and sends it when its stream is read again; nothing is lost, and nothing is
 acknowledged that is not stored. The cost falls on the busy origin alone: another province's
 change waits behind at most ``SHARE`` changes of each origin, whatever one origin sends, and
-the national hub refuses one province's junk only as fast as it takes it. It sees who is held
+the national hub refuses one province's junk only as fast as it takes it (a batch over the
+share by up to one batch: the one that was let in below it). It sees who is held
 in ``status`` (``upstream_share``) and in ``yipanqi_upstream_share_waits_total``.
 
 The share counts every change, not only junk: a regional hub cannot tell junk (that is the
@@ -109,7 +112,7 @@ class UpstreamShare:
             while origin in self._storing or self._over(origin):
                 if not active():
                     return None
-                if not held:
+                if not held and self._over(origin):  # (waiting only for its own other stream is no hold)
                     held = True
                     self.waits[origin] = self.waits.get(origin, 0) + 1
                 self._cond.wait(WAKE_S)
