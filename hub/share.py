@@ -19,10 +19,10 @@ pass the share n batches over.
 Delayed, never dropped. A held change has not been acknowledged to its sender, so the sender
 keeps it and sends it when its stream is read again; nothing is lost, and nothing is
 acknowledged that is not stored. The cost falls on the busy origin alone: another province's
-change waits behind at most ``SHARE`` changes of each origin, whatever one origin sends, and
-the national hub refuses one province's junk only as fast as it takes it (a batch over the
-share by up to one batch: the one that was let in below it). It sees who is held
-in ``status`` (``upstream_share``) and in ``yipanqi_upstream_share_waits_total``.
+change waits behind at most ``SHARE`` changes of each origin (plus the one batch let in just
+under it), whatever one origin sends, and the national hub refuses one province's junk only as
+fast as it takes it. Operators see who is held in ``status`` (``upstream_share``) and in
+``yipanqi_upstream_share_waits_total``.
 
 The share counts every change, not only junk: a regional hub cannot tell junk (that is the
 point), and an honest bulk import that outruns the national hub is held just the same; it
