@@ -27,6 +27,10 @@ An update is judged on what it writes (``check_update``): each written field by 
 and the cross-field rules only where a written field takes part. A field it leaves alone is
 never judged again, so a record stored before a rule existed can still be edited.
 
+Received changes are never refused for a cross-field rule: two concurrent writes, each valid
+where it was made, can break one only once merged, and a refusal would then depend on arrival
+order. ``merge_conflicts`` finds such rules in a merged record, and they show as open conflicts.
+
 Every refusal's ``rule`` says what was wrong without the value (``ValidationError.log_text``),
 so logs never carry a name, an ID number or a birth date.
 """
