@@ -233,8 +233,9 @@ def conflicts_list(config: str, as_json: bool) -> None:
         t.add_column(col)
     for r in rows:
         v = r["versions"]
-        t.add_row(text(r["person_id"]), text(r["field"]), shown(v[0]["value"]) + text(f" by {v[0]['writer']}"),
-                  text("; ").join(shown(x["value"]) + text(f" by {x['writer']}") for x in v[1:]))
+        others = (text("; ").join(shown(x["value"]) + text(f" by {x['writer']}") for x in v[1:]) if len(v) > 1
+                  else text(f"breaks a rule: {v[0].get('rule', '')}"))  # a rule that merging broke (core.kinds)
+        t.add_row(text(r["person_id"]), text(r["field"]), shown(v[0]["value"]) + text(f" by {v[0]['writer']}"), others)
     console(min_width=140).print(t)
 
 
@@ -261,6 +262,8 @@ def conflicts_show(config: str, person_id: str, as_json: bool) -> None:
         for i, v in enumerate(versions):
             t.add_row(text(field), shown(v["value"]), text(v["writer"]), utc(v["at_ms"], label=False),
                       "yes" if i == 0 else "")
+            if "rule" in v:  # a rule between fields that merging concurrent writes broke
+                t.add_row(text(field), text(f"breaks a rule: {v['rule']}"), text(""), text(""), "")
     console().print(t)
 
 

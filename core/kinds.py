@@ -37,6 +37,9 @@ class Kind:
     follows_person: bool = False
     # check_value(field, value, *, today): one received value on its own (no cross-field rules)
     check_value: Callable[..., None] | None = None
+    # A merged state -> {field: rule} for the rules between fields that only merging concurrent
+    # writes broke: shown as open conflicts (``open_conflicts``), never refused.
+    merge_conflicts: Callable[[RecordState], Mapping[str, str]] | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -48,6 +51,7 @@ KINDS: dict[str, Kind] = {
         routing_fields=("household_province", "residence_province"),
         check_update=person.check_update,
         check_value=person.check_value,
+        merge_conflicts=person.merge_conflicts,
     ),
     certificate.KIND: Kind(
         name=certificate.KIND,
@@ -85,3 +89,18 @@ def get_kind(name: str) -> Kind:
         return KINDS[name]
     except (KeyError, TypeError):
         raise ValidationError("kind", f"unknown record kind '{name}'") from None
+
+
+def rule_conflicts(state: RecordState) -> Mapping[str, str]:
+    """{field: rule} of the rules between fields that merging concurrent writes broke in ``state``
+    (the kind's ``merge_conflicts``; none for a deleted record or a kind without such rules)."""
+    k = KINDS.get(state.kind)
+    if k is None or k.merge_conflicts is None or state.deleted:
+        return {}
+    return k.merge_conflicts(state)
+
+
+def open_conflicts(state: RecordState) -> list[str]:
+    """Every field in open conflict: concurrent versions of the field itself (``state.conflicts``),
+    or a rule between fields that merging concurrent writes broke (``rule_conflicts``)."""
+    return sorted(set(state.conflicts()) | set(rule_conflicts(state)))

@@ -27,6 +27,10 @@ An update is judged on what it writes (``check_update``): each written field by 
 and the cross-field rules only where a written field takes part. A field it leaves alone is
 never judged again, so a record stored before a rule existed can still be edited.
 
+Received changes are never refused for a cross-field rule: two concurrent writes, each valid
+where it was made, can break one only once merged, and a refusal would then depend on arrival
+order. ``merge_conflicts`` finds such rules in a merged record, and they show as open conflicts.
+
 Every refusal's ``rule`` says what was wrong without the value (``ValidationError.log_text``),
 so logs never carry a name, an ID number or a birth date.
 """
@@ -35,13 +39,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import date, datetime
 
+from core.clock import Order
 from core.errors import ValidationError
 from core.idnumber import normalise_id_number
 from core.printable import spelled
 from core.provinces import check_province
+from core.record import RecordState
 
 KIND = "person"
 
@@ -193,6 +199,14 @@ assert tuple(_CHECKERS) == FIELDS
 
 def _cross_checks(out: Mapping[str, object], written: Collection[str] | None = None) -> None:
     """The rules between fields; with ``written``, only the ones a written field takes part in."""
+    for _other, broken in _broken_rules(out, written):
+        raise broken
+
+
+def _broken_rules(out: Mapping[str, object],
+                  written: Collection[str] | None = None) -> Iterator[tuple[str, ValidationError]]:
+    """Each rule between two fields that ``out`` breaks: (the other field, the ValidationError
+    naming the field it is reported on)."""
 
     def judged(*fields: str) -> bool:
         return written is None or any(f in written for f in fields)
@@ -205,7 +219,7 @@ def _cross_checks(out: Mapping[str, object], written: Collection[str] | None = N
         if isinstance(birth, str) and judged("id_number", "birth_date"):
             encoded = f"{id_number[6:10]}-{id_number[10:12]}-{id_number[12:14]}"
             if birth != encoded:
-                raise ValidationError(
+                yield "id_number", ValidationError(
                     "birth_date", f"{birth} does not match id_number (which encodes {encoded})",
                     rule="does not match the birth date id_number encodes",
                 )
@@ -213,15 +227,37 @@ def _cross_checks(out: Mapping[str, object], written: Collection[str] | None = N
         if isinstance(sex, str) and judged("id_number", "sex"):
             encoded_sex = "M" if int(id_number[16]) % 2 == 1 else "F"
             if sex != encoded_sex:
-                raise ValidationError("sex", f"{sex} does not match id_number (which encodes {encoded_sex})",
-                                      rule="does not match the sex id_number encodes")
+                yield "id_number", ValidationError(
+                    "sex", f"{sex} does not match id_number (which encodes {encoded_sex})",
+                    rule="does not match the sex id_number encodes")
     if isinstance(birth, str):
         # ISO strings compare in date order.
         for later in ("moved_in_on", "last_service_on"):
             value = out.get(later)
             if isinstance(value, str) and value < birth and judged("birth_date", later):
-                raise ValidationError(later, f"{value} is before birth_date {birth}",
-                                      rule="must not be before birth_date")
+                yield "birth_date", ValidationError(later, f"{value} is before birth_date {birth}",
+                                                    rule="must not be before birth_date")
+
+
+def merge_conflicts(state: RecordState) -> dict[str, str]:
+    """Rules between fields that the shown record breaks only because concurrent writes were
+    merged: {field: rule} for both fields of each such rule.
+
+    Each write was checked against the record its writer held, so a rule is broken by merging
+    when the two fields' shown versions were written concurrently (neither writer had seen the
+    other's). Receivers never refuse a change for that (the result would depend on arrival
+    order); the record shows it as an open conflict instead, on both fields, until an operator
+    writes one of them so that the rule holds (``settle`` or ``update``). A rule broken by versions
+    that were written one after the other (a record stored before the rule) is no conflict."""
+    values = {k: v for k, v in state.values().items() if k in _CHECKERS}
+    out: dict[str, str] = {}
+    for other, err in _broken_rules(values):
+        mine, theirs = state.winner(err.field), state.winner(other)
+        if mine is not None and theirs is not None and mine.clock.compare(theirs.clock) is Order.CONCURRENT:
+            rule = f"{err.field} {err.rule}; the two were written concurrently"
+            out.setdefault(err.field, rule)
+            out.setdefault(other, rule)
+    return out
 
 
 _ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")

@@ -17,9 +17,10 @@ import grpc
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
+from hub.share import UpstreamShare
+from hub.status import hub_report
 from runtime import metrics, reports, wire
 from runtime.replica import Replica, now_ms
-from hub.status import hub_report
 from runtime.transport import PeerGate
 from yipanqi.v1 import federation_pb2 as pb
 from yipanqi.v1 import federation_pb2_grpc as pb_grpc
@@ -48,8 +49,9 @@ class ReportRelay:
 
 class FederationServicer(pb_grpc.FederationServicer):
     def __init__(self, replica: Replica, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate,
-                 relay: ReportRelay | None = None) -> None:
+                 relay: ReportRelay | None = None, share: UpstreamShare | None = None) -> None:
         self.gate = gate
+        self.share = share  # a regional hub's upstream queue, shared per origin (hub.share); None on national
         self.replica = replica
         self.hub = hub  # "pearl", "national"
         self.topology = topology
@@ -96,8 +98,23 @@ class FederationServicer(pb_grpc.FederationServicer):
                 elif kind == "report":
                     self._report(who, req.report.json)
                 elif kind == "batch":
-                    result = self.replica.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
-                                                    for_province=None, cursor_name=f"in:{who}")
+                    # A regional hub: a province's batch waits for its turn in the queue up (hub.share).
+                    # (A province pushes only its own changes: intake checks origin == who.)
+                    share = self.share if not may_forward else None
+                    if share is not None:
+                        held = share.take_turn(who, lambda: context.is_active() and not self.stopping.is_set())
+                        if held is None:
+                            return  # ended while held: nothing stored, nothing acknowledged
+                        if held:
+                            metrics.UPSTREAM_SHARE_WAITS.labels(who).inc()
+                    try:
+                        result = self.replica.ingest_batch(req.batch, via=who, peer_may_forward=may_forward,
+                                                           for_province=None, cursor_name=f"in:{who}")
+                        if share is not None and result.applied:
+                            share.appended(who, self.replica.store.last_lsn(), result.applied)
+                    finally:
+                        if share is not None:
+                            share.end_turn(who)
                     yield pb.PushResponse(ack=pb.Ack(cursor=req.batch.cursor, accepted=result.applied,
                                                      duplicates=result.duplicates,
                                                      quarantined=result.quarantined))

@@ -11,13 +11,14 @@ from runtime.config import HubConfig
 from runtime.transport import PeerGate
 from core.routing import Topology
 from hub.federation import FederationServicer, ReportRelay
+from hub.share import UpstreamShare, upstream_up
 from runtime.admin import AdminServicer
 from runtime.certificates import CertificateDesk, document_verifier
 from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
-from runtime.replica import Replica
+from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
 from store.store import Store
@@ -38,8 +39,11 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     replica = Replica(cfg.identity, store, keyring_for(cfg.tls), revocations)
     topology = Topology.of(cfg.regions, cfg.guests)
     stop = threading.Event()
-    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay)
-    link = None
+    link: Link | None = None
+    # A regional hub shares its one stream up to the national hub per origin (hub.share).
+    share = UpstreamShare(lambda: link is not None and upstream_up(link.state.hub, link.state.down_since_ms,
+                                                                     now_ms())) if cfg.upstream else None
+    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay, share)
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
 
@@ -48,12 +52,14 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=federation.upward_report)
+                    report=federation.upward_report, on_push_ack=share.acked if share else None)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.desk.rows(),
-                                             federation.desk.refused_counts(), federation.desk.hub_claims()), None, gate,
+                                             federation.desk.refused_counts(), federation.desk.hub_claims(),
+                                             share.report() if share else None),
+                          None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)))
 
@@ -67,7 +73,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
                                      federation.desk.rows(), federation.desk.refused_counts(),
-                                     federation.desk.hub_claims()))
+                                     federation.desk.hub_claims(), share.report() if share else None))
     if link is not None:
         link.start()
     run_until_signal(server, stop, store.close)

@@ -115,7 +115,8 @@ def hub_claims(claims: Mapping[str, Mapping[str, object]], now: int) -> list[dic
 def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None,
                refused_reports: Mapping[str, int] | None = None,
-               claims: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, object]:
+               claims: Mapping[str, Mapping[str, object]] | None = None,
+               upstream_share: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, object]:
     now = now_ms()
     try:
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
@@ -129,6 +130,8 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
         if hub == "national":
             report["federation"] = []
     report["reports"] = {"refused": dict(sorted((refused_reports or {}).items()))}  # kept in memory, not in the store
+    if upstream_share is not None:  # a regional hub: per origin, changes waiting upstream and holds (hub.share)
+        report["upstream_share"] = {o: dict(v) for o, v in upstream_share.items()}
     if hub == "national":
         report["hub_claims"] = hub_claims(claims or {}, now)
     report["store"] = store_report(store)

@@ -28,7 +28,7 @@ from certs.signing import Signer
 from core import certdoc
 from core.certdoc import CertificateRefused
 from core.errors import PermissionDenied, ValidationError
-from core.kinds import get_kind
+from core.kinds import get_kind, open_conflicts
 from runtime.records import RecordService
 from runtime.services import held_person
 from store.store import Store
@@ -78,8 +78,8 @@ class CertificateDesk:
         if household != own:
             raise ValidationError("household_province", f"only the household province ({household}) issues "
                                                         f"this person's certificate; this is province {own}")
-        if state.conflicts():
-            raise ValidationError("person_id", f"person {pid} has open conflicts ({', '.join(sorted(state.conflicts()))}); "
+        if conflicted := open_conflicts(state):
+            raise ValidationError("person_id", f"person {pid} has open conflicts ({', '.join(conflicted)}); "
                                                "settle them before issuing")
         today = self.today()
         cert_no = str(uuid.uuid4())

@@ -13,7 +13,8 @@ everyone else:
   reads the next batch, so gRPC's flow control holds the sender back while every other
   stream's work goes on. A hub relaying a province's *verified* junk is not slowed (that would
   starve the whole region): those refusals are charged to the signer's capped quarantine
-  share, logged under the signer, and cost no more than the checks they already had.
+  share, logged under the signer, and cost no more than the checks they already had; the
+  province itself is held back at its own regional hub instead (hub.share).
 
 Meters take the clock as an argument; nothing here sleeps.
 """

@@ -81,7 +81,7 @@ class LinkState:
 class Link(threading.Thread):
     def __init__(self, replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
                  push_cursor: str, for_province: str | None, stop: threading.Event,
-                 report: Callable[[], dict] | None = None) -> None:
+                 report: Callable[[], dict] | None = None, on_push_ack: Callable[[int], object] | None = None) -> None:
         super().__init__(name="link", daemon=True)
         self.replica = replica
         self.hubs = list(hubs)
@@ -91,6 +91,7 @@ class Link(threading.Thread):
         self.for_province = for_province
         self.stop_event = stop
         self.report = report
+        self.on_push_ack = on_push_ack  # a regional hub's upstream share (hub.share) learns what moved up
         self.state = LinkState(home=self.hubs[0].name, down_since_ms=now_ms())
 
     # -- session management -------------------------------------------------
@@ -298,6 +299,8 @@ class Link(threading.Thread):
                 store.note_ack(self.push_cursor, resp.ack.cursor, now_ms())
                 self.state.pushed += resp.ack.accepted
                 acked[0] = resp.ack.cursor
+                if self.on_push_ack is not None:
+                    self.on_push_ack(resp.ack.cursor)
                 window.release()
 
     # -- pull: changes for us down --------------------------------------------

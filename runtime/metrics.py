@@ -17,6 +17,9 @@ DUPLICATES = Counter("yipanqi_duplicates_total", "Changes received again and ign
 QUARANTINED = Counter("yipanqi_quarantined_total", "Changes refused and quarantined, by reason", ["reason"])
 QUARANTINE_DROPPED = Counter("yipanqi_quarantine_dropped_total",
                              "Refused changes counted but not kept: their party's quarantine share was full")
+UPSTREAM_SHARE_WAITS = Counter("yipanqi_upstream_share_waits_total",
+                               "Times a province's Push stream was held at its share of the upstream queue "
+                               "(regional hubs, hub.share)", ["origin"])
 CHANGES_OUT = Counter("yipanqi_changes_out_total", "Changes sent, by the peer they went to", ["peer"])
 LOCAL_WRITES = Counter("yipanqi_local_writes_total", "Changes written by operators on this node", ["op"])
 APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one received batch",

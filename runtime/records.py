@@ -19,7 +19,7 @@ from core.errors import KeyUnusable, LocalError, NotFound, SyncError, Validation
 from core.change import state_provinces
 from core.identity import Identity
 from core import request
-from core.kinds import Kind, get_kind
+from core.kinds import Kind, get_kind, open_conflicts, rule_conflicts
 from core.record import RecordState
 from runtime import follow, metrics
 from runtime.people import add_person
@@ -45,6 +45,12 @@ def described(state: RecordState) -> dict[str, object]:
                for v in versions]
         for name, versions in state.conflicts().items()
     }
+    # A rule between fields that merging concurrent writes broke: each field's shown version, and the rule.
+    for name, rule in rule_conflicts(state).items():
+        if name not in conflicts and (v := state.winner(name)) is not None:
+            conflicts[name] = [{"value": v.value, "writer": v.at.node, "at_ms": v.at.wall_ms,
+                                "clock": v.clock.to_json(), "rule": rule}]
+    conflicts = dict(sorted(conflicts.items()))
     return {**shown(state), "_meta": {"deleted": state.deleted, "clock": state.clock.to_json(),
                                       "conflicts": conflicts}}
 
@@ -217,7 +223,7 @@ class RecordService:
             if op == "update" and current.deleted:
                 raise LocalError(f"{kind} {record_id} is deleted; settle it to restore")
             if op == "settle":
-                unknown = set(clean) - set(current.conflicts()) - {"_deleted"}
+                unknown = set(clean) - set(open_conflicts(current)) - {"_deleted"}
                 if unknown:
                     raise ValidationError(sorted(unknown)[0], "is not in conflict; use update")
             if op != "delete":

@@ -14,6 +14,7 @@ from sqlalchemy import and_, func, select
 
 from core import canonical
 from core.change import state_provinces
+from core.kinds import open_conflicts
 from core.record import RecordState
 from store.changelog import routes_text
 from store.db import insert_rows, update_rows
@@ -66,9 +67,9 @@ def save_many(conn, states: Sequence[tuple[RecordState, RecordState | None]], no
     live = conflicted = 0
     for state, prior in states:
         now_live = not state.deleted
-        now_conflicted = bool(state.conflicts())
+        now_conflicted = bool(open_conflicts(state))  # rules that merging broke too (core.kinds)
         was_live = prior is not None and not prior.deleted
-        was_conflicted = was_live and bool(prior.conflicts())  # type: ignore[union-attr]
+        was_conflicted = was_live and bool(open_conflicts(prior))  # type: ignore[arg-type]
         live += now_live - was_live
         conflicted += (now_live and now_conflicted) - was_conflicted
         shown = state.values()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -28,13 +28,6 @@ TODAY = date(2026, 1, 15)
 T0 = 1_768_435_200_000
 PERSON = "3b0c3b55-6a0e-4c44-9a4b-6f1b2f0c1a11"
 
-
-@pytest.fixture
-def opened() -> Iterator[list[Store]]:
-    stores: list[Store] = []
-    yield stores
-    for s in stores:
-        s.close()
 
 
 def _open(url: str, opened: list[Store], owner: str) -> Store:

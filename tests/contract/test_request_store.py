@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Callable, Iterator
+from typing import Callable
 
-import pytest
 import sqlalchemy as sa
 
 from core.request import validate_request
@@ -26,13 +25,6 @@ TODAY = date(2026, 3, 20)
 T0 = 1_773_964_800_000
 PERSON = "3b0c3b55-6a0e-4c44-9a4b-6f1b2f0c1a11"
 
-
-@pytest.fixture
-def opened() -> Iterator[list[Store]]:
-    stores: list[Store] = []
-    yield stores
-    for s in stores:
-        s.close()
 
 
 def _set(values: dict[str, object]) -> Callable[[object], tuple[str, dict[str, object]]]:

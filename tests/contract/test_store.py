@@ -156,13 +156,6 @@ class Authors:
         return ch, entry.envelope
 
 
-@pytest.fixture
-def opened() -> Iterator[list[Store]]:
-    stores: list[Store] = []
-    yield stores
-    for s in stores:
-        s.close()
-
 
 @pytest.fixture
 def authors(pki: PKI, tmp_path: Path, opened: list[Store]) -> Authors:

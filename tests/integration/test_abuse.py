@@ -1,7 +1,7 @@
 """Abuse with one province's own valid certificate: one peer cannot starve, stall or blind the others.
 
 One test per finding of issue 11's resource half, each against real processes on loopback:
-slot exhaustion (fair share per identity and method, operators reserved, Health included),
+slot exhaustion (fair share per identity and method, operators reserved, Health and reflection included),
 streams surviving revocation, Pull streams that never read (bounded memory), a 60 MB
 operator Write (message limits before parsing), a stall by junk (refused whole and cheaply,
 capped quarantine, rate-limited log lines, other provinces' delivery under 2 s), unverifiable
@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from certs.ca import issue_identity, load_ca
 from runtime.config import load_any
@@ -169,6 +170,51 @@ def test_one_identity_cannot_take_the_slots_of_another_or_of_operators(fed: Fed)
                 call.cancel()
         # Slots come back when the streams end.
         eventually(lambda: watch(ch44), 10, message="province-44's slots were not given back")
+
+
+def reflect(channel: grpc.Channel, method: str) -> tuple[Any, queue.Queue]:
+    """A reflection stream on ``method`` (v1 or v1alpha: the same bytes), started: its first
+    answer read; raises RpcError if refused."""
+    requests: queue.Queue = queue.Queue()
+    requests.put(reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString())
+    call = channel.stream_stream(method, request_serializer=lambda b: b,
+                                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)(
+        iter(requests.get, None), timeout=300)
+    assert next(call).list_services_response.service
+    return call, requests
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_is_limited_per_identity_like_every_other_method(fed: Fed, version: str) -> None:
+    """Health and reflection are limited the same way: one certificate holds at most PER_METHOD
+    reflection streams; the next is refused, and another identity and the operators are untouched."""
+    method = f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+    held: list[tuple[Any, queue.Queue]] = []
+    with peer_channel(fed, "province-44", PEARL) as ch44:
+        try:
+            for _ in range(PER_METHOD):
+                held.append(reflect(ch44, method))
+            with pytest.raises(grpc.RpcError) as err:
+                reflect(ch44, method)
+            assert err.value.code() == RE and "province-44 already holds" in err.value.details(), err.value
+            assert "ServerReflectionInfo" in err.value.details()
+            with peer_channel(fed, "province-45", PEARL) as ch45:
+                call, requests = reflect(ch45, method)
+                requests.put(None)
+                call.cancel()
+            assert operator_status(fed, PEARL)["identity"] == "hub-pearl"
+        finally:
+            for call, requests in held:
+                requests.put(None)
+                call.cancel()
+
+        def again() -> bool:
+            call, requests = reflect(ch44, method)
+            requests.put(None)
+            call.cancel()
+            return True
+
+        eventually(again, 10, message="province-44's reflection slots were not given back")
 
 
 def test_revoking_a_certificate_closes_its_open_streams_within_seconds(fed: Fed, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, datetime
 
 import pytest
@@ -10,17 +11,20 @@ from hypothesis import strategies as st
 
 from core.errors import ValidationError
 from core.idnumber import make_id_number
-from core.kinds import KINDS, Kind, get_kind
+from core.kinds import KINDS, Kind, get_kind, open_conflicts
 from core.person import (
     FIELDS,
     KIND,
     MARITAL_STATUSES,
     MARRIAGE_CERT_STATUSES,
     REQUIRED,
+    check_update,
+    merge_conflicts,
     parse_field_value,
     person_provinces,
     validate_person,
 )
+from core.record import RecordState
 
 TODAY = date(2026, 11, 29)
 ID = make_id_number("510104", date(1990, 3, 15), 123)  # male, household Sichuan
@@ -357,3 +361,64 @@ def test_an_update_is_judged_only_on_the_fields_it_writes() -> None:
     check_update({**legacy, "sex": "F"}, {"residence_city": "深圳市"}, today=TODAY)
     # A legacy id_number of a shape no rule accepts does not crash the cross-field rules.
     check_update({**legacy, "id_number": "x"}, {"birth_date": "1990-03-16"}, today=TODAY)
+
+
+# -- rules that only merging breaks (issue 11: conflicts, never refusals) ----------------------------
+
+
+def _merged_moves() -> tuple[RecordState, RecordState, RecordState]:
+    """A record; 44 corrects its id_number and birth_date (later birth, consistent); 45, which has not
+    seen that yet, sets moved_in_on after the old birth date but before the new one. Each write keeps
+    every rule on the record its writer held; merged, moved_in_on is before birth_date."""
+    from core.apply import local_write
+    from core.hlc import Timestamp
+    from core.idnumber import make_id_number
+    from core.samples import sample_person
+
+    today = date.today()
+    v = validate_person(sample_person(random.Random(7), household="44", residence="45", today=today), today=today)
+    v = validate_person({**v, "birth_date": "2001-06-19", "sex": "M", "moved_in_on": None,
+                         "id_number": make_id_number(str(v["id_number"])[:6], date(2001, 6, 19), 1)}, today=today)
+    rid = "00000000-0000-4000-8000-000000000001"
+
+    def write(prior, values, node, seq, wall):  # type: ignore[no-untyped-def]
+        if prior is not None:
+            check_update(prior.values(), values, today=today)
+        return local_write(prior, kind="person", record_id=rid, values=values, node=node, seq=seq,
+                           at=Timestamp(wall, 0, node), op="update" if prior else "create", operator=None).state
+
+    base = write(None, v, "province-44", 1, 1000)
+    a = write(base, {"birth_date": "2005-03-04", "id_number": make_id_number(str(v["id_number"])[:6], date(2005, 3, 4), 1)},
+              "province-44", 2, 2000)
+    b = write(base, {"moved_in_on": "2003-01-01"}, "province-45", 1, 3000)
+    return base, a, b
+
+
+def test_a_rule_broken_only_by_merging_concurrent_writes_is_a_conflict_on_both_fields() -> None:
+    base, a, b = _merged_moves()
+    assert merge_conflicts(a) == {} and merge_conflicts(b) == {}
+    for merged in (a.merge(b), b.merge(a)):  # either arrival order: the same conflict
+        assert merged.conflicts() == {}  # no field was written twice
+        rule = "moved_in_on must not be before birth_date; the two were written concurrently"
+        assert merge_conflicts(merged) == {"moved_in_on": rule, "birth_date": rule}
+        assert open_conflicts(merged) == ["birth_date", "moved_in_on"]
+    # Settled by writing one of the two so that the rule holds: no conflict left.
+    from core.apply import local_write
+    from core.hlc import Timestamp
+
+    fixed = local_write(a.merge(b), kind="person", record_id=a.record_id, values={"moved_in_on": "2006-01-01"},
+                        node="province-45", seq=2, at=Timestamp(4000, 0, "province-45"), op="settle",
+                        operator=None).state
+    assert merge_conflicts(fixed) == {} and open_conflicts(fixed) == []
+
+
+def test_a_rule_broken_by_writes_one_after_the_other_is_no_conflict() -> None:
+    """A record stored before a rule (or by an older release) is not flagged: its writes were ordered."""
+    from core.apply import local_write
+    from core.hlc import Timestamp
+
+    _base, a, _b = _merged_moves()
+    later = local_write(a, kind="person", record_id=a.record_id, values={"moved_in_on": "2003-01-01"},
+                        node="province-45", seq=1, at=Timestamp(5000, 0, "province-45"), op="update",
+                        operator=None).state  # (bypassing check_update, as a legacy write would have)
+    assert merge_conflicts(later) == {} and open_conflicts(later) == []

@@ -47,7 +47,7 @@ def upgrade() -> None:
             break
         updates = []
         for record_id, state in rows:
-            fields = json.loads(bytes(state))["fields"]
+            fields = json.loads(bytes(state)).get("fields") or {}  # a state without fields holds no identity
             updates.append({"rid": record_id, **{f"v_{c}": _winner(fields, f, size) for c, (f, size) in _COLUMNS.items()}})
         conn.execute(
             records.update().where(sa.and_(records.c.kind == "person", records.c.record_id == sa.bindparam("rid")))
