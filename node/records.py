@@ -19,6 +19,7 @@ from core.change import state_provinces
 from core.identity import Identity
 from core import request
 from core.kinds import Kind, get_kind
+from core.personkey import check_record_id, is_person_key, key_for, person_key, valid_id_number
 from core.record import RecordState
 from node import follow, metrics
 from node.peer import Peer, now_ms
@@ -58,10 +59,12 @@ def _noting(edit: Callable[[RecordState | None], tuple[str, Mapping[str, object]
 
 
 class RecordService:
-    def __init__(self, peer: Peer, signer: Signer, today: Callable[[], dt.date] = dt.date.today) -> None:
+    def __init__(self, peer: Peer, signer: Signer, today: Callable[[], dt.date] = dt.date.today,
+                 person_secret: bytes | None = None) -> None:
         self.peer = peer
         self.signer = signer
         self.today = today
+        self.person_secret = person_secret  # the federation secret: person keys (core.personkey)
 
     def check_signing_key(self) -> None:
         """Refuse to write with a key the federation no longer trusts.
@@ -187,7 +190,7 @@ class RecordService:
         today = self.today()
         if op == "create":
             clean = k.validate(fields, today=today)
-            record_id = record_id or str(uuid.uuid4())
+            record_id = self._person_key(record_id, clean) if kind == "person" else record_id or str(uuid.uuid4())
         else:
             if not record_id:
                 raise ValidationError(key, "required")
@@ -196,10 +199,7 @@ class RecordService:
                 raise ValidationError("fields", "update needs at least one field to set")
             if op == "delete" and fields:
                 raise ValidationError("fields", "delete takes no fields")
-        try:
-            uuid.UUID(record_id)
-        except ValueError:
-            raise ValidationError(key, f"{record_id!r} is not a UUID", rule="must be a UUID") from None
+        record_id = check_record_id(key, record_id)
 
         def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
             if op == "create":
@@ -230,6 +230,27 @@ class RecordService:
 
         return kind, record_id, edit
 
+    def _person_key(self, given: str, clean: Mapping[str, object]) -> str:
+        """A new person's key: the HMAC of its valid resident ID, else a random ``r-`` key.
+
+        A given id must be that key (a person with a valid ID has exactly one record
+        federation-wide, so a second id for it, a legacy uuid included, is refused)."""
+        id_number = valid_id_number(clean.get("id_number"))
+        if id_number is None:
+            key = given or key_for(b"", None, uuid.uuid4())
+            if is_person_key(key.strip()):
+                raise ValidationError("person_id", "a p- key belongs to a person with a valid id_number")
+            return key
+        if self.person_secret is None:
+            raise LocalError(f"{self.peer.identity} has no federation secret ([node].federation_secret): "
+                             "it cannot key a person record")
+        key = person_key(self.person_secret, id_number)
+        if given and given.strip() != key:
+            raise ValidationError("person_id", f"{given!r} is not the key of this id_number ({key}): a person with a "
+                                               "valid ID is keyed by it; leave person_id empty",
+                                  rule="is not the key of the id_number")
+        return key
+
     def _prepare_request(self, op: str, record_id: str, fields: Mapping[str, object]
                          ) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:
         """Requests are sent, answered and closed by their own rules (core.request): the node
@@ -250,7 +271,7 @@ class RecordService:
         try:
             uuid.UUID(record_id)
         except ValueError:
-            raise ValidationError("request_id", f"{record_id!r} is not a UUID") from None
+            raise ValidationError("request_id", f"{record_id!r} is not a UUID", rule="must be a UUID") from None
 
         def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
             if op == "create":

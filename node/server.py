@@ -6,7 +6,7 @@ import logging
 import threading
 
 from certs.revocation import RevocationList
-from core.errors import StoreUnavailable
+from core.errors import StoreUnavailable, ValidationError
 from certs.signing import Signer
 from node.transport import PeerGate
 from cli.config import NodeConfig
@@ -28,6 +28,17 @@ from yipanqi.v1 import admin_pb2_grpc
 log = logging.getLogger("yipanqi.node")
 
 
+def _person_secret(cfg: NodeConfig) -> bytes:
+    from certs.secret import read
+
+    if cfg.federation_secret is None:
+        raise SystemExit(f"{cfg.path}: [node].federation_secret: missing")
+    try:
+        return read(cfg.federation_secret, "[node].federation_secret")
+    except ValidationError as err:
+        raise SystemExit(f"{cfg.path}: {err}") from None
+
+
 def run_node(cfg: NodeConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
@@ -45,7 +56,7 @@ def run_node(cfg: NodeConfig) -> None:
 
     link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
-    records = RecordService(peer, signer, today=today)
+    records = RecordService(peer, signer, today=today, person_secret=_person_secret(cfg))
     peer.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)
