@@ -8,6 +8,7 @@ from cli.assess import assess
 from cli.bulk import stats
 from cli.enrol import enrol, sign
 from cli.certificate import certificate
+from cli.claims import claims
 from cli.federation import federation
 from cli.output import SafeGroup
 from cli.person import person
@@ -30,6 +31,7 @@ main.add_command(enrol)
 federation.add_command(sign)
 main.add_command(certificate)
 main.add_command(service)
+main.add_command(claims)
 
 
 def _lazy_demo() -> None:

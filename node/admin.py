@@ -106,6 +106,18 @@ class AdminServicer(pb_grpc.AdminServicer):
         self._operator(context)
         return pb.JsonReply(json=_dump(self.status()))
 
+    def Claims(self, request: pb.ClaimsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        self._operator(context)
+        rows = self.store.list_claims(status=None if request.all else "open")
+        return pb.JsonReply(json=_dump([c.to_json() for c in rows]))
+
+    def DecideClaim(self, request: pb.ClaimDecision, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        if self.records is None:
+            raise PermissionDenied("hubs do not decide claims; the household province's node does")
+        claim = self.records.decide_claim(request.claim_id, request.accept, operator)
+        return pb.JsonReply(json=_dump(claim))
+
     def Quarantine(self, request: pb.Empty, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._operator(context)
         rows = [q.__dict__ if hasattr(q, "__dict__") else {f: getattr(q, f) for f in q.__slots__}

@@ -300,6 +300,30 @@ class RecordService:
             raise ValidationError(field, f"{self.peer.identity} may only write records that involve province "
                                          f"{own}; this one involves {', '.join(sorted(involved)) or 'none'}")
 
+    def decide_claim(self, claim_id: int, accept: bool, operator: str | None) -> dict[str, object]:
+        """Accept (merge, one signed change that then reaches the claimer) or refuse a claim held
+        here (core.claims). Only the record's household province decides."""
+        if claim_id <= 0:
+            raise ValidationError("claim_id", "must be a positive claim number (yipanqi claims list)")
+        own = Identity.parse(self.peer.identity).province
+        found = [c for c in self.peer.store.list_claims() if c.claim_id == claim_id]
+        if not found:
+            raise NotFound(f"no claim {claim_id} on {self.peer.identity}")
+        claim = found[0]
+        record = self.peer.store.require(claim.kind, claim.record_id)
+        household = record.values().get("household_province")
+        if household != own:
+            raise ValidationError("claim_id", f"claim {claim_id} is decided by the household province "
+                                              f"({household}), not {own}")
+        if accept:
+            self.check_signing_key()
+            change = self.peer.store.accept_claim(claim_id, operator=operator, now_ms=now_ms(),
+                                                  seal=self.signer.seal_batch)
+            metrics.LOCAL_WRITES.labels(change.op).inc()
+        else:
+            self.peer.store.refuse_claim(claim_id, operator=operator, now_ms=now_ms())
+        return next(c.to_json() for c in self.peer.store.list_claims() if c.claim_id == claim_id)
+
     def get(self, kind: str, record_id: str) -> RecordState:
         get_kind(kind)
         return self.peer.store.require(kind, record_id)

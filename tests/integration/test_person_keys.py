@@ -9,7 +9,7 @@ import json
 import random
 from pathlib import Path
 
-from tests.integration.conftest import eventually, person, small_federation, yipanqi_ok
+from tests.integration.conftest import eventually, person, small_federation, yipanqi, yipanqi_ok
 
 NATIONAL = "hub-national"
 EVERYWHERE = ("province-44", "province-65", NATIONAL)
@@ -55,3 +55,44 @@ def test_same_person_registered_at_44_and_65_while_cut_off_is_one_record_with_on
             fed.arrives(identity, pid, settled, timeout=60)
         for code in ("44", "65"):
             assert json.loads(yipanqi_ok("conflicts", "list", "-c", fed.fed.configs[f"province-{code}"], "--json")) == []
+
+
+def test_a_registration_by_an_uninvolved_province_is_a_claim_until_the_household_province_accepts(
+        tmp_path: Path) -> None:
+    rng = random.Random("claims")
+    with small_federation(tmp_path / "fed", ["44", "45", "65"]) as fed:
+        base = person(rng, household="44", residence="65")
+        pid = fed.write("province-44", "create", base)["person_id"]
+        fed.arrives(NATIONAL, pid, fed.get("province-44", pid))
+        # 45 registers the same person as living in 45: a province the record does not involve.
+        claimed = fed.write("province-45", "create", {**base, "residence_province": "45"})
+        assert claimed["person_id"] == pid
+        c44 = fed.fed.configs["province-44"]
+
+        def listed(config: Path) -> list:
+            return json.loads(yipanqi_ok("claims", "list", "-c", config, "--json"))
+
+        (claim,) = eventually(lambda: listed(c44), 60, message="no claim listed at 44")
+        assert (claim["person_id"], claim["claimer"], claim["op"], claim["status"]) == (pid, "province-45", "create",
+                                                                                      "open")
+        eventually(lambda: listed(fed.fed.configs[NATIONAL]), 60, message="no claim listed at the national hub")
+        # Held apart: the record is unchanged at 44 and the national hub, and nothing reached 45.
+        for identity in ("province-44", NATIONAL):
+            assert fed.get(identity, pid)["residence_province"] == "65"
+            assert fed.get(identity, pid)["_meta"]["conflicts"] == {}
+        assert fed.get("province-45", pid)["_meta"]["clock"] == {"province-45": 1}
+        # A node that holds no such claim (65: the claim never reached it) cannot accept it.
+        r = yipanqi("claims", "accept", "-c", fed.fed.configs["province-65"], str(claim["claim_id"]))
+        assert r.returncode != 0
+        decided = json.loads(yipanqi_ok("claims", "accept", "-c", c44, str(claim["claim_id"]), "--json"))
+        assert decided["status"] == "accepted" and decided["decided_by"] == "operator-44-admin"
+        assert listed(c44) == []
+
+        def everywhere() -> dict | None:
+            copies = [fed.get(i, pid) for i in ("province-44", "province-45", "province-65", NATIONAL)]
+            return copies[0] if all(c == copies[0] for c in copies) else None
+
+        merged = eventually(everywhere, 90, interval=0.5, message="the accepted claim did not converge")
+        assert set(merged["_meta"]["conflicts"]) == {"residence_province"}
+        assert {v["value"] for v in merged["_meta"]["conflicts"]["residence_province"]} == {"65", "45"}
+        assert eventually(lambda: listed(fed.fed.configs[NATIONAL]) == [], 30)

@@ -109,6 +109,16 @@ class AdminStub:
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.Claims = channel.unary_unary(
+                '/yipanqi.v1.Admin/Claims',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DecideClaim = channel.unary_unary(
+                '/yipanqi.v1.Admin/DecideClaim',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -213,6 +223,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Claims(self, request, context):
+        """Claims: listed at a node or the national hub (JSON array); decided at the household
+        province's node (JSON: the claim as decided).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideClaim(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +313,16 @@ def add_AdminServicer_to_server(servicer, server):
             'ListServices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServices,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Claims': grpc.unary_unary_rpc_method_handler(
+                    servicer.Claims,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'DecideClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideClaim,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
             ),
     }
@@ -696,6 +730,60 @@ class Admin:
             target,
             '/yipanqi.v1.Admin/ListServices',
             yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Claims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Claims',
+            yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/DecideClaim',
+            yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
