@@ -111,6 +111,13 @@ class AdminServicer(pb_grpc.AdminServicer):
         rows = self.store.list_claims(status=None if request.all else "open")
         return pb.JsonReply(json=_dump([c.to_json() for c in rows]))
 
+    def Link(self, request: pb.LinkRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        if self.records is None:
+            raise PermissionDenied("hubs do not write records; link at a province node")
+        state = self.records.link(request.from_id, request.into, operator)
+        return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
+
     def DecideClaim(self, request: pb.ClaimDecision, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         operator = self._operator(context)
         if self.records is None:

@@ -300,6 +300,42 @@ class RecordService:
             raise ValidationError(field, f"{self.peer.identity} may only write records that involve province "
                                          f"{own}; this one involves {', '.join(sorted(involved)) or 'none'}")
 
+    def link(self, from_id: str, into: str, operator: str | None) -> RecordState:
+        """``person link``: merge the random-key (or legacy uuid) record ``from_id`` into the record
+        keyed by ``into`` (an ID number or a ``p-`` key); see Store.link_local."""
+        from core.idnumber import check_id_number
+
+        from_id = check_record_id("RANDOM_KEY_ID", from_id)
+        if is_person_key(from_id):
+            raise ValidationError("RANDOM_KEY_ID", f"{from_id} is already an ID-keyed record; link an r- key "
+                                                   "or a legacy uuid into it", rule="is already ID-keyed")
+        text = into.strip() if isinstance(into, str) else ""
+        if is_person_key(text):
+            target_id = text
+        else:
+            if self.person_secret is None:
+                raise LocalError(f"{self.peer.identity} has no federation secret ([node].federation_secret)")
+            target_id = person_key(self.person_secret, check_id_number(text, "ID_NUMBER_OR_KEY"))
+        own = Identity.parse(self.peer.identity).province
+
+        def check(source: RecordState, target: RecordState | None) -> None:
+            for name, state in (("RANDOM_KEY_ID", source), ("ID_NUMBER_OR_KEY", target)):
+                if state is None:
+                    continue
+                if state.deleted:
+                    raise LocalError(f"{name}: person {state.record_id} is deleted; restore it first")
+                if own not in state_provinces(state):
+                    raise ValidationError(name, f"{self.peer.identity} may only link records that involve province "
+                                                f"{own}; {state.record_id} involves "
+                                                f"{', '.join(sorted(state_provinces(state))) or 'none'}")
+
+        self.check_signing_key()
+        merged, gone = self.peer.store.link_local("person", from_id, target_id, check=check, operator=operator,
+                                                  now_ms=now_ms(), seal=self.signer.seal_batch)
+        metrics.LOCAL_WRITES.labels(merged.op).inc()
+        metrics.LOCAL_WRITES.labels(gone.op).inc()
+        return merged.state
+
     def decide_claim(self, claim_id: int, accept: bool, operator: str | None) -> dict[str, object]:
         """Accept (merge, one signed change that then reaches the claimer) or refuse a claim held
         here (core.claims). Only the record's household province decides."""

@@ -388,6 +388,38 @@ class Store:
         self._notify()
         return change
 
+    def link_local(self, kind: str, from_id: str, into: str, *, check: Callable[[RecordState, RecordState | None], None],
+                   operator: str | None, now_ms: int, seal: Sealer) -> tuple[Change, Change]:
+        """``person link``: one transaction, two signed changes of ours. Record ``into`` gains every
+        version of ``from_id`` (merged as any replica merges: nothing is lost, concurrent values stay
+        as conflicts); ``from_id`` is deleted (a tombstone keeps its fields). ``check(source,
+        target)`` refuses a link this node may not make before anything is written."""
+        with self._lock, self.engine.begin() as conn:
+            loaded = records.load_many(conn, [(kind, from_id), (kind, into)])
+            source, target = loaded[(kind, from_id)], loaded[(kind, into)]
+            if source is None:
+                raise NotFound(f"no {kind} record {from_id} on {self.owner}")
+            check(source, target)
+            rekeyed = RecordState(kind, into, source.fields)
+            base = rekeyed if target is None else target.merge(rekeyed)
+            seq = changelog.last_seq(conn, self.owner)
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            merged = local_write(base, kind=kind, record_id=into, values={}, node=self.owner, seq=seq + 1, at=at,
+                                 op="update", operator=operator)
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            gone = local_write(source, kind=kind, record_id=from_id, values={}, node=self.owner, seq=seq + 2, at=at,
+                               op="delete", operator=operator)
+            changes = [merged, gone]
+            bodies = [c.to_body() for c in changes]
+            seals = seal(bodies)
+            changelog.append(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
+                             via="local", now_ms=now_ms, index_routes=self.index_routes)
+            self._save(conn, [(merged.state, target), (gone.state, source)], now_ms)
+            acks = self._write_acks(conn)
+        self._acks_written(acks)
+        self._notify()
+        return merged, gone
+
     def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
         """Drop an open claim (and the claimer's changes held with it); the rows stay for audit."""
         with self._lock, self.engine.begin() as conn:

@@ -6,6 +6,7 @@ national hub, with the one differing field (the name) as an open conflict listed
 from __future__ import annotations
 
 import json
+import time
 import random
 from pathlib import Path
 
@@ -96,3 +97,55 @@ def test_a_registration_by_an_uninvolved_province_is_a_claim_until_the_household
         assert set(merged["_meta"]["conflicts"]) == {"residence_province"}
         assert {v["value"] for v in merged["_meta"]["conflicts"]["residence_province"]} == {"65", "45"}
         assert eventually(lambda: listed(fed.fed.configs[NATIONAL]) == [], 30)
+
+
+def _legacy_person(fed, code: str, values: dict) -> str:  # type: ignore[no-untyped-def]
+    """A record written before person keys: a uuid id, signed by the node, in its store (node stopped)."""
+    import uuid
+
+    from certs.signing import Signer
+    from cli.config import load_node
+    from store.store import Store
+
+    cfg = load_node(fed.configs[f"province-{code}"])
+    store = Store.open(cfg.database, owner=cfg.identity)
+    try:
+        rid = str(uuid.uuid4())
+        signer = Signer.load(cfg.signing.key, cfg.signing.cert)
+        store.write_local("person", rid, lambda current: ("create", dict(values)), operator=None,
+                          now_ms=int(time.time() * 1000), seal=signer.seal_batch)
+    finally:
+        store.close()
+    return rid
+
+
+def test_person_link_merges_a_legacy_record_into_the_id_keyed_one_everywhere(tmp_path: Path) -> None:
+    rng = random.Random("link")
+    base = {**person(rng, household="44", residence="65"), "name": "张三"}
+    legacy: list[str] = []
+    with small_federation(tmp_path / "fed", ["44", "65"],
+                          configure=lambda f: legacy.append(_legacy_person(f, "44", base))) as fed:
+        (old,) = legacy
+        fed.arrives("province-65", old, fed.get("province-44", old), timeout=60)
+        pid = fed.write("province-65", "create", {**base, "name": "张叁"})["person_id"]  # the same person, keyed
+        assert pid.startswith("p-") and pid != old
+        fed.arrives("province-44", pid, fed.get("province-65", pid), timeout=60)
+        c44 = fed.fed.configs["province-44"]
+        bad = yipanqi("person", "link", "-c", c44, old, base["id_number"][:-1] + "Y")
+        assert bad.returncode != 0 and "ID_NUMBER_OR_KEY" in bad.stderr + bad.stdout
+        assert yipanqi_ok("person", "link", "-c", c44, old, base["id_number"]).strip() == pid
+
+        def linked() -> dict | None:
+            copies = [fed.get(i, pid) for i in EVERYWHERE]
+            gone = [fed.get(i, old) for i in EVERYWHERE]
+            ok = (all(c == copies[0] for c in copies) and "name" in copies[0]["_meta"]["conflicts"]
+                  and all(g is not None and g["_meta"]["deleted"] for g in gone))
+            return copies[0] if ok else None
+
+        merged = eventually(linked, 90, interval=0.5,
+                            message=lambda: f"not linked: {[fed.get(i, pid) for i in EVERYWHERE]}")
+        assert set(merged["_meta"]["conflicts"]) == {"name"}  # every version kept: both spellings
+        assert {v["value"] for v in merged["_meta"]["conflicts"]["name"]} == {"张三", "张叁"}
+        for identity in EVERYWHERE:
+            live = [r for r in fed.list(identity).values() if r["id_number"] == base["id_number"]]
+            assert [r["person_id"] for r in live] == [pid], identity

@@ -159,3 +159,11 @@ class ClaimDecision(_message.Message):
     claim_id: int
     accept: bool
     def __init__(self, claim_id: _Optional[int] = ..., accept: _Optional[bool] = ...) -> None: ...
+
+class LinkRequest(_message.Message):
+    __slots__ = ("from_id", "into")
+    FROM_ID_FIELD_NUMBER: _ClassVar[int]
+    INTO_FIELD_NUMBER: _ClassVar[int]
+    from_id: str
+    into: str
+    def __init__(self, from_id: _Optional[str] = ..., into: _Optional[str] = ...) -> None: ...

@@ -119,6 +119,11 @@ class AdminStub:
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.Link = channel.unary_unary(
+                '/yipanqi.v1.Admin/Link',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.LinkRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -237,6 +242,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Link(self, request, context):
+        """Link: one transaction, two signed changes (the ID-keyed record gains every version of the
+        other; the other is deleted); returns the ID-keyed record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -324,6 +337,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DecideClaim,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Link': grpc.unary_unary_rpc_method_handler(
+                    servicer.Link,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.LinkRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -785,6 +803,33 @@ class Admin:
             '/yipanqi.v1.Admin/DecideClaim',
             yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Link(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Link',
+            yipanqi_dot_v1_dot_admin__pb2.LinkRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
             options,
             channel_credentials,
             insecure,
