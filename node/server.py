@@ -42,10 +42,11 @@ def _person_secret(cfg: NodeConfig) -> bytes:
 def run_node(cfg: NodeConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
+    person_secret = _person_secret(cfg)
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
     try:
-        store = Store.open(cfg.database, owner=cfg.identity)
+        store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
@@ -56,7 +57,7 @@ def run_node(cfg: NodeConfig) -> None:
 
     link = Link(peer, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: node_report(store))
-    records = RecordService(peer, signer, today=today, person_secret=_person_secret(cfg))
+    records = RecordService(peer, signer, today=today, person_secret=person_secret)
     peer.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)

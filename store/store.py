@@ -39,7 +39,7 @@ from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
-from store import changelog, claims, counters, projections, quarantine, records, tallies
+from store import changelog, claims, counters, projections, quarantine, records, rekey, tallies
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -129,14 +129,23 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True,
-             health: Health | None = None) -> "Store":
+             health: Health | None = None, person_secret: bytes | None = None,
+             upgraded: Callable[[str], None] | None = None) -> "Store":
         """Open (and migrate) the store at ``url``. Raises ``StoreUnavailable`` when the database
-        cannot be used (a PostgreSQL server not up yet, say)."""
+        cannot be used (a PostgreSQL server not up yet, say). With ``person_secret``, a store
+        still marked for the person-key re-key is re-keyed (store.rekey) and ``upgraded`` is told
+        what was done (no personal data)."""
         engine = open_engine(url)
         health = health or Health()
         watch(engine, health)
         engine._yipanqi_watched = True  # type: ignore[attr-defined]
         migrate(engine)
+        if person_secret is not None:
+            with engine.begin() as conn:
+                if rekey.pending(conn):
+                    report = rekey.run(conn, person_secret)
+                    if upgraded is not None:
+                        upgraded(f"store upgrade (person keys): {report}")
         return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health)
 
     def probe(self) -> None:
