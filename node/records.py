@@ -310,15 +310,25 @@ class RecordService:
             raise ValidationError("RANDOM_KEY_ID", f"{from_id} is already an ID-keyed record; link an r- key "
                                                    "or a legacy uuid into it", rule="is already ID-keyed")
         text = into.strip() if isinstance(into, str) else ""
+        id_number: str | None = None
         if is_person_key(text):
             target_id = text
         else:
             if self.person_secret is None:
                 raise LocalError(f"{self.peer.identity} has no federation secret ([node].federation_secret)")
-            target_id = person_key(self.person_secret, check_id_number(text, "ID_NUMBER_OR_KEY"))
+            id_number = check_id_number(text, "ID_NUMBER_OR_KEY")
+            target_id = person_key(self.person_secret, id_number)
         own = Identity.parse(self.peer.identity).province
 
+        def set_id(merged: RecordState) -> dict[str, object]:
+            """Linked by ID number: the record's id_number is that ID (written only if it is not already)."""
+            held = {v.value for v in merged.fields.get("id_number", ())}
+            return {"id_number": id_number} if id_number is not None and held != {id_number} else {}
+
         def check(source: RecordState, target: RecordState | None) -> None:
+            if target is None and id_number is None:
+                raise NotFound(f"ID_NUMBER_OR_KEY: no person {target_id} on {self.peer.identity}; give the ID "
+                               "number to link into a record not held here")
             for name, state in (("RANDOM_KEY_ID", source), ("ID_NUMBER_OR_KEY", target)):
                 if state is None:
                     continue
@@ -331,7 +341,7 @@ class RecordService:
 
         self.check_signing_key()
         merged, gone = self.peer.store.link_local("person", from_id, target_id, check=check, operator=operator,
-                                                  now_ms=now_ms(), seal=self.signer.seal_batch)
+                                                  now_ms=now_ms(), seal=self.signer.seal_batch, values=set_id)
         metrics.LOCAL_WRITES.labels(merged.op).inc()
         metrics.LOCAL_WRITES.labels(gone.op).inc()
         return merged.state

@@ -398,11 +398,14 @@ class Store:
         return change
 
     def link_local(self, kind: str, from_id: str, into: str, *, check: Callable[[RecordState, RecordState | None], None],
-                   operator: str | None, now_ms: int, seal: Sealer) -> tuple[Change, Change]:
+                   operator: str | None, now_ms: int, seal: Sealer,
+                   values: Callable[[RecordState], Mapping[str, object]] = lambda merged: {}
+                   ) -> tuple[Change, Change]:
         """``person link``: one transaction, two signed changes of ours. Record ``into`` gains every
         version of ``from_id`` (merged as any replica merges: nothing is lost, concurrent values stay
-        as conflicts); ``from_id`` is deleted (a tombstone keeps its fields). ``check(source,
-        target)`` refuses a link this node may not make before anything is written."""
+        as conflicts) and the fields ``values(merged)`` gives; ``from_id`` is deleted (a tombstone
+        keeps its fields). ``check(source, target)`` refuses a link this node may not make before
+        anything is written."""
         with self._lock, self.engine.begin() as conn:
             loaded = records.load_many(conn, [(kind, from_id), (kind, into)])
             source, target = loaded[(kind, from_id)], loaded[(kind, into)]
@@ -413,8 +416,8 @@ class Store:
             base = rekeyed if target is None else target.merge(rekeyed)
             seq = changelog.last_seq(conn, self.owner)
             self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-            merged = local_write(base, kind=kind, record_id=into, values={}, node=self.owner, seq=seq + 1, at=at,
-                                 op="update", operator=operator)
+            merged = local_write(base, kind=kind, record_id=into, values=values(base), node=self.owner, seq=seq + 1,
+                                 at=at, op="update", operator=operator)
             self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
             gone = local_write(source, kind=kind, record_id=from_id, values={}, node=self.owner, seq=seq + 2, at=at,
                                op="delete", operator=operator)
