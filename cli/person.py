@@ -174,8 +174,8 @@ def list_(config: str, as_json: bool, include_deleted: bool, limit: int | None, 
     them as they arrive."""
     client = AdminClient.open(config)
     after = after.strip().lower()
-    if after and any(c not in "0123456789abcdef-" for c in after):
-        raise click.ClickException(f"--after {after!r}: not a person id (hex digits and -)")
+    if after and any(c not in "0123456789abcdefghijklmnopqrstuvwxyz-" for c in after):
+        raise click.ClickException(f"--after {after!r}: not a person id (p-/r- keys, hex digits and -)")
     pages = client.pages(pb.ListRequest(kind="person", include_deleted=include_deleted, after=after,
                                         limit=limit or 0))
     n, last = 0, None
