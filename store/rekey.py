@@ -36,7 +36,7 @@ class Report:
     rekeyed: int = 0
     no_valid_id: int = 0
     disagreeing: int = 0  # birth date or sex not the ID's
-    shared: int = 0  # another record holds the same ID (or its key is taken)
+    shared: int = 0  # another record holds the same ID (or its key is taken): left for `person link`
     references: int = 0
 
     def __str__(self) -> str:
@@ -70,6 +70,7 @@ def run(conn, secret: bytes) -> Report:  # type: ignore[no-untyped-def]
     """Re-key this store's legacy person records (see the module doc); marks the store done."""
     report = Report()
     by_id: dict[str, list[str]] = {}
+    people: dict[str, tuple[object, object, object]] = {}
     taken: set[str] = set()
     for rid, raw in conn.execute(select(records.c.record_id, records.c.state).where(records.c.kind == "person")):
         if not _legacy(rid):
@@ -84,13 +85,17 @@ def run(conn, secret: bytes) -> Report:  # type: ignore[no-untyped-def]
             report.disagreeing += 1
         else:
             by_id.setdefault(id_number, []).append(rid)
+            people[rid] = (values.get("name"), values.get("birth_date"), values.get("sex"))
     mapping: dict[str, str] = {}
     for id_number, rids in by_id.items():
         key = person_key(secret, id_number)
-        if len(rids) > 1 or key in taken:
-            report.shared += len(rids)
+        if key in taken or len({people[r] for r in rids}) > 1:
+            report.shared += len(rids)  # records of one ID that disagree on name, birth date or sex
             continue
-        mapping[rids[0]] = key
+        # One record per ID takes the key (the same one at every replica: the least id); its agreeing
+        # duplicates are left for `person link`, which merges them by signed changes.
+        mapping[min(rids)] = key
+        report.shared += len(rids) - 1
     for old, new in mapping.items():
         conn.execute(update(records).where(and_(records.c.kind == "person", records.c.record_id == old))
                      .values(record_id=new))
