@@ -325,6 +325,15 @@ def issue(directory: Path, identity: str, out: Path | None, address: tuple[str, 
     hosts = cert_hosts(where) if where else cert_hosts(None)
     issued = issue_identity(load_ca(directory / "ca"), identity, out, hosts=hosts)
     click.echo(plain(f"issued new keys for {identity} in {issued.dir} (certified for {', '.join(hosts)})"))
+    if (ident.role == "province" or identity == "hub-national") and not (issued.dir / SECRET_FILE).exists():
+        from certs import secret as fed_secret
+
+        try:
+            person_secret = fed_secret.read(directory / "ca" / CA_SECRET, "federation secret")
+        except ValidationError as err:
+            raise click.ClickException(f"{directory}: {err.field}: {err.reason}") from None
+        fed_secret.write(issued.dir / SECRET_FILE, person_secret)
+        click.echo(plain(f"wrote the federation secret to {issued.dir / SECRET_FILE} (0600)"))
     if ident.name in addresses:
         for path in set_address(directory, ident.name, addresses[ident.name]):
             click.echo(plain(f"updated {path}"))

@@ -180,3 +180,17 @@ def test_a_certificates_file_sealed_to_another_process_is_refused(tmp_path: Path
     r = cli.invoke(main, ["enrol", "node", "44", str(b), "--certificates", str(forged)])
     assert r.exit_code != 0 and "federation_secret" in r.output and "does not open" in r.output
     assert not (b / "federation.secret").exists()
+
+
+def test_issue_of_a_node_or_the_national_hub_at_the_ca_includes_the_secret(fed: dict[str, Path], tmp_path: Path) -> None:
+    root = fed["hub-national"].parents[2]
+    ca_secret = (root / "ca" / "federation.secret").read_bytes()
+    cli = CliRunner()
+    for identity, out in (("province-44", tmp_path / "n44"), ("hub-national", tmp_path / "nat"),
+                          ("hub-pearl", tmp_path / "pearl")):
+        r = cli.invoke(main, ["federation", "issue", str(root), identity, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        secret = out / "federation.secret"
+        assert secret.exists() == (identity != "hub-pearl")
+        if secret.exists():
+            assert secret.read_bytes() == ca_secret and _mode(secret) == 0o600
