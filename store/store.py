@@ -332,8 +332,10 @@ class Store:
                 result.claims = len(new_claims)
                 for key, claimers in held.items():  # an acceptance arriving: the claim merges here too
                     st = states.get(key)
+                    if st is None:
+                        continue
                     for claimer in sorted(claimers):
-                        if st is not None and settled_by(st, claimer):
+                        if settled_by(st, claimer):
                             rows = claims.open_changes(conn, key[0], key[1], claimer)
                             before = set(st.conflicts())
                             for _, ch in rows:
