@@ -149,3 +149,7 @@ def test_person_link_merges_a_legacy_record_into_the_id_keyed_one_everywhere(tmp
         for identity in EVERYWHERE:
             live = [r for r in fed.list(identity).values() if r["id_number"] == base["id_number"]]
             assert [r["person_id"] for r in live] == [pid], identity
+        for identity in EVERYWHERE:  # the refused link and the writes were logged without the ID number
+            log_text = fed.fed.log_path(identity).read_text(errors="replace")
+            assert base["id_number"] not in log_text and base["id_number"][:-1] not in log_text, identity
+        assert "ID_NUMBER_OR_KEY" in fed.fed.log_path("province-44").read_text(errors="replace")
