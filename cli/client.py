@@ -59,12 +59,16 @@ class AdminClient:
     def resolve(self, record_id: str, kind: str = "person") -> str:
         """A full record id from ``record_id`` or a unique prefix of one (at least 4 characters).
         Raises ClickException naming the argument when no record, or more than one, matches."""
+        from core.personkey import is_person_key, is_random_key
+
         text = record_id.strip().lower()
         name = f"{kind.upper()}_ID"
-        if len(text) == 36:  # a whole id: the server checks it
+        if len(text) == 36 or is_person_key(text) or is_random_key(text):  # a whole id: the server checks it
             return record_id.strip()
-        if not text or any(c not in "0123456789abcdef-" for c in text):
-            raise click.ClickException(f"{name} {record_id!r}: not a {kind} id or a prefix of one (hex digits and -)")
+        # Ids are legacy uuids (hex and -) or person keys: p-<base32> and r-<uuid4>.
+        if not text or any(c not in "0123456789abcdefghijklmnopqrstuvwxyz-" for c in text):
+            raise click.ClickException(f"{name} {record_id!r}: not a {kind} id or a prefix of one "
+                                       "(p-/r- keys, hex digits and -)")
         if len(text) < 4:
             raise click.ClickException(f"{name} {record_id!r}: give at least 4 characters of the id")
         found = [r[f"{kind}_id"] for r in self.records(pb.ListRequest(kind=kind, include_deleted=True,

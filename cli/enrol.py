@@ -15,14 +15,21 @@ How this works. Enrolment is two trips, and no private key travels:
 3. ``yipanqi enrol node 44 DIR --certificates FILE`` checks that each certificate
    is the CA's and for the key in DIR, installs them and writes ``DIR/node.toml``.
 
+Nodes and the national hub also get the federation secret (person keys, certs/secret.py):
+step 1 makes an X25519 key (``DIR/secret.key``, stays there) and puts its public half in
+the request as ``secret_pub``; step 2 seals the secret to it (``federation_secret`` in the
+certificates file, ChaCha20-Poly1305); step 3 opens it into ``DIR/federation.secret`` (0600).
+Regional hubs never get it.
+
 Operators enrol the same way (``enrol operator SCOPE DIR --label NAME``): a TLS key
 and request only, since operators do not author records.
 
 File formats (contracts): request.json ``{"yipanqi": "enrolment-request/1",
-"identity", "address", "tls_csr", "sign_csr", "operator": {"identity", "tls_csr"}}``;
-certificates ``{"yipanqi": "certificates/1", "identity", "address", "tls_crt",
+"identity", "address", "tls_csr", "sign_csr", "operator": {"identity", "tls_csr"},
+"secret_pub"}``; certificates ``{"yipanqi": "certificates/1", "identity", "address", "tls_crt",
 "sign_crt", "operator": {"identity", "tls_crt"}, "federation": {"ca_crt", "hubs",
-"regions", "revoked"}}`` (PEM strings; absent parts are null).
+"regions", "revoked"}, "federation_secret": {"epk", "nonce", "ct"}}`` (PEM strings,
+base64 for the secret's parts; absent parts are null).
 """
 
 from __future__ import annotations
@@ -62,11 +69,36 @@ def _request(identity: str, directory: Path, address: str | None, operator: str 
     doc: dict[str, Any] = {"yipanqi": REQUEST, "identity": identity, "address": address,
                            "tls_csr": csrs["tls"].decode(), "sign_csr": csrs.get("sign", b"").decode() or None,
                            "operator": None}
+    if _holds_secret(identity):
+        from certs.secret import SEAL_KEY, new_seal_key
+
+        doc["secret_pub"] = new_seal_key(directory / SEAL_KEY)
     if operator is not None:
         doc["operator"] = {"identity": operator, "tls_csr": new_keys(operator, directory / "operator")["tls"].decode()}
     path = directory / "request.json"
     write_public(path, (json.dumps(doc, indent=2) + "\n").encode())
     return path
+
+
+def _holds_secret(identity: str) -> bool:
+    """Nodes and the national hub hold the federation secret; regional hubs and operators never."""
+    return identity.startswith("province-") or identity == "hub-national"
+
+
+def _open_secret(file: Path, doc: dict[str, Any], directory: Path) -> bytes:
+    """The federation secret the CA sealed to our X25519 key (checked before anything is installed)."""
+    from certs.secret import SEAL_KEY, unseal
+
+    try:
+        return unseal(doc.get("federation_secret"), directory / SEAL_KEY, doc["identity"])
+    except ValidationError as err:
+        raise _fail(str(file), err) from None
+
+
+def _write_secret(directory: Path, secret: bytes) -> None:
+    from certs.secret import FILE, write
+
+    write(directory / FILE, secret)
 
 
 def _read_certificates(file: Path, identity: str) -> dict[str, Any]:
@@ -176,7 +208,9 @@ def enrol_node(province: str, directory: Path, address: str | None, certificates
         click.echo(f"made the keys of {identity} in {directory}; send {path} to the federation CA")
         return
     doc = _read_certificates(certificates, identity)
+    secret = _open_secret(certificates, doc, directory)
     fed = _install(certificates, doc, directory)
+    _write_secret(directory, secret)
     hubs = fed.get("hubs") or {}
     try:
         listed = home_hubs(province, hubs)
@@ -202,7 +236,10 @@ def enrol_hub(name: str, directory: Path, address: str | None, certificates: Pat
         click.echo(f"made the keys of {identity} in {directory}; send {path} to the federation CA")
         return
     doc = _read_certificates(certificates, identity)
+    secret = _open_secret(certificates, doc, directory) if name == "national" else None
     fed = _install(certificates, doc, directory)
+    if secret is not None:
+        _write_secret(directory, secret)
     national = (fed.get("hubs") or {}).get("national")
     if name != "national" and not national:
         raise click.ClickException(f"{certificates}: federation.hubs: no address for hub 'national'")
@@ -297,6 +334,13 @@ def sign(directory: Path, requests: tuple[Path, ...], out: Path | None, days: in
                 raise click.ClickException(f"{path}: {ident} dials hub-{hub}, which has not enrolled: "
                                            "sign its request first (or in the same call)")
     ca = load_ca(directory / "ca")
+    from certs.secret import read as read_secret
+
+    try:
+        person_secret = read_secret(directory / "ca" / "federation.secret", "federation secret")
+    except ValidationError as err:
+        raise click.ClickException(f"{directory}: {err.field}: {err.reason} "
+                                   "(made by `yipanqi federation ca`)") from None
     revoked_file = directory / "revoked.txt"
     fed = {"ca_crt": ca.cert_pem.decode(), "hubs": registry["hubs"],
            "regions": {r: list(p) for r, p in DEFAULT_REGIONS.items()},
@@ -312,8 +356,12 @@ def sign(directory: Path, requests: tuple[Path, ...], out: Path | None, days: in
                                         days=days).decode(),
                 "sign_crt": (sign_request(ca, str(ident), "sign", doc["sign_csr"], days=days).decode()
                              if ident.role != "operator" else None),
-                "operator": None, "federation": fed,
+                "operator": None, "federation": fed, "federation_secret": None,
             }
+            if _holds_secret(str(ident)):  # sealed to the requester's X25519 key; never to a regional hub
+                from certs.secret import seal
+
+                result["federation_secret"] = seal(person_secret, doc.get("secret_pub"), str(ident))
             op = doc.get("operator")
             if op is not None:
                 who = str(op.get("identity"))

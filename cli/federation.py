@@ -22,6 +22,8 @@ from core.provinces import DEFAULT_REGIONS, PROVINCES
 from cli.words import plural
 
 HUB_ORDER = ("national", "bohai", "yangtze", "pearl", "northwest")
+SECRET_FILE = "federation.secret"  # beside a node's or the national hub's config
+CA_SECRET = "federation.secret"  # in DIR/ca/, made with the CA (certs/secret.py)
 
 
 def hub_port(base: int, hub: str) -> int:
@@ -101,8 +103,11 @@ def save_registry(root: Path, registry: dict[str, dict[str, str]]) -> None:
 # -- configs -----------------------------------------------------------------------------
 def hub_config(name: str, listen: str, *, national: str | None, regions: dict[str, list[str]],
                revoked: str, operator: dict[str, str], metrics: int | None) -> dict[str, object]:
-    """A hub.toml beside its keys (tls.*, sign.*, ca.crt); ``national`` is the upstream's address."""
+    """A hub.toml beside its keys (tls.*, sign.*, ca.crt); ``national`` is the upstream's address.
+    The national hub's names its federation secret (federation.secret beside it); regional hubs have none."""
     hub: dict[str, object] = {"name": name, "database": "hub.db", "listen": listen, "log_level": "info"}
+    if name == "national":
+        hub["federation_secret"] = SECRET_FILE
     if metrics is not None:
         hub["metrics_port"] = metrics
     cfg: dict[str, object] = {
@@ -119,8 +124,9 @@ def hub_config(name: str, listen: str, *, national: str | None, regions: dict[st
 
 def node_config(code: str, listen: str, *, hubs: list[tuple[str, str]], revoked: str, operator: dict[str, str],
                 metrics: int | None) -> dict[str, object]:
-    """A node.toml beside its keys; ``hubs`` are (name, address), home hub first."""
-    node: dict[str, object] = {"province": code, "database": "node.db", "listen": listen, "log_level": "info"}
+    """A node.toml beside its keys and federation.secret; ``hubs`` are (name, address), home hub first."""
+    node: dict[str, object] = {"province": code, "database": "node.db", "listen": listen, "log_level": "info",
+                               "federation_secret": SECRET_FILE}
     if metrics is not None:
         node["metrics_port"] = metrics
     return {
@@ -148,6 +154,9 @@ def init_federation(root: Path, provinces: list[str], base_port: int,
     root = root.resolve()
     addresses = addresses or {}
     ca = create_ca(root / "ca")
+    from certs import secret as fed_secret
+
+    person_secret = fed_secret.create(root / "ca" / CA_SECRET)
     region_of = {p: r for r, ps in DEFAULT_REGIONS.items() for p in ps}
     regions_needed = sorted({region_of[p] for p in provinces}, key=HUB_ORDER.index)
     hubs = ["national", *regions_needed]
@@ -174,6 +183,8 @@ def init_federation(root: Path, provinces: list[str], base_port: int,
         cfg = hub_config(hub, hub_addr[hub], national=hub_addr["national"], regions=regions_table,
                          revoked=_rel(revoked, d), operator=operator(hub, d),
                          metrics=metrics_port(base_port, f"hub-{hub}"))
+        if hub == "national":
+            fed_secret.write(d / SECRET_FILE, person_secret)
         (d / "hub.toml").write_text(tomli_w.dumps(cfg))
         written[f"hub-{hub}"] = d / "hub.toml"
         if hub == "national":  # the assessment's weights, the national level's to change (yipanqi assess)
@@ -186,6 +197,7 @@ def init_federation(root: Path, provinces: list[str], base_port: int,
         issue_identity(ca, f"province-{code}", d, hosts=hosts(code, node_addr[code]))
         cfg = node_config(code, node_addr[code], hubs=home_hubs(code, hub_addr), revoked=_rel(revoked, d),
                           operator=operator(code, d), metrics=metrics_port(base_port, f"province-{code}"))
+        fed_secret.write(d / SECRET_FILE, person_secret)
         (d / "node.toml").write_text(tomli_w.dumps(cfg))
         written[f"province-{code}"] = d / "node.toml"
     return written
@@ -266,10 +278,14 @@ def ca_command(directory: Path) -> None:
     if (directory / "ca" / "ca.key").exists():
         raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
     ca = create_ca(directory / "ca")
+    from certs.secret import create as create_secret
+
+    create_secret(directory / "ca" / CA_SECRET)
     (directory / "revoked.txt").write_text(
         "# revoked certificate serials and signing key ids, one per line (yipanqi federation revoke)\n")
     save_registry(directory, {"hubs": {}, "nodes": {}})
-    click.echo(f"created the federation CA in {directory / 'ca'} (keep ca.key offline); "
+    click.echo(f"created the federation CA and secret in {directory / 'ca'} (keep ca.key and "
+               f"{CA_SECRET} offline); "
                f"fingerprint (SHA-256) {ca_fingerprint(ca.cert_pem)}")
 
 
@@ -309,6 +325,15 @@ def issue(directory: Path, identity: str, out: Path | None, address: tuple[str, 
     hosts = cert_hosts(where) if where else cert_hosts(None)
     issued = issue_identity(load_ca(directory / "ca"), identity, out, hosts=hosts)
     click.echo(plain(f"issued new keys for {identity} in {issued.dir} (certified for {', '.join(hosts)})"))
+    if (ident.role == "province" or identity == "hub-national") and not (issued.dir / SECRET_FILE).exists():
+        from certs import secret as fed_secret
+
+        try:
+            person_secret = fed_secret.read(directory / "ca" / CA_SECRET, "federation secret")
+        except ValidationError as err:
+            raise click.ClickException(f"{directory}: {err.field}: {err.reason}") from None
+        fed_secret.write(issued.dir / SECRET_FILE, person_secret)
+        click.echo(plain(f"wrote the federation secret to {issued.dir / SECRET_FILE} (0600)"))
     if ident.name in addresses:
         for path in set_address(directory, ident.name, addresses[ident.name]):
             click.echo(plain(f"updated {path}"))

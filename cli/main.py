@@ -9,6 +9,7 @@ from cli.bulk import stats
 from cli.enrol import enrol, sign
 from cli.certificate import certificate
 from cli.duplicates import duplicates
+from cli.claims import claims
 from cli.federation import federation
 from cli.output import SafeGroup
 from cli.person import person
@@ -32,6 +33,7 @@ federation.add_command(sign)
 main.add_command(certificate)
 main.add_command(service)
 main.add_command(duplicates)
+main.add_command(claims)
 
 
 def _lazy_demo() -> None:

@@ -95,6 +95,26 @@ def delete(config: str, person_id: str) -> None:
     click.echo(plain(_write(config, "delete", person_id, {})["person_id"]))
 
 
+@person.command("link")
+@config_option
+@click.argument("random_key_id")
+@click.argument("id_number_or_key")
+@click.option("--json", "as_json", is_flag=True, help="Print the linked record as JSON.")
+def link(config: str, random_key_id: str, id_number_or_key: str, as_json: bool) -> None:
+    """Merge the record RANDOM_KEY_ID (an r- key or a legacy id) into the person keyed by
+    ID_NUMBER_OR_KEY (the resident ID, or its p- key): every field version and conflict is kept,
+    RANDOM_KEY_ID is deleted, and both changes replicate like any write. Prints the kept person_id."""
+    client = AdminClient.open(config)
+    if random_key_id.strip() and not random_key_id.strip().startswith(("r-", "p-")):
+        random_key_id = client.resolve(random_key_id)
+    reply = client.call("Link", pb.LinkRequest(from_id=random_key_id, into=id_number_or_key))
+    record = json.loads(reply.json)
+    if as_json:
+        echo_json(record)
+        return
+    click.echo(plain(record["person_id"]))
+
+
 @person.command("show")
 @config_option
 @click.argument("person_id")
@@ -154,8 +174,8 @@ def list_(config: str, as_json: bool, include_deleted: bool, limit: int | None, 
     them as they arrive."""
     client = AdminClient.open(config)
     after = after.strip().lower()
-    if after and any(c not in "0123456789abcdef-" for c in after):
-        raise click.ClickException(f"--after {after!r}: not a person id (hex digits and -)")
+    if after and any(c not in "0123456789abcdefghijklmnopqrstuvwxyz-" for c in after):
+        raise click.ClickException(f"--after {after!r}: not a person id (p-/r- keys, hex digits and -)")
     pages = client.pages(pb.ListRequest(kind="person", include_deleted=include_deleted, after=after,
                                         limit=limit or 0))
     n, last = 0, None

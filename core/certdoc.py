@@ -133,7 +133,7 @@ def _b64(field: str, value: object) -> bytes:
         raise CertificateRefused("malformed", f"{field}: not valid base64") from None
 
 
-_FIELD_CHECKS: dict[str, f.Checker] = {"cert_no": f.uuid_text, "person_id": f.uuid_text, "issuer": f.province,
+_FIELD_CHECKS: dict[str, f.Checker] = {"cert_no": f.uuid_text, "person_id": f.record_id_text, "issuer": f.province,
                                         "issued_on": f.any_date, "expires_on": f.any_date, "signed_at": _signed_at}
 
 

@@ -23,7 +23,7 @@ KIND = "certificate"
 STATUSES: tuple[str, ...] = ("issued", "superseded", "revoked")
 
 _CHECKERS: dict[str, f.Checker] = {
-    "person_id": f.uuid_text,
+    "person_id": f.record_id_text,
     "household_province": f.province,  # the issuer: only the household province issues
     "residence_province": f.province,
     "issued_on": f.past_date,

@@ -22,7 +22,8 @@ from core.provinces import check_province
 
 Checker = Callable[[str, object, date], object]
 
-__all__ = ["Checker", "any_date", "enum", "past_date", "province", "text", "uuid_text", "validate_fields"]
+__all__ = ["Checker", "any_date", "enum", "past_date", "province", "record_id_text", "text", "uuid_text",
+           "validate_fields"]
 
 past_date: Checker = _date  # a YYYY-MM-DD date, not after today
 
@@ -56,6 +57,13 @@ def uuid_text(field: str, value: object, today: date) -> str:
         return str(uuid.UUID(value.strip()))
     except ValueError:
         raise ValidationError(field, f"{value!r} is not a UUID") from None
+
+
+def record_id_text(field: str, value: object, today: date) -> str:
+    """A reference to a person: a ``p-``/``r-`` person key or a legacy UUID (core.personkey)."""
+    from core.personkey import check_record_id
+
+    return check_record_id(field, value)
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

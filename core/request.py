@@ -35,7 +35,7 @@ _CHECKERS: dict[str, f.Checker] = {
     "from_province": f.province,
     "to_province": f.province,
     "to_side": f.enum(SIDES),
-    "person_id": f.uuid_text,
+    "person_id": f.record_id_text,
     "subject": f.text(SUBJECT_MAX),
     "body": f.text(BODY_MAX),
     "sent_on": f.past_date,
@@ -163,7 +163,7 @@ def new(fields: Mapping[str, object], *, own: str, person: Mapping[str, object] 
     if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_DUE_DAYS:
         raise ValidationError("due_days", f"{days!r} is not a whole number of days from 0 to {MAX_DUE_DAYS}")
     to = f.province("to_province", fields.get("to_province"), today)
-    pid = f.uuid_text("person_id", fields.get("person_id"), today)
+    pid = f.record_id_text("person_id", fields.get("person_id"), today)
     if person is None:
         raise ValidationError("person_id", f"no person {pid} here; a request is about a person this province holds")
     sides = {"residence": person.get("residence_province"), "household": person.get("household_province")}

@@ -36,7 +36,7 @@ TYPE_NAMES: dict[str, str] = {
 }
 
 _CHECKERS: dict[str, f.Checker] = {
-    "person_id": f.uuid_text,
+    "person_id": f.record_id_text,
     "type": f.enum(TYPES),
     "on": f.past_date,
     "result": f.text(TEXT_MAX),

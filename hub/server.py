@@ -3,10 +3,11 @@ and for regional hubs the link up to the national hub."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from certs.revocation import RevocationList
-from core.errors import StoreUnavailable
+from core.errors import StoreUnavailable, ValidationError
 from runtime.config import HubConfig
 from runtime.transport import PeerGate
 from core.routing import Topology
@@ -24,13 +25,26 @@ from hub.status import hub_status
 from store.store import Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 
+log = logging.getLogger("yipanqi.hub")
+
 
 def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     """``relay``: how reports go upstream; only tests pass another (tests/support/rogue_hub.py)."""
     setup_logging(cfg.identity, cfg.log_level)
-    # The national hub keeps the national cross-province case database: it merges records too.
+    # The national hub keeps the national cross-province case database: it merges records too,
+    # and re-keys its legacy person records with the federation secret on the first start after
+    # the upgrade (store.rekey); a regional hub holds neither records nor the secret.
+    person_secret = None
+    if cfg.federation_secret is not None:
+        from certs.secret import read
+
+        try:
+            person_secret = read(cfg.federation_secret, "[hub].federation_secret")
+        except ValidationError as err:
+            raise SystemExit(f"{cfg.path}: {err}") from None
     try:
-        store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national)
+        store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
+                           person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err.reason}") from None
     log_outages(store)

@@ -6,7 +6,7 @@ import logging
 import threading
 
 from certs.revocation import RevocationList
-from core.errors import StoreUnavailable
+from core.errors import StoreUnavailable, ValidationError
 from certs.signing import Signer
 from runtime.transport import PeerGate
 from runtime.config import NodeConfig
@@ -29,13 +29,25 @@ from yipanqi.v1 import admin_pb2_grpc
 log = logging.getLogger("yipanqi.node")
 
 
+def _person_secret(cfg: NodeConfig) -> bytes:
+    from certs.secret import read
+
+    if cfg.federation_secret is None:
+        raise SystemExit(f"{cfg.path}: [node].federation_secret: missing")
+    try:
+        return read(cfg.federation_secret, "[node].federation_secret")
+    except ValidationError as err:
+        raise SystemExit(f"{cfg.path}: {err}") from None
+
+
 def run_node(cfg: NodeConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
+    person_secret = _person_secret(cfg)
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
     try:
-        store = Store.open(cfg.database, owner=cfg.identity)
+        store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
@@ -46,7 +58,7 @@ def run_node(cfg: NodeConfig) -> None:
 
     link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: reports.sign(signer, node_report(store)))  # signed: no hub can alter it
-    records = RecordService(replica, signer, today=today)
+    records = RecordService(replica, signer, today=today, person_secret=person_secret)
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)

@@ -107,6 +107,25 @@ class AdminServicer(pb_grpc.AdminServicer):
         self._operator(context)
         return pb.JsonReply(json=_dump(self.status()))
 
+    def Claims(self, request: pb.ClaimsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        self._operator(context)
+        rows = self.store.list_claims(status=None if request.all else "open")
+        return pb.JsonReply(json=_dump([c.to_json() for c in rows]))
+
+    def Link(self, request: pb.LinkRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        if self.records is None:
+            raise PermissionDenied("hubs do not write records; link at a province node")
+        state = self.records.link(request.from_id, request.into, operator)
+        return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
+
+    def DecideClaim(self, request: pb.ClaimDecision, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+        operator = self._operator(context)
+        if self.records is None:
+            raise PermissionDenied("hubs do not decide claims; the household province's node does")
+        claim = self.records.decide_claim(request.claim_id, request.accept, operator)
+        return pb.JsonReply(json=_dump(claim))
+
     def Quarantine(self, request: pb.Empty, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
         self._operator(context)
         rows = [q.__dict__ if hasattr(q, "__dict__") else {f: getattr(q, f) for f in q.__slots__}

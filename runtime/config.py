@@ -76,6 +76,7 @@ class NodeConfig:
     log_level: str = "info"
     metrics_port: int | None = None
     state_dir: Path | None = None  # where the store lives; None: the config file's directory
+    federation_secret: Path | None = None  # person keys' HMAC key (certs/secret.py); required, checked at load
 
     @property
     def identity(self) -> str:
@@ -96,6 +97,7 @@ class HubConfig:
     log_level: str = "info"
     metrics_port: int | None = None
     state_dir: Path | None = None  # where the store lives; None: the config file's directory
+    federation_secret: Path | None = None  # the national hub's only; a regional hub must not hold it
 
     @property
     def identity(self) -> str:
@@ -247,6 +249,21 @@ class _Reader:
             return value
         return f"sqlite:///{((self.state_dir(table, section) or self.base) / value).resolve()}"
 
+    def secret(self, table: dict[str, Any], section: str) -> Path:
+        """The federation secret's path, checked now (exists, 0600, 32 bytes) so a bad one stops
+        start-up with the key named; the bytes are read again by whoever uses them."""
+        from certs.secret import read
+
+        key = self.key(section, "federation_secret")
+        if "federation_secret" not in table:
+            raise self.fail(key, "missing: the federation secret file (see `yipanqi enrol`), e.g. federation.secret")
+        path = (self.base / self.string(table, section, "federation_secret")).resolve()
+        try:
+            read(path, key)
+        except ValidationError as err:
+            raise self.fail(key, err.reason) from None
+        return path
+
     def tls(self, section: str, *, required: bool = True) -> TLSPaths | None:
         t = self.table(section, required=required)
         if t is None:
@@ -309,6 +326,7 @@ def load_node(path: str | Path) -> NodeConfig:
         log_level=level,
         metrics_port=port,
         state_dir=r.state_dir(n, "node"),
+        federation_secret=r.secret(n, "node"),
     )
 
 
@@ -341,6 +359,10 @@ def load_hub(path: str | Path) -> HubConfig:
     if name != "national" and name not in regions:
         raise r.fail("[regions]", f"no region for hub {name!r}")
     level, port = r.common(h, "hub")
+    if name != "national" and "federation_secret" in h:
+        raise r.fail("[hub].federation_secret", "a regional hub must not hold the federation secret "
+                                                "(it would let it tell whose record a key is); remove the key and the file")
+    secret = r.secret(h, "hub") if name == "national" else None
     tls = r.tls("tls")
     assert tls is not None
     return HubConfig(
@@ -356,6 +378,7 @@ def load_hub(path: str | Path) -> HubConfig:
         log_level=level,
         metrics_port=port,
         state_dir=r.state_dir(h, "hub"),
+        federation_secret=secret,
     )
 
 

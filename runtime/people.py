@@ -12,7 +12,6 @@ still make one record (one process owns a store and is its only local writer).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -87,7 +86,11 @@ def write_people(service: "RecordService", rows: Sequence[tuple[str, str, str, M
             clean = cleans[i]
             number = str(clean["id_number"])
             if number not in known:
-                rid = rid or str(uuid.uuid4())
+                try:  # the person's key (core.personkey): the same at every province
+                    rid = service.person_key(rid, clean)
+                except SyncError as err:
+                    out[i] = Outcome(REFUSED, error=err)
+                    continue
                 known[number] = (rid, dict(clean), i)
                 written[i] = len(writes)
                 writes.append(("create", "person", rid, clean))

@@ -20,6 +20,7 @@ from core.change import state_provinces
 from core.identity import Identity
 from core import request
 from core.kinds import Kind, get_kind, open_conflicts, rule_conflicts
+from core.personkey import check_record_id, is_person_key, key_for, person_key, valid_id_number
 from core.record import RecordState
 from runtime import follow, metrics
 from runtime.people import add_person
@@ -66,10 +67,12 @@ def _noting(edit: Callable[[RecordState | None], tuple[str, Mapping[str, object]
 
 
 class RecordService:
-    def __init__(self, replica: Replica, signer: Signer, today: Callable[[], dt.date] = dt.date.today) -> None:
+    def __init__(self, replica: Replica, signer: Signer, today: Callable[[], dt.date] = dt.date.today,
+                 person_secret: bytes | None = None) -> None:
         self.replica = replica
         self.signer = signer
         self.today = today
+        self.person_secret = person_secret  # the federation secret: person keys (core.personkey)
         self.people_lock = threading.Lock()  # a person's lookup by ID number and its write, together (runtime.people)
 
     def check_signing_key(self) -> None:
@@ -198,7 +201,7 @@ class RecordService:
         today = self.today()
         if op == "create":
             clean = k.validate(fields, today=today)
-            record_id = record_id or str(uuid.uuid4())
+            record_id = self.person_key(record_id, clean) if kind == "person" else record_id or str(uuid.uuid4())
         else:
             if not record_id:
                 raise ValidationError(key, "required")
@@ -207,10 +210,7 @@ class RecordService:
                 raise ValidationError("fields", "update needs at least one field to set")
             if op == "delete" and fields:
                 raise ValidationError("fields", "delete takes no fields")
-        try:
-            uuid.UUID(record_id)
-        except ValueError:
-            raise ValidationError(key, f"{record_id!r} is not a UUID", rule="must be a UUID") from None
+        record_id = check_record_id(key, record_id)
 
         def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
             if op == "create":
@@ -241,6 +241,27 @@ class RecordService:
 
         return kind, record_id, edit
 
+    def person_key(self, given: str, clean: Mapping[str, object]) -> str:
+        """A new person's key: the HMAC of its valid resident ID, else a random ``r-`` key.
+
+        A given id must be that key (a person with a valid ID has exactly one record
+        federation-wide, so a second id for it, a legacy uuid included, is refused)."""
+        id_number = valid_id_number(clean.get("id_number"))
+        if id_number is None:
+            key = given or key_for(b"", None, uuid.uuid4())
+            if is_person_key(key.strip()):
+                raise ValidationError("person_id", "a p- key belongs to a person with a valid id_number")
+            return key
+        if self.person_secret is None:
+            raise LocalError(f"{self.replica.identity} has no federation secret ([node].federation_secret): "
+                             "it cannot key a person record")
+        key = person_key(self.person_secret, id_number)
+        if given and given.strip() != key:
+            raise ValidationError("person_id", f"{given!r} is not the key of this id_number ({key}): a person with a "
+                                               "valid ID is keyed by it; leave person_id empty",
+                                  rule="is not the key of the id_number")
+        return key
+
     def _prepare_request(self, op: str, record_id: str, fields: Mapping[str, object]
                          ) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:
         """Requests are sent, answered and closed by their own rules (core.request): the node
@@ -261,7 +282,7 @@ class RecordService:
         try:
             uuid.UUID(record_id)
         except ValueError:
-            raise ValidationError("request_id", f"{record_id!r} is not a UUID") from None
+            raise ValidationError("request_id", f"{record_id!r} is not a UUID", rule="must be a UUID") from None
 
         def edit(current: RecordState | None) -> tuple[str, Mapping[str, object]]:
             if op == "create":
@@ -289,6 +310,76 @@ class RecordService:
             field = next((f for f in reversed(k.routing_fields) if f in clean), k.routing_fields[-1])
             raise ValidationError(field, f"{self.replica.identity} may only write records that involve province "
                                          f"{own}; this one involves {', '.join(sorted(involved)) or 'none'}")
+
+    def link(self, from_id: str, into: str, operator: str | None) -> RecordState:
+        """``person link``: merge the random-key (or legacy uuid) record ``from_id`` into the record
+        keyed by ``into`` (an ID number or a ``p-`` key); see Store.link_local."""
+        from core.idnumber import check_id_number
+
+        from_id = check_record_id("RANDOM_KEY_ID", from_id)
+        if is_person_key(from_id):
+            raise ValidationError("RANDOM_KEY_ID", f"{from_id} is already an ID-keyed record; link an r- key "
+                                                   "or a legacy uuid into it", rule="is already ID-keyed")
+        text = into.strip() if isinstance(into, str) else ""
+        id_number: str | None = None
+        if is_person_key(text):
+            target_id = text
+        else:
+            if self.person_secret is None:
+                raise LocalError(f"{self.replica.identity} has no federation secret ([node].federation_secret)")
+            id_number = check_id_number(text, "ID_NUMBER_OR_KEY")
+            target_id = person_key(self.person_secret, id_number)
+        own = Identity.parse(self.replica.identity).province
+
+        def set_id(merged: RecordState) -> dict[str, object]:
+            """Linked by ID number: the record's id_number is that ID (written only if it is not already)."""
+            held = {v.value for v in merged.fields.get("id_number", ())}
+            return {"id_number": id_number} if id_number is not None and held != {id_number} else {}
+
+        def check(source: RecordState, target: RecordState | None) -> None:
+            if target is None and id_number is None:
+                raise NotFound(f"ID_NUMBER_OR_KEY: no person {target_id} on {self.replica.identity}; give the ID "
+                               "number to link into a record not held here")
+            for name, state in (("RANDOM_KEY_ID", source), ("ID_NUMBER_OR_KEY", target)):
+                if state is None:
+                    continue
+                if state.deleted:
+                    raise LocalError(f"{name}: person {state.record_id} is deleted; restore it first")
+                if own not in state_provinces(state):
+                    raise ValidationError(name, f"{self.replica.identity} may only link records that involve province "
+                                                f"{own}; {state.record_id} involves "
+                                                f"{', '.join(sorted(state_provinces(state))) or 'none'}")
+
+        self.check_signing_key()
+        merged, gone = self.replica.store.link_local("person", from_id, target_id, check=check, operator=operator,
+                                                  now_ms=now_ms(), seal=self.signer.seal_batch, values=set_id)
+        metrics.LOCAL_WRITES.labels(merged.op).inc()
+        metrics.LOCAL_WRITES.labels(gone.op).inc()
+        return merged.state
+
+    def decide_claim(self, claim_id: int, accept: bool, operator: str | None) -> dict[str, object]:
+        """Accept (merge, one signed change that then reaches the claimer) or refuse a claim held
+        here (core.claims). Only the record's household province decides."""
+        if claim_id <= 0:
+            raise ValidationError("claim_id", "must be a positive claim number (yipanqi claims list)")
+        own = Identity.parse(self.replica.identity).province
+        found = [c for c in self.replica.store.list_claims() if c.claim_id == claim_id]
+        if not found:
+            raise NotFound(f"no claim {claim_id} on {self.replica.identity}")
+        claim = found[0]
+        record = self.replica.store.require(claim.kind, claim.record_id)
+        household = record.values().get("household_province")
+        if household != own:
+            raise ValidationError("claim_id", f"claim {claim_id} is decided by the household province "
+                                              f"({household}), not {own}")
+        if accept:
+            self.check_signing_key()
+            change = self.replica.store.accept_claim(claim_id, operator=operator, now_ms=now_ms(),
+                                                  seal=self.signer.seal_batch)
+            metrics.LOCAL_WRITES.labels(change.op).inc()
+        else:
+            self.replica.store.refuse_claim(claim_id, operator=operator, now_ms=now_ms())
+        return next(c.to_json() for c in self.replica.store.list_claims() if c.claim_id == claim_id)
 
     def get(self, kind: str, record_id: str) -> RecordState:
         get_kind(kind)

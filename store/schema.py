@@ -226,3 +226,22 @@ Index("ix_certificates_status", certificates.c.status, certificates.c.status_on,
 # In GROUP BY order, so the request figures are one streaming pass over the index.
 Index("ix_requests_sides", requests.c.to_p, requests.c.to_side, requests.c.answer_days, requests.c.sent_on,
       requests.c.due_on, requests.c.answered_on, requests.c.closed_on)
+
+# Added in 0009_person_keys (issue 12): a create of a person by a province the record held here
+# does not involve, kept apart until the household province accepts or refuses it (store.claims).
+claims = Table(
+    "claims",
+    metadata,
+    Column("claim_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("origin", String(64), nullable=False),  # the claimer
+    Column("seq", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),  # the claimer's signed change, exactly as received
+    Column("received_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open, accepted, merged (accepted elsewhere), refused
+    Column("decided_ms", BigInteger),
+    Column("decided_by", String(128)),  # the operator certificate, or the change that merged it
+    UniqueConstraint("origin", "seq", name="uq_claims_change"),
+    Index("ix_claims_record", "kind", "record_id", "status"),
+)

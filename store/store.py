@@ -38,7 +38,8 @@ from core.kinds import get_kind
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
-from store import changelog, counters, duplicates, projections, quarantine, records, tallies
+from core.claims import is_claim, settled_by
+from store import changelog, claims, counters, duplicates, projections, quarantine, records, rekey, tallies
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -80,6 +81,7 @@ class IngestResult:
     quarantined: int = 0
     dropped: int = 0  # of the quarantined: over their party's cap, counted and not kept
     opened: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, id, field)
+    claims: int = 0  # held apart as claims (core.claims), not merged
     # (prior, merged) of the records whose shown routing fields this ingest changed (prior None: new
     # here); kept by province stores only, for the followers' repair (node.refollow)
     rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
@@ -127,14 +129,23 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True,
-             health: Health | None = None) -> "Store":
+             health: Health | None = None, person_secret: bytes | None = None,
+             upgraded: Callable[[str], None] | None = None) -> "Store":
         """Open (and migrate) the store at ``url``. Raises ``StoreUnavailable`` when the database
-        cannot be used (a PostgreSQL server not up yet, say)."""
+        cannot be used (a PostgreSQL server not up yet, say). With ``person_secret``, a store
+        still marked for the person-key re-key is re-keyed (store.rekey) and ``upgraded`` is told
+        what was done (no personal data)."""
         engine = open_engine(url)
         health = health or Health()
         watch(engine, health)
         engine._yipanqi_watched = True  # type: ignore[attr-defined]
         migrate(engine)
+        if person_secret is not None:
+            with engine.begin() as conn:
+                if rekey.pending(conn):
+                    report = rekey.run(conn, person_secret)
+                    if upgraded is not None:
+                        upgraded(f"store upgrade (person keys): {report}")
         return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health)
 
     def probe(self) -> None:
@@ -328,12 +339,33 @@ class Store:
             if self.hold_records and fresh:
                 priors = records.load_many(conn, [(a.change.kind, a.change.record_id) for a in fresh])
                 states = dict(priors)
+                held = claims.open_by_record(conn, [k for k, st in priors.items() if st is not None])
+                new_claims: list[tuple[Change, bytes]] = []
                 for a in fresh:
                     ch = a.change
                     key = (ch.kind, ch.record_id)
+                    if is_claim(states[key], ch, open_claim=ch.origin in held.get(key, ())):  # type: ignore[arg-type]
+                        new_claims.append((ch, a.envelope.body))  # type: ignore[arg-type]
+                        held.setdefault(key, set()).add(ch.origin)
+                        continue
                     outcome = apply(states[key], ch)
                     states[key] = outcome.state
                     result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
+                claims.add(conn, new_claims, now_ms)
+                result.claims = len(new_claims)
+                for key, claimers in held.items():  # an acceptance arriving: the claim merges here too
+                    st = states.get(key)
+                    if st is None:
+                        continue
+                    for claimer in sorted(claimers):
+                        if settled_by(st, claimer):
+                            rows = claims.open_changes(conn, key[0], key[1], claimer)
+                            before = set(st.conflicts())
+                            for _, ch in rows:
+                                st = apply(st, ch).state
+                            result.opened += [(key[0], key[1], f) for f in sorted(set(st.conflicts()) - before)]
+                            claims.decide(conn, [cid for cid, _ in rows], claims.MERGED, "merged on receipt", now_ms)
+                    states[key] = st
                 self._save(conn, [(st, priors[k]) for k, st in states.items() if st is not None], now_ms)
                 if self.province is not None:
                     result.rerouted = [(priors[k], st) for k, st in states.items()
@@ -348,6 +380,92 @@ class Store:
             self._notify()
         return result
 
+
+    # -- claims (core.claims) -------------------------------------------------------
+    def list_claims(self, *, status: str | None = None) -> list[claims.Claim]:
+        with self.engine.connect() as conn:
+            return claims.listing(conn, status=status)
+
+    def _open_claim(self, conn, claim_id: int) -> claims.Claim:  # type: ignore[no-untyped-def]
+        claim = claims.get(conn, claim_id)
+        if claim is None:
+            raise NotFound(f"no claim {claim_id} on {self.owner}")
+        if claim.status != claims.OPEN:
+            raise LocalError(f"claim {claim_id} is already {claim.status}")
+        return claim
+
+    def accept_claim(self, claim_id: int, *, operator: str | None, now_ms: int, seal: Sealer) -> Change:
+        """Merge an open claim (with the claimer's later held changes) into the record, as one
+        signed local change of ours: from it on the record involves the claimer and reaches it."""
+        with self._lock, self.engine.begin() as conn:
+            claim = self._open_claim(conn, claim_id)
+            key = (claim.kind, claim.record_id)
+            current = records.load_many(conn, [key])[key]
+            if current is None:
+                raise NotFound(f"no {claim.kind} record {claim.record_id} on {self.owner}")
+            rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
+            merged = current
+            for _, ch in rows:
+                merged = apply(merged, ch).state
+            seq = changelog.last_seq(conn, self.owner) + 1
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            change = local_write(merged, kind=claim.kind, record_id=claim.record_id, values={}, node=self.owner,
+                                 seq=seq, at=at, op="delete" if merged.deleted else "update", operator=operator)
+            body = change.to_body()
+            (sealed,) = seal([body])
+            changelog.append(conn, [(change, Envelope(body, sealed))], via="local", now_ms=now_ms,
+                             index_routes=self.index_routes)
+            self._save(conn, [(change.state, current)], now_ms)
+            claims.decide(conn, [cid for cid, _ in rows], claims.ACCEPTED, operator or self.owner, now_ms)
+            acks = self._write_acks(conn)
+        self._acks_written(acks)
+        self._notify()
+        return change
+
+    def link_local(self, kind: str, from_id: str, into: str, *, check: Callable[[RecordState, RecordState | None], None],
+                   operator: str | None, now_ms: int, seal: Sealer,
+                   values: Callable[[RecordState], Mapping[str, object]] = lambda merged: {}
+                   ) -> tuple[Change, Change]:
+        """``person link``: one transaction, two signed changes of ours. Record ``into`` gains every
+        version of ``from_id`` (merged as any replica merges: nothing is lost, concurrent values stay
+        as conflicts) and the fields ``values(merged)`` gives; ``from_id`` is deleted (a tombstone
+        keeps its fields). ``check(source, target)`` refuses a link this node may not make before
+        anything is written."""
+        with self._lock, self.engine.begin() as conn:
+            loaded = records.load_many(conn, [(kind, from_id), (kind, into)])
+            source, target = loaded[(kind, from_id)], loaded[(kind, into)]
+            if source is None:
+                raise NotFound(f"no {kind} record {from_id} on {self.owner}")
+            check(source, target)
+            rekeyed = RecordState(kind, into, source.fields)
+            base = rekeyed if target is None else target.merge(rekeyed)
+            seq = changelog.last_seq(conn, self.owner)
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            merged = local_write(base, kind=kind, record_id=into, values=values(base), node=self.owner, seq=seq + 1,
+                                 at=at, op="update", operator=operator)
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            gone = local_write(source, kind=kind, record_id=from_id, values={}, node=self.owner, seq=seq + 2, at=at,
+                               op="delete", operator=operator)
+            changes = [merged, gone]
+            bodies = [c.to_body() for c in changes]
+            seals = seal(bodies)
+            changelog.append(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
+                             via="local", now_ms=now_ms, index_routes=self.index_routes)
+            self._save(conn, [(merged.state, target), (gone.state, source)], now_ms)
+            acks = self._write_acks(conn)
+        self._acks_written(acks)
+        self._notify()
+        return merged, gone
+
+    def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
+        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit."""
+        with self._lock, self.engine.begin() as conn:
+            claim = self._open_claim(conn, claim_id)
+            rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
+            claims.decide(conn, [cid for cid, _ in rows], claims.REFUSED, operator or self.owner, now_ms)
+            decided = claims.get(conn, claim_id)
+        assert decided is not None
+        return decided
 
     # -- quarantine ----------------------------------------------------------------
     def quarantined(self, *, limit: int = 1000) -> list[QuarantineEntry]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from store.store import Store
+
+if TYPE_CHECKING:
+    from tests.contract.test_store import Authors
 
 from tests.support.pki import PKI, build_pki
 
@@ -24,3 +29,11 @@ def opened() -> Iterator[list[Store]]:
     yield stores
     for s in stores:
         s.close()
+
+
+@pytest.fixture
+def authors(pki: PKI, tmp_path: Path, opened: list[Store]) -> "Authors":
+    """Provinces that sign real changes into stores (tests/contract/test_store.py)."""
+    from tests.contract.test_store import Authors
+
+    return Authors(pki, tmp_path, opened)

@@ -27,6 +27,7 @@ from core.record import RecordState
 from core.routing import leaves_node
 from core.samples import sample_person
 from store.db import HEAD, current_revision, migrate, open_engine
+from store.schema import records
 from store.store import Store
 from tests.support.pki import PKI
 
@@ -217,7 +218,9 @@ def test_upgrade_of_a_populated_previous_release_store_keeps_every_row_and_backf
         assert current_revision(store.engine) == HEAD
         after = _dump(store.engine)
         for name in OLD_COLUMNS:
-            assert after[name] == before[name], f"the upgrade changed rows of {name}"
+            # 0009 marks a store holding persons for the person-key re-key (done when opened with the secret)
+            expected = before[name] + ([("person_keys", "pending")] if name == "meta" else [])
+            assert after[name] == expected, f"the upgrade changed rows of {name}"
 
         # Projections backfilled from the stored state, exactly as the store computes them.
         proj = _projections(store.engine)
@@ -296,11 +299,109 @@ def test_upgrade_backfills_only_projections_the_store_itself_would_write(db_url:
     store = Store.open(db_url, owner=OWNER)
     try:
         assert current_revision(store.engine) == HEAD
-        assert _dump(store.engine) == before
+        assert _dump(store.engine) == {**before, "meta": before["meta"] + [("person_keys", "pending")]}
         proj = _projections(store.engine)
         for rid in (plain, odd, numeric):
             assert proj[rid] == _expected_projection(old.states[rid]), rid
         assert proj[odd] == ("45", "44", None) and proj[numeric] == ("44", "11", None)
         assert store.get(KIND, odd) == old.states[odd]  # the state itself is untouched
+    finally:
+        store.close()
+
+
+def test_opening_with_the_federation_secret_rekeys_legacy_people_once(db_url: str, pki: PKI) -> None:
+    """Migration 0009 marks the store; the node's first start with its secret re-keys each legacy
+    person whose ID is valid and agrees with its birth date and sex, and that no other record
+    shares; the others are left and counted; each state is kept whole under its new key."""
+    from core.personkey import person_key
+
+    secret = bytes(range(32))
+    engine = open_engine(db_url)
+    try:
+        migrate(engine, PREVIOUS)
+        old = OldRelease(pki)
+        _populate(engine, old)
+        ids = sorted(old.states)
+        twin_a, twin_b, odd = ids[1], ids[2], ids[4]
+        # Two legacy records of one person (a twin registration) and one whose birth date is not its ID's.
+        twin = old.states[twin_a]
+        shared_id = twin.values()["id_number"]
+        old.write(OWNER, twin_b, {"id_number": shared_id, "birth_date": twin.values()["birth_date"],
+                                  "sex": twin.values()["sex"]}, "update")
+        old.write(OWNER, odd, {"birth_date": "1901-01-01"}, "update")
+        # Two legacy records of another person that agree on name, birth date and sex: the least id is re-keyed.
+        same_a, same_b = ids[6], ids[8]
+        same = old.states[same_a].values()
+        old.write(OWNER, same_b, {f: same[f] for f in ("id_number", "name", "birth_date", "sex")}, "update")
+        with engine.begin() as conn:
+            for rid in (twin_b, odd, same_b):
+                st = old.states[rid]
+                conn.execute(sa.update(records).where(records.c.record_id == rid).values(state=st.to_bytes()))
+    finally:
+        engine.dispose()
+    messages: list[str] = []
+    store = Store.open(db_url, owner=OWNER, person_secret=secret, upgraded=messages.append)
+    try:
+        held = {s.record_id: s for s in store.iter_records(KIND, include_deleted=True)}
+        left = {twin_a, twin_b, odd, max(same_a, same_b)}
+        assert left <= set(held)
+        for rid, st in old.states.items():
+            if rid in left:
+                assert held[rid].to_bytes() == st.to_bytes()
+                continue
+            key = person_key(secret, str(st.values()["id_number"]))
+            assert rid not in held and held[key].to_bytes() == st.to_bytes()  # every version, every conflict
+        (said,) = messages
+        assert f"re-keyed {N_RECORDS - 4} person records" in said and "3 sharing an ID" in said
+        assert "1 whose birth date or sex disagree" in said
+        assert shared_id not in said and all(str(st.values().get("name")) not in said for st in old.states.values())
+    finally:
+        store.close()
+    again: list[str] = []
+    Store.open(db_url, owner=OWNER, person_secret=secret, upgraded=again.append).close()
+    assert again == []  # once
+
+
+def test_rekey_rewrites_the_person_references_of_other_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from core.personkey import person_key
+    from store.schema import meta
+    from store.schema import services as services_table
+
+    secret = bytes(range(32))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store.open(url, owner=OWNER)
+    person = validate_person(sample_person(random.Random(3), household="44", residence="44", today=TODAY),
+                             today=TODAY)
+    pid, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    store.close()
+    engine = open_engine(url)
+    try:
+        state = local_write(None, kind=KIND, record_id=pid, values=person, node=OWNER, seq=1,
+                            at=Timestamp(T0, 0, OWNER), op="create", operator=None).state
+        service = local_write(None, kind="service", record_id=sid,
+                              values={"person_id": pid, "type": "pregnancy_check", "on": "2026-01-02",
+                                      "provider_province": "44", "household_province": "44",
+                                      "residence_province": "44"},
+                              node=OWNER, seq=2, at=Timestamp(T0 + 1, 0, OWNER), op="create", operator=None).state
+        from store import projections
+        from store import records as record_rows
+
+        with engine.begin() as conn:
+            record_rows.save_many(conn, [(state, None), (service, None)], T0)
+            projections.save(conn, [service])
+            conn.execute(sa.insert(meta).values(key="person_keys", value="pending"))  # what 0009 does
+    finally:
+        engine.dispose()
+    messages: list[str] = []
+    store = Store.open(url, owner=OWNER, person_secret=secret, upgraded=messages.append)
+    try:
+        key = person_key(secret, str(person["id_number"]))
+        assert store.get(KIND, key) is not None and store.get(KIND, pid) is None
+        assert store.get("service", sid).values()["person_id"] == key
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(services_table.c.person_id)).scalar() == key
+        assert "rewrote 1 references" in messages[0]
     finally:
         store.close()

@@ -40,7 +40,8 @@ class _Peer:
 @pytest.fixture
 def node44(db_url: str, pki: PKI) -> Iterator[RecordService]:
     store = Store.open(db_url, owner="province-44")
-    yield RecordService(_Peer(store, pki), pki.signer("province-44"), today=lambda: TODAY)  # type: ignore[arg-type]
+    yield RecordService(_Peer(store, pki), pki.signer("province-44"), today=lambda: TODAY,  # type: ignore[arg-type]
+                        person_secret=bytes(range(32)))
     store.close()
 
 

@@ -157,10 +157,6 @@ class Authors:
 
 
 
-@pytest.fixture
-def authors(pki: PKI, tmp_path: Path, opened: list[Store]) -> Authors:
-    return Authors(pki, tmp_path, opened)
-
 
 def open_store(url: str, opened: list[Store], **kw) -> Store:  # type: ignore[no-untyped-def]
     s = Store.open(url, **kw)

@@ -11,6 +11,8 @@ others by IP (127.0.1.x).
 
 from __future__ import annotations
 
+import base64
+
 import json
 import random
 import shutil
@@ -124,10 +126,22 @@ def test_enrolment_moves_no_private_key(enrolled: tuple[Fed, dict[str, Path], Pa
     # The CA machine and everything that travelled hold no private key but the CA's own.
     assert _private_keys(root / "ca-machine") == {root / "ca-machine" / "ca" / "ca.key"}
     assert _private_keys(root / "ca-inbox") == set() and _private_keys(root / "ca-outbox") == set()
+    fed_secret = (root / "ca-machine" / "ca" / "federation.secret").read_bytes()
+    for travelled in (root / "ca-outbox").iterdir():  # sealed to each enrolling process, never in clear
+        text = travelled.read_text()
+        assert base64.b64encode(fed_secret).decode() not in text and fed_secret.hex() not in text
     for name in MACHINES:
         keys = _private_keys(root / name)
         expected = {etc[name] / "tls.key", etc[name] / "sign.key", etc[name] / "operator" / "tls.key"}
+        if name == "national" or name.isdigit():  # the X25519 key the federation secret was sealed to
+            expected.add(etc[name] / "secret.key")
         assert keys == expected, name
+        # The federation secret reached nodes and the national hub (0600), never a regional hub.
+        secret = etc[name] / "federation.secret"
+        assert secret.exists() == (name == "national" or name.isdigit()), name
+        if secret.exists():
+            assert secret.read_bytes() == (root / "ca-machine" / "ca" / "federation.secret").read_bytes()
+            assert secret.stat().st_mode & 0o777 == 0o600
         assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
         # The store is in the state directory, nothing in the config directory.
         assert list((root / name / "var").glob("*.db")), name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,8 @@ def test_export_round_trips_through_a_fresh_node(federation: Fed, rng: random.Ra
 
     # Import it at province 44 of a brand-new federation (only that node runs): the same records.
     fresh = Federation.create(tmp_path / "fresh", ["44"])
+    # A node rebuilt in the same federation holds the same federation secret (person keys are its HMAC).
+    shutil.copyfile(fed.root / "nodes" / "44" / "federation.secret", tmp_path / "fresh" / "nodes" / "44" / "federation.secret")
     try:
         fresh.start("province-44")
         fresh_config = fresh.configs["province-44"]

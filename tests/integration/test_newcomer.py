@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from tests.integration.conftest import Fed, person, small_federation, yipanqi, y
 from yipanqi.v1 import admin_pb2 as apb
 
 N44, N45 = "province-44", "province-45"
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A person id: a p- key (core.personkey), or a legacy uuid
+UUID = re.compile(r"p-[a-z2-7]{26}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,28 @@ def test_the_first_page_of_a_list_is_small_so_it_prints_at_once(fed: Fed) -> Non
 
 
 def test_a_unique_prefix_is_accepted_and_an_ambiguous_one_refused(fed: Fed) -> None:
+    from core.personkey import person_key
+
     rng = random.Random(3)
-    a, b = "abcd0001-" + str(uuid.uuid4())[9:], "abcd0002-" + str(uuid.uuid4())[9:]
-    for pid in (a, b):
-        fed.write(N44, "create", person(rng, household="44", residence="44"), record_id=pid)
-    shown = json.loads(yipanqi_ok("person", "show", "-c", cfg(fed, N44), a[:8], "--json"))
+    # Two people whose keys share their first 4 characters (p-xy): found with the node's secret.
+    secret = (cfg(fed, N44).parent / "federation.secret").read_bytes()
+    by_prefix: dict[str, dict] = {}
+    while True:
+        p = person(rng, household="44", residence="44")
+        key = person_key(secret, str(p["id_number"]))
+        if key[:4] in by_prefix and key not in fed.list(N44):
+            break
+        by_prefix[key[:4]] = p
+    a = fed.write(N44, "create", by_prefix[key[:4]])["person_id"]
+    b = fed.write(N44, "create", p)["person_id"]
+    assert b == key and a[:4] == b[:4] and a != b
+    unique_a = next(a[:n] for n in range(8, 28) if a[:n] != b[:n])
+    unique_b = next(b[:n] for n in range(8, 28) if a[:n] != b[:n])
+    shown = json.loads(yipanqi_ok("person", "show", "-c", cfg(fed, N44), unique_a, "--json"))
     assert shown["person_id"] == a and shown["deleted"] is False
-    assert yipanqi_ok("person", "update", "-c", cfg(fed, N44), b[:8], "--set", "children=4").strip() == b
+    assert yipanqi_ok("person", "update", "-c", cfg(fed, N44), unique_b, "--set", "children=4").strip() == b
     assert fed.get(N44, b)["children"] == 4
-    ambiguous = yipanqi("person", "show", "-c", cfg(fed, N44), "abcd000")
+    ambiguous = yipanqi("person", "show", "-c", cfg(fed, N44), a[:4])
     assert ambiguous.returncode != 0 and "more than one" in ambiguous.stderr and "PERSON_ID" in ambiguous.stderr
     none = yipanqi("person", "history", "-c", cfg(fed, N44), "ffff0000")
     assert none.returncode != 0 and "no person record" in none.stderr, none.stderr

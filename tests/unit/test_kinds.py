@@ -39,7 +39,7 @@ def test_service_validates_and_normalises() -> None:
         ({"on": "2026-02-30"}, "on", "not a valid date"),
         ({"on": "20260101"}, "on", "YYYY-MM-DD"),
         ({"provider_province": "99"}, "provider_province", ""),
-        ({"person_id": "bob"}, "person_id", "not a UUID"),
+        ({"person_id": "bob"}, "person_id", "not a record id"),
         ({"result": "x" * 257}, "result", "at most 256"),
         ({"result": "a\x07b"}, "result", "control characters"),
         ({"colour": "red"}, "colour", "unknown field"),

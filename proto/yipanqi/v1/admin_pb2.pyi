@@ -151,3 +151,25 @@ class AddServiceRequest(_message.Message):
     on: str
     result: str
     def __init__(self, person_id: _Optional[str] = ..., type: _Optional[str] = ..., on: _Optional[str] = ..., result: _Optional[str] = ...) -> None: ...
+
+class ClaimsRequest(_message.Message):
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: _Optional[bool] = ...) -> None: ...
+
+class ClaimDecision(_message.Message):
+    __slots__ = ("claim_id", "accept")
+    CLAIM_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    claim_id: int
+    accept: bool
+    def __init__(self, claim_id: _Optional[int] = ..., accept: _Optional[bool] = ...) -> None: ...
+
+class LinkRequest(_message.Message):
+    __slots__ = ("from_id", "into")
+    FROM_ID_FIELD_NUMBER: _ClassVar[int]
+    INTO_FIELD_NUMBER: _ClassVar[int]
+    from_id: str
+    into: str
+    def __init__(self, from_id: _Optional[str] = ..., into: _Optional[str] = ...) -> None: ...

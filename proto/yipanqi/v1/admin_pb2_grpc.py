@@ -114,6 +114,21 @@ class AdminStub:
                 request_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
                 response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.Claims = channel.unary_unary(
+                '/yipanqi.v1.Admin/Claims',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DecideClaim = channel.unary_unary(
+                '/yipanqi.v1.Admin/DecideClaim',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.Link = channel.unary_unary(
+                '/yipanqi.v1.Admin/Link',
+                request_serializer=yipanqi_dot_v1_dot_admin__pb2.LinkRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -227,6 +242,28 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Claims(self, request, context):
+        """Claims: listed at a node or the national hub (JSON array); decided at the household
+        province's node (JSON: the claim as decided).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideClaim(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Link(self, request, context):
+        """Link: one transaction, two signed changes (the ID-keyed record gains every version of the
+        other; the other is deleted); returns the ID-keyed record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -309,6 +346,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListServices,
                     request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.FromString,
                     response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Claims': grpc.unary_unary_rpc_method_handler(
+                    servicer.Claims,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'DecideClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideClaim,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'Link': grpc.unary_unary_rpc_method_handler(
+                    servicer.Link,
+                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.LinkRequest.FromString,
+                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -743,6 +795,87 @@ class Admin:
             '/yipanqi.v1.Admin/ListServices',
             yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
             yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Claims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Claims',
+            yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/DecideClaim',
+            yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Link(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v1.Admin/Link',
+            yipanqi_dot_v1_dot_admin__pb2.LinkRequest.SerializeToString,
+            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
             options,
             channel_credentials,
             insecure,

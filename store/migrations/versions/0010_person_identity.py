@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_person_identity"
-down_revision = "0007_log_received"
+down_revision = "0009_person_keys"
 branch_labels = None
 depends_on = None
 
