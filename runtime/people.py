@@ -87,7 +87,7 @@ def write_people(service: "RecordService", rows: Sequence[tuple[str, str, str, M
             number = str(clean["id_number"])
             if number not in known:
                 try:  # the person's key (core.personkey): the same at every province
-                    rid = service.person_key(rid, clean)
+                    rid = service.key_of_new_person(rid, clean)
                 except SyncError as err:
                     out[i] = Outcome(REFUSED, error=err)
                     continue

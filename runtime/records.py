@@ -201,7 +201,7 @@ class RecordService:
         today = self.today()
         if op == "create":
             clean = k.validate(fields, today=today)
-            record_id = self.person_key(record_id, clean) if kind == "person" else record_id or str(uuid.uuid4())
+            record_id = self.key_of_new_person(record_id, clean) if kind == "person" else record_id or str(uuid.uuid4())
         else:
             if not record_id:
                 raise ValidationError(key, "required")
@@ -241,7 +241,7 @@ class RecordService:
 
         return kind, record_id, edit
 
-    def person_key(self, given: str, clean: Mapping[str, object]) -> str:
+    def key_of_new_person(self, given: str, clean: Mapping[str, object]) -> str:
         """A new person's key: the HMAC of its valid resident ID, else a random ``r-`` key.
 
         A given id must be that key (a person with a valid ID has exactly one record
