@@ -1,0 +1,65 @@
+"""Delivery-delay histograms replace the log's delay index.
+
+Revision ID: 0008_delay_counts
+Revises: 0007_log_received
+
+``delay_counts`` holds, per China-time day, origin province and delay bucket (core.delays),
+the changes received from peers and the sum of their delays; the store adds to it in the
+transaction that logs them (store.delays) and ``assess`` reads its median and p95 from it,
+so 0007's ``ix_log_delay`` (on every log insert, at every hop) is dropped. The upgrade
+fills the counters from the log once, streaming (origin, at_ms, received_ms) of the
+changes received from peers, on the replicas that keep them: those that hold records (a
+node, the national hub). A regional hub (no records) gets the empty table, which it never
+writes or reads.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from core.delays import bucket, day_of
+
+revision = "0008_delay_counts"
+down_revision = "0007_log_received"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "delay_counts",
+        sa.Column("day", sa.Integer, primary_key=True),
+        sa.Column("origin", sa.String(64), primary_key=True),
+        sa.Column("bucket", sa.Integer, primary_key=True),
+        sa.Column("changes", sa.BigInteger, nullable=False),
+        sa.Column("total_ms", sa.BigInteger, nullable=False),
+    )
+    conn = op.get_bind()
+    if conn.exec_driver_sql("SELECT 1 FROM records LIMIT 1").first() is not None:
+        _fill(conn)
+    op.drop_index("ix_log_delay", table_name="log")
+
+
+def _fill(conn) -> None:  # type: ignore[no-untyped-def]
+    cells: dict[tuple[int, str, int], list[int]] = {}
+    rows = conn.execute(
+        sa.text("SELECT origin, at_ms, received_ms FROM log WHERE via <> 'local' AND origin LIKE :provinces"),
+        {"provinces": "province-%"}, execution_options={"stream_results": True, "yield_per": 20_000})
+    for origin, at_ms, received_ms in rows:
+        delay = max(received_ms - at_ms, 0)
+        key = (day_of(received_ms), origin, bucket(delay))
+        cell = cells.get(key)
+        if cell is None:
+            cells[key] = [1, delay]
+        else:
+            cell[0] += 1
+            cell[1] += delay
+    table = sa.table("delay_counts", sa.column("day"), sa.column("origin"), sa.column("bucket"),
+                     sa.column("changes"), sa.column("total_ms"))
+    items = [{"day": d, "origin": o, "bucket": b, "changes": n, "total_ms": s} for (d, o, b), (n, s) in cells.items()]
+    for i in range(0, len(items), 10_000):
+        conn.execute(table.insert(), items[i:i + 10_000])
+
+
+def downgrade() -> None:
+    op.create_index("ix_log_delay", "log", ["origin", sa.text("(received_ms - at_ms)"), "received_ms", "via", "at_ms"])
+    op.drop_table("delay_counts")
