@@ -16,7 +16,10 @@ delay (always under 16 ms).
 
 Days are counted in China time (UTC+8), the zone ``assess`` periods are written in, so a
 period of whole days maps onto whole rows: day = (received_ms + 8 h) // 24 h, days since
-1970-01-01.
+1970-01-01. Each change is counted three times, for its day, its month and its year
+(``units``); a period is cut into whole years, whole months and the days left over
+(``spans``: at most 7 ranges), so it reads at most ~60 days', ~22 months' and its years'
+rows, however long the history.
 """
 
 from __future__ import annotations
@@ -54,3 +57,54 @@ def day_of(ms: int) -> int:
 
 def day_number(date: dt.date) -> int:
     return (date - EPOCH).days
+
+
+DAY, MONTH, YEAR = 0, 1, 2  # the levels: a unit is a day number, year * 12 + month - 1, or a year
+FIRST, LAST = dt.date(1970, 1, 1), dt.date(9999, 12, 31)
+
+
+def units(day: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(level, unit) of the day, month and year a day number belongs to."""
+    d = EPOCH + dt.timedelta(days=day)
+    return (DAY, day), (MONTH, d.year * 12 + d.month - 1), (YEAR, d.year)
+
+
+def _month_start(m: int) -> dt.date:
+    return dt.date(m // 12, m % 12 + 1, 1)
+
+
+def spans(start: dt.date | None, end: dt.date | None) -> list[tuple[int, int, int]]:
+    """The days ``start`` to ``end`` (both included, None = open) as (level, first unit, last
+    unit) ranges that cover each day exactly once: whole years, then whole months, then days."""
+    a, b = start or FIRST, end or LAST
+    out: list[tuple[int, int, int]] = []
+    if a > b:
+        return out
+
+    def days(x: dt.date, y: dt.date) -> None:
+        if x <= y:
+            out.append((DAY, day_number(x), day_number(y)))
+
+    def months(x: dt.date, y: dt.date) -> None:
+        if x > y:
+            return
+        m1 = x.year * 12 + x.month - 1 + (x.day != 1)
+        m2 = y.year * 12 + y.month - 1 - ((y + dt.timedelta(days=1)).day != 1)
+        if m1 > m2:
+            days(x, y)
+            return
+        out.append((MONTH, m1, m2))
+        days(x, _month_start(m1) - dt.timedelta(days=1))
+        if m2 + 1 < 12 * (LAST.year + 1):  # else y is the last day there is
+            days(_month_start(m2 + 1), y)
+
+    y1 = a.year + (a != dt.date(a.year, 1, 1))
+    y2 = b.year - (b != dt.date(b.year, 12, 31))
+    if y1 > y2:
+        months(a, b)
+        return out
+    out.append((YEAR, y1, y2))
+    months(a, dt.date(y1, 1, 1) - dt.timedelta(days=1))
+    if y2 < LAST.year:
+        months(dt.date(y2 + 1, 1, 1), b)
+    return out

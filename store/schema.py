@@ -11,7 +11,7 @@
     cursors     durable positions: what a hub acknowledged, what we pulled
     counters    running totals for status (record counts, last change per origin)
     delay_counts
-                delivery-delay histograms per day and origin, for ``assess``
+                delivery-delay histograms per day/month/year and origin, for ``assess``
     peers       last acknowledged cursor and contact per subscriber (status)
     keys        signing certificates learned from peers (trust is re-checked
                 against the CA on load)
@@ -91,13 +91,15 @@ log = Table(
 )
 
 # Delivery delays as histograms (added in 0008_delay_counts, replacing 0007's ix_log_delay): per
-# China-time day, origin province and delay bucket (core.delays), the changes received from peers
-# and the sum of their delays, added in the transaction that logs them (store.delays). Kept by
-# replicas that hold records (nodes, the national hub), which are the ones that assess.
+# China-time day, month and year (``level`` 0/1/2, ``unit`` its number, core.delays.units), origin
+# province and delay bucket, the changes received from peers and the sum of their delays, added
+# in the transaction that logs them (store.delays). Kept by replicas that hold records (nodes, the
+# national hub), which are the ones that assess.
 delay_counts = Table(
     "delay_counts",
     metadata,
-    Column("day", Integer, primary_key=True),
+    Column("level", Integer, primary_key=True),
+    Column("unit", Integer, primary_key=True),
     Column("origin", String(64), primary_key=True),
     Column("bucket", Integer, primary_key=True),
     Column("changes", BigInteger, nullable=False),

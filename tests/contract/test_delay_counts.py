@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from core.delays import SUB, bucket, day_number
+from core.delays import SUB, bucket, day_number, units
 from node.intake import check
 from store import assess as q
 from store import delays
@@ -46,25 +46,32 @@ def _exact(values: list[int]) -> tuple[int, float, int]:
     return n, (v[(n + 1) // 2 - 1] + v[(n + 2) // 2 - 1]) / 2, v[(95 * n + 99) // 100 - 1]
 
 
-def _rows(s: Store) -> list[tuple[int, str, int, int, int]]:
+def _rows(s: Store) -> list[tuple[int, int, str, int, int, int]]:
     with s.engine.connect() as conn:
         return sorted(tuple(r) for r in conn.execute(sa.select(delay_counts)))  # type: ignore[misc]
 
 
+def _china_midnight_ms(day: dt.date) -> int:
+    return day_number(day) * 86_400_000 - 8 * 3_600_000
+
+
 def test_median_and_p95_are_within_the_stated_precision_of_the_exact_figures(db_url: str,
                                                                            opened: list[Store]) -> None:
-    """Random delays (log-normal, a few negative, a long tail) on several days and origins, in
-    batches as the store adds them: every origin's median and p95, for single days, a range and
-    the whole history, is within 1/SUB of the exact nearest-rank figure; the counts are exact."""
+    """Random delays (log-normal, a few negative, a long tail) on days across month and year ends,
+    from several origins, in batches as the store adds them: for single days, ranges that cut
+    months and years, whole months and years, open ends and the whole history, every origin's
+    count is exact and its median and p95 are within 1/SUB of the exact nearest-rank figures."""
     s = Store.open(db_url, owner="hub-national", index_routes=True, hold_records=True)
     opened.append(s)
     rng = random.Random(15)
-    got: dict[tuple[int, str], list[int]] = {}
-    for day in range(5):
-        for batch in range(6):
-            received = B + day * 86_400_000 + batch * 3_600_000
+    days = [dt.date(2025, 11, 30), dt.date(2025, 12, 1), dt.date(2025, 12, 31), dt.date(2026, 1, 1),
+            dt.date(2026, 2, 14), dt.date(2026, 12, 31), dt.date(2027, 3, 1)]
+    got: dict[tuple[dt.date, str], list[int]] = {}
+    for day in days:
+        for batch in range(4):
+            received = _china_midnight_ms(day) + batch * 6 * 3_600_000 + rng.randrange(3_600_000)
             items = []
-            for _ in range(rng.randrange(1, 200)):
+            for _ in range(rng.randrange(1, 150)):
                 origin = f"province-{rng.choice(['11', '44', '65'])}"
                 delay = int(rng.lognormvariate(7, 2)) if rng.random() > 0.03 else -rng.randrange(5000)
                 items.append((origin, received - delay))
@@ -72,20 +79,27 @@ def test_median_and_p95_are_within_the_stated_precision_of_the_exact_figures(db_
             items.append(("hub-bohai", received - 5))  # not a province: never counted
             with s.engine.begin() as conn:
                 delays.add(conn, items, received)
-    periods = [((DAY + dt.timedelta(days=d)).isoformat(),) * 2 for d in range(5)]
-    periods += [((DAY + dt.timedelta(days=1)).isoformat(), (DAY + dt.timedelta(days=3)).isoformat()), (None, None)]
+    D = dt.date
+    periods: list[tuple[D | None, D | None]] = [(d, d) for d in days]
+    periods += [(D(2025, 11, 30), D(2025, 12, 31)), (D(2025, 12, 1), D(2026, 1, 31)), (D(2025, 12, 2), D(2026, 12, 31)),
+                (D(2026, 1, 1), D(2026, 12, 31)), (D(2025, 1, 1), D(2027, 12, 31)), (D(2025, 12, 31), D(2027, 2, 28)),
+                (None, D(2026, 1, 1)), (D(2026, 1, 2), None), (None, None)]
     with s.engine.connect() as conn:
         for start, end in periods:
-            lo = 0 if start is None else (dt.date.fromisoformat(start) - DAY).days
-            hi = 4 if end is None else (dt.date.fromisoformat(end) - DAY).days
-            figures = q.delivery_delays(conn, start, end)
-            assert set(figures) == {"province-11", "province-44", "province-65"}
-            for origin, (n, p50, p95) in figures.items():
-                want_n, want_p50, want_p95 = _exact([x for d in range(lo, hi + 1) for x in got.get((d, origin), [])])
-                assert n == want_n
+            figures = q.delivery_delays(conn, start and start.isoformat(), end and end.isoformat())
+            for origin in ("province-11", "province-44", "province-65"):
+                inside = [x for d in days if (start is None or start <= d) and (end is None or d <= end)
+                          for x in got.get((d, origin), [])]
+                if not inside:
+                    assert origin not in figures
+                    continue
+                n, p50, p95 = figures[origin]
+                want_n, want_p50, want_p95 = _exact(inside)
+                assert n == want_n, (start, end, origin)
                 assert abs(p50 - want_p50) <= want_p50 / SUB, (start, end, origin, p50, want_p50)
                 assert abs(p95 - want_p95) <= want_p95 / SUB, (start, end, origin, p95, want_p95)
-        assert q.delivery_delays(conn, (DAY + dt.timedelta(days=9)).isoformat(), None) == {}
+        assert q.delivery_delays(conn, "2027-03-02", None) == {}
+        assert q.delivery_delays(conn, "2026-01-02", "2026-02-13") == {}
 
 
 def test_one_row_per_key_and_batches_add_up(db_url: str, opened: list[Store]) -> None:
@@ -98,8 +112,11 @@ def test_one_row_per_key_and_batches_add_up(db_url: str, opened: list[Store]) ->
         delays.add(conn, [("province-45", B + 2000 - 1500)] * 3 + [("province-45", B + 2000 + 70)], B + 2000)
         delays.add(conn, [("province-45", B - 1 - 1500)], B - 1)  # the last ms of the day before
     day, b = day_number(DAY), bucket(1500)
-    assert _rows(s) == [(day - 1, "province-45", b, 1, 1500), (day, "province-45", 0, 1, 0),
-                        (day, "province-45", b, 503, 503 * 1500)]
+    (_, d), (_, month), (_, year) = units(day)
+    assert _rows(s) == [(0, day - 1, "province-45", b, 1, 1500), (0, day, "province-45", 0, 1, 0),
+                        (0, day, "province-45", b, 503, 503 * 1500),  # and the month's and year's, summed:
+                        (1, month, "province-45", 0, 1, 0), (1, month, "province-45", b, 504, 504 * 1500),
+                        (2, year, "province-45", 0, 1, 0), (2, year, "province-45", b, 504, 504 * 1500)]
 
 
 def _downgrade(engine: sa.Engine) -> None:
@@ -145,7 +162,7 @@ def test_kept_on_ingest_by_replicas_that_assess_and_upgraded_from_0007(db_url: s
                      seal=pki.sealer("province-44"))
     kept = _rows(node)
     day = day_number(DAY)
-    assert sum(r[3] for r in kept) == 6 and {r[0] for r in kept} == {day, day + 1}
+    assert sum(r[4] for r in kept if r[0] == 0) == 6 and {r[1] for r in kept if r[0] == 0} == {day, day + 1}
     with node.engine.connect() as conn:
         assert q.delivery_delays(conn, DAY.isoformat(), DAY.isoformat()) == {"province-45": (4, 1200, 45_000)}
         before = q.delivery_delays(conn, None, None)

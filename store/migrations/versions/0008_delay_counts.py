@@ -3,8 +3,8 @@
 Revision ID: 0008_delay_counts
 Revises: 0007_log_received
 
-``delay_counts`` holds, per China-time day, origin province and delay bucket (core.delays),
-the changes received from peers and the sum of their delays; the store adds to it in the
+``delay_counts`` holds, per China-time day, month and year, origin province and delay
+bucket (core.delays), the changes received from peers and the sum of their delays; the store adds to it in the
 transaction that logs them (store.delays) and ``assess`` reads its median and p95 from it,
 so 0007's ``ix_log_delay`` (on every log insert, at every hop) is dropped. The upgrade
 fills the counters from the log once, streaming (origin, at_ms, received_ms) of the
@@ -16,7 +16,7 @@ writes or reads.
 import sqlalchemy as sa
 from alembic import op
 
-from core.delays import bucket, day_of
+from core.delays import bucket, day_of, units
 
 revision = "0008_delay_counts"
 down_revision = "0007_log_received"
@@ -27,7 +27,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "delay_counts",
-        sa.Column("day", sa.Integer, primary_key=True),
+        sa.Column("level", sa.Integer, primary_key=True),
+        sa.Column("unit", sa.Integer, primary_key=True),
         sa.Column("origin", sa.String(64), primary_key=True),
         sa.Column("bucket", sa.Integer, primary_key=True),
         sa.Column("changes", sa.BigInteger, nullable=False),
@@ -53,9 +54,16 @@ def _fill(conn) -> None:  # type: ignore[no-untyped-def]
         else:
             cell[0] += 1
             cell[1] += delay
-    table = sa.table("delay_counts", sa.column("day"), sa.column("origin"), sa.column("bucket"),
+    rolled: dict[tuple[int, int, str, int], list[int]] = {}  # the day's counts, and its month's and year's
+    for (day, origin, b), (n, total) in cells.items():
+        for level, unit in units(day):
+            cell = rolled.setdefault((level, unit, origin, b), [0, 0])
+            cell[0] += n
+            cell[1] += total
+    table = sa.table("delay_counts", sa.column("level"), sa.column("unit"), sa.column("origin"), sa.column("bucket"),
                      sa.column("changes"), sa.column("total_ms"))
-    items = [{"day": d, "origin": o, "bucket": b, "changes": n, "total_ms": s} for (d, o, b), (n, s) in cells.items()]
+    items = [{"level": level, "unit": unit, "origin": o, "bucket": b, "changes": n, "total_ms": s}
+             for (level, unit, o, b), (n, s) in rolled.items()]
     for i in range(0, len(items), 10_000):
         conn.execute(table.insert(), items[i:i + 10_000])
 
