@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("bucket", sa.Integer, primary_key=True),
         sa.Column("changes", sa.BigInteger, nullable=False),
         sa.Column("total_ms", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     conn = op.get_bind()
     if conn.exec_driver_sql("SELECT 1 FROM records LIMIT 1").first() is not None:
