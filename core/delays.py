@@ -4,8 +4,9 @@ How this works: ``assess`` reports, per origin province and period, the median a
 the delays of the changes a replica received (delay = received_ms - the author's at_ms, a
 negative one counted as 0). Ranking every change of the period costs time in proportion to
 the history, so a replica keeps counters instead: per (day, origin, bucket) the number of
-changes and the sum of their delays, added in the transaction that logs them. A period's
-median and p95 are then read from at most days x origins x buckets rows.
+changes and the sum of their delays, added in the transaction that logs them, and the same
+per month and per year. A period's median and p95 are then read from a bounded number of
+rows (see ``spans`` below).
 
 Buckets are log-spaced with integer arithmetic only (the HdrHistogram layout): delays under
 ``2 * SUB`` ms have a bucket each (exact); above, each power of two is cut into ``SUB`` equal

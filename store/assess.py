@@ -81,7 +81,9 @@ def delivery_delays(conn, start: str | None, end: str | None) -> dict[str, tuple
     a negative delay, from a clock ahead of ours, counts as 0).
 
     From the histograms of store.delays, never the log: the period's counts per (origin,
-    bucket), from its whole years', whole months' and remaining days' rows (core.delays.spans), a running sum over each origin's buckets in order (one window), and the buckets
+    bucket), from its whole years', whole months' and remaining days' rows
+    (core.delays.spans), a running sum over each origin's buckets in order (one window), and
+    the buckets
     holding the median ranks (n+1)/2 and (n+2)/2 (averaged: the middle two when n is even) and
     the p95 nearest rank ceil(95 n / 100) = (95 n + 99) / 100, in integer arithmetic. Each
     figure is the mean delay of its bucket (core.delays: within 1/8 of the exact value, exact

@@ -1,12 +1,13 @@
 """Delivery-delay histograms: the counters ``assess`` reads its median and p95 from.
 
 How this works: every change a replica receives from a peer adds one to the counters of
-(the China-time day, month and year it was received, its origin province, its delay bucket)
-and its delay to their sums (core.delays has the scheme). ``add`` runs in the transaction that logs
-the changes, with one upsert per distinct key in the batch (a batch is received at one
-``now_ms``, so one day: three rows per (origin, bucket)), never one per change; store.assess.delivery_delays reads the rows.
-Only replicas that hold records (nodes, the national hub) keep them: a regional hub never
-assesses, so its hot path pays nothing.
+(the China-time day, month and year it was received, its origin province, its delay
+bucket) and its delay to their sums (core.delays has the scheme). ``add`` runs in the
+transaction that logs the changes, with one upsert per distinct key in the batch (a batch
+is received at one ``now_ms``, so one day: three rows per (origin, bucket)), never one per
+change; store.assess.delivery_delays reads the rows. Only replicas that hold records
+(nodes, the national hub) keep them: a regional hub never assesses, so its hot path pays
+nothing.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Revision ID: 0008_delay_counts
 Revises: 0007_log_received
 
 ``delay_counts`` holds, per China-time day, month and year, origin province and delay
-bucket (core.delays), the changes received from peers and the sum of their delays; the store adds to it in the
-transaction that logs them (store.delays) and ``assess`` reads its median and p95 from it,
-so 0007's ``ix_log_delay`` (on every log insert, at every hop) is dropped. The upgrade
+bucket (core.delays), the changes received from peers and the sum of their delays; the
+store adds to it in the transaction that logs them (store.delays) and ``assess`` reads its
+median and p95 from it, so 0007's ``ix_log_delay`` (on every log insert, at every hop) is dropped. The upgrade
 fills the counters from the log once, streaming (origin, at_ms, received_ms) of the
 changes received from peers, on the replicas that keep them: those that hold records (a
 node, the national hub). A regional hub (no records) gets the empty table, which it never
@@ -16,6 +16,8 @@ writes or reads.
 import sqlalchemy as sa
 from alembic import op
 
+# The live scheme, on purpose: the counters must be what store.delays would have kept. A
+# release that changes the buckets or levels needs a migration that refills them.
 from core.delays import bucket, day_of, units
 
 revision = "0008_delay_counts"
