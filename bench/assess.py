@@ -11,7 +11,8 @@ one transaction per 5,000). All persons live outside their household province, a
 national hub. The change log the delivery delays come from is loaded too (``--changes``,
 default one change per record loaded): rows as the hub's log holds them, inserted directly
 (origin, at_ms over the last 120 days, received_ms = at_ms + a delay, via a regional hub;
-the body, seal and proof are placeholder bytes, which no assessment query reads). Then the real national hub process is started on that store (tests.support.launcher, real
+the body, seal and proof are placeholder bytes, which no assessment query reads), with the
+delay histograms the hub's ingest keeps beside it (store.delays), added per 50,000 rows. Then the real national hub process is started on that store (tests.support.launcher, real
 mTLS) and ``Admin.Assess`` is called as ``yipanqi assess`` calls it: the first call (cold
 caches) and the median of the next five are reported against the 2 s target, plus
 ``Admin.Flows`` (what ``report flows`` asks for).
@@ -129,7 +130,8 @@ def load(url: str, people: int, requests: int, services: int, certificates: int,
 
 def load_log(url: str, changes: int, seed: int = 16) -> int:
     """``changes`` log rows as the national hub's log holds changes received from the regional hubs."""
-    from store import changelog
+    from core.delays import day_of
+    from store import changelog, delays
     from store.db import insert_rows
     from store.schema import log
 
@@ -150,8 +152,18 @@ def load_log(url: str, changes: int, seed: int = 16) -> int:
                 rows.append((lsn, f"province-{code}", seqs[code], "person", _id(rng), "update", None, at,
                              lsn.to_bytes(32, "big"), body, "bench", sig, 0, 1, proof, f",{code},", True,
                              "hub-pearl", at + delay))
+            by_day: dict[int, dict[tuple[str, int], list[int]]] = {}  # the counters ingest keeps (store.delays)
+            for row in rows:
+                origin, at, received = row[1], row[7], row[18]
+                cells = by_day.setdefault(day_of(received), {})
+                for key, (n, total) in delays.tally([(origin, at)], received).items():
+                    cell = cells.setdefault(key, [0, 0])
+                    cell[0] += n
+                    cell[1] += total
             with store._lock, store.engine.begin() as conn:
                 insert_rows(conn, log, changelog._LOG_COLUMNS, rows)
+                for day, cells in by_day.items():
+                    delays.upsert(conn, day, cells)
     finally:
         store.close()
     return changes
@@ -210,7 +222,7 @@ def breakdown(db: Path) -> dict[str, float]:
                               ("quarantined_by_party", lambda: q.quarantined_by_party(conn, None, None)),
                               ("delivery", lambda: q.delivery_delays(conn, None, None)),
                               ("delivery_30_days", lambda: q.delivery_delays(
-                                  conn, int(time.time() * 1000) - 30 * 86_400_000, None)),
+                                  conn, (TODAY - dt.timedelta(days=30)).isoformat(), None)),
                               ("flows_with_period", lambda: q.migrant_pairs(conn, moved_from="2000-01-01"))):
                 t0 = time.perf_counter()
                 run()

@@ -12,11 +12,12 @@ import datetime as dt
 import json
 
 import click
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cli.client import AdminClient
+from cli.output import console, echo_json, plain
+from cli.output import text as cell
 from core.request import DEFAULT_DUE_DAYS, MAX_DUE_DAYS, overdue
 from yipanqi.v1 import admin_pb2 as pb
 
@@ -55,7 +56,7 @@ def send(config: str, to: str, person_id: str, subject: str, body: str | None, d
     fields: dict[str, object] = {"to_province": to, "person_id": person_id, "subject": subject, "due_days": due_days}
     if body is not None:
         fields["body"] = body
-    click.echo(_write(config, "create", "", fields)["request_id"])
+    click.echo(plain(_write(config, "create", "", fields)["request_id"]))
 
 
 @request.command("answer")
@@ -65,7 +66,7 @@ def send(config: str, to: str, person_id: str, subject: str, body: str | None, d
 def answer(config: str, request_id: str, text: str) -> None:
     """Answer a request sent to this province (only the receiving province may)."""
     r = _write(config, "update", request_id, {"state": "answered", "answer": text})
-    click.echo(f"answered {r['request_id']} on {r['answered_on']}")
+    click.echo(plain(f"answered {r['request_id']} on {r['answered_on']}"))
 
 
 @request.command("close")
@@ -74,7 +75,7 @@ def answer(config: str, request_id: str, text: str) -> None:
 def close(config: str, request_id: str) -> None:
     """Close a request this province sent (only the sender may)."""
     r = _write(config, "update", request_id, {"state": "closed"})
-    click.echo(f"closed {r['request_id']} on {r['closed_on']}")
+    click.echo(plain(f"closed {r['request_id']} on {r['closed_on']}"))
 
 
 @request.command("list")
@@ -93,17 +94,18 @@ def list_(config: str, only_open: bool, only_overdue: bool, as_json: bool) -> No
         rows = [r for r in rows if r["overdue"]]
     rows.sort(key=lambda r: (str(r.get("sent_on")), r["request_id"]))
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
+        echo_json(rows)  # exact values; what a terminal would act on as \uXXXX escapes
         return
-    t = Table(title=f"requests on {client.config.identity}")
+    # Values come from peers too: every cell is escaped Text, never markup (cli.output).
+    t = Table(title=cell(f"requests on {client.config.identity}"))
     for col in ("request_id", "from", "to", "person_id", "subject", "sent", "due", "state", "answered"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        state = escape(str(r.get("state"))) + (" [red](overdue)[/]" if r["overdue"] else "")
+        state = cell(r.get("state")) + (Text(" (overdue)", style="red") if r["overdue"] else Text(""))
         cells = [r["request_id"], r.get("from_province"), r.get("to_province"), r.get("person_id"), r.get("subject"),
                  r.get("sent_on"), r.get("due_on")]
-        t.add_row(*(escape(str(c)) for c in cells), state, escape(str(r.get("answered_on") or "-")))
-    Console().print(t)
+        t.add_row(*(cell(c) for c in cells), state, cell(r.get("answered_on") or "-"))
+    console().print(t)
 
 
 @request.command("show")
@@ -116,11 +118,11 @@ def show(config: str, request_id: str, as_json: bool) -> None:
     record = json.loads(client.call("Get", pb.RecordRef(kind="request", record_id=request_id)).json)
     r = _view(record, dt.date.today())
     if as_json:
-        click.echo(json.dumps(r, ensure_ascii=False))
+        echo_json(r)
         return
-    t = Table(title=f"request {request_id}", show_header=False)
+    t = Table(title=cell(f"request {request_id}"), show_header=False)
     for key in ("from_province", "to_province", "to_side", "person_id", "subject", "body", "sent_on", "due_on",
                 "state", "overdue", "answer", "answered_on", "closed_on"):
         if r.get(key) is not None:
-            t.add_row(key, escape(str(r[key])))
-    Console().print(t)
+            t.add_row(key, cell(r[key]))
+    console().print(t)

@@ -5,7 +5,8 @@ GROUP BY queries of store/assess.py on one connection; core.assess folds the row
 one document per province. On the national hub that is every province, from the national
 database; on a node it is its own province and its counterparts (the provinces its
 records and requests involve), as far as its own store knows them. Delivery delays are
-SQL over this replica's own change log for the period (store.assess.delivery_delays): on
+SQL over this replica's delay histograms for the period (store.delays, read by
+store.assess.delivery_delays), kept as it received the changes: on
 the national hub, how long each province's changes took until the national database
 received them; on a node, how long its counterparts' changes took to reach it (a node
 never receives its own changes back, so its own province has none there). Quarantined
@@ -72,7 +73,7 @@ def assessment(store: Store, *, own: str | None, from_date: str = "", to_date: s
             "answer_days": days,
             "quarantined": q.quarantined_by_party(conn, _ms(start), _ms(end, next_day=True)),
             "claiming": q.quarantined_by_origin(conn, _ms(start), _ms(end, next_day=True)),
-            "delivered": q.delivery_delays(conn, _ms(start), _ms(end, next_day=True)),
+            "delivered": q.delivery_delays(conn, start, end),
         }
         if extra is not None:
             rows.update(extra(conn, start, end))

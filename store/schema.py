@@ -10,6 +10,8 @@
     quarantine  changes refused, with the reason and the bytes as received
     cursors     durable positions: what a hub acknowledged, what we pulled
     counters    running totals for status (record counts, last change per origin)
+    delay_counts
+                delivery-delay histograms per day/month/year and origin, for ``assess``
     peers       last acknowledged cursor and contact per subscriber (status)
     keys        signing certificates learned from peers (trust is re-checked
                 against the CA on load)
@@ -99,9 +101,22 @@ log = Table(
     Index("ix_log_record", "kind", "record_id"),
 )
 
-# Covers the assessment's delivery delays (store.assess.delivery_delays), in its window's order:
-# per origin, by delay = received_ms - at_ms (added in 0007_log_received).
-Index("ix_log_delay", log.c.origin, log.c.received_ms - log.c.at_ms, log.c.received_ms, log.c.via, log.c.at_ms)
+# Delivery delays as histograms (added in 0008_delay_counts, replacing 0007's ix_log_delay): per
+# China-time day, month and year (``level`` 0/1/2, ``unit`` its number, core.delays.units), origin
+# province and delay bucket, the changes received from peers and the sum of their delays, added
+# in the transaction that logs them (store.delays). Kept by replicas that hold records (nodes, the
+# national hub), which are the ones that assess.
+delay_counts = Table(
+    "delay_counts",
+    metadata,
+    Column("level", Integer, primary_key=True),
+    Column("unit", Integer, primary_key=True),
+    Column("origin", String(64), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("changes", BigInteger, nullable=False),
+    Column("total_ms", BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # the rows live in the key's b-tree: a period's range scans read no other page
+)
 
 log_dest = Table(
     "log_dest",

@@ -39,7 +39,7 @@ from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
-from store import changelog, claims, counters, duplicates, projections, quarantine, records, rekey, tallies
+from store import changelog, claims, counters, delays, duplicates, projections, quarantine, records, rekey, tallies
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -336,6 +336,8 @@ class Store:
                              index_routes=self.index_routes,
                              digests=[seen[(a.change.origin, a.change.seq)] for a in fresh])
             result.applied = len(fresh)
+            if self.hold_records:  # the replicas that assess; a regional hub's hot path skips it
+                delays.add(conn, ((a.change.origin, a.change.at.wall_ms) for a in fresh), now_ms)
             if self.hold_records and fresh:
                 priors = records.load_many(conn, [(a.change.kind, a.change.record_id) for a in fresh])
                 states = dict(priors)

@@ -28,7 +28,7 @@ import stat
 import unicodedata
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,15 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
         c1 = _signed(federation, "44", _create("province-44", 1, rid, {**clean, "name": NAME}, OPERATOR))
         c2 = _signed(federation, "45", _create("province-45", 10**6, rid, {**clean, "name": OTHER}, None))
         c3 = _signed(federation, "44", _create("province-44", 2, rid2, {**clean, "contraception": NAME}, OPERATOR))
-        _ingest(federation, N45, [c1, c3])
+        today = date.today()
+        req = str(uuid.uuid4())  # a request about the record, from 44 to 45, hostile subject and body
+        c4 = _signed(federation, "44", local_write(
+            None, kind="request", record_id=req, node="province-44", seq=3, at=Timestamp(now_ms(), 0, "province-44"),
+            op="create", operator=OPERATOR,
+            values={"from_province": "44", "to_province": "45", "to_side": "household", "person_id": rid,
+                    "subject": NAME, "body": OTHER, "sent_on": today.isoformat(),
+                    "due_on": (today + timedelta(days=15)).isoformat(), "state": "open"}))
+        _ingest(federation, N45, [c1, c3, c4])
         _ingest(federation, NATIONAL, [c1, c2])
         f = Fed(federation)
 
@@ -135,7 +143,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
             f.wait_linked(timeout=60)
 
         with running(f, start):
-            f.ids = {"record": rid, "legacy": rid2, "clean": clean}  # type: ignore[attr-defined]
+            f.ids = {"record": rid, "legacy": rid2, "clean": clean, "request": req}  # type: ignore[attr-defined]
             yield f
     finally:
         os.umask(old_umask)
@@ -159,6 +167,20 @@ def test_a_hostile_name_received_from_a_peer_prints_escaped_at_the_other_provinc
     assert code == 0 and raw_unsafe(out) == [] and json.loads(out)["name"] == NAME
     code, out = cli("person", "history", "-c", config, rid, "--json")
     assert code == 0 and raw_unsafe(out) == [] and json.loads(out)[0]["operator"] == OPERATOR
+
+
+def test_a_hostile_request_prints_escaped_in_request_list_and_show(fed: Fed) -> None:
+    """Issue 15's request commands show a peer's subject and body escaped, and --json exact."""
+    req, config = fed.ids["request"], fed.fed.configs[N45]  # type: ignore[attr-defined]
+    out = shows("request", "show", "-c", config, req)
+    assert NAME_SHOWN in out and OTHER_SHOWN in out
+    out = shows("request", "list", "-c", config)
+    assert req in out and NAME_SHOWN[:11] in out
+    for args in (("show", req), ("list",)):
+        code, out = cli("request", *args[:1], "-c", config, *args[1:], "--json")
+        doc = json.loads(out)
+        assert code == 0 and raw_unsafe(out) == [], out
+        assert (doc if isinstance(doc, dict) else doc[0])["subject"] == NAME
 
 
 def test_a_hostile_conflict_prints_escaped_at_the_national_hub(fed: Fed) -> None:

@@ -231,3 +231,14 @@ def test_assess_against_hand_computed_figures(fed: Fed, people: dict[str, str], 
     matrix = {r["household"]: r for r in csv.DictReader(flows.open(encoding="utf-8"))}
     assert (matrix["65"]["44"], matrix["44"]["65"], matrix["11"]["44"], matrix["44"]["11"]) == ("1", "1", "1", "0")
     assert (tmp_path / "flows.png").read_bytes()[:4] == b"\x89PNG"
+    # The other formats through the command, and --from/--to: every person here moved in today.
+    yipanqi_ok("report", "flows", "-c", national, "--out", tmp_path / "flows.svg")
+    yipanqi_ok("report", "flows", "-c", national, "--out", tmp_path / "flows.html")
+    assert b"<svg" in (tmp_path / "flows.svg").read_bytes()[:2000]
+    page = (tmp_path / "flows.html").read_text(encoding="utf-8")
+    assert "<html" in page[:500].lower() and page.rstrip().lower().endswith("</html>") and "plotly" in page
+    for period, moved in ((("--from", day, "--to", day), ("1", "1", "1")),
+                          (("--to", (TODAY - dt.timedelta(days=1)).isoformat()), ("0", "0", "0"))):
+        yipanqi_ok("report", "flows", "-c", national, "--csv", flows, *period)
+        matrix = {r["household"]: r for r in csv.DictReader(flows.open(encoding="utf-8"))}
+        assert (matrix["65"]["44"], matrix["44"]["65"], matrix["11"]["44"]) == moved, period

@@ -1,7 +1,7 @@
 """Person keys (issue 12): the claims table.
 
 Revision ID: 0009_person_keys
-Revises: 0007_log_received
+Revises: 0008_delay_counts
 
 It also marks a store that holds person records for the one-time re-key of its legacy
 (uuid) person records to their ID's key: that needs the federation secret, so the node and
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_person_keys"
-down_revision = "0007_log_received"
+down_revision = "0008_delay_counts"
 branch_labels = None
 depends_on = None
 

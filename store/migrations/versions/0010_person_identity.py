@@ -1,7 +1,7 @@
 """Projections of a person's ID number, name, birth date and sex on records, with their indexes.
 
 Revision ID: 0010_person_identity
-Revises: 0007_log_received
+Revises: 0009_person_keys
 
 What they are for: finding the person a node already holds by ID number (``person add`` and
 ``person import`` never create a second record), and ``yipanqi duplicates`` by GROUP BY. Existing
