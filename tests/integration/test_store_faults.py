@@ -126,8 +126,8 @@ def test_locked_store_refuses_writes_pauses_sync_and_catches_up_after(tmp_path: 
         fed.quiet(SLOW)
         db = node_db(fed)
         seq_before = fed.status(N44)["last_seq"]
-        attempted = str(uuid.uuid4())
         fields = person(rng, household="44", residence="45")
+        attempted = fed.fed.person_key(fields["id_number"])
 
         with exclusive_lock(db):
             held = time.monotonic()
@@ -337,9 +337,10 @@ def test_disk_full_is_reported_the_store_stays_sound_and_sync_resumes(tmp_path: 
             # 44's operator writes: refused, nothing written (a few may still fit in pages SQLite holds).
             written, attempted = {}, None
             for _ in range(50):
-                rid = str(uuid.uuid4())
+                fields = person(rng, household="44", residence="45")
+                rid = fed.fed.person_key(fields["id_number"])
                 try:
-                    rec = fed.write(N44, "create", person(rng, household="44", residence="45"), record_id=rid)
+                    rec = fed.write(N44, "create", fields, record_id=rid)
                 except grpc.RpcError as err:
                     assert err.code() == grpc.StatusCode.UNAVAILABLE, err
                     attempted = rid

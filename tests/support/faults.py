@@ -28,7 +28,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -392,7 +391,7 @@ class Writer(threading.Thread):
         other = self.rng.choice(pool)
         household, residence = (self.province, other) if self.rng.random() < 0.5 else (other, self.province)
         fields = sample_person(self.rng, household=household, residence=residence, today=self.today)
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4)), frozenset({household, residence}), fields
+        return self.fed.person_key(str(fields["id_number"])), frozenset({household, residence}), fields
 
     def _import(self, stub: apb_grpc.AdminStub, n: int) -> None:
         """Several creates in one Import call: one transaction, one signature over all of them (a

@@ -160,5 +160,12 @@ class Federation:
                     raise TimeoutError(f"{identity} not healthy after {timeout}s; see {self.log_path(identity)}")
                 time.sleep(0.1)
 
+    def person_key(self, id_number: str) -> str:
+        """This federation's key for a person (core.personkey), from the secret made with its CA."""
+        from certs.secret import read
+        from core.personkey import person_key
+
+        return person_key(read(self.root / "ca" / "federation.secret", "federation secret"), id_number)
+
     def log_path(self, identity: str) -> Path:
         return self.root / "logs" / f"{identity}.log"
