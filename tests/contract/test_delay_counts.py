@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from typing import Iterator
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -31,13 +29,6 @@ from tests.support.pki import PKI
 DAY = dt.date(2026, 3, 10)
 B = (day_number(DAY) * 86_400_000) - 8 * 3_600_000  # 2026-03-10 00:00 in China time, in UTC ms
 
-
-@pytest.fixture
-def opened() -> Iterator[list[Store]]:
-    stores: list[Store] = []
-    yield stores
-    for s in stores:
-        s.close()
 
 
 def _exact(values: list[int]) -> tuple[int, float, int]:
