@@ -343,12 +343,11 @@ def test_disk_full_is_reported_the_store_stays_sound_and_sync_resumes(tmp_path: 
                     rec = fed.write(N44, "create", fields, record_id=rid)
                 except grpc.RpcError as err:
                     assert err.code() == grpc.StatusCode.UNAVAILABLE, err
-                    attempted = rid
+                    attempted, attempted_fields = rid, fields
                     break
                 written[rid] = rec
             assert attempted is not None, "50 writes fitted on a full disk"
-            refused_unavailable(lambda: fed.write(N44, "create", person(rng, household="44", residence="45"),
-                                                  record_id=attempted), "full")
+            refused_unavailable(lambda: fed.write(N44, "create", attempted_fields, record_id=attempted), "full")
 
             # 45 writes for 44: the sync session fails on the full store, is reported, and retried.
             sent = {base["person_id"]: fed.write(N45, "update", {"children": 3}, base["person_id"])}
@@ -366,7 +365,7 @@ def test_disk_full_is_reported_the_store_stays_sound_and_sync_resumes(tmp_path: 
             filler.unlink()
             for pid, rec in sent.items():
                 fed.arrives(N44, pid, rec, timeout=SLOW)
-            retry = fed.write(N44, "create", person(rng, household="44", residence="45"), record_id=attempted)
+            retry = fed.write(N44, "create", attempted_fields, record_id=attempted)
             written[attempted] = retry
             for pid, rec in written.items():
                 assert fed.get(N44, pid) == rec
