@@ -62,9 +62,9 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
     hub_rejects = store.quarantined_by_origin()
     involved: dict[str, int] = {}
     if store.hold_records:
-        for h, r, _month, n in store.flow_counts("person"):
-            for code in {h, r} - {None}:
-                involved[code] = involved.get(code, 0) + n  # type: ignore[index]
+        for h, r, n in store.migrant_pairs():  # running totals: status stays O(1) in the store's size
+            for code in {h, r}:
+                involved[code] = involved.get(code, 0) + n
     sent: dict[str, list[tuple[str, dict]]] = {}
     for receiver, report in sorted(reports.items()):
         for origin, d in (report.get("delivery") or {}).items():  # type: ignore[union-attr]

@@ -209,6 +209,13 @@ class Store:
                         batch = []
                 yield from batch
 
+    def migrant_pairs(self) -> list[tuple[str, str, int]]:
+        """(household, residence, live persons) for every pair of provinces a live person lives
+        apart in, from the running totals (store.tallies): one query of at most 32 x 31 rows,
+        whatever the size of the store. Raises only StoreUnavailable."""
+        with self.engine.connect() as conn:
+            return [(h, r, int(n)) for h, r, n in tallies.pairs(conn)]
+
     def flow_counts(self, kind: str = "person") -> list[tuple[str | None, str | None, str | None, int]]:
         """(household, residence, move month, live records) groups, from the projection columns."""
         with self.engine.connect() as conn:
