@@ -60,8 +60,13 @@ def run(changes: int, batch: int, profile: Path | None) -> dict[str, float]:
 
         rng = random.Random(7)
         today = dt.date.today()
-        rows = [("create", "person", "",  # keyed by the node (core.personkey)
-                 sample_person(rng, household="11", residence="44", today=today)) for _ in range(changes)]
+        rows: list[tuple[str, str, str, dict]] = []  # one row per person: an ID number is one key (core.personkey)
+        seen: set[object] = set()
+        while len(rows) < changes:
+            p = sample_person(rng, household="11", residence="44", today=today)
+            if p["id_number"] not in seen:
+                seen.add(p["id_number"])
+                rows.append(("create", "person", "", p))
         service = RecordService(n11, signer, person_secret=bytes(32))
         times: dict[str, float] = {}
         prof = cProfile.Profile() if profile else None
