@@ -45,14 +45,14 @@ def check_id_number(value: object, field: str = "id_number") -> str:
     """Validate an 18-character ID number and return it with an upper-case X."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    problem = _problem(value.strip().upper())
+    problem = id_number_problem(value.strip().upper())
     if problem:
         raise ValidationError(field, problem[0], rule=problem[1])
     return value.strip().upper()
 
 
 @lru_cache(maxsize=4096)  # the same id is checked by validation and by the cross-field rules
-def _problem(text: str) -> tuple[str, str] | None:
+def id_number_problem(text: str) -> tuple[str, str] | None:
     """What is wrong with ``text``: (the reason for the operator, the rule without the digits)."""
     if len(text) != 18:
         return f"must be 18 characters, got {len(text)}", "must be 18 characters"

@@ -23,7 +23,7 @@ import re
 import uuid
 
 from core.errors import ValidationError
-from core.idnumber import _problem
+from core.idnumber import id_number_problem
 
 SECRET_BYTES = 32
 PERSON_PREFIX = "p-"
@@ -37,7 +37,7 @@ def valid_id_number(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = value.strip().upper()
-    return None if _problem(text) else text
+    return None if id_number_problem(text) else text
 
 
 def person_key(secret: bytes, id_number: str) -> str:

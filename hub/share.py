@@ -100,7 +100,10 @@ class UpstreamShare:
 
     def pending(self, origin: str) -> int:
         with self._cond:
-            return sum(n for _, n in self._waiting.get(origin, ()))
+            return self._count(origin)
+
+    def _count(self, origin: str) -> int:  # (the lock is held)
+        return sum(n for _, n in self._waiting.get(origin, ()))
 
     def take_turn(self, origin: str, active: Callable[[], bool]) -> bool | None:
         """Before a batch of ``origin``'s is stored: wait until the origin is under its share (or the
@@ -125,11 +128,11 @@ class UpstreamShare:
             self._cond.notify_all()
 
     def _over(self, origin: str) -> bool:
-        return sum(n for _, n in self._waiting.get(origin, ())) >= self.share and self.connected()
+        return self._count(origin) >= self.share and self.connected()
 
     def report(self) -> dict[str, dict[str, int]]:
         """Per origin: changes waiting upstream now, and how often its stream was held."""
         with self._cond:
             origins = sorted(set(self._waiting) | set(self.waits))
-            return {o: {"waiting": sum(n for _, n in self._waiting.get(o, ())), "held": self.waits.get(o, 0)}
+            return {o: {"waiting": self._count(o), "held": self.waits.get(o, 0)}
                     for o in origins}

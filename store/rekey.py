@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, insert, select, update
 
 from core import canonical
+from core.idnumber import id_birth_date, id_sex
 from core.personkey import check_record_id, is_person_key, is_random_key, person_key, valid_id_number
 from core.record import RecordState, Version
 from store import projections
@@ -61,9 +62,7 @@ def _legacy(record_id: str) -> bool:
 
 
 def _agrees(values: dict, id_number: str) -> bool:
-    encoded_birth = f"{id_number[6:10]}-{id_number[10:12]}-{id_number[12:14]}"
-    encoded_sex = "M" if int(id_number[16]) % 2 == 1 else "F"
-    return values.get("birth_date") == encoded_birth and values.get("sex") == encoded_sex
+    return values.get("birth_date") == id_birth_date(id_number).isoformat() and values.get("sex") == id_sex(id_number)
 
 
 def run(conn, secret: bytes) -> Report:  # type: ignore[no-untyped-def]

@@ -244,6 +244,23 @@ class Store:
         counters.bump(conn, counters.CONFLICTED, conflicted)
 
     # -- local writes ----------------------------------------------------------
+    def _own_change(self, current: RecordState | None, *, kind: str, record_id: str, values: Mapping[str, object],
+                    seq: int, op: str, operator: str | None, now_ms: int) -> Change:
+        """One change of ours at ``seq``, stamped with the next HLC time."""
+        self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+        return local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
+                           seq=seq, at=at, op=op, operator=operator)
+
+    def _log_own(self, conn, changes: Sequence[Change], saves: Sequence[tuple[RecordState, RecordState | None]],  # type: ignore[no-untyped-def]
+                 now_ms: int, seal: Sealer) -> None:
+        """Our own changes into the log under one batch signature, and the states they make saved,
+        in the caller's transaction."""
+        bodies = [c.to_body() for c in changes]
+        seals = seal(bodies)
+        changelog.append(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
+                         via="local", now_ms=now_ms, index_routes=self.index_routes)
+        self._save(conn, saves, now_ms)
+
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
                     now_ms: int, seal: Sealer) -> Change:
         """Apply an operator's edit as one signed change, in one transaction."""
@@ -280,18 +297,13 @@ class Store:
                     results.append(err)
                     continue
                 seq += 1
-                self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-                change = local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
-                                     seq=seq, at=at, op=op, operator=operator)
+                change = self._own_change(current, kind=kind, record_id=record_id, values=values, seq=seq, op=op,
+                                          operator=operator, now_ms=now_ms)
                 latest[key] = change.state
                 changes.append(change)
                 results.append(change)
             if changes:
-                bodies = [c.to_body() for c in changes]
-                seals = seal(bodies)
-                changelog.append(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
-                                 via="local", now_ms=now_ms, index_routes=self.index_routes)
-                self._save(conn, [(st, loaded[k]) for k, st in latest.items()], now_ms)
+                self._log_own(conn, changes, [(st, loaded[k]) for k, st in latest.items()], now_ms, seal)
             acks = self._write_acks(conn)
         self._acks_written(acks)
         if changes:
@@ -416,15 +428,10 @@ class Store:
             merged = current
             for _, ch in rows:
                 merged = apply(merged, ch).state
-            seq = changelog.last_seq(conn, self.owner) + 1
-            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-            change = local_write(merged, kind=claim.kind, record_id=claim.record_id, values={}, node=self.owner,
-                                 seq=seq, at=at, op="delete" if merged.deleted else "update", operator=operator)
-            body = change.to_body()
-            (sealed,) = seal([body])
-            changelog.append(conn, [(change, Envelope(body, sealed))], via="local", now_ms=now_ms,
-                             index_routes=self.index_routes)
-            self._save(conn, [(change.state, current)], now_ms)
+            change = self._own_change(merged, kind=claim.kind, record_id=claim.record_id, values={},
+                                      seq=changelog.last_seq(conn, self.owner) + 1,
+                                      op="delete" if merged.deleted else "update", operator=operator, now_ms=now_ms)
+            self._log_own(conn, [change], [(change.state, current)], now_ms, seal)
             claims.decide(conn, [cid for cid, _ in rows], claims.ACCEPTED, operator or self.owner, now_ms)
             acks = self._write_acks(conn)
         self._acks_written(acks)
@@ -449,18 +456,11 @@ class Store:
             rekeyed = RecordState(kind, into, source.fields)
             base = rekeyed if target is None else target.merge(rekeyed)
             seq = changelog.last_seq(conn, self.owner)
-            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-            merged = local_write(base, kind=kind, record_id=into, values=values(base), node=self.owner, seq=seq + 1,
-                                 at=at, op="update", operator=operator)
-            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-            gone = local_write(source, kind=kind, record_id=from_id, values={}, node=self.owner, seq=seq + 2, at=at,
-                               op="delete", operator=operator)
-            changes = [merged, gone]
-            bodies = [c.to_body() for c in changes]
-            seals = seal(bodies)
-            changelog.append(conn, [(c, Envelope(b, s)) for c, b, s in zip(changes, bodies, seals)],
-                             via="local", now_ms=now_ms, index_routes=self.index_routes)
-            self._save(conn, [(merged.state, target), (gone.state, source)], now_ms)
+            merged = self._own_change(base, kind=kind, record_id=into, values=values(base), seq=seq + 1, op="update",
+                                      operator=operator, now_ms=now_ms)
+            gone = self._own_change(source, kind=kind, record_id=from_id, values={}, seq=seq + 2, op="delete",
+                                    operator=operator, now_ms=now_ms)
+            self._log_own(conn, [merged, gone], [(merged.state, target), (gone.state, source)], now_ms, seal)
             acks = self._write_acks(conn)
         self._acks_written(acks)
         self._notify()
