@@ -57,6 +57,11 @@ def key_for(secret: bytes, id_number: object, random_uuid: uuid.UUID) -> str:
     canonical = valid_id_number(id_number)
     if canonical is not None:
         return person_key(secret, canonical)
+    return random_key(random_uuid)
+
+
+def random_key(random_uuid: uuid.UUID) -> str:
+    """The key of a record with no valid resident ID: ``r-`` + a random uuid4 the caller draws."""
     return f"{RANDOM_PREFIX}{random_uuid}"
 
 

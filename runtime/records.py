@@ -20,7 +20,7 @@ from core.change import state_provinces
 from core.identity import Identity
 from core import request
 from core.kinds import Kind, get_kind, open_conflicts, rule_conflicts
-from core.personkey import check_record_id, is_person_key, key_for, person_key, valid_id_number
+from core.personkey import check_record_id, is_person_key, person_key, random_key, valid_id_number
 from core.record import RecordState
 from runtime import follow, metrics
 from runtime.people import add_person
@@ -248,7 +248,7 @@ class RecordService:
         federation-wide, so a second id for it, a legacy uuid included, is refused)."""
         id_number = valid_id_number(clean.get("id_number"))
         if id_number is None:
-            key = given or key_for(b"", None, uuid.uuid4())
+            key = given or random_key(uuid.uuid4())
             if is_person_key(key.strip()):
                 raise ValidationError("person_id", "a p- key belongs to a person with a valid id_number")
             return key
