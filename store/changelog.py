@@ -92,9 +92,10 @@ def append(conn, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, n
         insert_rows(conn, log_dest, ("province", "lsn"), dests)
 
 
-def digests(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:  # type: ignore[no-untyped-def]
-    """Digests of the changes among ``keys`` (origin, seq) already in the log."""
-    out: dict[tuple[str, int], bytes] = {}
+def digests(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], set[bytes]]:  # type: ignore[no-untyped-def]
+    """Digests of the changes among ``keys`` (origin, seq) already in the log: usually one each,
+    more where the origin equivocated (core.intakeplan)."""
+    out: dict[tuple[str, int], set[bytes]] = {}
     by_origin: dict[str, list[int]] = {}
     for origin, seq in keys:
         by_origin.setdefault(origin, []).append(seq)
@@ -102,7 +103,7 @@ def digests(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], byte
         for i in range(0, len(seqs), 500):
             q = select(log.c.seq, log.c.digest).where(and_(log.c.origin == origin, log.c.seq.in_(seqs[i:i + 500])))
             for seq, digest in conn.execute(q):
-                out[(origin, seq)] = bytes(digest)
+                out.setdefault((origin, seq), set()).add(bytes(digest))
     return out
 
 

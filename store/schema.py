@@ -3,8 +3,13 @@
     records     current state of every record this replica holds
     log         every change this replica accepted, in acceptance order (lsn):
                 a node's own changes are its outbox; a hub's log is its
-                store-and-forward queue; (origin, seq) is unique, so a change
-                is applied at most once
+                store-and-forward queue; a change's digest is unique (with its
+                origin and seq), so a change is applied at most once, and two
+                different changes under one (origin, seq) are both kept
+    equivocations
+                one row per digest of each (origin, seq) signed more than once
+    upstream_quarantine
+                a node's own changes its hub acknowledged as quarantined
     log_dest    hubs only: one row per (province a change routes to, lsn),
                 the index every subscriber's queue is read from
     quarantine  changes refused, with the reason and the bytes as received
@@ -97,7 +102,9 @@ log = Table(
     Column("shared", Boolean, nullable=False),  # routes reach beyond the author's province
     Column("via", String(64), nullable=False),  # peer we got it from ("local" for our own)
     Column("received_ms", BigInteger, nullable=False),
-    UniqueConstraint("origin", "seq", name="uq_log_origin_seq"),
+    # The digest determines origin and seq (the body names them): unique by digest (0011), so an
+    # origin's two different changes under one seq (equivocation) are both kept.
+    UniqueConstraint("origin", "seq", "digest", name="uq_log_origin_seq_digest"),
     Index("ix_log_record", "kind", "record_id"),
 )
 
@@ -257,6 +264,31 @@ claims = Table(
     Column("status", String(16), nullable=False),  # open, accepted, merged (accepted elsewhere), refused
     Column("decided_ms", BigInteger),
     Column("decided_by", String(128)),  # the operator certificate, or the change that merged it
-    UniqueConstraint("origin", "seq", name="uq_claims_change"),
+    Index("ix_claims_change", "origin", "seq"),  # not unique since 0011: an equivocating origin's two claims
     Index("ix_claims_record", "kind", "record_id", "status"),
+)
+
+# Added in 0011_equivocation (issue 10, finding 4): every digest of an (origin, seq) that its origin
+# signed more than once, and when this replica first saw it; both bodies stay in the log (evidence).
+equivocations = Table(
+    "equivocations",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("digest", LargeBinary, primary_key=True),
+    Column("first_seen_ms", BigInteger, nullable=False),
+)
+
+# Added in 0011_equivocation (finding 5): what our hub acknowledged as quarantined of our own
+# changes, one row per Ack that counted any (the seqs it named, the last reason category).
+upstream_quarantine = Table(
+    "upstream_quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hub", String(64), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("changes", Integer, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
 )

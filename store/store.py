@@ -6,9 +6,11 @@ Contract (tested by tests/contract against SQLite and PostgreSQL):
   * ``ingest`` is one transaction per batch: accepted changes are appended to
     the log (and merged into records, and indexed by route on hubs), refused
     ones go to quarantine with their reason, and the pull cursor moves, all
-    together. A change already in the log (same origin and seq, same bytes)
-    changes nothing; same origin and seq with other bytes is equivocation and
-    is quarantined.
+    together. What is fresh, duplicate or equivocating is decided by the pure
+    plan in core.intakeplan: a change whose digest is already in the log changes
+    nothing; one with the same origin and seq as a logged change but other bytes
+    is equivocation, kept and merged as a concurrent write, and noted in
+    ``equivocations`` (the origin is flagged in status).
   * Log sequence numbers (lsn) become visible in increasing order: one process
     owns a store and serialises its writes, so a reader that has seen lsn N
     has seen every lsn below N. Subscribers rely on this to never skip.
@@ -29,17 +31,19 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, insert, select, update
 
-from core import hlc
+from core import hlc, intakeplan
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import Equivocation, LocalError, NotFound, SyncError
+from core.errors import LocalError, NotFound, SyncError
 from core.identity import Identity
+from core.intakeplan import Arrival
 from core.kinds import get_kind
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
-from store import changelog, claims, counters, delays, duplicates, projections, quarantine, records, rekey, tallies
+from store import (changelog, claims, counters, delays, duplicates, equivocations, projections, quarantine, records,
+                   rekey, tallies, upstream)
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -82,6 +86,7 @@ class IngestResult:
     dropped: int = 0  # of the quarantined: over their party's cap, counted and not kept
     opened: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, id, field)
     claims: int = 0  # held apart as claims (core.claims), not merged
+    equivocations: list[tuple[str, int]] = field(default_factory=list)  # (origin, seq) signed twice, both kept
     # (prior, merged) of the records whose shown routing fields this ingest changed (prior None: new
     # here); kept by province stores only, for the followers' repair (node.refollow)
     rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
@@ -327,33 +332,22 @@ class Store:
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)
-            seen = changelog.digests(conn, [(a.change.origin, a.change.seq) for a in accepted])
-            fresh: list[Accepted] = []
-            for a in accepted:
-                ch = a.change
-                digest = hashlib.sha256(a.envelope.body).digest()
-                known = seen.get((ch.origin, ch.seq))
-                if known is not None:
-                    if known == digest:
-                        result.duplicates += 1
-                    else:
-                        err = Equivocation(f"{ch.origin} seq {ch.seq} was already received with other content")
-                        # Same "<category>: <detail>" form as runtime.intake.reason gives every other refusal;
-                        # verified, so charged to its signer (the origin: intake checked they are one).
-                        bad.append(Refused(a.envelope, f"equivocation: {err}", ch.origin, ch.seq, ch.kind,
-                                           ch.record_id, charged=ch.origin))
-                    continue
-                seen[(ch.origin, ch.seq)] = digest  # a duplicate inside the batch
-                fresh.append(a)
-                if ch.at.wall_ms <= now_ms + MAX_CLOCK_LEAD_MS:
-                    # A peer's clock far ahead (broken, or hostile) must not drag ours along:
-                    # its change still merges; only our own timestamps ignore it.
-                    self._hlc = hlc.observe(self._hlc, ch.at, now_ms, self.owner)
+            sha256 = hashlib.sha256
+            arrivals = [Arrival(a.change.origin, a.change.seq, sha256(a.envelope.body).digest(), a.change.at)
+                        for a in accepted]
+            held = changelog.digests(conn, [(x.origin, x.seq) for x in arrivals])
+            todo = intakeplan.plan(arrivals, held, self._hlc, now_ms=now_ms, lead_ms=MAX_CLOCK_LEAD_MS,
+                                   node=self.owner)
+            fresh = [accepted[i] for i in todo.fresh]
+            result.duplicates = len(todo.duplicates)
+            if todo.twins:  # kept, both of them, as concurrent writes; the origin is flagged (status)
+                equivocations.note(conn, todo.twins, now_ms)
+                result.equivocations = [(t.origin, t.seq) for t in todo.twins]
             if bad:
                 result.quarantined, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
             changelog.append(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms,
                              index_routes=self.index_routes,
-                             digests=[seen[(a.change.origin, a.change.seq)] for a in fresh])
+                             digests=[arrivals[i].digest for i in todo.fresh])
             result.applied = len(fresh)
             if self.hold_records:  # the replicas that assess; a regional hub's hot path skips it
                 delays.add(conn, ((a.change.origin, a.change.at.wall_ms) for a in fresh), now_ms)
@@ -395,6 +389,7 @@ class Store:
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
             acks = self._write_acks(conn)
+            self._hlc = todo.clock  # under the lock: a local write between must not see it go back
         self._acks_written(acks)
         self.arrivals.extend((a.change.origin, a.change.at.wall_ms, now_ms) for a in fresh)
         if result.applied:
@@ -500,6 +495,32 @@ class Store:
         """Per charged party: rows and bytes held in quarantine, and changes dropped over its cap."""
         with self.engine.connect() as conn:
             return quarantine.shares(conn)
+
+    # -- equivocation (core.intakeplan) and what our hub quarantined of ours ---------
+    def equivocating(self) -> dict[str, dict[str, int]]:
+        """Origins seen signing two different changes with one seq: {origin: {"seq": the first
+        such seq, "first_seen_ms", "seqs": how many}}. Empty for an honest federation."""
+        with self.engine.connect() as conn:
+            return equivocations.by_origin(conn)
+
+    def equivocation_evidence(self, limit: int = 1000) -> list[dict[str, object]]:
+        """Each equivocating (origin, seq) with its digests (hex) and the lsns of the log entries
+        holding the signed bodies (``log show``-able evidence)."""
+        with self.engine.connect() as conn:
+            return equivocations.listing(conn, limit)
+
+    def note_upstream_quarantine(self, hub: str, seqs: Sequence[int], changes: int, reason: str,
+                                 now_ms: int) -> None:
+        """Record that ``hub`` acknowledged ``changes`` of our own changes (``seqs``, where it named
+        them) as quarantined, the last for ``reason`` (a category, no personal data)."""
+        with self._lock, self.engine.begin() as conn:
+            upstream.add(conn, hub, seqs, changes, reason, now_ms)
+        self.health.wrote()
+
+    def upstream_quarantined(self) -> dict[str, object]:
+        """What our hubs quarantined of our own changes (store.upstream.summary)."""
+        with self.engine.connect() as conn:
+            return upstream.summary(conn)
 
     # -- cursors -------------------------------------------------------------------
     def _set_cursor(self, conn, name: str, value: int, now_ms: int) -> None:  # type: ignore[no-untyped-def]
