@@ -398,8 +398,8 @@ def test_ingest_is_idempotent_in_any_order(db_url: str, pki: PKI, authors: Autho
 # -- 4. equivocation -------------------------------------------------------------------------
 
 
-def test_equivocation_is_quarantined_and_the_first_version_kept(db_url: str, pki: PKI, authors: Authors,
-                                                               opened: list[Store], tmp_path: Path) -> None:
+def test_equivocation_keeps_both_changes_merged_and_flags_the_origin(db_url: str, pki: PKI, authors: Authors,
+                                                                     opened: list[Store], tmp_path: Path) -> None:
     # Node 11 restored from an old backup: a second store of the same origin reuses its sequence numbers.
     twin = open_store(f"sqlite:///{tmp_path / 'twin-11.db'}", opened, owner="province-11")
     a = authors.person("11", "44")
@@ -412,27 +412,36 @@ def test_equivocation_is_quarantined_and_the_first_version_kept(db_url: str, pki
 
     s = open_store(db_url, opened, owner="province-44")
     assert s.ingest(accept_all(pki, [env1]), [], via="hub-pearl", now_ms=T0).applied == 1
+    assert s.equivocating() == {}
     res = s.ingest(accept_all(pki, [env1b]), [], via="hub-pearl", now_ms=T0 + 1)
-    assert (res.applied, res.duplicates, res.quarantined) == (0, 0, 1)
-    # Within one batch too: the first of the two is applied, the other quarantined.
-    res = s.ingest(accept_all(pki, [env2, env2b]), [], via="hub-pearl", now_ms=T0 + 2)
-    assert (res.applied, res.duplicates, res.quarantined) == (1, 0, 1)
+    assert (res.applied, res.duplicates, res.quarantined, res.equivocations) == (1, 0, 0, [("province-11", 1)])
+    # Within one batch too: both applied; a resend of either is a duplicate.
+    res = s.ingest(accept_all(pki, [env2, env2b, env2]), [], via="hub-pearl", now_ms=T0 + 2)
+    assert (res.applied, res.duplicates, res.quarantined, res.equivocations) == (2, 1, 0, [("province-11", 2)])
+    res = s.ingest(accept_all(pki, [env1b, env1]), [], via="hub-pearl", now_ms=T0 + 3)
+    assert (res.applied, res.duplicates, res.equivocations) == (0, 2, [])
 
-    q = s.quarantined()
-    assert [(e.origin, e.seq, e.record_id, e.peer) for e in q] == [
-        ("province-11", 2, ch2b.record_id, "hub-pearl"),
-        ("province-11", 1, ch1.record_id, "hub-pearl"),
-    ]
-    for entry in q:
-        assert "equivocation" in entry.reason.lower(), entry.reason
-    assert [s.quarantine_body(e.id) for e in q] == [env2b.body, env1b.body]
-    # First versions kept, in the log and in the records.
-    assert [(r.origin, r.seq, bytes(r.body)) for r in log_rows(s)] == [
-        ("province-11", 1, env1.body), ("province-11", 2, env2.body)]
-    assert s.get(KIND, ch1.record_id) == ch1.state
-    assert s.get(KIND, ch1.record_id).values()["name"] == a["name"]  # type: ignore[union-attr]
-    assert s.get(KIND, ch2b.record_id) is None
-    assert record_ids(s) == {ch1.record_id, ch2.record_id}
+    assert s.quarantined() == []
+    assert s.equivocating() == {"province-11": {"seq": 1, "first_seen_ms": T0 + 1, "seqs": 2}}
+    evidence = s.equivocation_evidence()
+    assert [(e["origin"], e["seq"]) for e in evidence] == [("province-11", 1), ("province-11", 2)]
+    bodies = {e.lsn: bytes(e.body) for e in log_rows(s)}
+    for item, pair in zip(evidence, [(env1, env1b), (env2, env2b)]):
+        held = {bodies[c["lsn"]] for c in item["changes"]}  # type: ignore[attr-defined]
+        assert held == {pair[0].body, pair[1].body}
+    # Both in the log, and both merged: the name written twice under one clock is a conflict.
+    assert sorted((r.origin, r.seq, bytes(r.body)) for r in log_rows(s)) == sorted([
+        ("province-11", 1, env1.body), ("province-11", 1, env1b.body),
+        ("province-11", 2, env2.body), ("province-11", 2, env2b.body)])
+    merged = s.get(KIND, ch1.record_id)
+    assert merged == ch1.state.merge(ch1b.state)
+    assert "name" in merged.conflicts()  # type: ignore[union-attr]
+    assert record_ids(s) == {ch1.record_id, ch2.record_id, ch2b.record_id}
+    # Either order gives the same record (v1 merge is a join).
+    other = open_store(f"sqlite:///{tmp_path / 'other-44.db'}", opened, owner="province-44")
+    other.ingest(accept_all(pki, [env1b, env2b]), [], via="hub-pearl", now_ms=T0)
+    other.ingest(accept_all(pki, [env2, env1]), [], via="hub-pearl", now_ms=T0 + 1)
+    assert list(other.iter_records(KIND)) == list(s.iter_records(KIND))
 
 
 # -- 5. quarantine -----------------------------------------------------------------------------
