@@ -115,9 +115,12 @@ class FederationServicer(pb_grpc.FederationServicer):
                     finally:
                         if share is not None:
                             share.end_turn(who)
+                    # The pusher's own changes refused here, by seq, so its status shows them quarantined.
+                    own = [seq for origin, seq in result.refused if origin == who and seq is not None]
                     yield pb.PushResponse(ack=pb.Ack(cursor=req.batch.cursor, accepted=result.applied,
                                                      duplicates=result.duplicates,
-                                                     quarantined=result.quarantined))
+                                                     quarantined=result.quarantined, quarantined_seqs=own,
+                                                     quarantine_reason=result.last_refusal or ""))
                     pause = self.replica.pause_for(who)  # over its junk budget: read its next batch later
                     if pause:
                         self.stopping.wait(pause)

@@ -122,7 +122,8 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
     except StoreUnavailable:  # shown in report["store"]
         report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
-                  "quarantine": None, "destinations": [], "upstream": link_report(upstream, now)}
+                  "quarantine": None, "equivocating": None, "equivocations": None, "destinations": [],
+                  "upstream": link_report(upstream, now)}
         if upstream is not None:
             report["upstream_queue"] = {"changes": None, "oldest_age_s": None}
         if store.hold_records:
@@ -171,6 +172,8 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
         "quarantine": quarantine_report(store),
+        "equivocating": store.equivocating(),
+        "equivocations": store.equivocation_evidence(limit=100),  # the pairs, kept; bodies in the log
         "destinations": rows,
         "upstream": link_report(upstream, now),
     }

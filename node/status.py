@@ -32,17 +32,20 @@ def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
             "records": store.count_records(),
             "last_seq": store.last_seq(),
             "acked_seq": acked,
-            "outbox": {"changes": backlog, "oldest_age_s": age_s(oldest, now)},
+            # Changes our hub acknowledged as quarantined: past acked_seq, yet never delivered.
+            "outbox": {"changes": backlog, "oldest_age_s": age_s(oldest, now),
+                       "quarantined": store.upstream_quarantined()},
             "origins": origins,
             "conflicts": store.count_records(conflicted_only=True),
             "quarantined": store.count_quarantined(),
             "quarantine": quarantine_report(store),
+            "equivocating": store.equivocating(),
             "requests": _requests(store),
         })
     except StoreUnavailable:  # shown in doc["store"]
         doc.update({"records": None, "last_seq": None, "acked_seq": None,
-                    "outbox": {"changes": None, "oldest_age_s": None}, "origins": {},
-                    "conflicts": None, "quarantined": None, "quarantine": None,
+                    "outbox": {"changes": None, "oldest_age_s": None, "quarantined": None}, "origins": {},
+                    "conflicts": None, "quarantined": None, "quarantine": None, "equivocating": None,
                     "requests": None})
     doc["hub"] = link_report(link, now)
     doc["store"] = store_report(store)

@@ -296,12 +296,24 @@ class Link(threading.Thread):
             if resp.WhichOneof("msg") == "hello":
                 self._up(hub)
             elif resp.WhichOneof("msg") == "ack":
+                if resp.ack.quarantined and self.for_province is not None:
+                    self._quarantined_upstream(hub, resp.ack)
                 store.note_ack(self.push_cursor, resp.ack.cursor, now_ms())
                 self.state.pushed += resp.ack.accepted
                 acked[0] = resp.ack.cursor
                 if self.on_push_ack is not None:
                     self.on_push_ack(resp.ack.cursor)
                 window.release()
+
+    def _quarantined_upstream(self, hub: HubAddress, ack: pb.Ack) -> None:
+        """The hub took a batch of ours but quarantined some of it: the cursor moves past them
+        (resending would be refused again), and they are recorded as quarantined upstream, so
+        status never shows them as delivered (store.upstream). Seqs and a category only."""
+        reason = ack.quarantine_reason or "not said (an older hub)"
+        self.replica.store.note_upstream_quarantine(hub.identity, list(ack.quarantined_seqs), ack.quarantined,
+                                                    reason, now_ms())
+        log.warning("hub-%s quarantined %d of our changes (seqs %s): %s", hub.name, ack.quarantined,
+                    _seq_span(ack.quarantined_seqs), reason)
 
     # -- pull: changes for us down --------------------------------------------
     def _pull(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
@@ -332,3 +344,7 @@ class Link(threading.Thread):
                                 duplicates=result.duplicates, quarantined=result.quarantined))
         finally:
             acks.put(None)
+
+
+def _seq_span(seqs: Sequence[int]) -> str:
+    return "unknown" if not seqs else str(seqs[0]) if len(seqs) == 1 else f"{min(seqs)}..{max(seqs)}"

@@ -64,6 +64,8 @@ class StatusCollector(Collector):
                      _gauge("yipanqi_outbox_oldest_seconds", "Age of the oldest change not yet acknowledged "
                             "by a hub; 0 when the outbox is empty",
                             None if outbox["changes"] is None else outbox["oldest_age_s"] or 0),
+                     _gauge("yipanqi_outbox_quarantined", "Own changes a hub acknowledged as quarantined "
+                            "(never delivered)", (outbox.get("quarantined") or {}).get("changes")),
                      _gauge("yipanqi_conflicts", "Records with open conflicts", doc["conflicts"]),
                      _gauge("yipanqi_records", "Records held", doc["records"])]
             yield from (g for g in found if g is not None)
@@ -96,6 +98,11 @@ class StatusCollector(Collector):
         size = _gauge("yipanqi_quarantine_size", "Changes in quarantine", doc["quarantined"])
         if size is not None:
             yield size
+        flagged = doc.get("equivocating")
+        found = _gauge("yipanqi_equivocating_origins", "Origins seen signing two different changes with one seq",
+                       None if flagged is None else len(flagged))
+        if found is not None:
+            yield found
 
 
 def serve_metrics(listen: str, port: int | None, status: Callable[[], dict]) -> None:

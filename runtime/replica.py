@@ -135,6 +135,9 @@ class Replica:
                 own += r.count if r.count == 1 else max(r.count, batch.ByteSize() / junk.BYTES_PER_TOKEN)
             self.rate_log.warning(party, started, "quarantined %s from %s (charged to %s): %s", _changes(r.count),
                                   via, party, _short(r.reason))
+        for origin, seq in result.equivocations:  # kept and merged (core.intakeplan); origin and seq only
+            log.warning("equivocation: %s signed two different changes with seq %d; both kept as concurrent "
+                        "writes, %s flagged in status", origin, seq, origin)
         if result.dropped:
             metrics.QUARANTINE_DROPPED.inc(result.dropped)
         if own:

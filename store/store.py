@@ -87,6 +87,8 @@ class IngestResult:
     opened: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, id, field)
     claims: int = 0  # held apart as claims (core.claims), not merged
     equivocations: list[tuple[str, int]] = field(default_factory=list)  # (origin, seq) signed twice, both kept
+    refused: list[tuple[str | None, int | None]] = field(default_factory=list)  # (origin, seq) of each refusal
+    last_refusal: str | None = None  # the last refusal's category ("unknown author", ...): no personal data
     # (prior, merged) of the records whose shown routing fields this ingest changed (prior None: new
     # here); kept by province stores only, for the followers' repair (node.refollow)
     rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
@@ -345,6 +347,8 @@ class Store:
                 result.equivocations = [(t.origin, t.seq) for t in todo.twins]
             if bad:
                 result.quarantined, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
+                result.refused = [(r.origin, r.seq) for r in bad]
+                result.last_refusal = bad[-1].reason.split(":", 1)[0][:64]
             changelog.append(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms,
                              index_routes=self.index_routes,
                              digests=[arrivals[i].digest for i in todo.fresh])

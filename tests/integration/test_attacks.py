@@ -21,6 +21,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ from runtime import wire
 from runtime.replica import now_ms
 from runtime.records import described
 from runtime.transport import CHANNEL_OPTIONS, MAX_MESSAGE, secure_channel
-from tests.integration.conftest import Fed, running, person, RawPush
+from tests.integration.conftest import Fed, RawPush, eventually, person, running
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import federation_pb2 as fpb
 
@@ -232,7 +233,23 @@ def test_replayed_changes_are_duplicates_and_change_nothing(fed: Fed, history: d
 # -- equivocation --------------------------------------------------------------------------------
 
 
-def test_reusing_a_real_sequence_number_is_equivocation(fed: Fed, history: dict) -> None:
+def _flagged(fed: Fed, identity: str, origin: str) -> dict[str, Any] | None:
+    return (fed.status(identity).get("equivocating") or {}).get(origin)
+
+
+def _converged(fed: Fed, pid: str, identities: tuple[str, ...], seq: int, bodies: int) -> dict[str, Any]:
+    """Wait until every one of ``identities`` holds ``pid`` identically, with ``bodies`` changes of
+    province-44 at ``seq`` in its history; the record as they hold it."""
+    def same() -> dict[str, Any] | None:
+        held = [fed.get(i, pid) for i in identities]
+        counts = [len([h for h in fed.history(i, pid) if (h["origin"], h["seq"]) == ("province-44", seq)])
+                  for i in identities]
+        return held[0] if held[0] is not None and all(h == held[0] for h in held) and set(counts) == {bodies} \
+            else None
+    return eventually(same, 60, message=lambda: f"{pid}: {[(i, fed.get(i, pid)) for i in identities]}")
+
+
+def test_reusing_a_real_sequence_number_is_equivocation_kept_and_flagged(fed: Fed, history: dict) -> None:
     original = history["province-44"][0]
     pid = original["person_id"]
     (row,) = logged(fed, "province-44", "record_id = ?", (pid,))
@@ -242,27 +259,69 @@ def test_reusing_a_real_sequence_number_is_equivocation(fed: Fed, history: dict)
                        node="province-44", seq=real.seq, at=Timestamp(now_ms(), 0, "province-44"),
                        op="create", operator=None)
     assert twin.to_body() != bytes(row["body"])
-    before_45 = fed.history("province-45", pid)
     status_before = cli_json(fed, PEARL, "status")
-    lsn = status_before["log_lsn"]
+    assert "province-44" not in status_before["equivocating"]
 
     ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=sealed(signer(fed, "44"), twin)))
-    assert (ack.accepted, ack.duplicates, ack.quarantined) == (0, 0, 1)
-
+    # Kept as a concurrent write, not quarantined: the hub cannot tell which of the two is honest.
+    assert (ack.accepted, ack.duplicates, ack.quarantined) == (1, 0, 0)
     status_after = cli_json(fed, PEARL, "status")
-    assert status_after["quarantined"] == status_before["quarantined"] + 1
-    assert status_after["log_lsn"] == lsn
-    rows = [q for q in cli_json(fed, PEARL, "quarantine", "list")
-            if q["origin"] == "province-44" and q["seq"] == real.seq]
-    assert len(rows) == 1, rows
-    assert rows[0]["reason"].startswith("equivocation"), rows[0]
-    assert rows[0]["record_id"] == pid and rows[0]["peer"] == "province-44"
+    assert status_after["quarantined"] == status_before["quarantined"]
+    assert status_after["log_lsn"] == status_before["log_lsn"] + 1
+    assert status_after["equivocating"]["province-44"]["seq"] == real.seq
+    (evidence,) = [e for e in status_after["equivocations"] if (e["origin"], e["seq"]) == ("province-44", real.seq)]
+    assert len(evidence["changes"]) == 2 and all(c["lsn"] for c in evidence["changes"])
+    # A resend of either is a duplicate.
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=sealed(signer(fed, "44"), twin)))
+    assert (ack.accepted, ack.duplicates, ack.quarantined) == (0, 1, 0)
 
-    fed.quiet(timeout=60)
-    for identity in ("province-45", NATIONAL, "province-44"):
-        assert fed.get(identity, pid) == original, identity
-    assert fed.history("province-45", pid) == before_45
-    assert fed.status("province-45")["quarantined"] == 0
+    # Forwarded like any change: 45 and national merge both, identically (the name is a conflict), and flag 44.
+    merged = _converged(fed, pid, ("province-45", NATIONAL), real.seq, 2)
+    assert {v["value"] for v in merged["_meta"]["conflicts"]["name"]} == {original["name"], "冒名顶替"}
+    for identity in ("province-45", NATIONAL):
+        assert (_flagged(fed, identity, "province-44") or {}).get("seq") == real.seq, identity
+        assert fed.status(identity)["quarantined"] == 0, identity
+    assert all(not q["reason"].startswith("equivocation") for q in fed.quarantine(PEARL))
+
+
+def test_two_changes_under_one_seq_pushed_at_once_to_two_hubs_converge_everywhere(fed: Fed, history: dict) -> None:
+    """Issue 10, finding 4: one forged (origin, seq), two bodies, one pushed to hub-pearl and one to the
+    national hub at the same moment. Every replica of the record ends identical, with both
+    versions; every process that saw both flags the origin, and the national hub keeps the pair."""
+    rng = random.Random("equivocation")
+    s44 = signer(fed, "44")
+    seq = fed.status("province-44")["last_seq"] + 1000  # one 44 has not used: both bodies are forged
+    fields = person(rng, household="44", residence="45")
+    pid = str(uuid.uuid4())
+    one = new_change("province-44", seq, fields, record_id=pid)
+    other = new_change("province-44", seq, {**fields, "name": "另一个人"}, record_id=pid)
+    assert one.to_body() != other.to_body()
+    acks: dict[str, fpb.Ack] = {}
+    threads = [threading.Thread(target=lambda h=hub, c=change: acks.__setitem__(
+        h, push(fed, "province-44", h, fpb.Batch(cursor=0, certificates=[s44.cert_der], changes=sealed(s44, c)))))
+        for hub, change in ((PEARL, one), (NATIONAL, other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert {h: (a.accepted, a.quarantined) for h, a in acks.items()} == {PEARL: (1, 0), NATIONAL: (1, 0)}
+
+    merged = _converged(fed, pid, ("province-45", NATIONAL), seq, 2)
+    assert {v["value"] for v in merged["_meta"]["conflicts"]["name"]} == {fields["name"], "另一个人"}
+    for identity in (PEARL, NATIONAL, "province-45"):
+        eventually(lambda i=identity: _flagged(fed, i, "province-44"), 30,
+                   message=lambda i=identity: f"{i} does not flag province-44: {fed.status(i).get('equivocating')}")
+    # The evidence reached the national hub: both signed bodies, in its log under their digests.
+    (pair,) = [e for e in fed.status(NATIONAL)["equivocations"] if (e["origin"], e["seq"]) == ("province-44", seq)]
+    rows = logged(fed, NATIONAL, "origin = ? AND seq = ?", ("province-44", seq))
+    assert {bytes(r["body"]) for r in rows} == {one.to_body(), other.to_body()}
+    assert {c["lsn"] for c in pair["changes"]} == {r["lsn"] for r in rows}
+    for identity in (PEARL, NATIONAL, "province-45"):
+        assert all(not q["reason"].startswith("equivocation") for q in fed.quarantine(identity)), identity
+    # Logs name no person: neither name written appears in any process's log.
+    for identity in (PEARL, NATIONAL, "province-45"):
+        text = fed.fed.log_path(identity).read_text(errors="replace")
+        assert fields["name"] not in text and "另一个人" not in text, identity
 
 
 # -- forged origin -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1byipanqi/v1/federation.proto\x12\nyipanqi.v1\"U\n\x04Seal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04size\x18\x04 \x01(\r\x12\r\n\x05proof\x18\x05 \x03(\x0c\"<\n\x0cSignedChange\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x1e\n\x04seal\x18\x02 \x01(\x0b\x32\x10.yipanqi.v1.Seal\"=\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x10\n\x08software\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\"k\n\x05\x42\x61tch\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x65rtificates\x18\x02 \x03(\x0c\x12)\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x18.yipanqi.v1.SignedChange\x12\x11\n\tcaught_up\x18\x04 \x01(\x08\"P\n\x03\x41\x63k\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x13\n\x0bquarantined\x18\x04 \x01(\r\"S\n\tSubscribe\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x11\n\tmax_batch\x18\x02 \x01(\r\x12\x0e\n\x06window\x18\x03 \x01(\r\x12\x13\n\x0binclude_own\x18\x04 \x01(\x08\"\x16\n\x06Report\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x82\x01\n\x0bPushRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.yipanqi.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.yipanqi.v1.BatchH\x00\x12$\n\x06report\x18\x03 \x01(\x0b\x32\x12.yipanqi.v1.ReportH\x00\x42\x05\n\x03msg\"Y\n\x0cPushResponse\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.yipanqi.v1.HelloH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.yipanqi.v1.AckH\x00\x42\x05\n\x03msg\"`\n\x0bPullRequest\x12*\n\tsubscribe\x18\x01 \x01(\x0b\x32\x15.yipanqi.v1.SubscribeH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.yipanqi.v1.AckH\x00\x42\x05\n\x03msg\"]\n\x0cPullResponse\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.yipanqi.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.yipanqi.v1.BatchH\x00\x42\x05\n\x03msg2\x8a\x01\n\nFederation\x12=\n\x04Push\x12\x17.yipanqi.v1.PushRequest\x1a\x18.yipanqi.v1.PushResponse(\x01\x30\x01\x12=\n\x04Pull\x12\x17.yipanqi.v1.PullRequest\x1a\x18.yipanqi.v1.PullResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1byipanqi/v1/federation.proto\x12\nyipanqi.v1\"U\n\x04Seal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04size\x18\x04 \x01(\r\x12\r\n\x05proof\x18\x05 \x03(\x0c\"<\n\x0cSignedChange\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x1e\n\x04seal\x18\x02 \x01(\x0b\x32\x10.yipanqi.v1.Seal\"=\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x10\n\x08software\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\"k\n\x05\x42\x61tch\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x65rtificates\x18\x02 \x03(\x0c\x12)\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x18.yipanqi.v1.SignedChange\x12\x11\n\tcaught_up\x18\x04 \x01(\x08\"\x85\x01\n\x03\x41\x63k\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x13\n\x0bquarantined\x18\x04 \x01(\r\x12\x18\n\x10quarantined_seqs\x18\x05 \x03(\x04\x12\x19\n\x11quarantine_reason\x18\x06 \x01(\t\"S\n\tSubscribe\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x11\n\tmax_batch\x18\x02 \x01(\r\x12\x0e\n\x06window\x18\x03 \x01(\r\x12\x13\n\x0binclude_own\x18\x04 \x01(\x08\"\x16\n\x06Report\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x82\x01\n\x0bPushRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.yipanqi.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.yipanqi.v1.BatchH\x00\x12$\n\x06report\x18\x03 \x01(\x0b\x32\x12.yipanqi.v1.ReportH\x00\x42\x05\n\x03msg\"Y\n\x0cPushResponse\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.yipanqi.v1.HelloH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.yipanqi.v1.AckH\x00\x42\x05\n\x03msg\"`\n\x0bPullRequest\x12*\n\tsubscribe\x18\x01 \x01(\x0b\x32\x15.yipanqi.v1.SubscribeH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.yipanqi.v1.AckH\x00\x42\x05\n\x03msg\"]\n\x0cPullResponse\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.yipanqi.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.yipanqi.v1.BatchH\x00\x42\x05\n\x03msg2\x8a\x01\n\nFederation\x12=\n\x04Push\x12\x17.yipanqi.v1.PushRequest\x1a\x18.yipanqi.v1.PushResponse(\x01\x30\x01\x12=\n\x04Pull\x12\x17.yipanqi.v1.PullRequest\x1a\x18.yipanqi.v1.PullResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +39,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_end=253
   _globals['_BATCH']._serialized_start=255
   _globals['_BATCH']._serialized_end=362
-  _globals['_ACK']._serialized_start=364
-  _globals['_ACK']._serialized_end=444
-  _globals['_SUBSCRIBE']._serialized_start=446
-  _globals['_SUBSCRIBE']._serialized_end=529
-  _globals['_REPORT']._serialized_start=531
-  _globals['_REPORT']._serialized_end=553
-  _globals['_PUSHREQUEST']._serialized_start=556
-  _globals['_PUSHREQUEST']._serialized_end=686
-  _globals['_PUSHRESPONSE']._serialized_start=688
-  _globals['_PUSHRESPONSE']._serialized_end=777
-  _globals['_PULLREQUEST']._serialized_start=779
-  _globals['_PULLREQUEST']._serialized_end=875
-  _globals['_PULLRESPONSE']._serialized_start=877
-  _globals['_PULLRESPONSE']._serialized_end=970
-  _globals['_FEDERATION']._serialized_start=973
-  _globals['_FEDERATION']._serialized_end=1111
+  _globals['_ACK']._serialized_start=365
+  _globals['_ACK']._serialized_end=498
+  _globals['_SUBSCRIBE']._serialized_start=500
+  _globals['_SUBSCRIBE']._serialized_end=583
+  _globals['_REPORT']._serialized_start=585
+  _globals['_REPORT']._serialized_end=607
+  _globals['_PUSHREQUEST']._serialized_start=610
+  _globals['_PUSHREQUEST']._serialized_end=740
+  _globals['_PUSHRESPONSE']._serialized_start=742
+  _globals['_PUSHRESPONSE']._serialized_end=831
+  _globals['_PULLREQUEST']._serialized_start=833
+  _globals['_PULLREQUEST']._serialized_end=929
+  _globals['_PULLRESPONSE']._serialized_start=931
+  _globals['_PULLRESPONSE']._serialized_end=1024
+  _globals['_FEDERATION']._serialized_start=1027
+  _globals['_FEDERATION']._serialized_end=1165
 # @@protoc_insertion_point(module_scope)

@@ -51,16 +51,20 @@ class Batch(_message.Message):
     def __init__(self, cursor: _Optional[int] = ..., certificates: _Optional[_Iterable[bytes]] = ..., changes: _Optional[_Iterable[_Union[SignedChange, _Mapping]]] = ..., caught_up: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("cursor", "accepted", "duplicates", "quarantined")
+    __slots__ = ("cursor", "accepted", "duplicates", "quarantined", "quarantined_seqs", "quarantine_reason")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_SEQS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_REASON_FIELD_NUMBER: _ClassVar[int]
     cursor: int
     accepted: int
     duplicates: int
     quarantined: int
-    def __init__(self, cursor: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., quarantined: _Optional[int] = ...) -> None: ...
+    quarantined_seqs: _containers.RepeatedScalarFieldContainer[int]
+    quarantine_reason: str
+    def __init__(self, cursor: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., quarantined: _Optional[int] = ..., quarantined_seqs: _Optional[_Iterable[int]] = ..., quarantine_reason: _Optional[str] = ...) -> None: ...
 
 class Subscribe(_message.Message):
     __slots__ = ("cursor", "max_batch", "window", "include_own")
