@@ -66,6 +66,8 @@ def never_equivocation(fed: Fed, *identities: str) -> None:
     for identity in identities:
         bad = [q for q in fed.quarantine(identity) if q["reason"].startswith("equivocation")]
         assert bad == [], f"{identity} quarantined equivocations: {bad}"
+        flagged = fed.status(identity)["equivocating"]
+        assert flagged == {}, f"{identity} flags equivocation: {flagged}"
 
 
 # -- TLS certificate revocation ------------------------------------------------------------------
@@ -200,6 +202,36 @@ def test_revoked_signing_key_refuses_local_writes_and_hubs_refuse_what_it_signs(
     eventually(lambda: fed.status(N44)["hub"]["connected"], SLOW)
     assert fed.get(N44, before["person_id"]) == before
     assert fed.quarantine(N44) == []
+
+
+def test_a_change_quarantined_upstream_shows_as_quarantined_at_its_writer(fed: Fed, rng: random.Random) -> None:
+    """Issue 10, finding 5: a change written while no hub was reachable, whose signing key is revoked
+    before it is pushed, is quarantined by the hub that receives it; the writer's status shows it as
+    quarantined upstream (seq, reason category), not as delivered."""
+    assert fed.status(N45)["outbox"]["quarantined"] == {"changes": 0, "ranges": [], "last_reason": None,
+                                                        "last_hub": None, "last_ms": None}
+    fed.stop(PEARL)
+    fed.stop(NATIONAL)
+    rec = fed.write(N45, "create", person(rng, household="45", residence="44"))
+    seq = fed.status(N45)["last_seq"]
+    assert fed.status(N45)["outbox"]["changes"] == 1
+    sign_crt = fed.root / "nodes" / "45" / "sign.crt"
+    yipanqi_ok("federation", "revoke", str(fed.root), str(sign_crt))
+    fed.start(NATIONAL)
+    fed.start(PEARL)
+
+    st = eventually(lambda: (s := fed.status(N45))["outbox"]["quarantined"]["changes"] == 1 and s, 2 * SLOW,
+                    message=lambda: f"province-45 status: {fed.status(N45)}")
+    shown = st["outbox"]["quarantined"]
+    assert shown["ranges"] == [[seq, seq]] and shown["last_reason"] == "unknown author", shown
+    assert shown["last_hub"] in (PEARL, NATIONAL) and shown["last_ms"] is not None, shown
+    assert st["acked_seq"] == seq and st["outbox"]["changes"] == 0  # not resent for ever, but not delivered either
+    (row,) = quarantined(fed, shown["last_hub"], rec["person_id"])
+    assert row["origin"] == N45 and row["seq"] == seq
+    assert fed.get(N44, rec["person_id"]) is None
+    log = log_text(fed, N45)
+    assert f"quarantined 1 of our changes (seqs {seq}): unknown author" in log
+    assert rec["name"] not in log
 
 
 # -- operator certificates -----------------------------------------------------------------------
