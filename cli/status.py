@@ -81,6 +81,14 @@ def _count(value: object, word: str) -> str:
     return plural(value, word) if type(value) is int else plain(f"{value} {word}s")  # a peer's odd report, escaped
 
 
+def _equivocating(flagged: dict) -> Text:
+    """Origins seen signing two different changes with one seq (both kept, merged as concurrent writes)."""
+    return text("; ".join(f"{origin} signed two changes as seq {row['seq']}"
+                          + (f" (and {row['seqs'] - 1} more seqs)" if row["seqs"] > 1 else "")
+                          + f", first seen {_since(row['first_seen_ms'])}" for origin, row in sorted(flagged.items())),
+                style="red")
+
+
 def render(doc: dict) -> Group:
     if doc["role"] == "node":
         t = Table(title=text(f"{doc['identity']} sync status"), show_header=False)
@@ -92,6 +100,13 @@ def render(doc: dict) -> Group:
         t.add_row("outbox backlog", _n(doc['outbox']['changes']) + text(f" (oldest {_age(doc['outbox']['oldest_age_s'])})"))
         t.add_row("open conflicts", _n(doc["conflicts"]))
         t.add_row("quarantined", _n(doc["quarantined"]))
+        up = (doc["outbox"].get("quarantined") or {})
+        if up.get("changes"):  # ours, refused by a hub: acknowledged, never delivered
+            t.add_row("quarantined upstream", text(f"{up['changes']} of our changes (last: {up['last_reason']}, "
+                                                   f"at {up['last_hub']}, {_since(up['last_ms'])}); seqs "
+                                                   + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in up["ranges"])))
+        if doc.get("equivocating"):
+            t.add_row("equivocating", _equivocating(doc["equivocating"]))
         if doc.get("requests"):
             q = doc["requests"]
             t.add_row("requests received", text(f"{q['received_open']} open, {q['received_overdue']} overdue"))
@@ -111,6 +126,8 @@ def render(doc: dict) -> Group:
         t.add_row(text(row["peer"]), _yes(row["connected"]), text(row["queue"]),
                   text(_age(row["oldest_age_s"])), text(row["acked"]), text(_since(row["last_contact_ms"])))
     parts: list = [t]
+    if doc.get("equivocating"):
+        parts.append(text("equivocating: ") + _equivocating(doc["equivocating"]))
     if doc.get("federation"):
         f = Table(title="the whole federation (from each province's signed reports; "
                         "* = the province's own word, held = cross-province records counted here)")
