@@ -444,6 +444,18 @@ def test_equivocation_keeps_both_changes_merged_and_flags_the_origin(db_url: str
     assert list(other.iter_records(KIND)) == list(s.iter_records(KIND))
 
 
+def test_what_a_hub_quarantined_of_ours_is_kept_and_summed(db_url: str, opened: list[Store]) -> None:
+    s = open_store(db_url, opened, owner="province-45")
+    assert s.upstream_quarantined() == {"changes": 0, "ranges": [], "last_reason": None, "last_hub": None,
+                                        "last_ms": None}
+    s.note_upstream_quarantine("hub-pearl", [7, 9, 8], 3, "unknown author", T0)
+    s.note_upstream_quarantine("hub-national", [], 2, "not said (an older hub)", T0 + 5)  # an older hub names none
+    s.note_upstream_quarantine("hub-pearl", [12], 1, "malformed" + "x" * 100, T0 + 9)
+    got = s.upstream_quarantined()
+    assert got == {"changes": 6, "ranges": [[7, 9], [12, 12]], "last_reason": ("malformed" + "x" * 100)[:64],
+                   "last_hub": "hub-pearl", "last_ms": T0 + 9}
+
+
 # -- 5. quarantine -----------------------------------------------------------------------------
 
 
