@@ -10,7 +10,7 @@ in flight, and batches are read from the database page by page, so memory
 stays flat whatever the backlog. When a session fails the Link backs off with
 full jitter and tries the next hub; a session on a fallback hub ends after
 ``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
-digest, core.intakeplan) makes changes that arrive by two paths harmless.
+(by digest, core.intakeplan) makes changes that arrive by two paths harmless.
 
 A session starts with a TLS handshake of its own to the hub (gRPC shows a
 client nothing of the server's certificate): the certificate must name the

@@ -509,7 +509,7 @@ class Store:
 
     def equivocation_evidence(self, limit: int = 1000) -> list[dict[str, object]]:
         """Each equivocating (origin, seq) with its digests (hex) and the lsns of the log entries
-        holding the signed bodies (``log show``-able evidence)."""
+        holding the signed bodies (the evidence)."""
         with self.engine.connect() as conn:
             return equivocations.listing(conn, limit)
 
