@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -49,7 +48,6 @@ from store.schema import cursors, keys, meta
 __all__ = ["Accepted", "IngestResult", "LogEntry", "QuarantineEntry", "Refused", "Store"]
 
 MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
-ACK_FLUSH_S = 0.25
 Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
@@ -85,6 +83,8 @@ class IngestResult:
     # (prior, merged) of the records whose shown routing fields this ingest changed (prior None: new
     # here); kept by province stores only, for the followers' repair (node.refollow)
     rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
+    # (origin, written ms) of each change applied, in batch order: for delivery-delay figures (runtime.stats)
+    arrived: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Store:
@@ -110,12 +110,6 @@ class Store:
         self._lock = threading.RLock()
         self.appended = threading.Condition()
         self.generation = 0  # bumped on every append; waiters compare to skip lost wake-ups
-        # (origin, written ms, applied ms) of the latest arrivals, for delivery-delay figures.
-        self.arrivals: deque[tuple[str, int, int]] = deque(maxlen=10_000)
-        self._acks: dict[str, tuple[int, int]] = {}  # cursor name -> (value, ms): noted, not yet written
-        self._acks_lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
-        self._closed = threading.Event()
         with engine.begin() as conn:
             found = conn.execute(select(meta.c.value).where(meta.c.key == "owner")).scalar()
             if found is None:
@@ -156,11 +150,7 @@ class Store:
         self.health.wrote()
 
     def close(self) -> None:
-        self._closed.set()
-        try:
-            self.flush_acks()
-        finally:
-            self.engine.dispose()
+        self.engine.dispose()
 
     # -- records -------------------------------------------------------------
     def get(self, kind: str, record_id: str) -> RecordState | None:
@@ -304,8 +294,7 @@ class Store:
                 results.append(change)
             if changes:
                 self._log_own(conn, changes, [(st, loaded[k]) for k, st in latest.items()], now_ms, seal)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
+        self.health.wrote()
         if changes:
             self._notify()
         return results
@@ -323,7 +312,8 @@ class Store:
 
     # -- remote changes --------------------------------------------------------
     def ingest(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
-               cursor: tuple[str, int] | None = None) -> IngestResult:
+               cursor: tuple[str, int] | None = None,
+               acks: Mapping[str, tuple[int, int]] | None = None) -> IngestResult:
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)
@@ -394,9 +384,10 @@ class Store:
             counters.note_origins(conn, ((a.change.origin, a.change.seq, a.change.at.wall_ms) for a in fresh), now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
-        self.arrivals.extend((a.change.origin, a.change.at.wall_ms, now_ms) for a in fresh)
+            for name, (value, at_ms) in (acks or {}).items():
+                self._set_cursor(conn, name, value, at_ms)
+        self.health.wrote()
+        result.arrived = [(a.change.origin, a.change.at.wall_ms) for a in fresh]
         if result.applied:
             self._notify()
         return result
@@ -433,8 +424,7 @@ class Store:
                                       op="delete" if merged.deleted else "update", operator=operator, now_ms=now_ms)
             self._log_own(conn, [change], [(change.state, current)], now_ms, seal)
             claims.decide(conn, [cid for cid, _ in rows], claims.ACCEPTED, operator or self.owner, now_ms)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
+        self.health.wrote()
         self._notify()
         return change
 
@@ -461,8 +451,7 @@ class Store:
             gone = self._own_change(source, kind=kind, record_id=from_id, values={}, seq=seq + 2, op="delete",
                                     operator=operator, now_ms=now_ms)
             self._log_own(conn, [merged, gone], [(merged.state, target), (gone.state, source)], now_ms, seal)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
+        self.health.wrote()
         self._notify()
         return merged, gone
 
@@ -508,73 +497,22 @@ class Store:
             conn.execute(insert(cursors).values(name=name, value=value, updated_ms=now_ms))
 
     def set_cursor(self, name: str, value: int, now_ms: int) -> None:
+        self.set_cursors({name: (value, now_ms)})
+
+    def set_cursors(self, values: Mapping[str, tuple[int, int]]) -> None:
         with self._lock, self.engine.begin() as conn:
-            with self._acks_lock:
-                self._acks.pop(name, None)  # this write supersedes a noted ack
-            self._set_cursor(conn, name, value, now_ms)
+            for name, (value, at_ms) in values.items():
+                self._set_cursor(conn, name, value, at_ms)
         self.health.wrote()
-
-    def note_ack(self, name: str, value: int, now_ms: int) -> None:
-        """Record a peer's acknowledgement (how far it has durably taken what we sent).
-
-        Not a transaction of its own: acks arrive once per batch on every stream, and an
-        fsync'd commit each would hold the write lock as long as the batches themselves.
-        The value rides along with the next ingest or local write, or is written by a
-        background flush within ``ACK_FLUSH_S``. Losing the latest few to a crash only
-        means resending batches the peer already holds, which it counts as duplicates.
-        """
-        with self._acks_lock:
-            self._acks[name] = (value, now_ms)
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_acks_loop, name="ack-flush", daemon=True)
-                self._flusher.start()
-
-    def flush_acks(self) -> None:
-        """Write noted acks now (the flush loop, and close)."""
-        with self._acks_lock:
-            if not self._acks:
-                return
-        with self._lock, self.engine.begin() as conn:
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
-
-    def _write_acks(self, conn) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
-        """Write the noted acks in the caller's transaction; they stay noted until it commits."""
-        with self._acks_lock:
-            pending = dict(self._acks)
-        for name, (value, at_ms) in pending.items():
-            self._set_cursor(conn, name, value, at_ms)
-        return pending
-
-    def _acks_written(self, written: dict[str, tuple[int, int]]) -> None:
-        """After the commit: forget the acks written, unless a newer one came meanwhile."""
-        self.health.wrote()
-        with self._acks_lock:
-            for name, ack in written.items():
-                if self._acks.get(name) == ack:
-                    del self._acks[name]
-
-    def _flush_acks_loop(self) -> None:
-        while not self._closed.wait(ACK_FLUSH_S):
-            try:
-                self.flush_acks()
-            except Exception:  # noqa: BLE001 - an outage is noted in self.health; the acks wait for the next try
-                pass
 
     def cursor(self, name: str) -> int:
-        with self._acks_lock:
-            if name in self._acks:
-                return self._acks[name][0]
         with self.engine.connect() as conn:
             return int(conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar() or 0)
 
     def cursors(self, prefix: str = "") -> dict[str, tuple[int, int]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(cursors).where(cursors.c.name.startswith(prefix))).all()
-        out = {r.name: (r.value, r.updated_ms) for r in rows}
-        with self._acks_lock:
-            out.update((name, ack) for name, ack in self._acks.items() if name.startswith(prefix))
-        return out
+        return {r.name: (r.value, r.updated_ms) for r in rows}
 
     # -- the log ---------------------------------------------------------------------
     def last_seq(self) -> int:
@@ -610,10 +548,6 @@ class Store:
         """(entries waiting, received_ms of the oldest) for a subscriber at ``after_lsn``."""
         with self.engine.connect() as conn:
             return changelog.pending(conn, after_lsn, flt=flt, not_via=not_via)
-
-    def recent_arrivals(self, last: int) -> list[tuple[str, int, int]]:
-        """(origin, written at ms, applied ms) of the last ``last`` changes received since this process started."""
-        return list(self.arrivals)[-last:]
 
     def history(self, kind: str, record_id: str) -> list[LogEntry]:
         with self.engine.connect() as conn:
