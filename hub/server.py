@@ -46,7 +46,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
         store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
                            person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
-        raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err.reason}") from None
+        raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)

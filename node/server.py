@@ -49,7 +49,7 @@ def run_node(cfg: NodeConfig) -> None:
     try:
         store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
-        raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
+        raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     replica = Replica(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
