@@ -14,8 +14,15 @@ Contract (tested by tests/contract against SQLite and PostgreSQL):
     has seen every lsn below N. Subscribers rely on this to never skip.
 Errors are returned as exceptions from core.errors; nothing here logs. An outage
 of the database itself (server down or restarting, file locked, disk full) is
-raised as ``core.errors.StoreUnavailable`` and noted in ``Store.health``
-(store.health); no SQLAlchemy exception type leaves the store for one.
+raised as ``core.errors.StoreUnavailable`` (an ``Unavailable``: retryable, and
+nothing was written) naming the database but never its password, and noted in
+``Store.health`` (store.health); no SQLAlchemy exception type leaves the store
+for one. Every public method below may raise it; each docstring says what else.
+
+The store holds no policy of its own: when to write peers' acknowledgements
+(runtime.acks) and which arrivals to keep for delivery figures (runtime.stats)
+are the runtime's; the store writes what it is given, in the transaction it is
+given it to.
 """
 
 
@@ -92,7 +99,10 @@ class Store:
 
     This class decides transactions, the write lock and notifications; what is
     stored lives in store.records, store.changelog, store.quarantine and
-    store.counters.
+    store.counters. Writes are serialised (one lock per Store); reads run
+    beside them and see only committed transactions.
+    ``generation`` (bumped after each append) and ``wait_for_append`` let a
+    reader sleep until the log grows; ``health`` reports outages.
     """
 
     def __init__(self, engine: Engine, *, owner: str, index_routes: bool = False, hold_records: bool = True,
@@ -125,10 +135,14 @@ class Store:
     def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True,
              health: Health | None = None, person_secret: bytes | None = None,
              upgraded: Callable[[str], None] | None = None) -> "Store":
-        """Open (and migrate) the store at ``url``. Raises ``StoreUnavailable`` when the database
-        cannot be used (a PostgreSQL server not up yet, say). With ``person_secret``, a store
-        still marked for the person-key re-key is re-keyed (store.rekey) and ``upgraded`` is told
-        what was done (no personal data)."""
+        """Open the store at ``url`` and bring its schema to the latest migration.
+
+        Returns a ready Store. Raises ``StoreUnavailable`` when the database cannot be used (a
+        PostgreSQL server not up yet, a file that cannot be opened), ``LocalError`` when the
+        database belongs to another owner. With ``person_secret``, a store still marked for the
+        person-key re-key is re-keyed first, in one transaction (store.rekey), and ``upgraded`` is
+        told what was done (no personal data).
+        """
         engine = open_engine(url)
         health = health or Health()
         watch(engine, health)
@@ -143,21 +157,25 @@ class Store:
         return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health)
 
     def probe(self) -> None:
-        """One small write transaction: returns once the database takes writes again, raises
-        ``StoreUnavailable`` while it does not (what a paused sync waits on)."""
+        """One small write transaction. Returns once the database takes writes again (and marks
+        ``health`` ok); raises ``StoreUnavailable`` while it does not. What a paused sync waits on."""
         with self._lock, self.engine.begin() as conn:
             conn.execute(update(meta).where(meta.c.key == "owner").values(value=self.owner))
         self.health.wrote()
 
     def close(self) -> None:
+        """Release the database connections. Idempotent; the Store must not be used afterwards."""
         self.engine.dispose()
 
     # -- records -------------------------------------------------------------
     def get(self, kind: str, record_id: str) -> RecordState | None:
+        """The record ``kind``/``record_id`` as last committed (deleted ones included, as tombstones),
+        or None if this replica never held it."""
         with self.engine.connect() as conn:
             return records.load(conn, kind, record_id)
 
     def require(self, kind: str, record_id: str) -> RecordState:
+        """``get``, but raises ``NotFound`` (naming the record and this store) instead of returning None."""
         state = self.get(kind, record_id)
         if state is None:
             raise NotFound(f"no {kind} record {record_id} on {self.owner}")
@@ -165,8 +183,10 @@ class Store:
 
     def iter_records(self, kind: str, *, include_deleted: bool = False, conflicted_only: bool = False,
                      page: int = 500, after: str = "") -> Iterator[RecordState]:
-        """All records of a kind in id order (those whose id sorts after ``after``), read page by
-        page (memory stays flat)."""
+        """All records of ``kind`` whose id sorts after ``after``, in record id order, read ``page``
+        at a time (memory stays flat). Live ones only unless ``include_deleted``; with open conflicts
+        only if ``conflicted_only``. Each page is its own read: a record committed meanwhile is seen
+        if it sorts after the page read so far."""
         while True:
             with self.engine.connect() as conn:
                 states = records.page(conn, kind, after, include_deleted=include_deleted,
@@ -207,7 +227,8 @@ class Store:
             return [(h, r, int(n)) for h, r, n in tallies.pairs(conn)]
 
     def flow_counts(self, kind: str = "person") -> list[tuple[str | None, str | None, str | None, int]]:
-        """(household, residence, move month, live records) groups, from the projection columns."""
+        """(household, residence, move month, live records) groups of ``kind``, from the
+        projection columns that commit with the records; one GROUP BY, no order promised."""
         with self.engine.connect() as conn:
             return records.flow_counts(conn, kind)
 
@@ -221,7 +242,8 @@ class Store:
             return projections.select_rows(conn, kind, where, order_by)
 
     def count_records(self, *, conflicted_only: bool = False) -> int:
-        """Live records (or live records with open conflicts), from the counters."""
+        """Live records (or live records with open conflicts), from the counters, which commit
+        with the records: exact, one row read."""
         name = counters.CONFLICTED if conflicted_only else counters.LIVE
         with self.engine.connect() as conn:
             return counters.read(conn, name).get(name, (0, 0))[0]
@@ -253,7 +275,9 @@ class Store:
 
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
                     now_ms: int, seal: Sealer) -> Change:
-        """Apply an operator's edit as one signed change, in one transaction."""
+        """Apply an operator's edit as one signed change of ours, in one transaction
+        (``write_local_batch`` of one item). Returns the change; raises the ``SyncError`` the edit
+        raised (nothing written), ``StoreUnavailable`` (nothing written) or what ``seal`` raised."""
         (result,) = self.write_local_batch([(kind, record_id, edit)], operator=operator, now_ms=now_ms, seal=seal)
         if isinstance(result, SyncError):
             raise result
@@ -263,9 +287,13 @@ class Store:
                           seal: Sealer) -> list[Change | SyncError]:
         """Many edits in one transaction under one batch signature.
 
-        An edit that raises SyncError (bad input, no such record) is left out
-        and its error returned in its place; the others are written. Anything
-        else (the sealer failing, the database failing) rolls back all of them.
+        ``edit(current)`` gets the record as the batch has it so far (None if new) and returns
+        (op, values). Returns one result per item, in order: the ``Change`` written, or the
+        ``SyncError`` the edit raised (bad input, no such record), that item left out and the others
+        written. Our changes take consecutive seqs after ``last_seq`` in item order, with
+        increasing HLC times; they, the records they make and the projections commit together.
+        Anything else (the sealer failing, ``StoreUnavailable``) rolls all of them back and is raised.
+        Wakes ``wait_for_append`` waiters when something was written.
         """
         results: list[Change | SyncError] = []
         changes: list[Change] = []
@@ -305,7 +333,8 @@ class Store:
             self.appended.notify_all()
 
     def wait_for_append(self, seen_generation: int, timeout: float) -> None:
-        """Block until something is appended after ``seen_generation`` (or timeout)."""
+        """Block until something is appended after ``seen_generation`` (read ``generation`` before
+        reading the log), or ``timeout`` seconds pass. Returns None either way: re-read to see which."""
         with self.appended:
             if self.generation == seen_generation:
                 self.appended.wait(timeout)
@@ -314,6 +343,19 @@ class Store:
     def ingest(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
                cursor: tuple[str, int] | None = None,
                acks: Mapping[str, tuple[int, int]] | None = None) -> IngestResult:
+        """Store one received batch in one transaction, and return what it did (``IngestResult``).
+
+        ``accepted`` passed intake (runtime.intake); each is appended to the log once: a change
+        already held (same origin and seq, same bytes) is counted as a duplicate, the same origin
+        and seq with other bytes is refused as equivocation. Records merge the new changes in batch
+        order (province stores and the national hub), refusals go to quarantine within each
+        party's cap (store.quarantine), and ``cursor`` (name, value) and every noted ack in
+        ``acks`` (name -> (value, ms): runtime.acks) are written, all in the same transaction:
+        all of it commits, or nothing does. Raises ``StoreUnavailable`` (nothing written) when the
+        database cannot be used. New log entries get increasing lsns in batch order and wake
+        ``wait_for_append`` waiters. ``IngestResult.arrived`` lists (origin, written ms) of each
+        change applied, for delivery-delay figures kept by the caller.
+        """
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)
@@ -395,6 +437,8 @@ class Store:
 
     # -- claims (core.claims) -------------------------------------------------------
     def list_claims(self, *, status: str | None = None) -> list[claims.Claim]:
+        """Claims held apart (core.claims), oldest first (claim id order); only those of
+        ``status`` (open, accepted, refused, merged) if given."""
         with self.engine.connect() as conn:
             return claims.listing(conn, status=status)
 
@@ -408,7 +452,12 @@ class Store:
 
     def accept_claim(self, claim_id: int, *, operator: str | None, now_ms: int, seal: Sealer) -> Change:
         """Merge an open claim (with the claimer's later held changes) into the record, as one
-        signed local change of ours: from it on the record involves the claimer and reaches it."""
+        signed local change of ours: from it on the record involves the claimer and reaches it.
+
+        One transaction: the change, the record and the claim rows' decision commit together.
+        Returns the change. Raises ``NotFound`` (no such claim or record), ``LocalError`` (the
+        claim is already decided) or ``StoreUnavailable``; nothing is written then.
+        """
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
             key = (claim.kind, claim.record_id)
@@ -436,7 +485,9 @@ class Store:
         version of ``from_id`` (merged as any replica merges: nothing is lost, concurrent values stay
         as conflicts) and the fields ``values(merged)`` gives; ``from_id`` is deleted (a tombstone
         keeps its fields). ``check(source, target)`` refuses a link this node may not make before
-        anything is written."""
+        anything is written. Returns (the change to ``into``, the deletion of ``from_id``), in seq
+        order. Raises ``NotFound`` (no ``from_id``), what ``check`` raises, or ``StoreUnavailable``;
+        nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             loaded = records.load_many(conn, [(kind, from_id), (kind, into)])
             source, target = loaded[(kind, from_id)], loaded[(kind, into)]
@@ -456,7 +507,9 @@ class Store:
         return merged, gone
 
     def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
-        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit."""
+        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit.
+        Returns the claim as decided. Raises ``NotFound``, ``LocalError`` (already decided) or
+        ``StoreUnavailable``; nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
             rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
@@ -467,10 +520,12 @@ class Store:
 
     # -- quarantine ----------------------------------------------------------------
     def quarantined(self, *, limit: int = 1000) -> list[QuarantineEntry]:
+        """The latest ``limit`` quarantine entries, newest first (what was refused, why, from whom)."""
         with self.engine.connect() as conn:
             return quarantine.entries(conn, limit)
 
     def quarantine_body(self, entry_id: int) -> bytes:
+        """The exact bytes of quarantined entry ``entry_id`` as received. Raises ``NotFound``."""
         with self.engine.connect() as conn:
             raw = quarantine.body(conn, entry_id)
         if raw is None:
@@ -478,10 +533,12 @@ class Store:
         return raw
 
     def quarantined_by_origin(self) -> dict[str, int]:
+        """Quarantine entries per claimed origin (the origin a refused change named, if readable)."""
         with self.engine.connect() as conn:
             return quarantine.by_origin(conn)
 
     def count_quarantined(self) -> int:
+        """How many entries quarantine holds."""
         with self.engine.connect() as conn:
             return quarantine.count(conn)
 
@@ -497,75 +554,98 @@ class Store:
             conn.execute(insert(cursors).values(name=name, value=value, updated_ms=now_ms))
 
     def set_cursor(self, name: str, value: int, now_ms: int) -> None:
+        """Write cursor ``name`` = ``value`` (at ``now_ms``) in a transaction of its own."""
         self.set_cursors({name: (value, now_ms)})
 
     def set_cursors(self, values: Mapping[str, tuple[int, int]]) -> None:
+        """Write every cursor in ``values`` (name -> (value, ms)) in one transaction: all of them
+        or, raising ``StoreUnavailable`` (or what the database raised), none. A later write of a
+        cursor replaces it, whatever its value (cursors may move back: a subscriber resubscribing
+        from an older position)."""
         with self._lock, self.engine.begin() as conn:
             for name, (value, at_ms) in values.items():
                 self._set_cursor(conn, name, value, at_ms)
         self.health.wrote()
 
     def cursor(self, name: str) -> int:
+        """The stored value of cursor ``name`` (0 if never written). Noted, unwritten acks are the
+        caller's (runtime.acks.AckBook.cursor reads them first)."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar() or 0)
 
     def cursors(self, prefix: str = "") -> dict[str, tuple[int, int]]:
+        """Every stored cursor whose name starts with ``prefix``: name -> (value, ms it was written at)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(cursors).where(cursors.c.name.startswith(prefix))).all()
         return {r.name: (r.value, r.updated_ms) for r in rows}
 
     # -- the log ---------------------------------------------------------------------
     def last_seq(self) -> int:
+        """The highest seq of our own changes (0 before the first). Committed in order under the
+        write lock, so every seq up to it is visible."""
         with self.engine.connect() as conn:
             return changelog.last_seq(conn, self.owner)
 
     def last_lsn(self) -> int:
+        """The highest lsn in the log (0 when empty); every lsn up to it is visible."""
         with self.engine.connect() as conn:
             return changelog.last_lsn(conn)
 
     def outbox(self, after_seq: int, limit: int = 500) -> list[LogEntry]:
-        """Our own changes that must leave this node, after the acknowledged sequence."""
+        """Our own changes that must leave this node (shared ones), after ``after_seq``, in seq
+        order, at most ``limit``."""
         with self.engine.connect() as conn:
             return changelog.outbox(conn, self.owner, after_seq, limit)
 
     def outbox_page(self, after_seq: int, limit: int = 500) -> tuple[list[LogEntry], int]:
-        """``outbox`` and the seq it scanned up to (see changelog.outbox_page)."""
+        """``outbox`` and the seq it scanned up to (see changelog.outbox_page): past local-only
+        changes too, so a caller reads on from there and never rescans them."""
         with self.engine.connect() as conn:
             return changelog.outbox_page(conn, self.owner, after_seq, limit)
 
     def outbox_stats(self, after_seq: int) -> tuple[int, int | None]:
-        """(changes waiting, received_ms of the oldest) beyond ``after_seq``."""
+        """(changes waiting, received_ms of the oldest, None if none) beyond ``after_seq``."""
         with self.engine.connect() as conn:
             return changelog.outbox_stats(conn, self.owner, after_seq)
 
     def read_log(self, after_lsn: int, *, flt: Filter | None = None, not_via: str | None = None,
                  limit: int = 500) -> tuple[list[LogEntry], int]:
-        """Entries after ``after_lsn`` that ``flt`` admits, and the lsn scanned up to (see changelog.read)."""
+        """Entries after ``after_lsn`` that ``flt`` admits (and not received via ``not_via``), in lsn
+        order, at most ``limit``, and the lsn scanned up to (see changelog.read): it may be past the
+        last entry returned, the filtered-out stretch counting as delivered. An lsn is visible only
+        once every lower one is, so a reader that resumes from the returned position skips nothing."""
         with self.engine.connect() as conn:
             return changelog.read(conn, after_lsn, flt=flt, not_via=not_via, limit=limit)
 
     def pending(self, after_lsn: int, *, flt: Filter | None = None, not_via: str | None = None) -> tuple[int, int | None]:
-        """(entries waiting, received_ms of the oldest) for a subscriber at ``after_lsn``."""
+        """(entries waiting, received_ms of the oldest, None if none) for a subscriber at
+        ``after_lsn`` with ``flt`` / ``not_via`` as in ``read_log``."""
         with self.engine.connect() as conn:
             return changelog.pending(conn, after_lsn, flt=flt, not_via=not_via)
 
     def history(self, kind: str, record_id: str) -> list[LogEntry]:
+        """Every log entry of record ``kind``/``record_id``, in lsn order (the order this replica
+        received them)."""
         with self.engine.connect() as conn:
             return changelog.history(conn, kind, record_id)
 
     def last_applied(self) -> dict[str, tuple[int, int, int]]:
-        """Per origin: (last seq, its write time ms, when we received it ms)."""
+        """Per origin: (last seq, its write time ms, when we received it ms), from the counters
+        written with each ingest."""
         with self.engine.connect() as conn:
             return counters.last_applied(conn)
 
     # -- keys ------------------------------------------------------------------------
     def save_key(self, key_id: str, identity: str, cert_der: bytes, now_ms: int) -> None:
+        """Keep a verified signing certificate (``key_id`` of ``identity``), so it is trusted again
+        after a restart. A key id already kept is left as it is."""
         with self._lock, self.engine.begin() as conn:
             if conn.execute(select(keys.c.key_id).where(keys.c.key_id == key_id)).first() is None:
                 conn.execute(insert(keys).values(key_id=key_id, identity=identity, cert_der=cert_der, added_ms=now_ms))
         self.health.wrote()
 
     def load_keys(self) -> list[bytes]:
+        """The DER bytes of every kept signing certificate, in no promised order."""
         with self.engine.connect() as conn:
             return [bytes(r[0]) for r in conn.execute(select(keys.c.cert_der))]
 
