@@ -72,7 +72,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.desk.rows(),
                                              federation.desk.refused_counts(), federation.desk.hub_claims(),
-                                             share.report() if share else None, replica.acks),
+                                             share.report() if share else None, acks=replica.acks),
                           None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)),
@@ -88,7 +88,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
                                      federation.desk.rows(), federation.desk.refused_counts(),
-                                     federation.desk.hub_claims(), share.report() if share else None, replica.acks))
+                                     federation.desk.hub_claims(), share.report() if share else None, acks=replica.acks))
     if link is not None:
         link.start()
     run_until_signal(server, stop, replica.close)

@@ -57,7 +57,8 @@ def run_node(cfg: NodeConfig) -> None:
     stop = threading.Event()
 
     link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
-                report=lambda: reports.sign(signer, node_report(store, acks=replica.acks, arrivals=replica.arrivals)))  # signed: no hub can alter it
+                report=lambda: reports.sign(signer, node_report(store, acks=replica.acks,  # signed: no hub can alter it
+                                                                arrivals=replica.arrivals)))
     records = RecordService(replica, signer, today=today, person_secret=person_secret)
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
