@@ -99,12 +99,13 @@ def node_rebuild(config: str) -> None:
 
 
 def _sqlite_path(url: str, key: str) -> str:
-    if not url.startswith("sqlite:///"):
+    from store.db import sqlite_file
+
+    path = sqlite_file(url)  # without URL options such as ?timeout=
+    if path is None:
         raise click.ClickException(f"{key}: {url.split('://')[0]} stores are backed up with their own tools "
                                    "(pg_dump / pg_restore for PostgreSQL); see docs/operations.md")
-    from sqlalchemy import make_url
-
-    return make_url(url).database or ""  # without URL options such as ?timeout=
+    return path
 
 
 @node.command("backup")

@@ -81,12 +81,15 @@ class StoreUnavailable(Unavailable):
     the file is locked past the busy timeout, the disk is full. Nothing was written; retrying
     later helps. It is never a peer's fault, so it must not be blamed on one.
 
-    ``reason`` is the database's own one-line message; ``unreachable`` is true when no
-    connection could be used at all (so any later successful query shows it is back)."""
+    ``reason`` is the database's own one-line message; ``database`` names the database (the
+    SQLite file, or the server's host and port: never a user name or password), for our own
+    logs and start-up errors, not for peers; ``unreachable`` is true when no connection could
+    be used at all (so any later successful query shows it is back)."""
 
-    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, *, unreachable: bool = False, database: str | None = None) -> None:
+        super().__init__(f"{reason} ({database})" if database else reason)
         self.reason = reason
+        self.database = database
         self.unreachable = unreachable
 
 

@@ -165,7 +165,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             try:
                 for req in request_iterator:
                     if req.WhichOneof("msg") == "ack":
-                        store.note_ack(cursor_name, req.ack.cursor, now_ms())
+                        self.replica.acks.note(cursor_name, req.ack.cursor, now_ms())
                         acked[0] = req.ack.cursor
                         with flight:
                             if in_flight:
@@ -176,7 +176,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             except Exception as exc:  # noqa: BLE001 - acks are only noted in memory, so none is expected; but
                 failed.append(exc)  # a stream whose acks go uncounted would never send another batch
 
-        store.set_cursor(cursor_name, position, now_ms())
+        self.replica.acks.set(cursor_name, position, now_ms())
         threading.Thread(target=read_acks, name=f"acks-{who}", daemon=True).start()
         self._mark(who, "pull", True)
         sent_keys: set[str] = set()
@@ -207,7 +207,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                 if pos > position and not entries and acked[0] >= sent[0]:
                     # All filtered out and nothing in flight: the subscriber has everything it is owed
                     # up to here. Moving its ack past the stretch keeps status from counting through it.
-                    store.note_ack(cursor_name, pos, now_ms())
+                    self.replica.acks.note(cursor_name, pos, now_ms())
                 if pos == position:
                     if not told_idle:
                         told_idle = True

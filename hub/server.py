@@ -46,7 +46,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
         store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
                            person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
-        raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err.reason}") from None
+        raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)
@@ -72,10 +72,11 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.desk.rows(),
                                              federation.desk.refused_counts(), federation.desk.hub_claims(),
-                                             share.report() if share else None),
+                                             share.report() if share else None, acks=replica.acks),
                           None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
-                                                                                revocations.tokens)))
+                                                                                revocations.tokens)),
+                          arrivals=replica.arrivals)
 
     def register(server):  # type: ignore[no-untyped-def]
         federation_pb2_grpc.add_FederationServicer_to_server(federation, server)
@@ -87,7 +88,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
                                      federation.desk.rows(), federation.desk.refused_counts(),
-                                     federation.desk.hub_claims(), share.report() if share else None))
+                                     federation.desk.hub_claims(), share.report() if share else None, acks=replica.acks))
     if link is not None:
         link.start()
-    run_until_signal(server, stop, store.close)
+    run_until_signal(server, stop, replica.close)

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from core.errors import StoreUnavailable
 from core.routing import Topology
+from runtime.acks import AckBook
 from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
@@ -116,10 +117,13 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
                upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None,
                refused_reports: Mapping[str, int] | None = None,
                claims: Mapping[str, Mapping[str, object]] | None = None,
-               upstream_share: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, object]:
+               upstream_share: Mapping[str, Mapping[str, int]] | None = None,
+               acks: AckBook | None = None) -> dict[str, object]:
+    """``acks``: the process's noted acknowledgements (runtime.acks), so a destination's "acked" is
+    the latest ack even before it is written; without it, the stored cursors."""
     now = now_ms()
     try:
-        report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
+        report = _hub_figures(store, hub, topology, connected, upstream, reports, now, acks)
     except StoreUnavailable:  # shown in report["store"]
         report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
                   "quarantine": None, "equivocating": None, "equivocations": None, "destinations": [],
@@ -141,11 +145,11 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
 
 def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                  upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None,
-                 now: int) -> dict[str, object]:
+                 now: int, acks: AckBook | None) -> dict[str, object]:
     expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
     if hub == "national":
         expected = [f"hub-{r}" for r in sorted(topology.regions)] + expected
-    cursors = store.cursors("out:")
+    cursors = (acks or store).cursors("out:")
     peers = list(dict.fromkeys(expected + [c[4:] for c in cursors] + list(connected)))
     rows = []
     for peer in peers:
@@ -178,7 +182,7 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         "upstream": link_report(upstream, now),
     }
     if upstream is not None:
-        acked = store.cursor("push")
+        acked = (acks or store).cursor("push")
         queue, oldest = store.pending(acked, not_via="hub-national")
         report["upstream_queue"] = {"changes": queue, "oldest_age_s": age_s(oldest, now)}
     if store.hold_records:

@@ -49,7 +49,7 @@ def run_node(cfg: NodeConfig) -> None:
     try:
         store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
-        raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
+        raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     replica = Replica(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
@@ -57,17 +57,18 @@ def run_node(cfg: NodeConfig) -> None:
     stop = threading.Event()
 
     link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
-                report=lambda: reports.sign(signer, node_report(store)))  # signed: no hub can alter it
+                report=lambda: reports.sign(signer, node_report(store, acks=replica.acks,  # signed: no hub can alter it
+                                                                arrivals=replica.arrivals)))
     records = RecordService(replica, signer, today=today, person_secret=person_secret)
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)
-    admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state), records,
-                          PeerGate(revocations), certificates=certificates)
+    admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state, acks=replica.acks), records,
+                          PeerGate(revocations), certificates=certificates, arrivals=replica.arrivals)
     slots = Slots(cfg.province, revocations)
     server, _health = build_server(cfg.listen, cfg.tls,
                                    lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots)
     slots.start_sweeper(stop)
-    serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state))
+    serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state, acks=replica.acks))
     link.start()
-    run_until_signal(server, stop, store.close)
+    run_until_signal(server, stop, replica.close)

@@ -10,18 +10,22 @@ and the ``store`` section says why.
 from __future__ import annotations
 
 from core.errors import StoreUnavailable
+from runtime.acks import AckBook
 from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
+from runtime.stats import Arrivals
 from runtime.status import age_s, link_report, quarantine_report
 from store.store import Store
 
 
-def node_status(store: Store, link: LinkState | None) -> dict[str, object]:
+def node_status(store: Store, link: LinkState | None, *, acks: AckBook | None = None) -> dict[str, object]:
+    """``acks``: the process's noted acknowledgements (runtime.acks), so "acked_seq" is the hub's
+    latest ack even before it is written; without it, the stored cursor."""
     now = now_ms()
     doc: dict[str, object] = {"role": "node", "identity": store.owner}
     try:
-        acked = store.cursor("push")
+        acked = (acks or store).cursor("push")
         backlog, oldest = store.outbox_stats(acked)
         origins = {
             origin: {"last_seq": seq, "last_write_ms": at, "received_ms": rcv, "lag_s": age_s(at, rcv)}
@@ -60,12 +64,13 @@ def _requests(store: Store) -> dict[str, int]:
     return request_counts(store, store.owner.removeprefix("province-"), today())
 
 
-def node_report(store: Store) -> dict[str, object]:
+def node_report(store: Store, *, acks: AckBook | None = None, arrivals: Arrivals | None = None) -> dict[str, object]:
     """What a node tells its hub about itself every few seconds (see Report in federation.proto);
-    the node signs it (runtime.reports.sign) and ``at_ms`` is its signed report time."""
+    the node signs it (runtime.reports.sign) and ``at_ms`` is its signed report time. ``arrivals``:
+    what this process received (runtime.stats), for "delivery"."""
     from runtime.stats import delivery_delays
 
-    doc = node_status(store, None)
+    doc = node_status(store, None, acks=acks)
     lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[union-attr]
     return {
         "at_ms": now_ms(),
@@ -77,7 +82,7 @@ def node_report(store: Store) -> dict[str, object]:
         "max_lag_s": max(lags) if lags else None,
         "conflicts": doc["conflicts"],
         "quarantined": doc["quarantined"],
-        "delivery": delivery_delays(store, last=2000),
+        "delivery": delivery_delays(arrivals, last=2000),
     }
 
 

@@ -20,7 +20,7 @@ from runtime.people import write_people
 from runtime import assess as assessing
 from runtime.clock import today
 from runtime.services import ServiceDesk
-from runtime.stats import delivery_delays, record_stats
+from runtime.stats import Arrivals, delivery_delays, record_stats
 from runtime.transport import PeerGate
 from store.store import Store
 from yipanqi.v1 import admin_pb2 as pb
@@ -34,8 +34,9 @@ def _dump(obj: object) -> str:
 class AdminServicer(pb_grpc.AdminServicer):
     def __init__(self, store: Store, scope: str, status: Callable[[], dict], records: RecordService | None,
                  gate: PeerGate, *, certificates: CertificateDesk | None = None,
-                 services: ServiceDesk | None = None) -> None:
+                 services: ServiceDesk | None = None, arrivals: Arrivals | None = None) -> None:
         self.gate = gate
+        self.arrivals = arrivals  # what this process received (runtime.stats), for Stats' "delivery"
         self.certificates = certificates  # None: this process does not handle certificates (tests)
         self.services = services or ServiceDesk(store, records)
         self.store = store
@@ -185,7 +186,7 @@ class AdminServicer(pb_grpc.AdminServicer):
             raise ValidationError("by", f"{request.by!r} is not one of month, province",
                                   rule="must be one of month, province")
         doc = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
-        doc["delivery"] = delivery_delays(self.store)
+        doc["delivery"] = delivery_delays(self.arrivals)
         return pb.JsonReply(json=_dump(doc))
 
     def _reporting(self, context) -> str | None:  # type: ignore[no-untyped-def]

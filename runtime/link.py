@@ -260,7 +260,7 @@ class Link(threading.Thread):
 
         def push_requests():  # type: ignore[no-untyped-def]
             yield pb.PushRequest(hello=wire.hello(self.replica.identity))
-            position = store.cursor(self.push_cursor)
+            position = self.replica.acks.cursor(self.push_cursor)
             next_report = 0.0
             while not done.is_set():
                 if self.report is not None and time.monotonic() >= next_report:
@@ -276,7 +276,7 @@ class Link(threading.Thread):
                         if acked[0] >= sent[0]:
                             # Nothing in flight either: the hub has all it needs up to here, so
                             # status counts no backlog behind what it will never be sent.
-                            store.note_ack(self.push_cursor, pos, now_ms())
+                            self.replica.acks.note(self.push_cursor, pos, now_ms())
                         position = pos
                         continue
                     store.wait_for_append(generation, 0.5)
@@ -298,7 +298,7 @@ class Link(threading.Thread):
             elif resp.WhichOneof("msg") == "ack":
                 if resp.ack.quarantined and self.for_province is not None:
                     self._quarantined_upstream(hub, resp.ack)
-                store.note_ack(self.push_cursor, resp.ack.cursor, now_ms())
+                self.replica.acks.note(self.push_cursor, resp.ack.cursor, now_ms())
                 self.state.pushed += resp.ack.accepted
                 acked[0] = resp.ack.cursor
                 if self.on_push_ack is not None:

@@ -23,7 +23,8 @@ def log_outages(store: Store) -> None:
     def tell(event: str, report: HealthReport) -> None:
         if event == "down":
             began[:] = [report.down_since_ms or 0]
-            log.error("store unavailable: %s (sync paused; retrying with backoff)", report.last_error)
+            log.error("store unavailable: %s (sync paused; retrying with backoff): %s", report.last_error,
+                      report.database or "this process's database")
         else:
             took = (store.health.now_ms() - began[0]) / 1000 if began else 0.0
             log.warning("store available again after %.1f s", took)

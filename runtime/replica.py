@@ -13,6 +13,11 @@ runtime.junk (log lines per party, and how fast a peer's own junk is read).
 After a batch is committed, ``after_ingest`` (set by province nodes only: node.refollow) is
 given the records whose routing fields the batch changed here; what it does never fails the
 ingest.
+
+A replica also keeps what is noted in memory around its store: peers' acknowledgements
+(``acks``, runtime.acks), written with the next ingested batch or flushed within
+``ack_flush_s``, and the latest arrivals for delivery-delay figures (``arrivals``,
+runtime.stats). ``close`` writes the noted acks and closes the store.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from core.record import RecordState
 from runtime import intake, junk, metrics, wire
+from runtime.acks import ACK_FLUSH_S, AckBook
+from runtime.stats import Arrivals
 from store.store import IngestResult, LogEntry, Store
 from yipanqi.v1 import federation_pb2 as pb
 
@@ -41,11 +48,13 @@ def now_ms() -> int:
 
 class Replica:
     def __init__(self, identity: str, store: Store, keyring: Keyring,
-                 revocations: RevocationList | None = None) -> None:
+                 revocations: RevocationList | None = None, *, ack_flush_s: float = ACK_FLUSH_S) -> None:
         self.revocations = revocations or RevocationList(None)
         self._revoked: frozenset[str] = frozenset()
         self.identity = identity
         self.store = store
+        self.acks = AckBook(store, flush_s=ack_flush_s)
+        self.arrivals = Arrivals()
         self.keyring = keyring
         self.verifier = Verifier(keyring)
         self.rate_log = junk.RateLog(log)
@@ -117,8 +126,11 @@ class Replica:
             if whole is not None:
                 first = batch.changes[0].body if batch.changes else b""
                 refused = [_batch_refusal(first, len(batch.changes), whole, via)]
-            result = self.store.ingest(accepted, refused, via=via, now_ms=now_ms(),
-                                       cursor=(cursor_name, batch.cursor))
+            applied_ms = now_ms()
+            with self.acks.riding() as acks:  # noted acks ride along in the batch's transaction
+                result = self.store.ingest(accepted, refused, via=via, now_ms=applied_ms,
+                                           cursor=(cursor_name, batch.cursor), acks=acks)
+        self.arrivals.add(result.arrived, applied_ms)
         if self.after_ingest is not None and result.rerouted:
             try:
                 self.after_ingest(result.rerouted)
@@ -143,6 +155,14 @@ class Replica:
         if own:
             self.pacer.charge(via, own, started)
         return result
+
+    def close(self) -> None:
+        """Write the noted acks (runtime.acks), then close the store; the store is closed even if
+        the write fails (its outage is logged already)."""
+        try:
+            self.acks.close()
+        finally:
+            self.store.close()
 
     def pause_for(self, peer: str) -> float:
         """How long (s) ``peer``'s stream should wait before we read more from it (runtime.junk.Pacer)."""

@@ -90,7 +90,7 @@ def starting(identity: str) -> Iterator[None]:
     except StartupError as err:
         raise StartupError(f"{identity}: {err}") from None
     except StoreUnavailable as err:  # the store raises the core's error, never SQLAlchemy's (store.health)
-        raise StartupError(f"{identity}: cannot open its store: {err.reason}") from None
+        raise StartupError(f"{identity}: cannot open its store: {err}") from None
     except OSError as err:
         where = f": {err.filename}" if err.filename else ""
         raise StartupError(f"{identity}: cannot start: {(err.strerror or str(err)).lower()}{where}") from None

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url
 
 from store.files import create_private, make_private, private_dir
 
@@ -35,6 +35,25 @@ def url_has_password(url: str) -> bool:
     except ArgumentError:
         return False
     return bool(parsed.password) or "password" in parsed.query
+
+
+def describe(url: str | URL) -> str:
+    """The database a URL names, for messages: the SQLite file, or the server's host, port and
+    database name. Never the user name or the password."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite file {parsed.database or ':memory:'}"
+    where = parsed.host or "the local socket"
+    if parsed.port:
+        where += f":{parsed.port}"
+    return f"{parsed.get_backend_name()} at {where}, database {parsed.database or '(default)'}"
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL, without options such as ``?timeout=``; None for any other URL."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return make_url(url).database or ""
 
 
 def open_engine(url: str) -> Engine:

@@ -8,9 +8,10 @@ connection). An outage of the database itself (``OperationalError`` or
 locked past the busy timeout, the disk full; for SQLite, which reports a
 syntax error as an ``OperationalError`` too, only the result codes in
 ``SQLITE_OUTAGES``) is re-raised as
-``core.errors.StoreUnavailable`` with the driver's first message line, so no
-layer above the store ever sees an SQLAlchemy type, and ``health`` notes the
-outage. Other driver errors (integrity, programming) are bugs and stay as they
+``core.errors.StoreUnavailable`` with the driver's first message line and the
+database it is about (``store.db.describe``: the file, or host and port, never a
+password), so no layer above the store ever sees an SQLAlchemy type, and
+``health`` notes the outage. Other driver errors (integrity, programming) are bugs and stay as they
 are.
 
 An outage ends with the next write that commits (``Store`` calls
@@ -33,6 +34,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.errors import StoreUnavailable
+from store.db import describe
 
 __all__ = ["Health", "HealthReport", "watch"]
 
@@ -43,6 +45,7 @@ class HealthReport:
     down_since_ms: int | None
     last_error: str | None
     outages: int  # since the process started
+    database: str | None = None  # which database (store.db.describe), once an outage named it
 
 
 # listener(event, report): event is "down" (an outage started) or "up" (it ended).
@@ -61,6 +64,7 @@ class Health:
         self._error: str | None = None
         self._unreachable = False
         self._outages = 0
+        self._database: str | None = None
         self.listener: Listener | None = None
 
     def now_ms(self) -> int:
@@ -73,7 +77,8 @@ class Health:
     def report(self) -> HealthReport:
         """``last_error`` is the database's message during an outage, None once it is over."""
         with self._lock:
-            return HealthReport(self._down_since is None, self._down_since, self._error, self._outages)
+            return HealthReport(self._down_since is None, self._down_since, self._error, self._outages,
+                                self._database)
 
     def failed(self, err: StoreUnavailable) -> None:
         with self._lock:
@@ -82,6 +87,7 @@ class Health:
                 self._down_since = self._clock()
                 self._outages += 1
             self._error, self._unreachable = err.reason, err.unreachable
+            self._database = err.database or self._database
         if started:
             self._tell("down")
 
@@ -129,6 +135,7 @@ def _first_line(exc: BaseException) -> str:
 
 def watch(engine: Engine, health: Health) -> None:
     """Name ``engine``'s database outages ``StoreUnavailable`` and note them in ``health``."""
+    database = describe(engine.url)
 
     @event.listens_for(engine, "handle_error")
     def _outage(ctx):  # type: ignore[no-untyped-def]
@@ -138,7 +145,7 @@ def watch(engine: Engine, health: Health) -> None:
             return None
         original = ctx.original_exception
         unreachable = bool(ctx.is_disconnect) or ctx.connection is None
-        err = StoreUnavailable(_first_line(original), unreachable=unreachable)
+        err = StoreUnavailable(_first_line(original), unreachable=unreachable, database=database)
         health.failed(err)
         return err
 

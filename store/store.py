@@ -16,8 +16,15 @@ Contract (tested by tests/contract against SQLite and PostgreSQL):
     has seen every lsn below N. Subscribers rely on this to never skip.
 Errors are returned as exceptions from core.errors; nothing here logs. An outage
 of the database itself (server down or restarting, file locked, disk full) is
-raised as ``core.errors.StoreUnavailable`` and noted in ``Store.health``
-(store.health); no SQLAlchemy exception type leaves the store for one.
+raised as ``core.errors.StoreUnavailable`` (an ``Unavailable``: retryable, and
+nothing was written) naming the database but never its password, and noted in
+``Store.health`` (store.health); no SQLAlchemy exception type leaves the store
+for one. Every public method below may raise it; each docstring says what else.
+
+The store holds no policy of its own: when to write peers' acknowledgements
+(runtime.acks) and which arrivals to keep for delivery figures (runtime.stats)
+are the runtime's; the store writes what it is given, in the transaction it is
+given it to.
 """
 
 
@@ -25,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -53,7 +59,6 @@ from store.schema import cursors, keys, meta
 __all__ = ["Accepted", "IngestResult", "LogEntry", "QuarantineEntry", "Refused", "Store"]
 
 MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
-ACK_FLUSH_S = 0.25
 Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
@@ -92,6 +97,8 @@ class IngestResult:
     # (prior, merged) of the records whose shown routing fields this ingest changed (prior None: new
     # here); kept by province stores only, for the followers' repair (node.refollow)
     rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
+    # (origin, written ms) of each change applied, in batch order: for delivery-delay figures (runtime.stats)
+    arrived: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Store:
@@ -99,7 +106,10 @@ class Store:
 
     This class decides transactions, the write lock and notifications; what is
     stored lives in store.records, store.changelog, store.quarantine and
-    store.counters.
+    store.counters. Writes are serialised (one lock per Store); reads run
+    beside them and see only committed transactions.
+    ``generation`` (bumped after each append) and ``wait_for_append`` let a
+    reader sleep until the log grows; ``health`` reports outages.
     """
 
     def __init__(self, engine: Engine, *, owner: str, index_routes: bool = False, hold_records: bool = True,
@@ -117,12 +127,6 @@ class Store:
         self._lock = threading.RLock()
         self.appended = threading.Condition()
         self.generation = 0  # bumped on every append; waiters compare to skip lost wake-ups
-        # (origin, written ms, applied ms) of the latest arrivals, for delivery-delay figures.
-        self.arrivals: deque[tuple[str, int, int]] = deque(maxlen=10_000)
-        self._acks: dict[str, tuple[int, int]] = {}  # cursor name -> (value, ms): noted, not yet written
-        self._acks_lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
-        self._closed = threading.Event()
         with engine.begin() as conn:
             found = conn.execute(select(meta.c.value).where(meta.c.key == "owner")).scalar()
             if found is None:
@@ -138,10 +142,14 @@ class Store:
     def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True,
              health: Health | None = None, person_secret: bytes | None = None,
              upgraded: Callable[[str], None] | None = None) -> "Store":
-        """Open (and migrate) the store at ``url``. Raises ``StoreUnavailable`` when the database
-        cannot be used (a PostgreSQL server not up yet, say). With ``person_secret``, a store
-        still marked for the person-key re-key is re-keyed (store.rekey) and ``upgraded`` is told
-        what was done (no personal data)."""
+        """Open the store at ``url`` and bring its schema to the latest migration.
+
+        Returns a ready Store. Raises ``StoreUnavailable`` when the database cannot be used (a
+        PostgreSQL server not up yet, a file that cannot be opened), ``LocalError`` when the
+        database belongs to another owner. With ``person_secret``, a store still marked for the
+        person-key re-key is re-keyed first, in one transaction (store.rekey), and ``upgraded`` is
+        told what was done (no personal data).
+        """
         engine = open_engine(url)
         health = health or Health()
         watch(engine, health)
@@ -156,25 +164,25 @@ class Store:
         return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health)
 
     def probe(self) -> None:
-        """One small write transaction: returns once the database takes writes again, raises
-        ``StoreUnavailable`` while it does not (what a paused sync waits on)."""
+        """One small write transaction. Returns once the database takes writes again (and marks
+        ``health`` ok); raises ``StoreUnavailable`` while it does not. What a paused sync waits on."""
         with self._lock, self.engine.begin() as conn:
             conn.execute(update(meta).where(meta.c.key == "owner").values(value=self.owner))
         self.health.wrote()
 
     def close(self) -> None:
-        self._closed.set()
-        try:
-            self.flush_acks()
-        finally:
-            self.engine.dispose()
+        """Release the database connections. Idempotent; the Store must not be used afterwards."""
+        self.engine.dispose()
 
     # -- records -------------------------------------------------------------
     def get(self, kind: str, record_id: str) -> RecordState | None:
+        """The record ``kind``/``record_id`` as last committed (deleted ones included, as tombstones),
+        or None if this replica never held it."""
         with self.engine.connect() as conn:
             return records.load(conn, kind, record_id)
 
     def require(self, kind: str, record_id: str) -> RecordState:
+        """``get``, but raises ``NotFound`` (naming the record and this store) instead of returning None."""
         state = self.get(kind, record_id)
         if state is None:
             raise NotFound(f"no {kind} record {record_id} on {self.owner}")
@@ -182,8 +190,10 @@ class Store:
 
     def iter_records(self, kind: str, *, include_deleted: bool = False, conflicted_only: bool = False,
                      page: int = 500, after: str = "") -> Iterator[RecordState]:
-        """All records of a kind in id order (those whose id sorts after ``after``), read page by
-        page (memory stays flat)."""
+        """All records of ``kind`` whose id sorts after ``after``, in record id order, read ``page``
+        at a time (memory stays flat). Live ones only unless ``include_deleted``; with open conflicts
+        only if ``conflicted_only``. Each page is its own read: a record committed meanwhile is seen
+        if it sorts after the page read so far."""
         while True:
             with self.engine.connect() as conn:
                 states = records.page(conn, kind, after, include_deleted=include_deleted,
@@ -224,7 +234,8 @@ class Store:
             return [(h, r, int(n)) for h, r, n in tallies.pairs(conn)]
 
     def flow_counts(self, kind: str = "person") -> list[tuple[str | None, str | None, str | None, int]]:
-        """(household, residence, move month, live records) groups, from the projection columns."""
+        """(household, residence, move month, live records) groups of ``kind``, from the
+        projection columns that commit with the records; one GROUP BY, no order promised."""
         with self.engine.connect() as conn:
             return records.flow_counts(conn, kind)
 
@@ -238,7 +249,8 @@ class Store:
             return projections.select_rows(conn, kind, where, order_by)
 
     def count_records(self, *, conflicted_only: bool = False) -> int:
-        """Live records (or live records with open conflicts), from the counters."""
+        """Live records (or live records with open conflicts), from the counters, which commit
+        with the records: exact, one row read."""
         name = counters.CONFLICTED if conflicted_only else counters.LIVE
         with self.engine.connect() as conn:
             return counters.read(conn, name).get(name, (0, 0))[0]
@@ -270,7 +282,9 @@ class Store:
 
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
                     now_ms: int, seal: Sealer) -> Change:
-        """Apply an operator's edit as one signed change, in one transaction."""
+        """Apply an operator's edit as one signed change of ours, in one transaction
+        (``write_local_batch`` of one item). Returns the change; raises the ``SyncError`` the edit
+        raised (nothing written), ``StoreUnavailable`` (nothing written) or what ``seal`` raised."""
         (result,) = self.write_local_batch([(kind, record_id, edit)], operator=operator, now_ms=now_ms, seal=seal)
         if isinstance(result, SyncError):
             raise result
@@ -280,9 +294,13 @@ class Store:
                           seal: Sealer) -> list[Change | SyncError]:
         """Many edits in one transaction under one batch signature.
 
-        An edit that raises SyncError (bad input, no such record) is left out
-        and its error returned in its place; the others are written. Anything
-        else (the sealer failing, the database failing) rolls back all of them.
+        ``edit(current)`` gets the record as the batch has it so far (None if new) and returns
+        (op, values). Returns one result per item, in order: the ``Change`` written, or the
+        ``SyncError`` the edit raised (bad input, no such record), that item left out and the others
+        written. Our changes take consecutive seqs after ``last_seq`` in item order, with
+        increasing HLC times; they, the records they make and the projections commit together.
+        Anything else (the sealer failing, ``StoreUnavailable``) rolls all of them back and is raised.
+        Wakes ``wait_for_append`` waiters when something was written.
         """
         results: list[Change | SyncError] = []
         changes: list[Change] = []
@@ -311,8 +329,7 @@ class Store:
                 results.append(change)
             if changes:
                 self._log_own(conn, changes, [(st, loaded[k]) for k, st in latest.items()], now_ms, seal)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
+        self.health.wrote()
         if changes:
             self._notify()
         return results
@@ -323,14 +340,29 @@ class Store:
             self.appended.notify_all()
 
     def wait_for_append(self, seen_generation: int, timeout: float) -> None:
-        """Block until something is appended after ``seen_generation`` (or timeout)."""
+        """Block until something is appended after ``seen_generation`` (read ``generation`` before
+        reading the log), or ``timeout`` seconds pass. Returns None either way: re-read to see which."""
         with self.appended:
             if self.generation == seen_generation:
                 self.appended.wait(timeout)
 
     # -- remote changes --------------------------------------------------------
     def ingest(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
-               cursor: tuple[str, int] | None = None) -> IngestResult:
+               cursor: tuple[str, int] | None = None,
+               acks: Mapping[str, tuple[int, int]] | None = None) -> IngestResult:
+        """Store one received batch in one transaction, and return what it did (``IngestResult``).
+
+        ``accepted`` passed intake (runtime.intake); each is appended to the log once: a change
+        already held (same origin and seq, same bytes) is counted as a duplicate, the same origin
+        and seq with other bytes is refused as equivocation. Records merge the new changes in batch
+        order (province stores and the national hub), refusals go to quarantine within each
+        party's cap (store.quarantine), and ``cursor`` (name, value) and every noted ack in
+        ``acks`` (name -> (value, ms): runtime.acks) are written, all in the same transaction:
+        all of it commits, or nothing does. Raises ``StoreUnavailable`` (nothing written) when the
+        database cannot be used. New log entries get increasing lsns in batch order and wake
+        ``wait_for_append`` waiters. ``IngestResult.arrived`` lists (origin, written ms) of each
+        change applied, for delivery-delay figures kept by the caller.
+        """
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)
@@ -392,10 +424,11 @@ class Store:
             counters.note_origins(conn, ((a.change.origin, a.change.seq, a.change.at.wall_ms) for a in fresh), now_ms)
             if cursor is not None:
                 self._set_cursor(conn, cursor[0], cursor[1], now_ms)
-            acks = self._write_acks(conn)
+            for name, (value, at_ms) in (acks or {}).items():
+                self._set_cursor(conn, name, value, at_ms)
             self._hlc = todo.clock  # under the lock: a local write between must not see it go back
-        self._acks_written(acks)
-        self.arrivals.extend((a.change.origin, a.change.at.wall_ms, now_ms) for a in fresh)
+        self.health.wrote()
+        result.arrived = [(a.change.origin, a.change.at.wall_ms) for a in fresh]
         if result.applied:
             self._notify()
         return result
@@ -403,6 +436,8 @@ class Store:
 
     # -- claims (core.claims) -------------------------------------------------------
     def list_claims(self, *, status: str | None = None) -> list[claims.Claim]:
+        """Claims held apart (core.claims), oldest first (claim id order); only those of
+        ``status`` (open, accepted, refused, merged) if given."""
         with self.engine.connect() as conn:
             return claims.listing(conn, status=status)
 
@@ -416,7 +451,12 @@ class Store:
 
     def accept_claim(self, claim_id: int, *, operator: str | None, now_ms: int, seal: Sealer) -> Change:
         """Merge an open claim (with the claimer's later held changes) into the record, as one
-        signed local change of ours: from it on the record involves the claimer and reaches it."""
+        signed local change of ours: from it on the record involves the claimer and reaches it.
+
+        One transaction: the change, the record and the claim rows' decision commit together.
+        Returns the change. Raises ``NotFound`` (no such claim or record), ``LocalError`` (the
+        claim is already decided) or ``StoreUnavailable``; nothing is written then.
+        """
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
             key = (claim.kind, claim.record_id)
@@ -432,8 +472,7 @@ class Store:
                                       op="delete" if merged.deleted else "update", operator=operator, now_ms=now_ms)
             self._log_own(conn, [change], [(change.state, current)], now_ms, seal)
             claims.decide(conn, [cid for cid, _ in rows], claims.ACCEPTED, operator or self.owner, now_ms)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
+        self.health.wrote()
         self._notify()
         return change
 
@@ -445,7 +484,9 @@ class Store:
         version of ``from_id`` (merged as any replica merges: nothing is lost, concurrent values stay
         as conflicts) and the fields ``values(merged)`` gives; ``from_id`` is deleted (a tombstone
         keeps its fields). ``check(source, target)`` refuses a link this node may not make before
-        anything is written."""
+        anything is written. Returns (the change to ``into``, the deletion of ``from_id``), in seq
+        order. Raises ``NotFound`` (no ``from_id``), what ``check`` raises, or ``StoreUnavailable``;
+        nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             loaded = records.load_many(conn, [(kind, from_id), (kind, into)])
             source, target = loaded[(kind, from_id)], loaded[(kind, into)]
@@ -460,13 +501,14 @@ class Store:
             gone = self._own_change(source, kind=kind, record_id=from_id, values={}, seq=seq + 2, op="delete",
                                     operator=operator, now_ms=now_ms)
             self._log_own(conn, [merged, gone], [(merged.state, target), (gone.state, source)], now_ms, seal)
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
+        self.health.wrote()
         self._notify()
         return merged, gone
 
     def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
-        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit."""
+        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit.
+        Returns the claim as decided. Raises ``NotFound``, ``LocalError`` (already decided) or
+        ``StoreUnavailable``; nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
             rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
@@ -477,10 +519,12 @@ class Store:
 
     # -- quarantine ----------------------------------------------------------------
     def quarantined(self, *, limit: int = 1000) -> list[QuarantineEntry]:
+        """The latest ``limit`` quarantine entries, newest first (what was refused, why, from whom)."""
         with self.engine.connect() as conn:
             return quarantine.entries(conn, limit)
 
     def quarantine_body(self, entry_id: int) -> bytes:
+        """The exact bytes of quarantined entry ``entry_id`` as received. Raises ``NotFound``."""
         with self.engine.connect() as conn:
             raw = quarantine.body(conn, entry_id)
         if raw is None:
@@ -488,10 +532,12 @@ class Store:
         return raw
 
     def quarantined_by_origin(self) -> dict[str, int]:
+        """Quarantine entries per claimed origin (the origin a refused change named, if readable)."""
         with self.engine.connect() as conn:
             return quarantine.by_origin(conn)
 
     def count_quarantined(self) -> int:
+        """How many entries quarantine holds."""
         with self.engine.connect() as conn:
             return quarantine.count(conn)
 
@@ -533,130 +579,98 @@ class Store:
             conn.execute(insert(cursors).values(name=name, value=value, updated_ms=now_ms))
 
     def set_cursor(self, name: str, value: int, now_ms: int) -> None:
+        """Write cursor ``name`` = ``value`` (at ``now_ms``) in a transaction of its own."""
+        self.set_cursors({name: (value, now_ms)})
+
+    def set_cursors(self, values: Mapping[str, tuple[int, int]]) -> None:
+        """Write every cursor in ``values`` (name -> (value, ms)) in one transaction: all of them
+        or, raising ``StoreUnavailable`` (or what the database raised), none. A later write of a
+        cursor replaces it, whatever its value (cursors may move back: a subscriber resubscribing
+        from an older position)."""
         with self._lock, self.engine.begin() as conn:
-            with self._acks_lock:
-                self._acks.pop(name, None)  # this write supersedes a noted ack
-            self._set_cursor(conn, name, value, now_ms)
+            for name, (value, at_ms) in values.items():
+                self._set_cursor(conn, name, value, at_ms)
         self.health.wrote()
-
-    def note_ack(self, name: str, value: int, now_ms: int) -> None:
-        """Record a peer's acknowledgement (how far it has durably taken what we sent).
-
-        Not a transaction of its own: acks arrive once per batch on every stream, and an
-        fsync'd commit each would hold the write lock as long as the batches themselves.
-        The value rides along with the next ingest or local write, or is written by a
-        background flush within ``ACK_FLUSH_S``. Losing the latest few to a crash only
-        means resending batches the peer already holds, which it counts as duplicates.
-        """
-        with self._acks_lock:
-            self._acks[name] = (value, now_ms)
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_acks_loop, name="ack-flush", daemon=True)
-                self._flusher.start()
-
-    def flush_acks(self) -> None:
-        """Write noted acks now (the flush loop, and close)."""
-        with self._acks_lock:
-            if not self._acks:
-                return
-        with self._lock, self.engine.begin() as conn:
-            acks = self._write_acks(conn)
-        self._acks_written(acks)
-
-    def _write_acks(self, conn) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
-        """Write the noted acks in the caller's transaction; they stay noted until it commits."""
-        with self._acks_lock:
-            pending = dict(self._acks)
-        for name, (value, at_ms) in pending.items():
-            self._set_cursor(conn, name, value, at_ms)
-        return pending
-
-    def _acks_written(self, written: dict[str, tuple[int, int]]) -> None:
-        """After the commit: forget the acks written, unless a newer one came meanwhile."""
-        self.health.wrote()
-        with self._acks_lock:
-            for name, ack in written.items():
-                if self._acks.get(name) == ack:
-                    del self._acks[name]
-
-    def _flush_acks_loop(self) -> None:
-        while not self._closed.wait(ACK_FLUSH_S):
-            try:
-                self.flush_acks()
-            except Exception:  # noqa: BLE001 - an outage is noted in self.health; the acks wait for the next try
-                pass
 
     def cursor(self, name: str) -> int:
-        with self._acks_lock:
-            if name in self._acks:
-                return self._acks[name][0]
+        """The stored value of cursor ``name`` (0 if never written). Noted, unwritten acks are the
+        caller's (runtime.acks.AckBook.cursor reads them first)."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar() or 0)
 
     def cursors(self, prefix: str = "") -> dict[str, tuple[int, int]]:
+        """Every stored cursor whose name starts with ``prefix``: name -> (value, ms it was written at)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(cursors).where(cursors.c.name.startswith(prefix))).all()
-        out = {r.name: (r.value, r.updated_ms) for r in rows}
-        with self._acks_lock:
-            out.update((name, ack) for name, ack in self._acks.items() if name.startswith(prefix))
-        return out
+        return {r.name: (r.value, r.updated_ms) for r in rows}
 
     # -- the log ---------------------------------------------------------------------
     def last_seq(self) -> int:
+        """The highest seq of our own changes (0 before the first). Committed in order under the
+        write lock, so every seq up to it is visible."""
         with self.engine.connect() as conn:
             return changelog.last_seq(conn, self.owner)
 
     def last_lsn(self) -> int:
+        """The highest lsn in the log (0 when empty); every lsn up to it is visible."""
         with self.engine.connect() as conn:
             return changelog.last_lsn(conn)
 
     def outbox(self, after_seq: int, limit: int = 500) -> list[LogEntry]:
-        """Our own changes that must leave this node, after the acknowledged sequence."""
+        """Our own changes that must leave this node (shared ones), after ``after_seq``, in seq
+        order, at most ``limit``."""
         with self.engine.connect() as conn:
             return changelog.outbox(conn, self.owner, after_seq, limit)
 
     def outbox_page(self, after_seq: int, limit: int = 500) -> tuple[list[LogEntry], int]:
-        """``outbox`` and the seq it scanned up to (see changelog.outbox_page)."""
+        """``outbox`` and the seq it scanned up to (see changelog.outbox_page): past local-only
+        changes too, so a caller reads on from there and never rescans them."""
         with self.engine.connect() as conn:
             return changelog.outbox_page(conn, self.owner, after_seq, limit)
 
     def outbox_stats(self, after_seq: int) -> tuple[int, int | None]:
-        """(changes waiting, received_ms of the oldest) beyond ``after_seq``."""
+        """(changes waiting, received_ms of the oldest, None if none) beyond ``after_seq``."""
         with self.engine.connect() as conn:
             return changelog.outbox_stats(conn, self.owner, after_seq)
 
     def read_log(self, after_lsn: int, *, flt: Filter | None = None, not_via: str | None = None,
                  limit: int = 500) -> tuple[list[LogEntry], int]:
-        """Entries after ``after_lsn`` that ``flt`` admits, and the lsn scanned up to (see changelog.read)."""
+        """Entries after ``after_lsn`` that ``flt`` admits (and not received via ``not_via``), in lsn
+        order, at most ``limit``, and the lsn scanned up to (see changelog.read): it may be past the
+        last entry returned, the filtered-out stretch counting as delivered. An lsn is visible only
+        once every lower one is, so a reader that resumes from the returned position skips nothing."""
         with self.engine.connect() as conn:
             return changelog.read(conn, after_lsn, flt=flt, not_via=not_via, limit=limit)
 
     def pending(self, after_lsn: int, *, flt: Filter | None = None, not_via: str | None = None) -> tuple[int, int | None]:
-        """(entries waiting, received_ms of the oldest) for a subscriber at ``after_lsn``."""
+        """(entries waiting, received_ms of the oldest, None if none) for a subscriber at
+        ``after_lsn`` with ``flt`` / ``not_via`` as in ``read_log``."""
         with self.engine.connect() as conn:
             return changelog.pending(conn, after_lsn, flt=flt, not_via=not_via)
 
-    def recent_arrivals(self, last: int) -> list[tuple[str, int, int]]:
-        """(origin, written at ms, applied ms) of the last ``last`` changes received since this process started."""
-        return list(self.arrivals)[-last:]
-
     def history(self, kind: str, record_id: str) -> list[LogEntry]:
+        """Every log entry of record ``kind``/``record_id``, in lsn order (the order this replica
+        received them)."""
         with self.engine.connect() as conn:
             return changelog.history(conn, kind, record_id)
 
     def last_applied(self) -> dict[str, tuple[int, int, int]]:
-        """Per origin: (last seq, its write time ms, when we received it ms)."""
+        """Per origin: (last seq, its write time ms, when we received it ms), from the counters
+        written with each ingest."""
         with self.engine.connect() as conn:
             return counters.last_applied(conn)
 
     # -- keys ------------------------------------------------------------------------
     def save_key(self, key_id: str, identity: str, cert_der: bytes, now_ms: int) -> None:
+        """Keep a verified signing certificate (``key_id`` of ``identity``), so it is trusted again
+        after a restart. A key id already kept is left as it is."""
         with self._lock, self.engine.begin() as conn:
             if conn.execute(select(keys.c.key_id).where(keys.c.key_id == key_id)).first() is None:
                 conn.execute(insert(keys).values(key_id=key_id, identity=identity, cert_der=cert_der, added_ms=now_ms))
         self.health.wrote()
 
     def load_keys(self) -> list[bytes]:
+        """The DER bytes of every kept signing certificate, in no promised order."""
         with self.engine.connect() as conn:
             return [bytes(r[0]) for r in conn.execute(select(keys.c.cert_der))]
 

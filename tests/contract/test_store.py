@@ -41,7 +41,7 @@ from runtime.intake import check
 from store.db import HEAD, MIGRATIONS, current_revision, migrate, open_engine
 from store.schema import log, metadata, records
 from store import changelog
-from store.store import Accepted, LogEntry, Store
+from store.store import Accepted, IngestResult, LogEntry, Store
 from tests.support.pki import PKI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -655,37 +655,70 @@ def _stored_cursors(s: Store) -> dict[str, int]:
 
 def test_noted_acks_ride_with_the_next_transaction_or_the_flush(db_url: str, pki: PKI, authors: Authors,
                                                                  opened: list[Store]) -> None:
+    """runtime.acks.AckBook over a real store: noted acks are written by ``Store.ingest(acks=...)``
+    in the batch's transaction or by ``Store.set_cursors``; a failed write keeps them noted."""
+    from runtime.acks import AckBook
+
     envs = [authors.write("province-11", "11", "44")[1] for _ in range(2)]
     accepted = accept_all(pki, envs)
     s = open_store(db_url, opened, owner="hub-pearl", index_routes=True, hold_records=False)
-    s.note_ack("out:province-44", 5, T0)
-    assert s.cursor("out:province-44") == 5  # this process sees it at once
-    assert s.cursors("out:") == {"out:province-44": (5, T0)}
-    s.ingest(accepted[:1], [], via="hub-national", now_ms=T0 + 1, cursor=("in:hub-national", 1))
+    book = AckBook(s, flush_s=3600)  # no background flush here: this test flushes by hand
+
+    def ingest(batch: list[Accepted], now: int, cursor: tuple[str, int]) -> IngestResult:  # as Replica.ingest_batch
+        with book.riding() as acks:
+            return s.ingest(batch, [], via="hub-national", now_ms=now, cursor=cursor, acks=acks)
+
+    book.note("out:province-44", 5, T0)
+    assert book.cursor("out:province-44") == 5  # this process sees it at once
+    assert book.cursors("out:") == {"out:province-44": (5, T0)}
+    assert s.cursors("out:") == {}  # the store holds only what is written
+    first = accepted[0].change
+    assert ingest(accepted[:1], T0 + 1, ("in:hub-national", 1)).arrived == [(first.origin, first.at.wall_ms)]
     assert _stored_cursors(s) == {"in:hub-national": 1, "out:province-44": 5}  # written with the batch
 
     # A failed batch writes nothing, the ack it carried included, which stays noted for the next write.
-    s.note_ack("out:province-44", 9, T0 + 2)
+    book.note("out:province-44", 9, T0 + 2)
     with failing_writes(s, "log"), pytest.raises(Boom):
-        s.ingest(accepted[1:], [], via="hub-national", now_ms=T0 + 3, cursor=("in:hub-national", 2))
+        ingest(accepted[1:], T0 + 3, ("in:hub-national", 2))
     assert _stored_cursors(s)["out:province-44"] == 5
-    assert s.cursor("out:province-44") == 9
+    assert book.cursor("out:province-44") == 9
     with failing_writes(s, "cursors"), pytest.raises(Boom):
-        s.flush_acks()  # a flush that fails (locked, full) keeps it too
-    s.flush_acks()
+        book.flush()  # a flush that fails (locked, full) keeps it too
+    book.flush()
     assert _stored_cursors(s)["out:province-44"] == 9
 
-    # With no traffic the flush writes it; an explicit set_cursor supersedes a noted ack.
-    s.note_ack("out:province-44", 11, T0 + 4)
-    s.flush_acks()
+    # With no traffic the flush writes it; a cursor set outright supersedes a noted ack.
+    book.note("out:province-44", 11, T0 + 4)
+    book.flush()
     assert _stored_cursors(s)["out:province-44"] == 11
-    s.note_ack("out:province-45", 3, T0 + 5)
-    s.set_cursor("out:province-45", 2, T0 + 6)
-    assert s.cursor("out:province-45") == 2
-    s.note_ack("out:province-44", 12, T0 + 7)
-    s.close()  # close flushes
+    book.note("out:province-45", 3, T0 + 5)
+    book.set("out:province-45", 2, T0 + 6)
+    assert book.cursor("out:province-45") == 2
+    book.note("out:province-44", 12, T0 + 7)
+    book.close()  # close flushes
+    s.close()
     again = open_store(db_url, opened, owner="hub-pearl", index_routes=True, hold_records=False)
     assert again.cursors("out:") == {"out:province-44": (12, T0 + 7), "out:province-45": (2, T0 + 6)}
+
+
+def test_noted_acks_are_flushed_within_the_interval(db_url: str, opened: list[Store]) -> None:
+    """With no batch to ride along with, the AckBook's own thread writes a noted ack within its
+    flush interval (passed in, not a module constant)."""
+    from runtime.acks import AckBook
+
+    s = open_store(db_url, opened, owner="hub-pearl", index_routes=True, hold_records=False)
+    book = AckBook(s, flush_s=0.05)
+    try:
+        book.note("out:province-44", 7, T0)
+        deadline = time.monotonic() + 10
+        while _stored_cursors(s).get("out:province-44") != 7:
+            assert time.monotonic() < deadline, "the noted ack was never flushed"
+            time.sleep(0.02)
+        assert s.cursors("out:") == {"out:province-44": (7, T0)}
+    finally:
+        book.close()
+    with pytest.raises(ValueError, match="flush_s"):
+        AckBook(s, flush_s=0)
 
 
 # -- 7. the hub log --------------------------------------------------------------------------------

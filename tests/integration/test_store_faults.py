@@ -219,7 +219,7 @@ def test_store_under_a_lock_fails_fast_and_writes_nothing(tmp_path: Path) -> Non
 def test_hub_store_locked_when_an_ack_arrives_does_not_wedge_the_pull(tmp_path: Path,
                                                                       rng: random.Random) -> None:
     """A hub counts a subscriber's ack when it arrives and writes it with its next transaction or
-    a background flush (store.Store.note_ack). A store that is locked at that moment (a careless
+    a background flush (runtime.acks.AckBook). A store that is locked at that moment (a careless
     backup, the database server gone for a moment) must neither wedge the stream (a stream whose
     acks are not counted never sends another batch, while the node waits for ever) nor lose the
     ack: once the store is free again, the ack is on disk."""

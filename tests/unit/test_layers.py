@@ -12,6 +12,11 @@ is resolved to the top-level package it names. The rules (an arrow means "may be
 * core/ stays pure: no network, database, clock, randomness, process or thread modules, and no
   ``.now()`` / ``.today()`` / ``.utcnow()`` calls: such values are passed in. Imports under
   ``if TYPE_CHECKING:`` never run, so for this rule they do not count.
+* the database is the store's: nothing above store/ (runtime, node, hub, cli) imports a database
+  library (SQLAlchemy, Alembic, a driver), not even for types. The store raises
+  ``core.errors.StoreUnavailable`` for an outage and offers what callers need of a URL
+  (``store.db.describe``, ``store.db.sqlite_file``). Exceptions are listed in ``DATABASE_ALLOWED``
+  with the reason.
 
 ``violations(root)`` returns one line per broken rule; the synthetic trees below show that each
 rule fails when broken, so the check on the real tree cannot pass by reading nothing.
@@ -53,6 +58,15 @@ CORE_FORBIDDEN = {
     "shutil", "tempfile", "yipanqi",
 }
 CORE_FORBIDDEN_CALLS = {"now", "today", "utcnow"}
+
+# Only store/ talks to the database (and core/, certs/ not at all: CORE_FORBIDDEN covers core).
+ABOVE_STORE = {"runtime", "node", "hub", "cli"}
+DATABASE_MODULES = {"sqlalchemy", "alembic", "psycopg", "psycopg2", "sqlite3"}
+DATABASE_ALLOWED = {
+    # `yipanqi node backup` / `node restore` work on the SQLite file itself with the node's store not
+    # open in this process (SQLite's online backup API; PRAGMA integrity_check of the restored copy).
+    ("cli/run.py", "sqlite3"),
+}
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -106,6 +120,9 @@ def violations(root: Path) -> list[str]:
                 out.append(f"{where}: {top}/ may not import {target}/ ({name})")
             if top == "core" and runs and target in CORE_FORBIDDEN:
                 out.append(f"{where}: core/ may not import {name} (pass the value in)")
+            if top in ABOVE_STORE and target in DATABASE_MODULES and (rel, name) not in DATABASE_ALLOWED:
+                out.append(f"{where}: {top}/ may not import {name} (the database is the store's: "
+                           "catch core.errors.StoreUnavailable, use store.db for URLs)")
         if top == "core":
             for node in ast.walk(tree):
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -178,6 +195,16 @@ BROKEN = {
     "hub imports cli": ("hub/b.py", "import cli.a\n", "hub/ may not import cli/"),
     "bench imports cli": ("bench/b.py", "from cli.a import x\n", "bench/ may not import cli/"),
     "cli imports tests": ("cli/b.py", "from tests.support import launcher\n", "cli/ may not import tests/"),
+    "runtime imports sqlalchemy": ("runtime/b.py", "import sqlalchemy\n", "runtime/ may not import sqlalchemy"),
+    "runtime catches an sqlalchemy error": ("runtime/b.py", "def f():\n    from sqlalchemy.exc import OperationalError\n",
+                                            "runtime/ may not import sqlalchemy.exc"),
+    "node imports a driver": ("node/b.py", "import psycopg\n", "node/ may not import psycopg"),
+    "hub imports sqlalchemy for types": ("hub/b.py", "from typing import TYPE_CHECKING\n"
+                                         "if TYPE_CHECKING:\n    from sqlalchemy import Engine\n",
+                                         "hub/ may not import sqlalchemy"),
+    "cli imports sqlalchemy for a URL": ("cli/b.py", "def f():\n    from sqlalchemy import make_url\n",
+                                         "cli/ may not import sqlalchemy"),
+    "cli imports sqlite3 outside the backup commands": ("cli/b.py", "import sqlite3\n", "cli/ may not import sqlite3"),
     "relative import climbs into another package": ("node/sub/b.py", "from ...hub import a\n",
                                                    "node/ may not import hub/"),
 }
