@@ -297,6 +297,7 @@ class Link(threading.Thread):
 
         call = stub.Push(requests())
         calls.append(call)
+        stray = 0  # acks that named no batch in flight
         for resp in call:
             if resp.WhichOneof("msg") == "hello":
                 self._up(hub)
@@ -304,8 +305,10 @@ class Link(threading.Thread):
                 with flight:
                     acked = session[0].ack(resp.ack.cursor) if session else None
                     flight.notify()
-                if acked is None:  # names no batch in flight: it moves no cursor
-                    log.warning("hub-%s acknowledged cursor %d, which is not in flight", hub.name, resp.ack.cursor)
+                if acked is None:  # names no batch in flight: it moves no cursor (logged once a session)
+                    if not stray:
+                        log.warning("hub-%s acknowledged cursor %d, which is not in flight", hub.name, resp.ack.cursor)
+                    stray += 1
                     continue
                 store.note_ack(self.push_cursor, acked, now_ms())
                 self.state.pushed += resp.ack.accepted
