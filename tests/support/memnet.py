@@ -23,7 +23,9 @@ a random delay, in order within its stream (HTTP/2 keeps a stream's order).
 Faults: a stream breaks (what was on the wire is lost, except that a prefix of
 it may still be processed late, after the next session's messages, as an old
 servicer thread finishing its work would); a partition cuts two members apart
-until it heals (streams break, reconnects wait); reconnects back off. So a
+until it heals (streams break, reconnects wait); a member crashes (its streams
+break, the acks its store noted but had not yet written are lost, and it starts
+again on its database file); reconnects back off. So a
 receiver sees batches twice (resent after a break), out of session order (a
 late old batch), and a sender sees acks it must ignore (their stream is gone).
 
@@ -112,6 +114,11 @@ class Member:
     store: Store
     replica: Replica
     province: str | None = None  # a province node's code
+    hold_records: bool = True
+    index_routes: bool = False
+    path: Path | None = None
+    up: bool = True  # False between a crash and its restart
+    life: int = 0  # how many times its process started
 
     def log(self) -> list[LogEntry]:
         entries, _ = self.store.read_log(0, limit=1_000_000)
@@ -132,6 +139,7 @@ class Session:
     acks_out: int = 0  # acks put on the wire
     late_batches: int = -1  # once broken: batches with an index below this are still processed
     due: dict[str, int] = field(default_factory=dict)  # "batch"/"ack" -> when the last one sent arrives
+    dst_life: int = 0  # the receiving process's life this session was opened with
     dead: bool = False
 
 
@@ -170,6 +178,7 @@ class Federation:
         self.flows: list[Flow] = []
         self.late = 0  # batches processed after their session ended
         self.breaks = 0
+        self.crashes = 0
         national = self._member(f"hub-{NATIONAL}", hold_records=True, index_routes=True)
         for region, provinces in self.topology.regions.items():
             hub = self._member(f"hub-{region}", hold_records=False, index_routes=True)
@@ -178,7 +187,8 @@ class Federation:
             self._pull(national, hub, self.topology.subscription(NATIONAL, hub.identity), None)
             for p in sorted(provinces):
                 node = self._member(f"province-{p}", province=p)
-                self._push(node, hub, node.store.outbox_page)
+                self._push(node, hub, lambda after, limit, node=node: node.store.outbox_page(after, limit),
+                           by_seq=True)
                 self._pull(hub, node, self.topology.subscription(region, node.identity), p)
         for flow in self.flows:
             self._connect(flow)
@@ -194,20 +204,43 @@ class Federation:
                 Store.open(f"sqlite:///{template}", owner=identity).close()
             self.templates[identity] = template
         shutil.copy(template, path)
-        store = Store.open(f"sqlite:///{path}", owner=identity, hold_records=hold_records,
-                           index_routes=index_routes)
-        member = Member(identity, store, Replica(identity, store, self.pki.keyring()), province)
+        member = Member(identity, None, None, province, hold_records, index_routes, path)  # type: ignore[arg-type]
+        self._open(member)
         self.members[identity] = member
         return member
 
-    def _push(self, src: Member, dst: Member, read: Callable[[int, int], tuple[list[LogEntry], int]]) -> None:
+    def _open(self, member: Member) -> None:
+        member.store = Store.open(f"sqlite:///{member.path}", owner=member.identity, hold_records=member.hold_records,
+                                  index_routes=member.index_routes)
+        member.replica = Replica(member.identity, member.store, self.pki.keyring())
+        member.up = True
+        member.life += 1
+
+    def crash(self, identity: str, down: int) -> None:
+        """``identity``'s process dies: its streams break, the acks it noted but had not yet written
+        are lost (Store.note_ack batches them), and after ``down`` ms it starts again on its file."""
+        member = self.members[identity]
+        if not member.up:
+            return
+        member.up = False
+        with member.store._acks_lock:  # what a SIGKILL loses; close() would have written them
+            member.store._acks.clear()
+        member.store.close()
+        self.crashes += 1
+        for flow in self.flows:
+            if member in (flow.src, flow.dst):
+                self.break_flow(flow, reconnect_after=down + self.net.delay())
+        self.net.at(self.net.now + down, lambda: self._open(member))
+
+    def _push(self, src: Member, dst: Member, read: Callable[[int, int], tuple[list[LogEntry], int]],
+              by_seq: bool = False) -> None:
         flow = Flow(f"push {src.identity}->{dst.identity}", src, dst, read,
                     start=lambda: src.store.cursor("push"),
                     note_ack=lambda c: src.store.note_ack("push", c, 0),
                     via=src.identity, may_forward=src.identity.startswith("hub-"), for_province=None,
                     cursor_name=f"in:{src.identity}")
         # Nothing acknowledged is lost: what the ack covers is in the receiver's log already.
-        flow.acked_checks.append(lambda c: _covered(src, dst, read, c))
+        flow.acked_checks.append(lambda c: _covered(src, dst, read, c, by_seq))
         self.flows.append(flow)
 
     def _pull(self, src: Member, dst: Member, flt: Filter | None, province: str | None) -> None:
@@ -219,7 +252,7 @@ class Federation:
                     note_ack=lambda c: src.store.note_ack(f"out:{dst.identity}", c, 0),
                     via=src.identity, may_forward=True, for_province=province, cursor_name=name,
                     max_bytes=MAX_IN_FLIGHT)
-        flow.acked_checks.append(lambda c: _covered(src, dst, read, c))
+        flow.acked_checks.append(lambda c: _covered(src, dst, read, c, False))
         self.flows.append(flow)
 
     # -- sessions ------------------------------------------------------------------
@@ -228,10 +261,13 @@ class Federation:
         if until > self.net.now:  # partitioned: try again once it heals
             self.net.at(until + self.net.delay(), lambda: self._connect(flow))
             return
+        if not (flow.src.up and flow.dst.up):  # a process is down: try again later
+            self.net.at(self.net.now + self.net.delay() * 4, lambda: self._connect(flow))
+            return
         flow.epochs += 1
         start = flow.start()
         flow.session = Session(flow.epochs, Sender(start, WINDOW, max_bytes=flow.max_bytes),
-                               Receiver(start, WINDOW))
+                               Receiver(start, WINDOW), dst_life=flow.dst.life)
         self._pump(flow)
 
     def break_flow(self, flow: Flow, reconnect_after: int | None = None) -> None:
@@ -282,6 +318,8 @@ class Federation:
     def _deliver(self, flow: Flow, s: Session, index: int, data: bytes) -> None:
         if s.dead and index >= s.late_batches:
             return  # lost with its stream
+        if not flow.dst.up or flow.dst.life != s.dst_life:
+            return  # the process it was sent to has died since
         batch = pb.Batch.FromString(data)
         if not s.receiver.takes(batch.caught_up):
             return
@@ -333,14 +371,11 @@ class Federation:
             m.store.close()
 
 
-def _covered(src: Member, dst: Member, read: Callable[[int, int], tuple[list[LogEntry], int]], acked: int) -> None:
-    """Everything ``src`` sends ``dst`` up to ``acked`` is in ``dst``'s log."""
+def _covered(src: Member, dst: Member, read: Callable[[int, int], tuple[list[LogEntry], int]], acked: int,
+             by_seq: bool) -> None:
+    """Everything ``src`` sends ``dst`` up to ``acked`` is in ``dst``'s log. Positions are a node's own
+    seqs on its push (runtime.link reads its outbox), lsns of the sender's log elsewhere."""
     entries, _ = read(0, 1_000_000)
-    owed = {(e.origin, e.seq) for e in entries if _position(e, read, src) <= acked}
+    owed = {(e.origin, e.seq) for e in entries if (e.seq if by_seq else e.lsn) <= acked}
     missing = owed - dst.held()
     assert not missing, f"{dst.identity} acknowledged {acked} to {src.identity} but lacks {sorted(missing)[:5]}"
-
-
-def _position(e: LogEntry, read: Callable, src: Member) -> int:
-    # A node's outbox counts in its own seqs; a hub's log in lsns (runtime.link, hub.federation).
-    return e.seq if read == src.store.outbox_page else e.lsn

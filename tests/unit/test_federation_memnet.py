@@ -1,7 +1,8 @@
 """Whole-federation convergence in one process (tests/support/memnet.py): four province nodes,
 two regional hubs and the national hub, real stores, signatures, intake and core.session
 windows, over a simulated network that delays, breaks streams (losing or late-processing what
-was on the wire, so batches arrive twice and out of session order) and partitions members.
+was on the wire, so batches arrive twice and out of session order), partitions members and
+crashes them (losing the acks their store had noted but not yet written).
 
 After random writes under random faults and a heal, every involved province holds the same
 record, the national hub holds every cross-province record, nothing intra-province left its
@@ -29,6 +30,7 @@ from tests.support.pki import PKI, build_pki
 REGIONS = {"pearl": frozenset({"44", "45"}), "bohai": frozenset({"11", "31"})}
 PROVINCES = ("44", "45", "11", "31")
 FLOWS = 12  # a push and a pull per node, and per regional hub
+MEMBERS = 7  # the national hub, 2 regional hubs, 4 nodes
 TODAY = dt.date.today()
 TEMPLATES: dict[str, Path] = {}  # identity -> a migrated empty store, copied for each run (migrating takes ~0.4 s)
 
@@ -73,6 +75,7 @@ step = st.one_of(
     st.tuples(st.just("tick"), st.integers(1, 300)),
     st.tuples(st.just("break"), st.integers(0, FLOWS - 1)),
     st.tuples(st.just("partition"), st.integers(0, FLOWS - 1), st.integers(50, 3000)),
+    st.tuples(st.just("crash"), st.integers(0, MEMBERS - 1), st.integers(10, 1000)),
 )
 
 
@@ -86,6 +89,8 @@ def _run(pki: PKI, workdir: Path, templates: dict, seed: int, steps: list[tuple]
             if s[0] == "write":
                 me = PROVINCES[s[1]]
                 node = fed.members[f"province-{me}"]
+                if not node.up:
+                    continue  # its process is down: nobody writes there
                 mine = [w for w in written if me in w.provinces and node.store.get("person", w.record_id)]
                 if mine and s[3] % 3:  # an update of a record this province holds (maybe concurrent)
                     w = mine[s[3] % len(mine)]
@@ -101,9 +106,11 @@ def _run(pki: PKI, workdir: Path, templates: dict, seed: int, steps: list[tuple]
                 fed.net.run_until(fed.net.now + s[1])
             elif s[0] == "break":
                 fed.break_flow(fed.flows[s[1]])
-            else:
+            elif s[0] == "partition":
                 flow = fed.flows[s[1]]
                 fed.partition(flow.src.identity, flow.dst.identity, s[2])
+            else:
+                fed.crash(sorted(fed.members)[s[1]], s[2])
         fed.heal()
         _converged(fed, written)
     except BaseException:
