@@ -204,15 +204,19 @@ class Federation:
                 Store.open(f"sqlite:///{template}", owner=identity).close()
             self.templates[identity] = template
         shutil.copy(template, path)
-        member = Member(identity, None, None, province, hold_records, index_routes, path)  # type: ignore[arg-type]
-        self._open(member)
+        member = Member(identity, *self._start(identity, path, hold_records, index_routes), province=province,
+                        hold_records=hold_records, index_routes=index_routes, path=path)
         self.members[identity] = member
         return member
 
-    def _open(self, member: Member) -> None:
-        member.store = Store.open(f"sqlite:///{member.path}", owner=member.identity, hold_records=member.hold_records,
-                                  index_routes=member.index_routes)
-        member.replica = Replica(member.identity, member.store, self.pki.keyring())
+    def _start(self, identity: str, path: Path, hold_records: bool, index_routes: bool) -> tuple[Store, Replica]:
+        store = Store.open(f"sqlite:///{path}", owner=identity, hold_records=hold_records, index_routes=index_routes)
+        return store, Replica(identity, store, self.pki.keyring())
+
+    def _restart(self, member: Member) -> None:
+        assert member.path is not None
+        member.store, member.replica = self._start(member.identity, member.path, member.hold_records,
+                                                   member.index_routes)
         member.up = True
         member.life += 1
 
@@ -230,7 +234,7 @@ class Federation:
         for flow in self.flows:
             if member in (flow.src, flow.dst):
                 self.break_flow(flow, reconnect_after=down + self.net.delay())
-        self.net.at(self.net.now + down, lambda: self._open(member))
+        self.net.at(self.net.now + down, lambda: self._restart(member))
 
     def _push(self, src: Member, dst: Member, read: Callable[[int, int], tuple[list[LogEntry], int]],
               by_seq: bool = False) -> None:
