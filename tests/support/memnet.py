@@ -179,6 +179,7 @@ class Federation:
         self.late = 0  # batches processed after their session ended
         self.breaks = 0
         self.crashes = 0
+        self.duplicates = 0  # changes received again (resent after a break, or a late batch)
         national = self._member(f"hub-{NATIONAL}", hold_records=True, index_routes=True)
         for region, provinces in self.topology.regions.items():
             hub = self._member(f"hub-{region}", hold_records=False, index_routes=True)
@@ -327,8 +328,10 @@ class Federation:
         batch = pb.Batch.FromString(data)
         if not s.receiver.takes(batch.caught_up):
             return
-        flow.dst.replica.ingest_batch(batch, via=flow.via, peer_may_forward=flow.may_forward,
-                                      for_province=flow.for_province, cursor_name=flow.cursor_name)
+        result = flow.dst.replica.ingest_batch(batch, via=flow.via, peer_may_forward=flow.may_forward,
+                                               for_province=flow.for_province, cursor_name=flow.cursor_name)
+        assert not result.quarantined, f"{flow.name}: an honest change was quarantined"
+        self.duplicates += result.duplicates
         cursor = s.receiver.stored(batch.cursor)
         if s.dead:
             self.late += 1  # processed by the old stream's servicer: its ack has nowhere to go
