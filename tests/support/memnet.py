@@ -136,6 +136,7 @@ class Session:
     receiver: Receiver
     sent_keys: set[str] = field(default_factory=set)
     out: int = 0  # batches put on the wire
+    arrived: int = 0  # of those, how many reached the receiver while the stream was up
     acks_out: int = 0  # acks put on the wire
     late_batches: int = -1  # once broken: batches with an index below this are still processed
     due: dict[str, int] = field(default_factory=dict)  # "batch"/"ack" -> when the last one sent arrives
@@ -275,14 +276,15 @@ class Federation:
                                Receiver(start, WINDOW), dst_life=flow.dst.life)
         self._pump(flow)
 
-    def break_flow(self, flow: Flow, reconnect_after: int | None = None) -> None:
-        """The stream breaks: a prefix of what is on the wire may still be processed, the rest is lost."""
+    def break_flow(self, flow: Flow, reconnect_after: int | None = None, *, late_all: bool = False) -> None:
+        """The stream breaks: a prefix of what is on the wire may still be processed (all of it with
+        ``late_all``), the rest is lost."""
         s = flow.session
         if s is None or s.dead:
             return
         self.breaks += 1
         s.dead = True
-        s.late_batches = self.rng.randint(0, s.out)
+        s.late_batches = s.out if late_all else self.rng.randint(s.arrived, s.out)  # a prefix of the wire
         flow.session = None
         self.net.at(self.net.now + (reconnect_after if reconnect_after is not None else self.net.delay() * 4),
                     lambda: self._connect(flow))
@@ -325,6 +327,8 @@ class Federation:
             return  # lost with its stream
         if not flow.dst.up or flow.dst.life != s.dst_life:
             return  # the process it was sent to has died since
+        if not s.dead:
+            s.arrived += 1
         batch = pb.Batch.FromString(data)
         if not s.receiver.takes(batch.caught_up):
             return

@@ -73,9 +73,9 @@ def _other(province: str, scope: int, pick: int) -> str:
 step = st.one_of(
     st.tuples(st.just("write"), st.integers(0, 3), st.integers(0, 2), st.integers(0, 100)),
     st.tuples(st.just("tick"), st.integers(1, 300)),
-    st.tuples(st.just("break"), st.integers(0, FLOWS - 1)),
-    st.tuples(st.just("partition"), st.integers(0, FLOWS - 1), st.integers(50, 3000)),
-    st.tuples(st.just("crash"), st.integers(0, MEMBERS - 1), st.integers(10, 1000)),
+    st.tuples(st.just("break"), st.integers(0, FLOWS - 1), st.integers(0, 100)),
+    st.tuples(st.just("partition"), st.integers(0, FLOWS - 1), st.integers(50, 3000), st.integers(0, 100)),
+    st.tuples(st.just("crash"), st.integers(0, MEMBERS - 1), st.integers(10, 1000), st.integers(0, 100)),
 )
 
 
@@ -104,13 +104,16 @@ def _run(pki: PKI, workdir: Path, templates: dict, seed: int, steps: list[tuple]
                     fed.write(me, "person", w.record_id, lambda cur, v=values: ("create", v))
             elif s[0] == "tick":
                 fed.net.run_until(fed.net.now + s[1])
+            # Faults strike a moment later, while what the last steps sent is on the wire.
             elif s[0] == "break":
-                fed.break_flow(fed.flows[s[1]])
+                fed.net.at(fed.net.now + s[2], lambda f=fed.flows[s[1]]: fed.break_flow(f))
             elif s[0] == "partition":
                 flow = fed.flows[s[1]]
-                fed.partition(flow.src.identity, flow.dst.identity, s[2])
+                fed.net.at(fed.net.now + s[3], lambda a=flow.src.identity, b=flow.dst.identity, d=s[2]:
+                           fed.partition(a, b, d))
             else:
-                fed.crash(sorted(fed.members)[s[1]], s[2])
+                member = sorted(fed.members)[s[1]]
+                fed.net.at(fed.net.now + s[3], lambda m=member, d=s[2]: fed.crash(m, d))
         fed.heal()
         _converged(fed, written)
     except BaseException:
@@ -144,7 +147,7 @@ def _converged(fed: Federation, written: list[Written]) -> None:
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32), steps=st.lists(step, min_size=1, max_size=30))
+@given(seed=st.integers(0, 2**32), steps=st.lists(step, min_size=8, max_size=30))
 def test_every_replica_converges_after_random_faults(pki: PKI, workdir: Path, seed: int,
                                                       steps: list[tuple]) -> None:
     fed = _run(pki, workdir, TEMPLATES, seed, steps)
@@ -156,8 +159,8 @@ def test_every_replica_converges_after_random_faults(pki: PKI, workdir: Path, se
 
 
 def test_a_stream_broken_mid_window_resends_from_the_acknowledged_cursor(pki: PKI, workdir: Path) -> None:
-    """A scripted run: a node writes while its push stream breaks again and again, with part of
-    each window processed late; the hub ends with every change once, and duplicates were seen."""
+    """A scripted run: a node writes while its push stream breaks again and again, what was on the
+    wire processed late (its acks lost, so it is sent again); the hub ends with every change once."""
     fed = Federation(pki, Path(tempfile.mkdtemp(dir=workdir)), REGIONS, random.Random(7), TEMPLATES)
     try:
         push = next(f for f in fed.flows if f.name == "push province-44->hub-pearl")
@@ -169,14 +172,14 @@ def test_a_stream_broken_mid_window_resends_from_the_acknowledged_cursor(pki: PK
             values = sample_person(rng, household="44", residence="11", today=TODAY)
             fed.write("44", "person", rid, lambda cur, v=values: ("create", v))
             fed.net.run_until(fed.net.now + 20)
-            if i % 4 == 3:
-                fed.break_flow(push)
+            if i % 4 == 3:  # what is still on the wire is processed late, after the next session's batches
+                fed.break_flow(push, reconnect_after=1, late_all=True)
         assert fed.breaks >= 3 and push.epochs >= 4
         fed.heal()
         hub = fed.members["hub-pearl"]
         origins = [(e.origin, e.seq) for e in hub.log() if e.origin == "province-44"]
         assert len(origins) == len(set(origins)) == 30  # each once, though some were sent twice:
-        assert fed.duplicates > 0
+        assert fed.duplicates > 0 and fed.late > 0
         for rid in ids:
             assert fed.members["province-11"].store.get("person", rid) == \
                 fed.members["province-44"].store.get("person", rid) is not None
