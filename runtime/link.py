@@ -3,11 +3,12 @@
 How this works. A Link keeps one session at a time with the first hub in its
 list that answers (home hub first, then fallbacks). A session is two bidi
 streams on one mTLS channel: Push sends batches read from the store after the
-acknowledged cursor and persists each Ack's cursor; Pull subscribes with our
+acknowledged cursor and persists the cursor of each Ack that names a batch in
+flight (an ack that names none moves nothing); Pull subscribes with our
 durable cursor for that hub and ingests every batch in one transaction that
 also moves the cursor, then acknowledges it. At most ``WINDOW`` batches are
-in flight (core.session.Sender), and batches are read from the database page by page, so memory
-stays flat whatever the backlog. When a session fails the Link backs off with
+in flight (the window is core.session's), and batches are read from the
+database page by page, so memory stays flat whatever the backlog. When a session fails the Link backs off with
 full jitter and tries the next hub; a session on a fallback hub ends after
 ``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
 (origin, seq) makes changes that arrive by two paths harmless.
