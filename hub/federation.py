@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from dataclasses import replace
 from typing import Any, Iterator
 
@@ -17,6 +16,7 @@ import grpc
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
 from core.routing import Topology
+from core.session import Sender
 from hub.share import UpstreamShare
 from hub.status import hub_report
 from runtime import metrics, reports, wire
@@ -152,25 +152,25 @@ class FederationServicer(pb_grpc.FederationServicer):
         position = sub.cursor
         limit = min(sub.max_batch or DEFAULT_BATCH, wire.BATCH_CHANGES)
         reading = limit
-        window = min(sub.window or DEFAULT_WINDOW, MAX_WINDOW)
-        in_flight: deque[int] = deque()  # body bytes of each batch sent and not yet acknowledged, oldest first
-        flight = threading.Condition()  # an ack beyond what is in flight opens no window
+        # The window (core.session): this thread sends, read_acks releases; both under ``flight``.
+        # An ack that names no batch in flight opens no window and moves no cursor.
+        sender = Sender(position, min(sub.window or DEFAULT_WINDOW, MAX_WINDOW), max_bytes=MAX_IN_FLIGHT,
+                        min_room=MIN_ROOM)
+        flight = threading.Condition()
         store = self.replica.store
         cursor_name = f"out:{who}"
 
         failed: list[Exception] = []  # an error in the ack reader: ends the stream below
-        sent, acked = [position], [position]  # cursors of the last batch sent and the last ack (one writer each)
 
         def read_acks() -> None:
             try:
                 for req in request_iterator:
                     if req.WhichOneof("msg") == "ack":
-                        self.replica.acks.note(cursor_name, req.ack.cursor, now_ms())
-                        acked[0] = req.ack.cursor
                         with flight:
-                            if in_flight:
-                                in_flight.popleft()
-                                flight.notify()
+                            acked = sender.ack(req.ack.cursor)
+                            flight.notify()
+                        if acked is not None:
+                            self.replica.acks.note(cursor_name, acked, now_ms())
             except grpc.RpcError:
                 pass
             except Exception as exc:  # noqa: BLE001 - acks are only noted in memory, so none is expected; but
@@ -189,13 +189,14 @@ class FederationServicer(pb_grpc.FederationServicer):
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
                 # Room in the window first, so nothing read waits in memory for it.
                 with flight:
-                    while len(in_flight) >= window or sum(in_flight) > MAX_IN_FLIGHT - MIN_ROOM:
+                    while not sender.has_room():
                         if failed:
                             raise failed[0]
                         if not context.is_active() or self.stopping.is_set():
                             return
                         flight.wait(0.5)
-                    budget = min(wire.BATCH_BYTES, MAX_IN_FLIGHT - sum(in_flight)) if in_flight else wire.BATCH_BYTES
+                    budget = sender.budget(wire.BATCH_BYTES)
+                    position = sender.position
                 generation = store.generation
                 entries, pos = store.read_log(position, flt=flt, limit=reading)
                 fits = wire.cut(entries, budget)
@@ -204,10 +205,6 @@ class FederationServicer(pb_grpc.FederationServicer):
                     reading = fits
                 else:
                     reading = min(limit, reading * 2)
-                if pos > position and not entries and acked[0] >= sent[0]:
-                    # All filtered out and nothing in flight: the subscriber has everything it is owed
-                    # up to here. Moving its ack past the stretch keeps status from counting through it.
-                    self.replica.acks.note(cursor_name, pos, now_ms())
                 if pos == position:
                     if not told_idle:
                         told_idle = True
@@ -216,15 +213,18 @@ class FederationServicer(pb_grpc.FederationServicer):
                     continue
                 told_idle = False
                 if not entries:  # all filtered out: move on without a batch (and its fsyncs) for nothing
-                    position = pos
+                    with flight:
+                        idle = sender.skip(pos)
+                    if idle:
+                        # Nothing in flight either: the subscriber has everything it is owed up to
+                        # here. Moving its ack past the stretch keeps status from counting through it.
+                        self.replica.acks.note(cursor_name, pos, now_ms())
                     continue
                 with flight:
-                    in_flight.append(sum(len(e.body) for e in entries))
+                    sender.send(pos, sum(len(e.body) for e in entries))
                 certs = self.replica.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(who).inc(len(entries))
-                sent[0] = pos
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
                 entries = certs = None  # type: ignore[assignment] # held by gRPC now, not by us while we wait
-                position = pos
         finally:
             self._mark(who, "pull", False)

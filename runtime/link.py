@@ -3,11 +3,12 @@
 How this works. A Link keeps one session at a time with the first hub in its
 list that answers (home hub first, then fallbacks). A session is two bidi
 streams on one mTLS channel: Push sends batches read from the store after the
-acknowledged cursor and persists each Ack's cursor; Pull subscribes with our
+acknowledged cursor and persists the cursor of each Ack that names a batch in
+flight (an ack that names none moves nothing); Pull subscribes with our
 durable cursor for that hub and ingests every batch in one transaction that
 also moves the cursor, then acknowledges it. At most ``WINDOW`` batches are
-in flight, and batches are read from the database page by page, so memory
-stays flat whatever the backlog. When a session fails the Link backs off with
+in flight (the window is core.session's), and batches are read from the
+database page by page, so memory stays flat whatever the backlog. When a session fails the Link backs off with
 full jitter and tries the next hub; a session on a fallback hub ends after
 ``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
 (by digest, core.intakeplan) makes changes that arrive by two paths harmless.
@@ -42,6 +43,7 @@ import grpc
 
 from runtime.config import HubAddress, TLSPaths
 from core.errors import StoreUnavailable
+from core.session import Receiver, Sender
 from runtime import metrics, wire
 from runtime.replica import Replica, now_ms
 from runtime.transport import describe_failure, secure_channel, server_certificate
@@ -244,10 +246,10 @@ class Link(threading.Thread):
     def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
               store_down: list) -> None:
         store = self.replica.store
-        window = threading.Semaphore(WINDOW)
         sent_keys: set[str] = set()
-        # Cursor of the last batch sent, and of the last ack: each written by one thread only.
-        sent, acked = [0], [0]
+        # The window (core.session): the request thread sends, this one reads acks; both under ``flight``.
+        flight = threading.Condition()
+        session: list[Sender] = []  # set once the request thread has read the acknowledged cursor
 
         def requests():  # type: ignore[no-untyped-def]
             # gRPC runs this on a thread of its own, and an exception here would reach the hub as
@@ -260,50 +262,61 @@ class Link(threading.Thread):
 
         def push_requests():  # type: ignore[no-untyped-def]
             yield pb.PushRequest(hello=wire.hello(self.replica.identity))
-            position = self.replica.acks.cursor(self.push_cursor)
+            sender = Sender(self.replica.acks.cursor(self.push_cursor), WINDOW)
+            with flight:
+                session.append(sender)
             next_report = 0.0
             while not done.is_set():
                 if self.report is not None and time.monotonic() >= next_report:
                     next_report = time.monotonic() + REPORT_EVERY
                     yield pb.PushRequest(report=pb.Report(json=json.dumps(self.report(), ensure_ascii=False)))
                 generation = store.generation
-                entries, pos = self.source(position, BATCH)
+                entries, pos = self.source(sender.position, BATCH)
                 fits = wire.cut(entries)
                 if fits < len(entries):  # big changes: read fewer (positions are the source's own)
-                    entries, pos = self.source(position, fits)
+                    entries, pos = self.source(sender.position, fits)
                 if not entries:
-                    if pos > position:  # a stretch with nothing to send: read on from its end
-                        if acked[0] >= sent[0]:
+                    if pos > sender.position:  # a stretch with nothing to send: read on from its end
+                        with flight:
+                            idle = sender.skip(pos)
+                        if idle:
                             # Nothing in flight either: the hub has all it needs up to here, so
                             # status counts no backlog behind what it will never be sent.
                             self.replica.acks.note(self.push_cursor, pos, now_ms())
-                        position = pos
                         continue
                     store.wait_for_append(generation, 0.5)
                     continue
-                while not window.acquire(timeout=0.5):
-                    if done.is_set():
-                        return
+                with flight:
+                    while not sender.has_room():
+                        if done.is_set():
+                            return
+                        flight.wait(0.5)
+                    sender.send(pos)
                 certs = self.replica.certificates_for(entries, sent_keys)
                 metrics.CHANGES_OUT.labels(hub.identity).inc(len(entries))
-                sent[0] = pos
                 yield pb.PushRequest(batch=wire.batch(pos, entries, certs))
-                position = pos
 
         call = stub.Push(requests())
         calls.append(call)
+        stray = 0  # acks that named no batch in flight
         for resp in call:
             if resp.WhichOneof("msg") == "hello":
                 self._up(hub)
             elif resp.WhichOneof("msg") == "ack":
                 if resp.ack.quarantined and self.for_province is not None:
                     self._quarantined_upstream(hub, resp.ack)
-                self.replica.acks.note(self.push_cursor, resp.ack.cursor, now_ms())
+                with flight:
+                    acked = session[0].ack(resp.ack.cursor) if session else None
+                    flight.notify()
+                if acked is None:  # names no batch in flight: it moves no cursor (logged once a session)
+                    if not stray:
+                        log.warning("hub-%s acknowledged cursor %d, which is not in flight", hub.name, resp.ack.cursor)
+                    stray += 1
+                    continue
+                self.replica.acks.note(self.push_cursor, acked, now_ms())
                 self.state.pushed += resp.ack.accepted
-                acked[0] = resp.ack.cursor
                 if self.on_push_ack is not None:
-                    self.on_push_ack(resp.ack.cursor)
-                window.release()
+                    self.on_push_ack(acked)
 
     def _quarantined_upstream(self, hub: HubAddress, ack: pb.Ack) -> None:
         """The hub took a batch of ours but quarantined some of it: the cursor moves past them
@@ -320,10 +333,11 @@ class Link(threading.Thread):
               store_down: list) -> None:
         name = f"pull:{hub.identity}"
         acks: queue.Queue[pb.Ack | None] = queue.Queue()
-        start = self.replica.store.cursor(name)  # here, not in requests(): see _push
+        receiver = Receiver(self.replica.store.cursor(name), WINDOW)  # here, not in requests(): see _push
+        start, window = receiver.subscribe()
 
         def requests():  # type: ignore[no-untyped-def]
-            yield pb.PullRequest(subscribe=pb.Subscribe(cursor=start, window=WINDOW))
+            yield pb.PullRequest(subscribe=pb.Subscribe(cursor=start, window=window))
             while True:
                 ack = acks.get()
                 if ack is None:
@@ -334,13 +348,13 @@ class Link(threading.Thread):
         calls.append(call)
         try:
             for resp in call:
-                if resp.WhichOneof("msg") != "batch" or resp.batch.caught_up:
+                if resp.WhichOneof("msg") != "batch" or not receiver.takes(resp.batch.caught_up):
                     continue  # caught_up batches take no window slot and need no ack
                 result = self.replica.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,
                                                 for_province=self.for_province, cursor_name=name)
                 self.state.pulled += result.applied
                 self.state.quarantined += result.quarantined
-                acks.put(pb.Ack(cursor=resp.batch.cursor, accepted=result.applied,
+                acks.put(pb.Ack(cursor=receiver.stored(resp.batch.cursor), accepted=result.applied,
                                 duplicates=result.duplicates, quarantined=result.quarantined))
         finally:
             acks.put(None)
