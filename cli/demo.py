@@ -11,7 +11,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import click
 import grpc
@@ -197,7 +197,7 @@ def _moves(d: Demo, codes: list[str], ids: list[tuple[str, str]], rng: random.Ra
                       f"{'delivered' if d.get(f'province-{target}', pid) else 'on its way'} to the new province")
 
 
-def _wait(check, tries: int = 100) -> bool:  # type: ignore[no-untyped-def]
+def _wait(check: Callable[[], object], tries: int = 100) -> bool:
     for _ in range(tries):
         try:
             if check():

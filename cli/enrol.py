@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import tomli_w
@@ -180,7 +180,7 @@ _common = [
 ]
 
 
-def _options(fn):  # type: ignore[no-untyped-def]
+def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(_common):
         fn = option(fn)
     return fn

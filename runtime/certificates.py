@@ -29,6 +29,7 @@ from core import certdoc
 from core.certdoc import CertificateRefused
 from core.errors import PermissionDenied, ValidationError
 from core.kinds import get_kind, open_conflicts
+from core.record import RecordState
 from runtime.records import RecordService
 from runtime.services import held_person
 from store.store import Store
@@ -178,7 +179,7 @@ class CertificateDesk:
         return out
 
 
-def _issuer_wrote(record, issuer: str) -> None:  # type: ignore[no-untyped-def]
+def _issuer_wrote(record: RecordState, issuer: str) -> None:
     """Only the issuing province's word on a certificate counts. Any involved province may write
     the record (the residence province rewrites its routing fields when the holder moves), so a
     compromised one could sign a false status; every version names its writer, so check it."""

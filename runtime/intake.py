@@ -14,7 +14,7 @@ import re
 from typing import Iterable, Protocol
 
 from core.apply import authorise
-from core.change import PROTOCOL, Change, Envelope, parse, parse_head
+from core.change import PROTOCOL, Change, Envelope, Head, parse, parse_head
 from core.errors import BadSignature, Malformed, RemoteError, SyncError, ValidationError
 from core.kinds import get_kind
 from core.record import DELETED
@@ -178,7 +178,7 @@ def _text_ok(text: str) -> bool:
     return True
 
 
-def _check_storable(change) -> None:  # type: ignore[no-untyped-def]
+def _check_storable(change: Change | Head) -> None:
     """Refuse free text the log cannot store as-is on every backend.
 
     Otherwise a change that is validly signed by an authorised author (e.g. one
@@ -198,7 +198,7 @@ def _check_storable(change) -> None:  # type: ignore[no-untyped-def]
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def _check_encodable(change, body: bytes) -> None:  # type: ignore[no-untyped-def]
+def _check_encodable(change: Change | Head, body: bytes) -> None:
     """Refuse a state that has no UTF-8 form: a lone surrogate (only spellable as a JSON escape)
     in a field name, value or clock node would pass every check, then fail encoding the merged
     record at ingest, aborting the whole batch on every retry. (Regional hubs decode only the
@@ -211,7 +211,7 @@ def _check_encodable(change, body: bytes) -> None:  # type: ignore[no-untyped-de
         raise Malformed("state: a field name, value or clock holds a lone UTF-16 surrogate") from None
 
 
-def _refused(env: Envelope, why: str, change, charged: str) -> Refused:  # type: ignore[no-untyped-def]
+def _refused(env: Envelope, why: str, change: Change | Head | None, charged: str) -> Refused:
     if change is None:
         return Refused(env, why, charged=charged)
     return Refused(env, why, change.origin, change.seq, change.kind, change.record_id, charged=charged)

@@ -36,7 +36,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import grpc
 
@@ -226,7 +226,8 @@ class Link(threading.Thread):
         self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"hub-{hub.name}: {why}"
         log.warning("hub-%s unavailable: %s", hub.name, why)
 
-    def _guard(self, fn, stub, hub, done, calls, errors, store_down) -> None:  # type: ignore[no-untyped-def]
+    def _guard(self, fn: Callable[..., None], stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event,
+               calls: list, errors: list[str], store_down: list) -> None:
         try:
             fn(stub, hub, done, calls, store_down)
         except grpc.RpcError as err:
@@ -241,7 +242,7 @@ class Link(threading.Thread):
             done.set()
 
     # -- push: our changes up ------------------------------------------------
-    def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
+    def _push(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
               store_down: list) -> None:
         store = self.replica.store
         window = threading.Semaphore(WINDOW)
@@ -249,7 +250,7 @@ class Link(threading.Thread):
         # Cursor of the last batch sent, and of the last ack: each written by one thread only.
         sent, acked = [0], [0]
 
-        def requests():  # type: ignore[no-untyped-def]
+        def requests() -> Iterator[pb.PushRequest]:
             # gRPC runs this on a thread of its own, and an exception here would reach the hub as
             # a cancelled stream (and us as the hub's failure): a store outage ends it quietly.
             try:
@@ -258,7 +259,7 @@ class Link(threading.Thread):
                 store_down.append(err)
                 done.set()
 
-        def push_requests():  # type: ignore[no-untyped-def]
+        def push_requests() -> Iterator[pb.PushRequest]:
             yield pb.PushRequest(hello=wire.hello(self.replica.identity))
             position = store.cursor(self.push_cursor)
             next_report = 0.0
@@ -304,13 +305,13 @@ class Link(threading.Thread):
                 window.release()
 
     # -- pull: changes for us down --------------------------------------------
-    def _pull(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
+    def _pull(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
               store_down: list) -> None:
         name = f"pull:{hub.identity}"
         acks: queue.Queue[pb.Ack | None] = queue.Queue()
         start = self.replica.store.cursor(name)  # here, not in requests(): see _push
 
-        def requests():  # type: ignore[no-untyped-def]
+        def requests() -> Iterator[pb.PullRequest]:
             yield pb.PullRequest(subscribe=pb.Subscribe(cursor=start, window=WINDOW))
             while True:
                 ack = acks.get()

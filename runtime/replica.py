@@ -29,7 +29,7 @@ from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from core.record import RecordState
 from runtime import intake, junk, metrics, wire
-from store.store import IngestResult, LogEntry, Store
+from store.store import IngestResult, LogEntry, Refused, Store
 from yipanqi.v1 import federation_pb2 as pb
 
 log = logging.getLogger("yipanqi.peer")
@@ -156,7 +156,7 @@ def _whole_batch_problem(batch: pb.Batch) -> str | None:
     return None
 
 
-def _batch_refusal(first_body: bytes, count: int, why: str, via: str):  # type: ignore[no-untyped-def]
+def _batch_refusal(first_body: bytes, count: int, why: str, via: str) -> Refused:
     r = intake.unreadable(first_body[:4096], f"malformed: batch of {count} changes refused whole: {why}", via)
     return replace(r, count=max(count, 1))
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection
 
 from core import hlc
 from core.apply import apply, local_write
@@ -236,7 +237,7 @@ class Store:
         with self.engine.connect() as conn:
             return counters.read(conn, name).get(name, (0, 0))[0]
 
-    def _save(self, conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    def _save(self, conn: Connection, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:
         live, conflicted = records.save_many(conn, states, now_ms)
         projections.save(conn, [state for state, _ in states])  # per-kind side tables, same transaction
         tallies.bump(conn, tallies.deltas(states), now_ms)  # migrants per province pair, same transaction
@@ -251,7 +252,7 @@ class Store:
         return local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
                            seq=seq, at=at, op=op, operator=operator)
 
-    def _log_own(self, conn, changes: Sequence[Change], saves: Sequence[tuple[RecordState, RecordState | None]],  # type: ignore[no-untyped-def]
+    def _log_own(self, conn: Connection, changes: Sequence[Change], saves: Sequence[tuple[RecordState, RecordState | None]],
                  now_ms: int, seal: Sealer) -> None:
         """Our own changes into the log under one batch signature, and the states they make saved,
         in the caller's transaction."""
@@ -407,7 +408,7 @@ class Store:
         with self.engine.connect() as conn:
             return claims.listing(conn, status=status)
 
-    def _open_claim(self, conn, claim_id: int) -> claims.Claim:  # type: ignore[no-untyped-def]
+    def _open_claim(self, conn: Connection, claim_id: int) -> claims.Claim:
         claim = claims.get(conn, claim_id)
         if claim is None:
             raise NotFound(f"no claim {claim_id} on {self.owner}")
@@ -502,7 +503,7 @@ class Store:
             return quarantine.shares(conn)
 
     # -- cursors -------------------------------------------------------------------
-    def _set_cursor(self, conn, name: str, value: int, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    def _set_cursor(self, conn: Connection, name: str, value: int, now_ms: int) -> None:
         done = conn.execute(update(cursors).where(cursors.c.name == name).values(value=value, updated_ms=now_ms))
         if done.rowcount == 0:
             conn.execute(insert(cursors).values(name=name, value=value, updated_ms=now_ms))
@@ -538,7 +539,7 @@ class Store:
             acks = self._write_acks(conn)
         self._acks_written(acks)
 
-    def _write_acks(self, conn) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
+    def _write_acks(self, conn: Connection) -> dict[str, tuple[int, int]]:
         """Write the noted acks in the caller's transaction; they stay noted until it commits."""
         with self._acks_lock:
             pending = dict(self._acks)

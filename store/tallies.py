@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Sequence
 
 from sqlalchemy import select
+from sqlalchemy import Connection
 
 from core.record import RecordState
 from store.db import insert_rows, update_rows
@@ -48,7 +49,7 @@ def deltas(states: Sequence[tuple[RecordState, RecordState | None]]) -> Counter[
     return out
 
 
-def bump(conn, changes: Counter[tuple[str, str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+def bump(conn: Connection, changes: Counter[tuple[str, str]], now_ms: int) -> None:
     """Apply ``changes`` in three statements whatever their number (one read, one driver-level
     executemany each for the updates and the new pairs): this runs in every batch a hub or node
     applies, and a batch of new migrants touches hundreds of pairs."""
@@ -64,7 +65,7 @@ def bump(conn, changes: Counter[tuple[str, str]], now_ms: int) -> None:  # type:
         insert_rows(conn, counters, ("name", "value", "at_ms"), inserts)
 
 
-def pairs(conn) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+def pairs(conn: Connection) -> list[tuple[str, str, int]]:
     """(household, residence, live migrants) for every pair with any."""
     rows = conn.execute(select(counters.c.name, counters.c.value).where(counters.c.name.startswith(PREFIX)))
     out = []
