@@ -126,7 +126,7 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
             run.read_to = line
         try:
             if None in row:
-                raise ValidationError("row", f"{len(row[None])} more values than columns")  # type: ignore[index]
+                raise ValidationError("row", f"{len(row[None])} more values than columns")
             missing = sum(1 for v in row.values() if v is None)  # DictReader's filler for a short row
             if missing:
                 raise ValidationError("row", f"{missing} fewer values than columns")
@@ -206,7 +206,7 @@ def import_(config: str, file: Path, update: bool, from_line: int | None, as_jso
                 for report in client.stream("Import", _chunks(rows, update=update, run=run)):
                     for result in report.results:
                         _answered(run, file, result, update)
-                    progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
+                    progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,  # type: ignore[attr-defined]  # a real file
                                     rows=sum(run.counts.values()) + len(errors))
             except KeyboardInterrupt:
                 aborted = True

@@ -285,8 +285,8 @@ def _conflict(d: Demo, fed: Federation, codes: list[str], rng: random.Random, to
             break
         time.sleep(0.1)
     console.print(f"concurrent edit of {pid[:8]} at {province_name(a)} and {province_name(b)}: "
-                  f"open conflict on {', '.join(ra['_meta']['conflicts']) or 'nothing'}; "
-                  f"both provinces show {plain(repr(ra['contraception']))}", markup=False)
+                  f"open conflict on {', '.join(ra['_meta']['conflicts']) or 'nothing'}; "  # type: ignore[index]  # held by now
+                  f"both provinces show {plain(repr(ra['contraception']))}", markup=False)  # type: ignore[index]  # as above
 
 
 def _short(code: str) -> str:

@@ -143,7 +143,7 @@ def _install(file: Path, doc: dict[str, Any], directory: Path) -> dict[str, Any]
         except ValidationError as err:
             raise _fail(str(file), err) from None
     for _, pem, where, _, stem in parts:
-        write_public(where / f"{stem}.crt", pem.encode())
+        write_public(where / f"{stem}.crt", pem.encode())  # type: ignore[union-attr]  # checked present above
         write_public(where / "ca.crt", ca_pem)
     revoked = str(fed.get("revoked") or "# revoked certificate serials and signing key ids, one per line\n")
     write_public(directory / "revoked.txt", revoked.encode())
@@ -155,7 +155,7 @@ def _install(file: Path, doc: dict[str, Any], directory: Path) -> dict[str, Any]
 def _finish(path: Path, cfg: dict[str, object], state_dir: Path | None) -> None:
     section = "node" if "node" in cfg else "hub"
     if state_dir is not None:
-        cfg[section]["state_dir"] = str(state_dir)  # type: ignore[index]
+        cfg[section]["state_dir"] = str(state_dir)  # type: ignore[index]  # a TOML table: a dict
     path.write_text(tomli_w.dumps(cfg))
     click.echo(f"wrote {path}")
 

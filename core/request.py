@@ -84,7 +84,7 @@ def provinces(values: Mapping[str, object]) -> frozenset[str]:
 
 def _days(start: object, end: object) -> int | None:
     try:
-        return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days  # type: ignore[arg-type]
+        return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days  # type: ignore[arg-type]  # a non-str raises TypeError, caught below
     except (TypeError, ValueError):
         return None
 

@@ -221,7 +221,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                 metrics.CHANGES_OUT.labels(who).inc(len(entries))
                 sent[0] = pos
                 yield pb.PullResponse(batch=wire.batch(pos, entries, certs))
-                entries = certs = None  # type: ignore[assignment] # held by gRPC now, not by us while we wait
+                entries = certs = None  # type: ignore[assignment]  # held by gRPC now, not by us while we wait
                 position = pos
         finally:
             self._mark(who, "pull", False)

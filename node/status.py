@@ -63,14 +63,14 @@ def node_report(store: Store) -> dict[str, object]:
     from runtime.stats import delivery_delays
 
     doc = node_status(store, None)
-    lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[union-attr]
+    lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[attr-defined]  # node_status: a dict of dicts
     return {
         "at_ms": now_ms(),
         "records": doc["records"],
         "last_seq": doc["last_seq"],
         "acked_seq": doc["acked_seq"],
-        "backlog": doc["outbox"]["changes"],  # type: ignore[index]
-        "oldest_age_s": doc["outbox"]["oldest_age_s"],  # type: ignore[index]
+        "backlog": doc["outbox"]["changes"],  # type: ignore[index]  # node_status: a dict
+        "oldest_age_s": doc["outbox"]["oldest_age_s"],  # type: ignore[index]  # as above
         "max_lag_s": max(lags) if lags else None,
         "conflicts": doc["conflicts"],
         "quarantined": doc["quarantined"],

@@ -186,7 +186,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         if request.by not in ("", "month", "province"):
             raise ValidationError("by", f"{request.by!r} is not one of month, province",
                                   rule="must be one of month, province")
-        doc = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
+        doc: dict[str, object] = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
         doc["delivery"] = delivery_delays(self.store)
         return pb.JsonReply(json=_dump(doc))
 

@@ -16,7 +16,7 @@ changes are counted per party charged with them, and per claimed origin, for the
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from core import assess
 from core.errors import ValidationError
@@ -70,7 +70,7 @@ def assessment(store: Store, *, own: str | None, from_date: str = "", to_date: s
     with store.engine.connect() as conn:
         pairs = q.migrant_pairs(conn)
         figures, days = q.request_figures(conn, start, end, today.isoformat())
-        rows = {
+        rows: dict[str, Any] = {
             "pairs": pairs,
             "requests": figures,
             "answer_days": days,

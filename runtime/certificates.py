@@ -76,6 +76,7 @@ class CertificateDesk:
         state = held_person(self.store, person_id)
         person, pid, own = state.values(), state.record_id, self.store.province
         household = person.get("household_province")
+        assert own is not None  # _writer(): a province node
         if household != own:
             raise ValidationError("household_province", f"only the household province ({household}) issues "
                                                         f"this person's certificate; this is province {own}")

@@ -25,7 +25,7 @@ Rows = list[tuple[Any, ...]]
 
 
 def _between(column: ColumnElement[Any], start: str | None, end: str | None) -> Any:
-    cond = [column.is_not(None)] if start or end else []
+    cond: list[ColumnElement[bool]] = [column.is_not(None)] if start or end else []
     if start:
         cond.append(column >= start)
     if end:

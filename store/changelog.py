@@ -13,7 +13,7 @@ import hashlib
 from typing import Any, NamedTuple, Sequence
 
 from sqlalchemy import and_, func, select
-from sqlalchemy import ColumnElement, Connection, Row
+from sqlalchemy import ColumnElement, Connection
 
 from core.change import Change, Envelope, Head
 from core.identity import Identity
@@ -59,7 +59,7 @@ _ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_i
                   log.c.proof, log.c.routes, log.c.via, log.c.received_ms)
 
 
-def _entry(r: Row[Any]) -> LogEntry:
+def _entry(r: Sequence[Any]) -> LogEntry:
     (lsn, origin, seq, kind, record_id, op, operator, at_ms, body, key_id, signature, index, size, proof,
      routes, via, received_ms) = r
     proof = bytes(proof)

@@ -77,7 +77,7 @@ def listing(conn: Connection, *, status: str | None = None) -> list[Claim]:
     return _select(conn, claims.c.status == status if status is not None else None)
 
 
-def _select(conn: Connection, where: ColumnElement[bool]) -> list[Claim]:
+def _select(conn: Connection, where: ColumnElement[bool] | None) -> list[Claim]:
     q = select(claims.c.claim_id, claims.c.kind, claims.c.record_id, claims.c.origin, claims.c.seq, claims.c.body,
                claims.c.received_ms, claims.c.status, claims.c.decided_ms, claims.c.decided_by)
     if where is not None:

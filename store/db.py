@@ -49,7 +49,7 @@ def open_engine(url: str) -> Engine:
             for suffix in ("-wal", "-shm", "-journal"):  # left by an older release, maybe 0644
                 make_private(path + suffix)
         # The busy timeout (seconds): 30 unless the URL says otherwise (sqlite:///node.db?timeout=5).
-        timeout = float(parsed.query.get("timeout", 30))
+        timeout = float(parsed.query.get("timeout", 30))  # type: ignore[arg-type]  # one ?timeout= is a str
         engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False},
                                hide_parameters=True)
 

@@ -52,7 +52,7 @@ def _storable(text: str | None, max_len: int) -> str | None:
 
 
 def _width(column: str) -> int:
-    return quarantine.c[column].type.length
+    return quarantine.c[column].type.length  # type: ignore[attr-defined]  # a String column: its TypeEngine has one
 
 
 def add_capped(conn: Connection, refused: Sequence, *, peer: str, now_ms: int) -> tuple[int, int]:

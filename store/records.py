@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from sqlalchemy import and_, func, select
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection
 
 from core import canonical
 from core.change import state_provinces
@@ -70,7 +70,7 @@ def save_many(conn: Connection, states: Sequence[tuple[RecordState, RecordState 
         now_live = not state.deleted
         now_conflicted = bool(open_conflicts(state))  # rules that merging broke too (core.kinds)
         was_live = prior is not None and not prior.deleted
-        was_conflicted = was_live and bool(open_conflicts(prior))  # type: ignore[arg-type]
+        was_conflicted = was_live and bool(open_conflicts(prior))  # type: ignore[arg-type]  # was_live: prior is not None
         live += now_live - was_live
         conflicted += (now_live and now_conflicted) - was_conflicted
         shown = state.values()
@@ -127,7 +127,7 @@ def flow_counts(conn: Connection, kind: str) -> list[tuple[str | None, str | Non
 
 def count(conn: Connection, *, conflicted_only: bool = False) -> int:
     """Live (or live and conflicted) records, counted (the counters' starting values)."""
-    cond = records.c.deleted.is_(False)
+    cond: ColumnElement[bool] = records.c.deleted.is_(False)
     if conflicted_only:
         cond = and_(cond, records.c.conflicted.is_(True))
     return int(conn.execute(select(func.count()).select_from(records).where(cond)).scalar() or 0)

@@ -102,7 +102,7 @@ class Store:
         self.health = health or Health()
         if not getattr(engine, "_yipanqi_watched", False):
             watch(engine, self.health)
-            engine._yipanqi_watched = True  # type: ignore[attr-defined]
+            engine._yipanqi_watched = True  # type: ignore[attr-defined]  # our marker on a shared engine
         self.owner = owner
         ident = Identity.parse(owner)
         self.province = ident.name if ident.role == "province" else None
@@ -139,7 +139,7 @@ class Store:
         engine = open_engine(url)
         health = health or Health()
         watch(engine, health)
-        engine._yipanqi_watched = True  # type: ignore[attr-defined]
+        engine._yipanqi_watched = True  # type: ignore[attr-defined]  # our marker on a shared engine
         migrate(engine)
         if person_secret is not None:
             with engine.begin() as conn:
@@ -366,11 +366,11 @@ class Store:
                 for a in fresh:
                     ch = a.change
                     key = (ch.kind, ch.record_id)
-                    if is_claim(states[key], ch, open_claim=ch.origin in held.get(key, ())):  # type: ignore[arg-type]
-                        new_claims.append((ch, a.envelope.body))  # type: ignore[arg-type]
+                    if is_claim(states[key], ch, open_claim=ch.origin in held.get(key, ())):  # type: ignore[arg-type]  # hold_records: full changes only
+                        new_claims.append((ch, a.envelope.body))  # type: ignore[arg-type]  # as above
                         held.setdefault(key, set()).add(ch.origin)
                         continue
-                    outcome = apply(states[key], ch)
+                    outcome = apply(states[key], ch)  # type: ignore[arg-type]  # as above
                     states[key] = outcome.state
                     result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
                 claims.add(conn, new_claims, now_ms)

@@ -31,7 +31,7 @@ def _pair(state: RecordState | None) -> tuple[str, str] | None:
     shown = state.values()
     h, r = shown.get("household_province"), shown.get("residence_province")
     ok = isinstance(h, str) and isinstance(r, str) and len(h) == 2 == len(r) and h != r
-    return (h, r) if ok else None  # type: ignore[return-value]
+    return (h, r) if ok else None  # type: ignore[return-value]  # ok: both are str
 
 
 def deltas(states: Sequence[tuple[RecordState, RecordState | None]]) -> Counter[tuple[str, str]]:
