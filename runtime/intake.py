@@ -15,7 +15,8 @@ from typing import Iterable, Protocol
 
 from core.apply import authorise
 from core.change import PROTOCOL, Change, Envelope, Head, parse, parse_head
-from core.errors import BadSignature, Malformed, RemoteError, SyncError, ValidationError
+from core.errors import (BadSignature, Equivocation, Malformed, RemoteError, SyncError, Unauthorised, UnknownAuthor,
+                         ValidationError)
 from core.kinds import get_kind
 from core.record import DELETED
 from core.kinds import KINDS
@@ -28,17 +29,12 @@ class Verifies(Protocol):
     def verify(self, body: bytes, seal: Seal, proven: dict | None = None) -> str: ...
 
 
-REASONS = {
-    "BadSignature": "bad signature",
-    "UnknownAuthor": "unknown author",
-    "Unauthorised": "unauthorised writer",
-    "Malformed": "malformed",
-    "Equivocation": "equivocation",
-}
+# Every category a refusal is filed under (core.errors: each class's ``category``).
+CATEGORIES = frozenset(e.category for e in (BadSignature, UnknownAuthor, Unauthorised, Malformed, Equivocation))
 
 
 def reason(err: SyncError) -> str:
-    return f"{REASONS.get(type(err).__name__, type(err).__name__)}: {err}"
+    return f"{err.category}: {err}"
 
 
 MAX_BAD_SIGNATURES = 4
@@ -99,15 +95,15 @@ def check(
             bad_signatures += 1
             if bad_signatures > MAX_BAD_SIGNATURES:
                 raise BatchRefused(f"more than {MAX_BAD_SIGNATURES} changes with bad signatures") from None
-            refused.append(_refused(env, reason(err), change, peer))
+            refused.append(_refused(env, err.category, reason(err), change, peer))
         except RemoteError as err:
             if author is None and peer_may_forward:
                 author = _signer(verifier, env, proven)
-            refused.append(_refused(env, reason(err), change, author or peer))
+            refused.append(_refused(env, err.category, reason(err), change, author or peer))
         except SyncError as err:  # e.g. identity parse errors on a forged origin
             if author is None and peer_may_forward:
                 author = _signer(verifier, env, proven)
-            refused.append(_refused(env, f"malformed: {err}", change, author or peer))
+            refused.append(_refused(env, Malformed.category, f"{Malformed.category}: {err}", change, author or peer))
     return accepted, refused
 
 
@@ -211,16 +207,18 @@ def _check_encodable(change: Change | Head, body: bytes) -> None:
         raise Malformed("state: a field name, value or clock holds a lone UTF-16 surrogate") from None
 
 
-def _refused(env: Envelope, why: str, change: Change | Head | None, charged: str) -> Refused:
+def _refused(env: Envelope, category: str, why: str, change: Change | Head | None, charged: str) -> Refused:
     if change is None:
-        return Refused(env, why, charged=charged)
-    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id, charged=charged)
+        return Refused(env, why, charged=charged, category=category)
+    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id, charged=charged,
+                   category=category)
 
 
 def unreadable(body: bytes, why: str, charged: str) -> Refused:
     """Input refused before any change in it could be decoded (a batch refused whole), charged to
-    the TLS peer that sent it."""
-    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), why, charged=charged)
+    the TLS peer that sent it: "malformed: <why>"."""
+    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), f"{Malformed.category}: {why}",
+                   charged=charged, category=Malformed.category)
 
 
 MAX_KEPT = 256 * 1024

@@ -128,8 +128,7 @@ class Replica:
         metrics.DUPLICATES.labels(via).inc(result.duplicates)
         own = 0.0  # what the peer itself is charged for (unverified input), in tokens
         for r in refused:
-            category = r.reason.split(":", 1)[0]
-            metrics.QUARANTINED.labels(category).inc(r.count)
+            metrics.QUARANTINED.labels(r.category).inc(r.count)
             party = r.charged or via
             if party == via:
                 own += r.count if r.count == 1 else max(r.count, batch.ByteSize() / junk.BYTES_PER_TOKEN)
@@ -157,7 +156,7 @@ def _whole_batch_problem(batch: pb.Batch) -> str | None:
 
 
 def _batch_refusal(first_body: bytes, count: int, why: str, via: str) -> Refused:
-    r = intake.unreadable(first_body[:4096], f"malformed: batch of {count} changes refused whole: {why}", via)
+    r = intake.unreadable(first_body[:4096], f"batch of {count} changes refused whole: {why}", via)
     return replace(r, count=max(count, 1))
 
 

@@ -33,7 +33,7 @@ from sqlalchemy import Connection
 from core import hlc
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import Equivocation, LocalError, NotFound, SyncError
+from core.errors import Equivocation, LocalError, Malformed, NotFound, SyncError
 from core.identity import Identity
 from core.kinds import get_kind
 from core.merkle import Seal
@@ -73,6 +73,7 @@ class Refused:
     record_id: str | None = None
     charged: str | None = None  # whose quarantine share it takes (store.quarantine); None: the peer it came via
     count: int = 1  # changes it stands for (a batch refused whole is one entry for all of them)
+    category: str = Malformed.category  # the error class's category, which ``reason`` starts with (core.errors)
 
 
 @dataclass(slots=True)
@@ -341,8 +342,8 @@ class Store:
                         err = Equivocation(f"{ch.origin} seq {ch.seq} was already received with other content")
                         # Same "<category>: <detail>" form as runtime.intake.reason gives every other refusal;
                         # verified, so charged to its signer (the origin: intake checked they are one).
-                        bad.append(Refused(a.envelope, f"equivocation: {err}", ch.origin, ch.seq, ch.kind,
-                                           ch.record_id, charged=ch.origin))
+                        bad.append(Refused(a.envelope, f"{err.category}: {err}", ch.origin, ch.seq, ch.kind,
+                                           ch.record_id, charged=ch.origin, category=err.category))
                     continue
                 seen[(ch.origin, ch.seq)] = digest  # a duplicate inside the batch
                 fresh.append(a)
