@@ -44,6 +44,7 @@ import tomli_w
 from certs.ca import write_public
 from cli.federation import HUB_ORDER, home_hubs, hub_config, load_registry, node_config, save_registry
 from core.errors import ValidationError
+from core.identity import Identity
 from core.provinces import DEFAULT_REGIONS, PROVINCES
 
 REQUEST = "enrolment-request/1"
@@ -200,7 +201,7 @@ def enrol_node(province: str, directory: Path, address: str | None, certificates
     """Enrol the node of PROVINCE in DIRECTORY (keys stay there)."""
     if province not in PROVINCES:
         raise click.BadParameter(f"unknown province code {province!r}", param_hint="PROVINCE")
-    identity = f"province-{province}"
+    identity = str(Identity.for_province(province))
     if certificates is None:
         if address is None:
             raise click.UsageError("--address HOST:PORT is needed to make a request")
@@ -228,7 +229,7 @@ def enrol_node(province: str, directory: Path, address: str | None, certificates
 def enrol_hub(name: str, directory: Path, address: str | None, certificates: Path | None,
               metrics_port: int | None, state_dir: Path | None) -> None:
     """Enrol hub NAME in DIRECTORY (keys stay there)."""
-    identity = f"hub-{name}"
+    identity = str(Identity.for_hub(name))
     if certificates is None:
         if address is None:
             raise click.UsageError("--address HOST:PORT is needed to make a request")

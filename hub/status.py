@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from core.errors import StoreUnavailable
+from core.identity import Identity
 from core.routing import Topology
 from runtime.link import LinkState
 from runtime.outage import store_report
@@ -73,7 +74,7 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
     rows = []
     for region, provinces in sorted(topology.regions.items()):
         for code in sorted(provinces):
-            identity = f"province-{code}"
+            identity = str(Identity.for_province(code))
             r = reports.get(identity, {})
             at = r.get("at_ms")
             incoming = [d for d in (r.get("delivery") or {}).values() if isinstance(d, dict)]  # type: ignore[attr-defined]  # as above
@@ -121,7 +122,7 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
     try:
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
     except StoreUnavailable:  # shown in report["store"]
-        report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
+        report = {"role": "hub", "identity": str(Identity.for_hub(hub)), "log_lsn": None, "quarantined": None,
                   "quarantine": None, "destinations": [], "upstream": link_report(upstream, now)}
         if upstream is not None:
             report["upstream_queue"] = {"changes": None, "oldest_age_s": None}
@@ -141,9 +142,9 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
 def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                  upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None,
                  now: int) -> dict[str, object]:
-    expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
+    expected = [str(Identity.for_province(p)) for p in sorted(topology.served_by(hub))]
     if hub == "national":
-        expected = [f"hub-{r}" for r in sorted(topology.regions)] + expected
+        expected = [str(Identity.for_hub(r)) for r in sorted(topology.regions)] + expected
     cursors = store.cursors("out:")
     peers = list(dict.fromkeys(expected + [c[4:] for c in cursors] + list(connected)))
     rows = []
@@ -167,7 +168,7 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         })
     report: dict[str, object] = {
         "role": "hub",
-        "identity": f"hub-{hub}",
+        "identity": str(Identity.for_hub(hub)),
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
         "quarantine": quarantine_report(store),

@@ -28,6 +28,7 @@ from certs.signing import Signer
 from core import certdoc
 from core.certdoc import CertificateRefused
 from core.errors import PermissionDenied, ValidationError
+from core.identity import Identity
 from core.kinds import get_kind, open_conflicts
 from core.record import RecordState
 from runtime.records import RecordService
@@ -186,7 +187,7 @@ def _issuer_wrote(record: RecordState, issuer: str) -> None:
     compromised one could sign a false status; every version names its writer, so check it."""
     for name in ("status", "digest", "superseded_by"):
         version = record.winner(name)
-        if version is not None and version.at.node != f"province-{issuer}":
+        if version is not None and version.at.node != str(Identity.for_province(issuer)):
             raise CertificateRefused("unknown", f"certificate {record.record_id}: its {name} here was written by "
                                                 f"{version.at.node}, not the issuing province {issuer}; not trusted")
 

@@ -223,7 +223,7 @@ class Link(threading.Thread):
     def _down(self, hub: HubAddress, why: str) -> None:
         if self.state.down_since_ms is None:
             self.state.down_since_ms = now_ms()
-        self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"hub-{hub.name}: {why}"
+        self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"{hub.identity}: {why}"
         log.warning("hub-%s unavailable: %s", hub.name, why)
 
     def _guard(self, fn: Callable[..., None], stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event,
