@@ -265,7 +265,7 @@ def init(directory: Path, provinces: str | None, base_port: int, address: tuple[
     if (directory / "ca" / "ca.key").exists():
         raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
     written = init_federation(directory, codes, base_port, addresses)
-    hubs = sum(1 for k in written if k.startswith("hub-"))
+    hubs = sum(1 for k in written if Identity.parse(k).role == "hub")
     click.echo(plain(f"created a federation of {plural(len(codes), 'node')} and {plural(hubs, 'hub')} in {directory}"))
 
 

@@ -10,6 +10,7 @@ and the ``store`` section says why.
 from __future__ import annotations
 
 from core.errors import StoreUnavailable
+from core.identity import Identity
 from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
@@ -54,7 +55,7 @@ def _requests(store: Store) -> dict[str, int]:
     from runtime.assess import request_counts
     from runtime.clock import today
 
-    return request_counts(store, store.owner.removeprefix("province-"), today())
+    return request_counts(store, Identity.parse(store.owner).name, today())  # a node: its province code
 
 
 def node_report(store: Store) -> dict[str, object]:
