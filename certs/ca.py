@@ -190,7 +190,7 @@ def load_ca(dir: Path) -> CA:
     key = serialization.load_pem_private_key((dir / "ca.key").read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValidationError("ca.key", "not an ECDSA private key")
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+    if key.public_key() != cert.public_key():
         raise ValidationError("ca.key", "does not match ca.crt")
     return CA(cert=cert, key=key)
 

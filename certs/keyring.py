@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from certs.ca import fingerprint_key_id
 from core.errors import BadSignature, UnknownAuthor, ValidationError
@@ -158,7 +158,7 @@ class Keyring:
         if ident.role == "operator":
             raise refuse(f"{ident} is an operator; operators do not sign records")
         try:
-            san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
         except x509.ExtensionNotFound:
             uris = []

@@ -114,7 +114,7 @@ class Verifier:
             raise BadSignature(f"seal by {seal.key_id} is inconsistent: {e}") from None
         if joined:  # on a tree whose signature verified in this batch; the key may be revoked since
             identity = self._keyring.identity_of(seal.key_id)
-            tree.update(learned)  # type: ignore[union-attr]
+            tree.update(learned)  # type: ignore[union-attr]  # joined: only onto a tree we hold
             return identity
         triple = (seal.key_id, root, bytes(seal.signature))
         with self._lock:

@@ -61,7 +61,7 @@ def load_weights(path: Path) -> Weights:
 
 def _get(doc: dict, dotted: str) -> object:
     for part in dotted.split("."):
-        doc = doc.get(part) if isinstance(doc, dict) else None  # type: ignore[assignment]
+        doc = doc.get(part) if isinstance(doc, dict) else None  # type: ignore[assignment]  # walks down, may end at None
     return doc
 
 
@@ -74,7 +74,7 @@ def _cell(value: object) -> str:
 
 
 def _pct(value: object) -> str:
-    return "-" if value is None else f"{100 * float(value):.0f}%"  # type: ignore[arg-type]
+    return "-" if value is None else f"{100 * float(value):.0f}%"  # type: ignore[arg-type]  # a share: a number
 
 
 def _answers(q: dict) -> str:

@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -46,7 +46,7 @@ from yipanqi.v1 import admin_pb2 as pb
 err_console = console(stderr=True)
 
 
-def _reader(handle, path: Path) -> tuple[csv.DictReader, csvcells.BoundedLines]:  # type: ignore[no-untyped-def]
+def _reader(handle: TextIO, path: Path) -> tuple[csv.DictReader, csvcells.BoundedLines]:
     """The CSV reader, its header checked here, before any row is sent (not inside the request stream,
     where an exception only cancels the call)."""
     reader, lines = csvcells.reader(handle)
@@ -126,7 +126,7 @@ def _rows(reader: csv.DictReader, lines: csvcells.BoundedLines,
             run.read_to = line
         try:
             if None in row:
-                raise ValidationError("row", f"{len(row[None])} more values than columns")  # type: ignore[index]
+                raise ValidationError("row", f"{len(row[None])} more values than columns")
             missing = sum(1 for v in row.values() if v is None)  # DictReader's filler for a short row
             if missing:
                 raise ValidationError("row", f"{missing} fewer values than columns")
@@ -186,7 +186,7 @@ def import_(config: str, file: Path, update: bool, from_line: int | None, as_jso
     run = _Run()
     size = file.stat().st_size
 
-    def on_sigint(_signum, _frame) -> None:  # type: ignore[no-untyped-def]
+    def on_sigint(_signum: int, _frame: object) -> None:
         if run.stop.is_set():
             raise KeyboardInterrupt  # the second Ctrl-C: abort now
         run.stop.set()
@@ -206,7 +206,7 @@ def import_(config: str, file: Path, update: bool, from_line: int | None, as_jso
                 for report in client.stream("Import", _chunks(rows, update=update, run=run)):
                     for result in report.results:
                         _answered(run, file, result, update)
-                    progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,
+                    progress.update(task, completed=handle.buffer.tell() if hasattr(handle, "buffer") else 0,  # type: ignore[attr-defined]  # a real file
                                     rows=sum(run.counts.values()) + len(errors))
             except KeyboardInterrupt:
                 aborted = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,8 +19,11 @@ from certs import certdoc as signed
 from core.certdoc import CertificateRefused
 from yipanqi.v1 import admin_pb2 as pb
 
+if TYPE_CHECKING:
+    from cli.client import AdminClient
 
-def _client(config: str):  # type: ignore[no-untyped-def]
+
+def _client(config: str) -> AdminClient:
     from cli.client import AdminClient  # the offline paths need no gRPC
 
     return AdminClient.open(config)

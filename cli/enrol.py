@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import tomli_w
@@ -44,6 +44,7 @@ import tomli_w
 from certs.ca import write_public
 from cli.federation import HUB_ORDER, home_hubs, hub_config, load_registry, node_config, save_registry
 from core.errors import ValidationError
+from core.identity import Identity
 from core.provinces import DEFAULT_REGIONS, PROVINCES
 
 REQUEST = "enrolment-request/1"
@@ -143,7 +144,7 @@ def _install(file: Path, doc: dict[str, Any], directory: Path) -> dict[str, Any]
         except ValidationError as err:
             raise _fail(str(file), err) from None
     for _, pem, where, _, stem in parts:
-        write_public(where / f"{stem}.crt", pem.encode())
+        write_public(where / f"{stem}.crt", pem.encode())  # type: ignore[union-attr]  # checked present above
         write_public(where / "ca.crt", ca_pem)
     revoked = str(fed.get("revoked") or "# revoked certificate serials and signing key ids, one per line\n")
     write_public(directory / "revoked.txt", revoked.encode())
@@ -155,7 +156,7 @@ def _install(file: Path, doc: dict[str, Any], directory: Path) -> dict[str, Any]
 def _finish(path: Path, cfg: dict[str, object], state_dir: Path | None) -> None:
     section = "node" if "node" in cfg else "hub"
     if state_dir is not None:
-        cfg[section]["state_dir"] = str(state_dir)  # type: ignore[index]
+        cfg[section]["state_dir"] = str(state_dir)  # type: ignore[index]  # a TOML table: a dict
     path.write_text(tomli_w.dumps(cfg))
     click.echo(f"wrote {path}")
 
@@ -180,7 +181,7 @@ _common = [
 ]
 
 
-def _options(fn):  # type: ignore[no-untyped-def]
+def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(_common):
         fn = option(fn)
     return fn
@@ -200,7 +201,7 @@ def enrol_node(province: str, directory: Path, address: str | None, certificates
     """Enrol the node of PROVINCE in DIRECTORY (keys stay there)."""
     if province not in PROVINCES:
         raise click.BadParameter(f"unknown province code {province!r}", param_hint="PROVINCE")
-    identity = f"province-{province}"
+    identity = str(Identity.for_province(province))
     if certificates is None:
         if address is None:
             raise click.UsageError("--address HOST:PORT is needed to make a request")
@@ -228,7 +229,7 @@ def enrol_node(province: str, directory: Path, address: str | None, certificates
 def enrol_hub(name: str, directory: Path, address: str | None, certificates: Path | None,
               metrics_port: int | None, state_dir: Path | None) -> None:
     """Enrol hub NAME in DIRECTORY (keys stay there)."""
-    identity = f"hub-{name}"
+    identity = str(Identity.for_hub(name))
     if certificates is None:
         if address is None:
             raise click.UsageError("--address HOST:PORT is needed to make a request")

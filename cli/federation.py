@@ -18,6 +18,7 @@ import tomli_w
 from cli.output import plain
 
 from certs.ca import create_ca, issue_identity
+from core.identity import Identity
 from core.provinces import DEFAULT_REGIONS, PROVINCES
 from cli.words import plural
 
@@ -179,14 +180,14 @@ def init_federation(root: Path, provinces: list[str], base_port: int,
 
     for hub in hubs:
         d = root / "hubs" / hub
-        issue_identity(ca, f"hub-{hub}", d, hosts=hosts(hub, hub_addr[hub]))
+        issue_identity(ca, str(Identity.for_hub(hub)), d, hosts=hosts(hub, hub_addr[hub]))
         cfg = hub_config(hub, hub_addr[hub], national=hub_addr["national"], regions=regions_table,
                          revoked=_rel(revoked, d), operator=operator(hub, d),
-                         metrics=metrics_port(base_port, f"hub-{hub}"))
+                         metrics=metrics_port(base_port, str(Identity.for_hub(hub))))
         if hub == "national":
             fed_secret.write(d / SECRET_FILE, person_secret)
         (d / "hub.toml").write_text(tomli_w.dumps(cfg))
-        written[f"hub-{hub}"] = d / "hub.toml"
+        written[str(Identity.for_hub(hub))] = d / "hub.toml"
         if hub == "national":  # the assessment's weights, the national level's to change (yipanqi assess)
             from cli.assess import DEFAULT_WEIGHTS
 
@@ -194,12 +195,12 @@ def init_federation(root: Path, provinces: list[str], base_port: int,
 
     for code in provinces:
         d = root / "nodes" / code
-        issue_identity(ca, f"province-{code}", d, hosts=hosts(code, node_addr[code]))
+        issue_identity(ca, str(Identity.for_province(code)), d, hosts=hosts(code, node_addr[code]))
         cfg = node_config(code, node_addr[code], hubs=home_hubs(code, hub_addr), revoked=_rel(revoked, d),
-                          operator=operator(code, d), metrics=metrics_port(base_port, f"province-{code}"))
+                          operator=operator(code, d), metrics=metrics_port(base_port, str(Identity.for_province(code))))
         fed_secret.write(d / SECRET_FILE, person_secret)
         (d / "node.toml").write_text(tomli_w.dumps(cfg))
-        written[f"province-{code}"] = d / "node.toml"
+        written[str(Identity.for_province(code))] = d / "node.toml"
     return written
 
 
@@ -264,7 +265,7 @@ def init(directory: Path, provinces: str | None, base_port: int, address: tuple[
     if (directory / "ca" / "ca.key").exists():
         raise click.ClickException(f"{directory} already holds a federation (ca/ca.key exists)")
     written = init_federation(directory, codes, base_port, addresses)
-    hubs = sum(1 for k in written if k.startswith("hub-"))
+    hubs = sum(1 for k in written if Identity.parse(k).role == "hub")
     click.echo(plain(f"created a federation of {plural(len(codes), 'node')} and {plural(hubs, 'hub')} in {directory}"))
 
 

@@ -80,7 +80,7 @@ def cjk_font() -> str:
             if name in installed:
                 return name
         if attempt == 0:  # matplotlib's cached font list may predate the font's installation
-            font_manager.fontManager = font_manager._load_fontmanager(try_read_cache=False)
+            font_manager.fontManager = font_manager._load_fontmanager(try_read_cache=False)  # type: ignore[attr-defined]  # private, but the only rebuild
     raise RuntimeError("no installed font has the Chinese glyphs (looked for: " + ", ".join(CJK_FONTS)
                        + "); install one, e.g. apt-get install fonts-wqy-microhei")
 

@@ -49,7 +49,7 @@ def utc(ms: object, *, label: bool = True) -> Text:
     if ms is None:
         return Text("-")
     try:
-        when = dt.datetime.fromtimestamp(int(ms) / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[call-overload]
+        when = dt.datetime.fromtimestamp(int(ms) / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[call-overload]  # not a number: caught below
     except (TypeError, ValueError, OverflowError, OSError):
         return text(ms)
     return Text(when + (" UTC" if label else ""))
@@ -89,5 +89,5 @@ class SafeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as err:
-            err.message = plain(err.message)
+            err.message = plain(err.message)  # type: ignore[misc]  # click marks it Final; cleaned once, before shown
             raise

@@ -20,6 +20,7 @@ from cli.client import AdminClient
 from cli.output import Failure, console, echo_json, json_text, plain, shown, text, utc
 from cli.words import plural
 from core.errors import ValidationError
+from core.identity import Identity
 from core.person import FIELDS, parse_field_value
 from yipanqi.v1 import admin_pb2 as pb
 
@@ -238,7 +239,7 @@ def _not_here(client: AdminClient, person_id: str, rows: list[dict]) -> str | No
     A record's vector clock counts every change each province made to it; the changes held
     here are those routed here. Any difference was made before the record involved this
     province, and was never sent to it."""
-    if client.config.identity.startswith("hub-"):
+    if Identity.parse(client.config.identity).role == "hub":
         return None
     record = json.loads(client.call("Get", pb.RecordRef(kind="person", record_id=person_id)).json)
     clock = record.get("_meta", {}).get("clock", {})

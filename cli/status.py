@@ -135,7 +135,7 @@ def render(doc: dict) -> Group:
                     "deliver p50/p95 (worst by)", "receive p50/p95*"):
             f.add_column(col)
         for row in doc["federation"]:
-            def pair(a, b):  # type: ignore[no-untyped-def]
+            def pair(a: int | None, b: int | None) -> Text:
                 return text("-" if a is None else f"{_age(a)}/{_age(b)}")
             by = row.get("delivery_p95_by")
             f.add_row(text(row["province"]), text(row["region"]), _yes(row["connected"]),

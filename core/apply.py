@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from core.change import Change, state_provinces
+from core.change import Change, Head, state_provinces
 from core.errors import Unauthorised
 from core.hlc import Timestamp
 from core.identity import Identity
@@ -43,7 +43,7 @@ def local_write(
     return Change(kind, record_id, node, seq, at, op, operator, prior, state)
 
 
-def authorise(change: Change, author: str) -> None:
+def authorise(change: Change | Head, author: str) -> None:
     """A province may write only records that involve it, before or after the change."""
     ident = Identity.parse(author)
     if ident.role != "province":

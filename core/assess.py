@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from core.errors import ValidationError
+from core.identity import Identity
 
 SIDES = ("residence", "household")
 
@@ -147,7 +148,7 @@ def fold(docs: dict[str, dict], *, pairs: Iterable[tuple[str, str, int]] = (),
         res = doc["residence"]
         res["coverage"] = round(res["served"] / res["migrants"], 4) if res["migrants"] else None
         fed = doc["federation"]
-        who = f"province-{code}"
+        who = str(Identity.for_province(code))
         fed["quarantined"] = (quarantined or {}).get(who, 0)
         fed["quarantined_claiming"] = (claiming or {}).get(who, 0)
         if (row := (delivered or {}).get(who)) is not None:

@@ -21,7 +21,7 @@ top-level keys written by a newer release are kept (they live in the bytes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, TypeVar, cast
 
 from core import canonical
 from core.errors import Malformed
@@ -97,7 +97,10 @@ def _state_provinces(state: RecordState) -> frozenset[str]:
     return frozenset(out)
 
 
-def _get(obj: Mapping[str, object], key: str, typ: type) -> object:
+_T = TypeVar("_T")
+
+
+def _get(obj: Mapping[str, object], key: str, typ: type[_T]) -> _T:
     if key not in obj:
         raise Malformed(f"{key}: missing")
     value = obj[key]
@@ -105,7 +108,7 @@ def _get(obj: Mapping[str, object], key: str, typ: type) -> object:
         raise Malformed(f"{key}: must be an integer")
     if typ is not int and not isinstance(value, typ):
         raise Malformed(f"{key}: must be {typ.__name__}")
-    return value
+    return cast(_T, value)  # checked against typ just above
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +144,7 @@ def _decode(body: bytes) -> dict:
 _MISSING = object()
 
 
-def _header(obj: Mapping[str, object]) -> tuple:
+def _header(obj: Mapping[str, object]) -> tuple[str, str, str, int, Timestamp, str, str | None, frozenset[str]]:
     """Check and pick out everything but the state; Malformed names the key.
 
     Returns (kind, record_id, origin, seq, at, op, operator, prior), Change's
@@ -151,32 +154,32 @@ def _header(obj: Mapping[str, object]) -> tuple:
     get = obj.get
     version = get("v", _MISSING)
     if type(version) is not int:
-        _get(obj, "v", int)
-    if version < 1:  # type: ignore[operator]
+        version = _get(obj, "v", int)
+    if version < 1:
         raise Malformed(f"v: protocol version {version} is not supported")
     kind = get("kind", _MISSING)
     if not isinstance(kind, str):
-        _get(obj, "kind", str)
+        kind = _get(obj, "kind", str)
     try:
-        get_kind(kind)  # type: ignore[arg-type]
+        get_kind(kind)
     except Exception:
         raise Malformed(f"kind: unknown record kind {kind!r}") from None
     record_id = get("id", _MISSING)
     if not isinstance(record_id, str):
-        _get(obj, "id", str)
-    if not record_id or len(record_id) > 64:  # type: ignore[arg-type]
+        record_id = _get(obj, "id", str)
+    if not record_id or len(record_id) > 64:
         raise Malformed("id: must be 1..64 characters")
     origin = get("origin", _MISSING)
     if not isinstance(origin, str):
-        _get(obj, "origin", str)
+        origin = _get(obj, "origin", str)
     seq = get("seq", _MISSING)
     if type(seq) is not int:
-        _get(obj, "seq", int)
-    if seq < 1 or seq >= 2**63:  # type: ignore[operator]
+        seq = _get(obj, "seq", int)
+    if seq < 1 or seq >= 2**63:
         raise Malformed(f"seq: {seq} is out of range")
     op = get("op", _MISSING)
     if not isinstance(op, str):
-        _get(obj, "op", str)
+        op = _get(obj, "op", str)
     if op not in OPS:
         raise Malformed(f"op: {op!r} is not one of {', '.join(OPS)}")
     operator = get("operator", _MISSING)  # null means "no operator"; absent is a second spelling
@@ -186,15 +189,15 @@ def _header(obj: Mapping[str, object]) -> tuple:
         raise Malformed("operator: must be a string or null")
     prior = get("prior", _MISSING)
     if not isinstance(prior, list):
-        _get(obj, "prior", list)
+        prior = _get(obj, "prior", list)
     # Known codes only: prior becomes routes, stored as two-character log_dest rows and a
     # ",44,45," text (a comma or a long entry there would abort the batch on PostgreSQL).
-    for p in prior:  # type: ignore[attr-defined]
+    for p in prior:
         if not (isinstance(p, str) and p in PROVINCES):
             raise Malformed("prior: must be a list of province codes")
     at = get("at", _MISSING)
     if not isinstance(at, list):
-        _get(obj, "at", list)
+        at = _get(obj, "at", list)
     return (kind, record_id, origin, seq, Timestamp.from_json(at), op, operator, frozenset(prior))
 
 
@@ -206,7 +209,7 @@ def parse(body: bytes) -> Change:
     if not isinstance(state, dict):
         _get(obj, "state", dict)
     # Encoding the decoded state is cheaper than rebuilding its JSON later (see from_wire).
-    return Change(*head, RecordState.from_wire(head[0], head[1], state))  # type: ignore[arg-type]
+    return Change(*head, RecordState.from_wire(head[0], head[1], state))
 
 
 def parse_head(body: bytes) -> Head:
@@ -216,12 +219,12 @@ def parse_head(body: bytes) -> Head:
     state = obj.get("state", _MISSING)
     if not isinstance(state, dict):
         _get(obj, "state", dict)
-    fields = state.get("fields")  # type: ignore[attr-defined]
+    fields = state.get("fields")
     if not isinstance(fields, dict):
         raise Malformed("state.fields: must be an object")
-    kind = get_kind(head[0])  # type: ignore[arg-type]
+    kind = get_kind(head[0])
     provinces = kind.provinces
-    routes: set[str] = set(head[7])  # type: ignore[arg-type]
+    routes: set[str] = set(head[7])
     for name in kind.routing_fields:
         versions = fields.get(name, [])
         if not isinstance(versions, list):
@@ -230,7 +233,7 @@ def parse_head(body: bytes) -> Head:
             if not isinstance(version, list) or len(version) != 2:
                 raise Malformed(f"state.fields.{name}: must be [value, index into stamps]")
             routes |= provinces({name: version[0]})
-    return Head(*head, frozenset(routes))  # type: ignore[arg-type]
+    return Head(*head, frozenset(routes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@ status hint (by name, so this module imports no gRPC) and whether retrying can
 help; the one interceptor in ``node``/``hub`` maps these to status codes.
 ``LocalError`` is a mistake by our own caller (bad input, unknown record);
 ``RemoteError`` is something a peer sent us (bad signature, forged origin).
+``category`` files a refusal: a quarantine reason reads "<category>: <message>", and the
+quarantine metric is labelled by it (runtime.intake, runtime.replica, store.store).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 class SyncError(Exception):
     status = "INTERNAL"
     retryable = False
+    category = "error"  # what peers can cause says more (RemoteError's subclasses)
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -96,23 +99,32 @@ class StoreUnavailable(Unavailable):
 class BadSignature(RemoteError):
     """The signature does not verify over the exact bytes received."""
 
+    category = "bad signature"
+
 
 class UnknownAuthor(RemoteError):
     """No valid certificate (chaining to the federation CA) for the key id."""
+
+    category = "unknown author"
 
 
 class Unauthorised(RemoteError):
     """The author may not write this record."""
 
     status = "PERMISSION_DENIED"
+    category = "unauthorised writer"
 
 
 class Malformed(RemoteError):
     """The bytes do not decode to a well-formed change."""
 
+    category = "malformed"
+
 
 class Equivocation(RemoteError):
     """Same origin and sequence number, different content."""
+
+    category = "equivocation"
 
 
 class AlreadyHeld(LocalError):

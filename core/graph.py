@@ -103,7 +103,7 @@ class View:
     @property
     def deleted(self) -> bool:
         vs = self.fields.get(DELETED)
-        return bool(vs) and vs[0].value is True
+        return bool(vs and vs[0].value is True)
 
     def conflicts(self) -> dict[str, tuple[Version, ...]]:
         return {k: vs for k, vs in sorted(self.fields.items())

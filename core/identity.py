@@ -86,10 +86,12 @@ class Identity:
     # -- constructors -----------------------------------------------------
 
     @classmethod
+    @lru_cache(maxsize=64)  # as parse: few, immutable, and built on hot paths (str(Identity.for_province(c)))
     def for_province(cls, code: str) -> Identity:
         return cls("province", code)
 
     @classmethod
+    @lru_cache(maxsize=16)
     def for_hub(cls, hub: str) -> Identity:
         return cls("hub", hub)
 

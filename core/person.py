@@ -252,6 +252,7 @@ def merge_conflicts(state: RecordState) -> dict[str, str]:
     values = {k: v for k, v in state.values().items() if k in _CHECKERS}
     out: dict[str, str] = {}
     for other, err in _broken_rules(values):
+        assert err.field is not None  # _broken_rules builds each error with the field it is reported on
         mine, theirs = state.winner(err.field), state.winner(other)
         if mine is not None and theirs is not None and mine.clock.compare(theirs.clock) is Order.CONCURRENT:
             rule = f"{err.field} {err.rule}; the two were written concurrently"

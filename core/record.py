@@ -50,7 +50,7 @@ class Version:
 # __init__ sets each slot through object.__setattr__; setting the slots directly
 # gives the same instance (all three slots set, nothing else) in about half the time.
 _new_object = object.__new__
-_set_value, _set_clock, _set_at = Version.value.__set__, Version.clock.__set__, Version.at.__set__  # type: ignore[attr-defined]
+_set_value, _set_clock, _set_at = Version.value.__set__, Version.clock.__set__, Version.at.__set__  # type: ignore[attr-defined, misc]  # the slots' descriptors: mypy sees only instance fields
 
 
 def _version(value: object, clock: VectorClock, at: Timestamp) -> Version:
@@ -78,7 +78,7 @@ def _maximal(versions: Iterable[Version]) -> tuple[Version, ...]:
     return tuple(v for _, v in keep)
 
 
-def _first(pair: tuple) -> object:
+def _first(pair: tuple[tuple[tuple[int, int, str, bytes], tuple[tuple[str, int], ...]], Version]) -> tuple:
     return pair[0]
 
 
@@ -142,7 +142,7 @@ class RecordState:
     @property
     def deleted(self) -> bool:
         vs = self.fields.get(DELETED)
-        return bool(vs) and vs[0].value is True  # type: ignore[index]
+        return bool(vs and vs[0].value is True)
 
     def conflicts(self) -> dict[str, tuple[Version, ...]]:
         """Fields whose surviving versions disagree, winner first."""
@@ -221,7 +221,7 @@ class RecordState:
             final = [index[k] for k in keys]
             for rows in fields.values():
                 for row in rows:
-                    row[1] = final[row[1]]  # type: ignore[index]
+                    row[1] = final[row[1]]  # type: ignore[call-overload]  # row[1] is the int stamp number set above
         return {
             "stamps": [[dict(entries), [wall, logical, node]] for wall, logical, node, entries in order],
             "fields": fields,

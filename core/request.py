@@ -73,7 +73,7 @@ def _cross(out: Mapping[str, object]) -> None:
         raise ValidationError("state", "an open request has neither answer nor closed_on")
 
 
-def validate_request(fields: Mapping[str, object], *, today, partial: bool = False) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def validate_request(fields: Mapping[str, object], *, today: dt.date, partial: bool = False) -> dict[str, object]:
     return f.validate_fields(fields, checkers=_CHECKERS, required=REQUIRED, today=today, partial=partial,
                              cross=_cross)
 
@@ -84,7 +84,7 @@ def provinces(values: Mapping[str, object]) -> frozenset[str]:
 
 def _days(start: object, end: object) -> int | None:
     try:
-        return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days  # type: ignore[arg-type]
+        return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days  # type: ignore[arg-type]  # a non-str raises TypeError, caught below
     except (TypeError, ValueError):
         return None
 

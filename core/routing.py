@@ -22,7 +22,7 @@ node or hub is ever offered an entry that does not involve what it serves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from core.identity import Identity
 
@@ -49,10 +49,10 @@ class Topology:
     guests: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, regions: Mapping[str, object], guests: Mapping[str, object] | None = None) -> "Topology":
+    def of(cls, regions: Mapping[str, Iterable[str]], guests: Mapping[str, Iterable[str]] | None = None) -> "Topology":
         return cls(
-            {r: frozenset(ps) for r, ps in regions.items()},  # type: ignore[arg-type]
-            {r: frozenset(ps) for r, ps in (guests or {}).items()},  # type: ignore[arg-type]
+            {r: frozenset(ps) for r, ps in regions.items()},
+            {r: frozenset(ps) for r, ps in (guests or {}).items()},
         )
 
     def region_of(self, province: str) -> str:

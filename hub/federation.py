@@ -82,7 +82,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                     entry.pop(stream, None)
                 entry[f"{stream}_last"] = now_ms()
 
-    def Push(self, request_iterator, context) -> Iterator[pb.PushResponse]:  # type: ignore[no-untyped-def]
+    def Push(self, request_iterator: Iterator[pb.PushRequest], context: grpc.ServicerContext) -> Iterator[pb.PushResponse]:
         who = self.gate.identity(context)
         if not self.topology.may_push(self.hub, who):
             raise PermissionDenied(f"{who} may not push to hub-{self.hub}")
@@ -138,7 +138,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         """What a regional hub tells the national hub: its own figures and its nodes' signed reports."""
         return self.relay.upward(hub_report(self.replica.store, self.desk.envelopes()))
 
-    def Pull(self, request_iterator, context) -> Iterator[pb.PullResponse]:  # type: ignore[no-untyped-def]
+    def Pull(self, request_iterator: Iterator[pb.PullRequest], context: grpc.ServicerContext) -> Iterator[pb.PullResponse]:
         who = self.gate.identity(context)
         flt = self.topology.subscription(self.hub, who)
         if flt is None:

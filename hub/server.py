@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 
+import grpc
+
 from certs.revocation import RevocationList
 from core.errors import StoreUnavailable, ValidationError
 from runtime.config import HubConfig
@@ -22,7 +24,7 @@ from runtime.fairshare import Slots
 from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
-from store.store import Store
+from store.store import LogEntry, Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 
 log = logging.getLogger("yipanqi.hub")
@@ -61,7 +63,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
 
-        def upward(after: int, limit: int):  # type: ignore[no-untyped-def]
+        def upward(after: int, limit: int) -> tuple[list[LogEntry], int]:
             # core.routing.pushes_upstream, as a query: everything but what came down from upstream.
             return store.read_log(after, not_via=upstream, limit=limit)
 
@@ -78,7 +80,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
                                                                                 revocations.tokens)),
                           arrivals=replica.arrivals)
 
-    def register(server):  # type: ignore[no-untyped-def]
+    def register(server: grpc.Server) -> None:
         federation_pb2_grpc.add_FederationServicer_to_server(federation, server)
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from core.errors import StoreUnavailable
+from core.identity import Identity
 from core.routing import Topology
 from runtime.acks import AckBook
 from runtime.link import LinkState
@@ -63,35 +64,35 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
     hub_rejects = store.quarantined_by_origin()
     involved: dict[str, int] = {}
     if store.hold_records:
-        for h, r, n in store.migrant_pairs():  # running totals: status stays O(1) in the store's size
-            for code in {h, r}:
+        for h, res, n in store.migrant_pairs():  # running totals: status stays O(1) in the store's size
+            for code in {h, res}:
                 involved[code] = involved.get(code, 0) + n
     sent: dict[str, list[tuple[str, dict]]] = {}
     for receiver, report in sorted(reports.items()):
-        for origin, d in (report.get("delivery") or {}).items():  # type: ignore[union-attr]
+        for origin, d in (report.get("delivery") or {}).items():  # type: ignore[attr-defined]  # a signed report's delivery is a dict
             if isinstance(d, dict) and origin != receiver:
                 sent.setdefault(origin, []).append((receiver, d))
     rows = []
     for region, provinces in sorted(topology.regions.items()):
         for code in sorted(provinces):
-            identity = f"province-{code}"
+            identity = str(Identity.for_province(code))
             r = reports.get(identity, {})
             at = r.get("at_ms")
-            incoming = [d for d in (r.get("delivery") or {}).values() if isinstance(d, dict)]  # type: ignore[union-attr]
+            incoming = [d for d in (r.get("delivery") or {}).values() if isinstance(d, dict)]  # type: ignore[attr-defined]  # as above
             outgoing = sent.get(identity, [])
             worst = max(outgoing, key=lambda rd: rd[1]["p95_s"]) if outgoing else None
             rows.append({
                 "province": code,
                 "region": region,
-                "connected": at is not None and (now - int(at)) / 1000 < ONLINE_S,  # type: ignore[arg-type]
-                "last_report_age_s": age_s(at, now),  # type: ignore[arg-type]
+                "connected": at is not None and (now - int(at)) / 1000 < ONLINE_S,  # type: ignore[call-overload]  # at_ms: an int
+                "last_report_age_s": age_s(at, now),  # type: ignore[arg-type]  # at_ms: an int or None
                 "via": r.get("via"),
                 "records": r.get("records"),
                 "backlog": r.get("backlog"),
                 "oldest_age_s": r.get("oldest_age_s"),
                 "lag_s": r.get("max_lag_s"),
                 "conflicts": r.get("conflicts"),
-                "rejects": (r.get("quarantined") or 0) + hub_rejects.get(identity, 0),  # type: ignore[operator]
+                "rejects": (r.get("quarantined") or 0) + hub_rejects.get(identity, 0),  # type: ignore[operator]  # a report's count: an int
                 "delivery_p50_s": median(d["p50_s"] for _, d in outgoing) if outgoing else None,
                 "delivery_p95_s": worst[1]["p95_s"] if worst else None,
                 "receive_p50_s": median(d["p50_s"] for d in incoming) if incoming else None,
@@ -109,7 +110,7 @@ def hub_claims(claims: Mapping[str, Mapping[str, object]], now: int) -> list[dic
     """What each regional hub says of itself in its reports: its claim (over its TLS identity),
     not verified by anyone and shown as such."""
     return [{"hub": who, "claim": True, "log_lsn": c.get("log_lsn"), "quarantined": c.get("quarantined"),
-             "claimed_at_ms": c.get("at_ms"), "last_report_age_s": age_s(c.get("received_ms"), now)}  # type: ignore[arg-type]
+             "claimed_at_ms": c.get("at_ms"), "last_report_age_s": age_s(c.get("received_ms"), now)}  # type: ignore[arg-type]  # an int or None
             for who, c in sorted(claims.items())]
 
 
@@ -125,7 +126,7 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
     try:
         report = _hub_figures(store, hub, topology, connected, upstream, reports, now, acks)
     except StoreUnavailable:  # shown in report["store"]
-        report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
+        report = {"role": "hub", "identity": str(Identity.for_hub(hub)), "log_lsn": None, "quarantined": None,
                   "quarantine": None, "equivocating": None, "equivocations": None, "destinations": [],
                   "upstream": link_report(upstream, now)}
         if upstream is not None:
@@ -146,9 +147,9 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
 def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                  upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None,
                  now: int, acks: AckBook | None) -> dict[str, object]:
-    expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
+    expected = [str(Identity.for_province(p)) for p in sorted(topology.served_by(hub))]
     if hub == "national":
-        expected = [f"hub-{r}" for r in sorted(topology.regions)] + expected
+        expected = [str(Identity.for_hub(r)) for r in sorted(topology.regions)] + expected
     cursors = (acks or store).cursors("out:")
     peers = list(dict.fromkeys(expected + [c[4:] for c in cursors] + list(connected)))
     rows = []
@@ -172,7 +173,7 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         })
     report: dict[str, object] = {
         "role": "hub",
-        "identity": f"hub-{hub}",
+        "identity": str(Identity.for_hub(hub)),
         "log_lsn": store.last_lsn(),
         "quarantined": store.count_quarantined(),
         "quarantine": quarantine_report(store),

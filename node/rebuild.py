@@ -12,7 +12,7 @@ cannot come back this way: restore those from a backup.
 from __future__ import annotations
 
 import queue
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import grpc
 
@@ -49,7 +49,7 @@ def _pull_all(replica: Replica, hub: HubAddress, tls: TLSPaths, province: str) -
     name = f"pull:{hub.identity}"
     acks: queue.Queue[pb.Ack | None] = queue.Queue()
 
-    def requests():  # type: ignore[no-untyped-def]
+    def requests() -> Iterator[pb.PullRequest]:
         yield pb.PullRequest(subscribe=pb.Subscribe(cursor=replica.store.cursor(name), include_own=True))
         while (ack := acks.get()) is not None:
             yield pb.PullRequest(ack=ack)

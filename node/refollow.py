@@ -86,4 +86,4 @@ class Refollow:
 def _reason(err: Exception) -> str:
     """What a log line may say: a SyncError's log text (field and rule, never a value), else the
     error's type only (a database error's text may quote the values it was given)."""
-    return err.log_text() if isinstance(err, SyncError) else type(err).__name__
+    return err.log_text if isinstance(err, SyncError) else type(err).__name__

@@ -10,6 +10,7 @@ and the ``store`` section says why.
 from __future__ import annotations
 
 from core.errors import StoreUnavailable
+from core.identity import Identity
 from runtime.acks import AckBook
 from runtime.link import LinkState
 from runtime.outage import store_report
@@ -61,7 +62,7 @@ def _requests(store: Store) -> dict[str, int]:
     from runtime.assess import request_counts
     from runtime.clock import today
 
-    return request_counts(store, store.owner.removeprefix("province-"), today())
+    return request_counts(store, Identity.parse(store.owner).name, today())  # a node: its province code
 
 
 def node_report(store: Store, *, acks: AckBook | None = None, arrivals: Arrivals | None = None) -> dict[str, object]:
@@ -71,14 +72,14 @@ def node_report(store: Store, *, acks: AckBook | None = None, arrivals: Arrivals
     from runtime.stats import delivery_delays
 
     doc = node_status(store, None, acks=acks)
-    lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[union-attr]
+    lags = [o["lag_s"] for o in doc["origins"].values() if o["lag_s"] is not None]  # type: ignore[attr-defined]  # node_status: a dict of dicts
     return {
         "at_ms": now_ms(),
         "records": doc["records"],
         "last_seq": doc["last_seq"],
         "acked_seq": doc["acked_seq"],
-        "backlog": doc["outbox"]["changes"],  # type: ignore[index]
-        "oldest_age_s": doc["outbox"]["oldest_age_s"],  # type: ignore[index]
+        "backlog": doc["outbox"]["changes"],  # type: ignore[index]  # node_status: a dict
+        "oldest_age_s": doc["outbox"]["oldest_age_s"],  # type: ignore[index]  # as above
         "max_lag_s": max(lags) if lags else None,
         "conflicts": doc["conflicts"],
         "quarantined": doc["quarantined"],

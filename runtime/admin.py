@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterator
 
+import grpc
+
 from core.errors import PermissionDenied, ValidationError
 from core.identity import Identity
 from core.certdoc import CertificateRefused
@@ -44,14 +46,14 @@ class AdminServicer(pb_grpc.AdminServicer):
         self.status = status
         self.records = records  # None on hubs: hubs hold no records of their own to edit
 
-    def _operator(self, context) -> str:  # type: ignore[no-untyped-def]
+    def _operator(self, context: grpc.ServicerContext) -> str:
         who = self.gate.identity(context)
         ident = Identity.parse(who)
         if ident.role != "operator" or ident.scope != self.scope:
             raise PermissionDenied(f"{who} is not an operator of {self.scope}")
         return who
 
-    def Write(self, request: pb.WriteRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+    def Write(self, request: pb.WriteRequest, context: grpc.ServicerContext) -> pb.RecordReply:
         operator = self._operator(context)
         if self.records is None:
             raise PermissionDenied("hubs do not write records; write at a province node")
@@ -67,12 +69,12 @@ class AdminServicer(pb_grpc.AdminServicer):
         state = self.records.write(request.op, request.kind or "person", request.record_id, fields, operator)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
-    def Get(self, request: pb.RecordRef, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+    def Get(self, request: pb.RecordRef, context: grpc.ServicerContext) -> pb.RecordReply:
         self._operator(context)
         state = self.store.require(request.kind or "person", request.record_id)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
-    def List(self, request: pb.ListRequest, context) -> Iterator[pb.RecordPage]:  # type: ignore[no-untyped-def]
+    def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> Iterator[pb.RecordPage]:
         self._operator(context)
         page, left = pb.RecordPage(), request.limit or None
         if len(request.after) > 200:
@@ -94,7 +96,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         if page.records:
             yield page
 
-    def History(self, request: pb.RecordRef, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def History(self, request: pb.RecordRef, context: grpc.ServicerContext) -> pb.JsonReply:
         self._operator(context)
         kind = request.kind or "person"
         entries = self.store.history(kind, request.record_id)
@@ -104,36 +106,36 @@ class AdminServicer(pb_grpc.AdminServicer):
                  "received_ms": e.received_ms, "via": e.via} for e in entries]
         return pb.JsonReply(json=_dump(rows))
 
-    def Status(self, request: pb.Empty, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def Status(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.JsonReply:
         self._operator(context)
         return pb.JsonReply(json=_dump(self.status()))
 
-    def Claims(self, request: pb.ClaimsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def Claims(self, request: pb.ClaimsRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         self._operator(context)
         rows = self.store.list_claims(status=None if request.all else "open")
         return pb.JsonReply(json=_dump([c.to_json() for c in rows]))
 
-    def Link(self, request: pb.LinkRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+    def Link(self, request: pb.LinkRequest, context: grpc.ServicerContext) -> pb.RecordReply:
         operator = self._operator(context)
         if self.records is None:
             raise PermissionDenied("hubs do not write records; link at a province node")
         state = self.records.link(request.from_id, request.into, operator)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
-    def DecideClaim(self, request: pb.ClaimDecision, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def DecideClaim(self, request: pb.ClaimDecision, context: grpc.ServicerContext) -> pb.JsonReply:
         operator = self._operator(context)
         if self.records is None:
             raise PermissionDenied("hubs do not decide claims; the household province's node does")
         claim = self.records.decide_claim(request.claim_id, request.accept, operator)
         return pb.JsonReply(json=_dump(claim))
 
-    def Quarantine(self, request: pb.Empty, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def Quarantine(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.JsonReply:
         self._operator(context)
         rows = [q.__dict__ if hasattr(q, "__dict__") else {f: getattr(q, f) for f in q.__slots__}
                 for q in self.store.quarantined()]
         return pb.JsonReply(json=_dump(rows))
 
-    def Import(self, request_iterator, context) -> Iterator[pb.ImportResult]:  # type: ignore[no-untyped-def]
+    def Import(self, request_iterator: Iterator[pb.ImportChunk], context: grpc.ServicerContext) -> Iterator[pb.ImportResult]:
         operator = self._operator(context)
         if self.records is None:
             raise PermissionDenied("hubs do not write records; import at a province node")
@@ -169,7 +171,7 @@ class AdminServicer(pb_grpc.AdminServicer):
                 yield pb.ImportResult(line=req.line, record_id=r.record_id, outcome=r.outcome,
                                       differing=list(r.differing))
 
-    def Duplicates(self, request: pb.Empty, context) -> Iterator[pb.JsonReply]:  # type: ignore[no-untyped-def]
+    def Duplicates(self, request: pb.Empty, context: grpc.ServicerContext) -> Iterator[pb.JsonReply]:
         self._reporting(context)
         page: list[dict] = []
         for pair in self.store.duplicates():
@@ -180,29 +182,29 @@ class AdminServicer(pb_grpc.AdminServicer):
         if page:
             yield pb.JsonReply(json=_dump(page))
 
-    def Stats(self, request: pb.StatsRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         self._operator(context)
         if request.by not in ("", "month", "province"):
             raise ValidationError("by", f"{request.by!r} is not one of month, province",
                                   rule="must be one of month, province")
-        doc = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
+        doc: dict[str, object] = record_stats(self.store, request.by) if self.store.hold_records else {"identity": self.store.owner}
         doc["delivery"] = delivery_delays(self.arrivals)
         return pb.JsonReply(json=_dump(doc))
 
-    def _reporting(self, context) -> str | None:  # type: ignore[no-untyped-def]
+    def _reporting(self, context: grpc.ServicerContext) -> str | None:
         """Checks the caller; the province a node reports for (None on the national hub)."""
         self._operator(context)
         if not self.store.hold_records:
             raise PermissionDenied(f"{self.store.owner} holds no records; ask the national hub or a province node")
         return self.scope if self.records is not None else None
 
-    def Assess(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def Assess(self, request: pb.PeriodRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         own = self._reporting(context)
         doc = assessing.assessment(self.store, own=own, from_date=request.from_date, to_date=request.to_date,
                                    today=today(), extra=assessing.kind_figures)
         return pb.JsonReply(json=_dump(doc))
 
-    def Flows(self, request: pb.PeriodRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def Flows(self, request: pb.PeriodRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         self._reporting(context)
         return pb.JsonReply(json=_dump(assessing.flows(self.store, request.from_date, request.to_date)))
 
@@ -212,28 +214,28 @@ class AdminServicer(pb_grpc.AdminServicer):
             raise PermissionDenied(f"{self.store.owner} does not handle certificates")
         return self.certificates
 
-    def IssueCertificate(self, request: pb.IssueCertificateRequest, context) -> pb.CertificateReply:  # type: ignore[no-untyped-def]
+    def IssueCertificate(self, request: pb.IssueCertificateRequest, context: grpc.ServicerContext) -> pb.CertificateReply:
         operator = self._operator(context)
         cert_no, document = self._desk().issue(request.person_id, request.valid_years or DEFAULT_YEARS, operator)
         return pb.CertificateReply(cert_no=cert_no, document=document)
 
-    def RevokeCertificate(self, request: pb.RevokeCertificateRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def RevokeCertificate(self, request: pb.RevokeCertificateRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         operator = self._operator(context)
         return pb.JsonReply(json=_dump(self._desk().revoke(request.cert_no, request.reason, operator)))
 
-    def CheckCertificate(self, request: pb.CheckCertificateRequest, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def CheckCertificate(self, request: pb.CheckCertificateRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         operator = self._operator(context)
         try:
             return pb.JsonReply(json=_dump(self._desk().check(bytes(request.document), operator)))
         except CertificateRefused as err:  # an answer about the document, not a failed call
             return pb.JsonReply(json=_dump({"refused": err.why, "detail": str(err)}))
 
-    def AddService(self, request: pb.AddServiceRequest, context) -> pb.RecordReply:  # type: ignore[no-untyped-def]
+    def AddService(self, request: pb.AddServiceRequest, context: grpc.ServicerContext) -> pb.RecordReply:
         operator = self._operator(context)
         state = self.services.add(request.person_id, request.type, request.on, request.result or None, operator)
         return pb.RecordReply(kind=state.kind, record_id=state.record_id, json=_dump(described(state)))
 
-    def ListServices(self, request: pb.RecordRef, context) -> pb.JsonReply:  # type: ignore[no-untyped-def]
+    def ListServices(self, request: pb.RecordRef, context: grpc.ServicerContext) -> pb.JsonReply:
         self._operator(context)
         return pb.JsonReply(json=_dump(self.services.list(request.record_id)))
 

@@ -16,13 +16,16 @@ changes are counted per party charged with them, and per claimed origin, for the
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from core import assess
 from core.errors import ValidationError
 from core.provinces import DEFAULT_REGIONS, PROVINCES
 from store import assess as q
 from store.store import Store
+
+if TYPE_CHECKING:  # a type only: runtime reaches the database through store/
+    from sqlalchemy import Connection
 
 CHINA = dt.timezone(dt.timedelta(hours=8))  # one time zone: days of received_ms are counted in it
 
@@ -67,7 +70,7 @@ def assessment(store: Store, *, own: str | None, from_date: str = "", to_date: s
     with store.engine.connect() as conn:
         pairs = q.migrant_pairs(conn)
         figures, days = q.request_figures(conn, start, end, today.isoformat())
-        rows = {
+        rows: dict[str, Any] = {
             "pairs": pairs,
             "requests": figures,
             "answer_days": days,
@@ -101,7 +104,7 @@ def request_counts(store: Store, province: str, today: dt.date) -> dict[str, int
         return q.open_requests(conn, province, today.isoformat())
 
 
-def kind_figures(conn, start: str | None, end: str | None) -> dict[str, list]:  # type: ignore[no-untyped-def]
+def kind_figures(conn: Connection, start: str | None, end: str | None) -> dict[str, list]:
     """Rows from the services and certificates projections."""
     return {"served": q.served_migrants(conn, start, end), "verified": q.certificate_checks(conn, start, end),
             "issued": q.certificates_issued(conn, start, end), "revoked": q.certificates_revoked(conn, start, end)}

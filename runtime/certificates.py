@@ -28,7 +28,9 @@ from certs.signing import Signer
 from core import certdoc
 from core.certdoc import CertificateRefused
 from core.errors import PermissionDenied, ValidationError
+from core.identity import Identity
 from core.kinds import get_kind, open_conflicts
+from core.record import RecordState
 from runtime.records import RecordService
 from runtime.services import held_person
 from store.store import Store
@@ -75,6 +77,7 @@ class CertificateDesk:
         state = held_person(self.store, person_id)
         person, pid, own = state.values(), state.record_id, self.store.province
         household = person.get("household_province")
+        assert own is not None  # _writer(): a province node
         if household != own:
             raise ValidationError("household_province", f"only the household province ({household}) issues "
                                                         f"this person's certificate; this is province {own}")
@@ -178,13 +181,13 @@ class CertificateDesk:
         return out
 
 
-def _issuer_wrote(record, issuer: str) -> None:  # type: ignore[no-untyped-def]
+def _issuer_wrote(record: RecordState, issuer: str) -> None:
     """Only the issuing province's word on a certificate counts. Any involved province may write
     the record (the residence province rewrites its routing fields when the holder moves), so a
     compromised one could sign a false status; every version names its writer, so check it."""
     for name in ("status", "digest", "superseded_by"):
         version = record.winner(name)
-        if version is not None and version.at.node != f"province-{issuer}":
+        if version is not None and version.at.node != str(Identity.for_province(issuer)):
             raise CertificateRefused("unknown", f"certificate {record.record_id}: its {name} here was written by "
                                                 f"{version.at.node}, not the issuing province {issuer}; not trusted")
 

@@ -60,7 +60,7 @@ class HubAddress:
 
     @property
     def identity(self) -> str:
-        return f"hub-{self.name}"
+        return str(Identity.for_hub(self.name))
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class NodeConfig:
 
     @property
     def identity(self) -> str:
-        return f"province-{self.province}"
+        return str(Identity.for_province(self.province))
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class HubConfig:
 
     @property
     def identity(self) -> str:
-        return f"hub-{self.name}"
+        return str(Identity.for_hub(self.name))
 
     @property
     def national(self) -> bool:
@@ -286,7 +286,7 @@ class _Reader:
             raise self.fail(key, "must be a table with name and address")
         name = self.string(t, key, "name")
         try:
-            Identity.parse(f"hub-{name}")
+            Identity.for_hub(name)
         except ValidationError:
             raise self.fail(f"{key}.name", f"unknown hub {name!r}") from None
         return HubAddress(name, self.address(t, key, "address"))
@@ -349,7 +349,7 @@ def load_hub(path: str | Path) -> HubConfig:
     assert h is not None
     name = r.string(h, "hub", "name")
     try:
-        Identity.parse(f"hub-{name}")
+        Identity.for_hub(name)
     except ValidationError:
         raise r.fail("[hub].name", f"unknown hub {name!r}") from None
     up = r.data.get("upstream")

@@ -203,7 +203,7 @@ class FairShareInterceptor(grpc.ServerInterceptor):
     def __init__(self, slots: Slots) -> None:
         self.slots = slots
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None

@@ -14,8 +14,9 @@ import re
 from typing import Iterable, Protocol
 
 from core.apply import authorise
-from core.change import PROTOCOL, Change, Envelope, parse, parse_head
-from core.errors import BadSignature, Malformed, RemoteError, SyncError, ValidationError
+from core.change import PROTOCOL, Change, Envelope, Head, parse, parse_head
+from core.errors import (BadSignature, Equivocation, Malformed, RemoteError, SyncError, Unauthorised, UnknownAuthor,
+                         ValidationError)
 from core.kinds import get_kind
 from core.record import DELETED
 from core.kinds import KINDS
@@ -28,17 +29,12 @@ class Verifies(Protocol):
     def verify(self, body: bytes, seal: Seal, proven: dict | None = None) -> str: ...
 
 
-REASONS = {
-    "BadSignature": "bad signature",
-    "UnknownAuthor": "unknown author",
-    "Unauthorised": "unauthorised writer",
-    "Malformed": "malformed",
-    "Equivocation": "equivocation",
-}
+# Every category a refusal is filed under (core.errors: each class's ``category``).
+CATEGORIES = frozenset(e.category for e in (BadSignature, UnknownAuthor, Unauthorised, Malformed, Equivocation))
 
 
 def reason(err: SyncError) -> str:
-    return f"{REASONS.get(type(err).__name__, type(err).__name__)}: {err}"
+    return f"{err.category}: {err}"
 
 
 MAX_BAD_SIGNATURES = 4
@@ -88,26 +84,26 @@ def check(
                 raise Malformed(f"{peer} may only push changes it authored; this one claims origin {change.origin}")
             author = verifier.verify(env.body, env.seal, proven)
             authorise(change, author)
-            if full and (k := KINDS.get(change.kind)) is not None and k.check_state is not None:
+            if isinstance(change, Change) and (k := KINDS.get(change.kind)) is not None and k.check_state is not None:
                 k.check_state(change.state)  # e.g. only a request's receiver writes its answer
             if for_province is not None and for_province not in change.routes:
                 raise Malformed(f"change is not routed to province {for_province}")
-            if full:
+            if isinstance(change, Change):  # full
                 _check_values(change, env.body, today)
             accepted.append(Accepted(change, env))
         except BadSignature as err:
             bad_signatures += 1
             if bad_signatures > MAX_BAD_SIGNATURES:
                 raise BatchRefused(f"more than {MAX_BAD_SIGNATURES} changes with bad signatures") from None
-            refused.append(_refused(env, reason(err), change, peer))
+            refused.append(_refused(env, err.category, reason(err), change, peer))
         except RemoteError as err:
             if author is None and peer_may_forward:
                 author = _signer(verifier, env, proven)
-            refused.append(_refused(env, reason(err), change, author or peer))
+            refused.append(_refused(env, err.category, reason(err), change, author or peer))
         except SyncError as err:  # e.g. identity parse errors on a forged origin
             if author is None and peer_may_forward:
                 author = _signer(verifier, env, proven)
-            refused.append(_refused(env, f"malformed: {err}", change, author or peer))
+            refused.append(_refused(env, Malformed.category, f"{Malformed.category}: {err}", change, author or peer))
     return accepted, refused
 
 
@@ -126,7 +122,7 @@ def _protocol(body: bytes) -> int:
         return PROTOCOL
     from core import canonical
 
-    return int(canonical.loads(body)["v"])
+    return int(canonical.loads(body)["v"])  # type: ignore[index]  # parse() has checked it is an object with "v"
 
 
 def _check_values(change: Change, body: bytes, today: dt.date) -> None:
@@ -165,7 +161,7 @@ def _check_values(change: Change, body: bytes, today: dt.date) -> None:
                 raise Malformed(f"state.fields.{name}: {err.reason}") from None
 
 
-OPERATOR_MAX = log.c.operator.type.length
+OPERATOR_MAX = log.c.operator.type.length  # type: ignore[attr-defined]  # a String column: its TypeEngine has one
 
 
 def _text_ok(text: str) -> bool:
@@ -178,7 +174,7 @@ def _text_ok(text: str) -> bool:
     return True
 
 
-def _check_storable(change) -> None:  # type: ignore[no-untyped-def]
+def _check_storable(change: Change | Head) -> None:
     """Refuse free text the log cannot store as-is on every backend.
 
     Otherwise a change that is validly signed by an authorised author (e.g. one
@@ -198,7 +194,7 @@ def _check_storable(change) -> None:  # type: ignore[no-untyped-def]
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def _check_encodable(change, body: bytes) -> None:  # type: ignore[no-untyped-def]
+def _check_encodable(change: Change | Head, body: bytes) -> None:
     """Refuse a state that has no UTF-8 form: a lone surrogate (only spellable as a JSON escape)
     in a field name, value or clock node would pass every check, then fail encoding the merged
     record at ingest, aborting the whole batch on every retry. (Regional hubs decode only the
@@ -211,16 +207,18 @@ def _check_encodable(change, body: bytes) -> None:  # type: ignore[no-untyped-de
         raise Malformed("state: a field name, value or clock holds a lone UTF-16 surrogate") from None
 
 
-def _refused(env: Envelope, why: str, change, charged: str) -> Refused:  # type: ignore[no-untyped-def]
+def _refused(env: Envelope, category: str, why: str, change: Change | Head | None, charged: str) -> Refused:
     if change is None:
-        return Refused(env, why, charged=charged)
-    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id, charged=charged)
+        return Refused(env, why, charged=charged, category=category)
+    return Refused(env, why, change.origin, change.seq, change.kind, change.record_id, charged=charged,
+                   category=category)
 
 
 def unreadable(body: bytes, why: str, charged: str) -> Refused:
     """Input refused before any change in it could be decoded (a batch refused whole), charged to
-    the TLS peer that sent it."""
-    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), why, charged=charged)
+    the TLS peer that sent it: "malformed: <why>"."""
+    return Refused(Envelope(bytes(body[:MAX_KEPT]), Seal("", b"", 0, 1, ())), f"{Malformed.category}: {why}",
+                   charged=charged, category=Malformed.category)
 
 
 MAX_KEPT = 256 * 1024

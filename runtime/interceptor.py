@@ -137,7 +137,7 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None

@@ -37,7 +37,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import grpc
 
@@ -225,10 +225,11 @@ class Link(threading.Thread):
     def _down(self, hub: HubAddress, why: str) -> None:
         if self.state.down_since_ms is None:
             self.state.down_since_ms = now_ms()
-        self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"hub-{hub.name}: {why}"
+        self.state.hub, self.state.up_since_ms, self.state.last_error = None, None, f"{hub.identity}: {why}"
         log.warning("hub-%s unavailable: %s", hub.name, why)
 
-    def _guard(self, fn, stub, hub, done, calls, errors, store_down) -> None:  # type: ignore[no-untyped-def]
+    def _guard(self, fn: Callable[..., None], stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event,
+               calls: list, errors: list[str], store_down: list) -> None:
         try:
             fn(stub, hub, done, calls, store_down)
         except grpc.RpcError as err:
@@ -243,7 +244,7 @@ class Link(threading.Thread):
             done.set()
 
     # -- push: our changes up ------------------------------------------------
-    def _push(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
+    def _push(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
               store_down: list) -> None:
         store = self.replica.store
         sent_keys: set[str] = set()
@@ -251,7 +252,7 @@ class Link(threading.Thread):
         flight = threading.Condition()
         session: list[Sender] = []  # set once the request thread has read the acknowledged cursor
 
-        def requests():  # type: ignore[no-untyped-def]
+        def requests() -> Iterator[pb.PushRequest]:
             # gRPC runs this on a thread of its own, and an exception here would reach the hub as
             # a cancelled stream (and us as the hub's failure): a store outage ends it quietly.
             try:
@@ -260,7 +261,7 @@ class Link(threading.Thread):
                 store_down.append(err)
                 done.set()
 
-        def push_requests():  # type: ignore[no-untyped-def]
+        def push_requests() -> Iterator[pb.PushRequest]:
             yield pb.PushRequest(hello=wire.hello(self.replica.identity))
             sender = Sender(self.replica.acks.cursor(self.push_cursor), WINDOW)
             with flight:
@@ -329,14 +330,14 @@ class Link(threading.Thread):
                     _seq_span(ack.quarantined_seqs), reason)
 
     # -- pull: changes for us down --------------------------------------------
-    def _pull(self, stub, hub: HubAddress, done: threading.Event, calls: list,  # type: ignore[no-untyped-def]
+    def _pull(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
               store_down: list) -> None:
         name = f"pull:{hub.identity}"
         acks: queue.Queue[pb.Ack | None] = queue.Queue()
         receiver = Receiver(self.replica.store.cursor(name), WINDOW)  # here, not in requests(): see _push
         start, window = receiver.subscribe()
 
-        def requests():  # type: ignore[no-untyped-def]
+        def requests() -> Iterator[pb.PullRequest]:
             yield pb.PullRequest(subscribe=pb.Subscribe(cursor=start, window=window))
             while True:
                 ack = acks.get()

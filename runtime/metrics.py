@@ -26,7 +26,7 @@ APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one 
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 
-def _gauge(name: str, doc: str, value: object) -> GaugeMetricFamily | None:
+def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily | None:
     return None if value is None else GaugeMetricFamily(name, doc, value=value)
 
 

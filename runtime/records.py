@@ -115,12 +115,12 @@ class RecordService:
         try:
             results = self.replica.store.write_local_batch(items, operator=operator, now_ms=now_ms(),
                                                         seal=self.signer.seal_batch)
-        except _Refusal as r:
-            raise r.error from None
+        except _Refusal as refusal:
+            raise refusal.error from None
         for r in results:
             if not isinstance(r, SyncError):
                 metrics.LOCAL_WRITES.labels(r.op).inc()
-        return results[0].state  # type: ignore[union-attr]
+        return results[0].state  # type: ignore[union-attr]  # _strict raised any error as _Refusal
 
     def refollow(self, person_ids: Sequence[str]) -> list[RecordState]:
         """Rewrite the followers held here of each person whose provinces differ from the person's
@@ -151,11 +151,11 @@ class RecordService:
             results = self.replica.store.write_local_batch([(k, r, _strict(e)) for k, r, e in items],
                                                         operator=operator, now_ms=now_ms(),
                                                         seal=self.signer.seal_batch)
-        except _Refusal as r:
-            raise r.error from None
+        except _Refusal as refusal:
+            raise refusal.error from None
         for r in results:
-            metrics.LOCAL_WRITES.labels(r.op).inc()  # type: ignore[union-attr]
-        return [r.state for r in results]  # type: ignore[union-attr]
+            metrics.LOCAL_WRITES.labels(r.op).inc()  # type: ignore[union-attr]  # as in _move: all Changes
+        return [r.state for r in results]  # type: ignore[union-attr]  # as above
 
     def write_many(self, rows: Sequence[tuple[str, str, str, Mapping[str, object]]],
                    operator: str | None) -> list[RecordState | SyncError]:
@@ -174,7 +174,7 @@ class RecordService:
                 # A move, as in write(): the records that follow the person move with it, in this batch.
                 after: list[Mapping[str, object]] = []
                 items.append((kind, record_id, _noting(edit, after)))
-                items.extend(follow.edits(self.replica.store, record_id, lambda after=after: after[0] if after else None))
+                items.extend(follow.edits(self.replica.store, record_id, lambda after=after: after[0] if after else None))  # type: ignore[misc]  # the default binds this row's list
             else:
                 items.append((kind, record_id, edit))
         results = self.replica.store.write_local_batch(items, operator=operator, now_ms=now_ms(),

@@ -36,7 +36,7 @@ from core.record import RecordState
 from runtime import intake, junk, metrics, wire
 from runtime.acks import ACK_FLUSH_S, AckBook
 from runtime.stats import Arrivals
-from store.store import IngestResult, LogEntry, Store
+from store.store import IngestResult, LogEntry, Refused, Store
 from yipanqi.v1 import federation_pb2 as pb
 
 log = logging.getLogger("yipanqi.peer")
@@ -140,8 +140,7 @@ class Replica:
         metrics.DUPLICATES.labels(via).inc(result.duplicates)
         own = 0.0  # what the peer itself is charged for (unverified input), in tokens
         for r in refused:
-            category = r.reason.split(":", 1)[0]
-            metrics.QUARANTINED.labels(category).inc(r.count)
+            metrics.QUARANTINED.labels(r.category).inc(r.count)
             party = r.charged or via
             if party == via:
                 own += r.count if r.count == 1 else max(r.count, batch.ByteSize() / junk.BYTES_PER_TOKEN)
@@ -179,8 +178,8 @@ def _whole_batch_problem(batch: pb.Batch) -> str | None:
     return None
 
 
-def _batch_refusal(first_body: bytes, count: int, why: str, via: str):  # type: ignore[no-untyped-def]
-    r = intake.unreadable(first_body[:4096], f"malformed: batch of {count} changes refused whole: {why}", via)
+def _batch_refusal(first_body: bytes, count: int, why: str, via: str) -> Refused:
+    r = intake.unreadable(first_body[:4096], f"batch of {count} changes refused whole: {why}", via)
     return replace(r, count=max(count, 1))
 
 

@@ -176,7 +176,7 @@ def tune_malloc() -> None:
 def run_until_signal(server: grpc.Server, stop: threading.Event, on_stop: Callable[[], None]) -> None:
     log = logging.getLogger("yipanqi.serve")
 
-    def handle(signum, _frame):  # type: ignore[no-untyped-def]
+    def handle(signum: int, _frame: object) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
 

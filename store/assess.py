@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, and_, case, cast, func, literal, or_, select, true
+from sqlalchemy import ColumnElement, Connection
 
 from core.delays import spans
 from store import tallies
@@ -23,8 +24,8 @@ from store.schema import certificates, delay_counts, quarantine, records, reques
 Rows = list[tuple[Any, ...]]
 
 
-def _between(column, start: str | None, end: str | None) -> Any:  # type: ignore[no-untyped-def]
-    cond = [column.is_not(None)] if start or end else []
+def _between(column: ColumnElement[Any], start: str | None, end: str | None) -> Any:
+    cond: list[ColumnElement[bool]] = [column.is_not(None)] if start or end else []
     if start:
         cond.append(column >= start)
     if end:
@@ -32,7 +33,7 @@ def _between(column, start: str | None, end: str | None) -> Any:  # type: ignore
     return and_(true(), *cond)
 
 
-def migrant_pairs(conn, *, moved_from: str | None = None, moved_to: str | None = None) -> Rows:  # type: ignore[no-untyped-def]
+def migrant_pairs(conn: Connection, *, moved_from: str | None = None, moved_to: str | None = None) -> Rows:
     """(household, residence, live persons) for persons living outside their household province;
     with a period, only those who moved in within it (``moved_in_on``). Without one, from the
     running totals (store.tallies); with one, a scan of the covering index."""
@@ -47,7 +48,7 @@ def migrant_pairs(conn, *, moved_from: str | None = None, moved_to: str | None =
     return [tuple(r) for r in conn.execute(q)]
 
 
-def _received(column, start_ms: int | None, end_ms: int | None) -> list[Any]:  # type: ignore[no-untyped-def]
+def _received(column: ColumnElement[Any], start_ms: int | None, end_ms: int | None) -> list[Any]:
     cond = []
     if start_ms is not None:
         cond.append(column >= start_ms)
@@ -56,14 +57,14 @@ def _received(column, start_ms: int | None, end_ms: int | None) -> list[Any]:  #
     return cond
 
 
-def quarantined_by_origin(conn, start_ms: int | None, end_ms: int | None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def quarantined_by_origin(conn: Connection, start_ms: int | None, end_ms: int | None) -> dict[str, int]:
     """Changes refused here, per claimed origin, received within [start_ms, end_ms)."""
     cond = [quarantine.c.origin.is_not(None), *_received(quarantine.c.received_ms, start_ms, end_ms)]
     q = select(quarantine.c.origin, func.count()).where(and_(*cond)).group_by(quarantine.c.origin)
     return {origin: int(n) for origin, n in conn.execute(q)}
 
 
-def quarantined_by_party(conn, start_ms: int | None, end_ms: int | None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def quarantined_by_party(conn: Connection, start_ms: int | None, end_ms: int | None) -> dict[str, int]:
     """Changes refused here, per party charged with them (the signer when the seal verified, else
     the peer that sent them; rows from before 0006_quarantine_charge: the claimed origin),
     received within [start_ms, end_ms)."""
@@ -74,7 +75,7 @@ def quarantined_by_party(conn, start_ms: int | None, end_ms: int | None) -> dict
     return {who: int(n) for who, n in conn.execute(q)}
 
 
-def delivery_delays(conn, start: str | None, end: str | None) -> dict[str, tuple[int, float, float]]:  # type: ignore[no-untyped-def]
+def delivery_delays(conn: Connection, start: str | None, end: str | None) -> dict[str, tuple[int, float, float]]:
     """Per origin province: (changes, median delay ms, p95 delay ms) of the changes this replica
     received from peers on the China-time days from ``start`` to ``end`` (ISO dates, both
     included, None = open), delay = received_ms - at_ms (the author's hybrid-logical write time;
@@ -104,7 +105,7 @@ def delivery_delays(conn, start: str | None, end: str | None) -> dict[str, tuple
                  cast(func.sum(a.n).over(partition_by=a.origin), BigInteger).label("total")).subquery()
     r = cum.c
 
-    def at(rank):  # type: ignore[no-untyped-def]
+    def at(rank: ColumnElement[Any]) -> ColumnElement[Any]:
         return case((and_(r.upto - r.n < rank, rank <= r.upto), cast(r.s, Float) / r.n))
 
     lo, hi, p95 = (r.total + 1) // 2, (r.total + 2) // 2, (r.total * 95 + 99) // 100
@@ -120,7 +121,7 @@ def _overdue(today: str) -> Any:
                and_(r.answered_on.is_(None), r.due_on < func.coalesce(r.closed_on, literal(today))))
 
 
-def request_figures(conn, start: str | None, end: str | None, today: str) -> tuple[Rows, Rows]:  # type: ignore[no-untyped-def]
+def request_figures(conn: Connection, start: str | None, end: str | None, today: str) -> tuple[Rows, Rows]:
     """For requests sent in the period, in one scan: (to province, to side, received, answered on
     time, overdue) and the histogram the medians come from (to province, to side, days to
     answer, requests)."""
@@ -141,7 +142,7 @@ def request_figures(conn, start: str | None, end: str | None, today: str) -> tup
     return [(p, side, *t) for (p, side), t in totals.items()], days
 
 
-def open_requests(conn, province: str, today: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def open_requests(conn: Connection, province: str, today: str) -> dict[str, int]:
     """Open and overdue (open past the due date) requests to and from ``province``."""
     r = requests.c
     late = r.due_on < today
@@ -154,14 +155,14 @@ def open_requests(conn, province: str, today: str) -> dict[str, int]:  # type: i
     return out
 
 
-def request_counterparts(conn, province: str) -> set[str]:  # type: ignore[no-untyped-def]
+def request_counterparts(conn: Connection, province: str) -> set[str]:
     """Provinces that sent requests to ``province`` or received them from it."""
     r = requests.c
     q = select(r.from_p, r.to_p).where(or_(r.from_p == province, r.to_p == province)).distinct()
     return {p for row in conn.execute(q) for p in row}
 
 
-def served_migrants(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+def served_migrants(conn: Connection, start: str | None, end: str | None) -> Rows:
     """(residence province, migrants living there with at least one service given in the period),
     by the provinces the service records carry (the person's, kept current on a move)."""
     s = services.c
@@ -172,7 +173,7 @@ def served_migrants(conn, start: str | None, end: str | None) -> Rows:  # type: 
     return [(p, int(n)) for p, n in conn.execute(q)]
 
 
-def certificate_checks(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+def certificate_checks(conn: Connection, start: str | None, end: str | None) -> Rows:
     """(province, certificates it verified in the period: services of type certificate_check it gave)."""
     s = services.c
     q = (select(s.provider, func.count()).where(and_(s.type == "certificate_check", _between(s.given_on, start, end)))
@@ -180,13 +181,13 @@ def certificate_checks(conn, start: str | None, end: str | None) -> Rows:  # typ
     return [(p, int(n)) for p, n in conn.execute(q)]
 
 
-def certificates_issued(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+def certificates_issued(conn: Connection, start: str | None, end: str | None) -> Rows:
     c = certificates.c
     q = select(c.issuer, func.count()).where(_between(c.issued_on, start, end)).group_by(c.issuer)
     return [(p, int(n)) for p, n in conn.execute(q)]
 
 
-def certificates_revoked(conn, start: str | None, end: str | None) -> Rows:  # type: ignore[no-untyped-def]
+def certificates_revoked(conn: Connection, start: str | None, end: str | None) -> Rows:
     c = certificates.c
     q = (select(c.issuer, func.count()).where(and_(c.status == "revoked", _between(c.status_on, start, end)))
          .group_by(c.issuer))

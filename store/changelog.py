@@ -10,9 +10,10 @@ connection; the Store decides transactions and locking.
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, Connection
 
 from core.change import Change, Envelope, Head
 from core.identity import Identity
@@ -58,7 +59,7 @@ _ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_i
                   log.c.proof, log.c.routes, log.c.via, log.c.received_ms)
 
 
-def _entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
+def _entry(r: Sequence[Any]) -> LogEntry:
     (lsn, origin, seq, kind, record_id, op, operator, at_ms, body, key_id, signature, index, size, proof,
      routes, via, received_ms) = r
     proof = bytes(proof)
@@ -67,7 +68,7 @@ def _entry(r) -> LogEntry:  # type: ignore[no-untyped-def]
                     via, received_ms)
 
 
-def append(conn, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, now_ms: int,  # type: ignore[no-untyped-def]
+def append(conn: Connection, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, now_ms: int,
            index_routes: bool, digests: Sequence[bytes] | None = None) -> None:
     """Append changes with the next lsns. The caller holds the store's write lock, so the lsns are its to hand out."""
     if not items:
@@ -92,7 +93,7 @@ def append(conn, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, n
         insert_rows(conn, log_dest, ("province", "lsn"), dests)
 
 
-def digests(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], set[bytes]]:  # type: ignore[no-untyped-def]
+def digests(conn: Connection, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], set[bytes]]:
     """Digests of the changes among ``keys`` (origin, seq) already in the log: usually one each,
     more where the origin equivocated (core.intakeplan)."""
     out: dict[tuple[str, int], set[bytes]] = {}
@@ -107,19 +108,19 @@ def digests(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], set[
     return out
 
 
-def last_seq(conn, origin: str) -> int:  # type: ignore[no-untyped-def]
+def last_seq(conn: Connection, origin: str) -> int:
     return int(conn.execute(select(func.max(log.c.seq)).where(log.c.origin == origin)).scalar() or 0)
 
 
-def last_lsn(conn) -> int:  # type: ignore[no-untyped-def]
+def last_lsn(conn: Connection) -> int:
     return int(conn.execute(select(func.max(log.c.lsn))).scalar() or 0)
 
 
-def last_write_ms(conn, origin: str) -> int | None:  # type: ignore[no-untyped-def]
+def last_write_ms(conn: Connection, origin: str) -> int | None:
     return conn.execute(select(func.max(log.c.at_ms)).where(log.c.origin == origin)).scalar()
 
 
-def outbox(conn, origin: str, after_seq: int, limit: int, upto: int | None = None) -> list[LogEntry]:  # type: ignore[no-untyped-def]
+def outbox(conn: Connection, origin: str, after_seq: int, limit: int, upto: int | None = None) -> list[LogEntry]:
     """``origin``'s own changes that must leave its node, after the acknowledged sequence."""
     cond = [log.c.origin == origin, log.c.shared.is_(True), log.c.seq > after_seq]
     if upto is not None:
@@ -128,7 +129,7 @@ def outbox(conn, origin: str, after_seq: int, limit: int, upto: int | None = Non
     return [_entry(r) for r in conn.execute(q)]
 
 
-def outbox_page(conn, origin: str, after_seq: int, limit: int) -> tuple[list[LogEntry], int]:  # type: ignore[no-untyped-def]
+def outbox_page(conn: Connection, origin: str, after_seq: int, limit: int) -> tuple[list[LogEntry], int]:
     """``outbox``, and the seq scanned up to: past the entries that never leave the node.
 
     The last seq is read first: seqs are handed out under the write lock and committed in
@@ -141,7 +142,7 @@ def outbox_page(conn, origin: str, after_seq: int, limit: int) -> tuple[list[Log
     return entries, max(upto, after_seq)
 
 
-def outbox_stats(conn, origin: str, after_seq: int) -> tuple[int, int | None]:  # type: ignore[no-untyped-def]
+def outbox_stats(conn: Connection, origin: str, after_seq: int) -> tuple[int, int | None]:
     """(changes waiting, received_ms of the oldest) beyond ``after_seq``."""
     q = select(func.count(), func.min(log.c.received_ms)).where(
         and_(log.c.origin == origin, log.c.shared.is_(True), log.c.seq > after_seq))
@@ -149,7 +150,7 @@ def outbox_stats(conn, origin: str, after_seq: int) -> tuple[int, int | None]:  
     return int(n or 0), oldest
 
 
-def _admitted(after_lsn: int, upto: int, flt: Filter | None, not_via: str | None):  # type: ignore[no-untyped-def]
+def _admitted(after_lsn: int, upto: int, flt: Filter | None, not_via: str | None) -> ColumnElement[bool]:
     cond = [log.c.lsn > after_lsn, log.c.lsn <= upto]
     if flt is not None:
         dest = select(log_dest.c.lsn).where(and_(log_dest.c.province.in_(sorted(flt.provinces)),
@@ -170,7 +171,7 @@ def _admitted(after_lsn: int, upto: int, flt: Filter | None, not_via: str | None
 SCAN_WINDOW = 20_000
 
 
-def read(conn, after_lsn: int, *, flt: Filter | None, not_via: str | None,  # type: ignore[no-untyped-def]
+def read(conn: Connection, after_lsn: int, *, flt: Filter | None, not_via: str | None,
          limit: int) -> tuple[list[LogEntry], int]:
     """Entries after ``after_lsn`` that ``flt`` admits, and the lsn scanned up to.
 
@@ -189,13 +190,13 @@ def read(conn, after_lsn: int, *, flt: Filter | None, not_via: str | None,  # ty
     return rows, upto
 
 
-def pending(conn, after_lsn: int, *, flt: Filter | None, not_via: str | None) -> tuple[int, int | None]:  # type: ignore[no-untyped-def]
+def pending(conn: Connection, after_lsn: int, *, flt: Filter | None, not_via: str | None) -> tuple[int, int | None]:
     """(entries waiting, received_ms of the oldest) for a subscriber at ``after_lsn``."""
     q = select(func.count(), func.min(log.c.received_ms)).where(_admitted(after_lsn, last_lsn(conn), flt, not_via))
     n, oldest = conn.execute(q).one()
     return int(n or 0), oldest
 
 
-def history(conn, kind: str, record_id: str) -> list[LogEntry]:  # type: ignore[no-untyped-def]
+def history(conn: Connection, kind: str, record_id: str) -> list[LogEntry]:
     q = select(*_ENTRY_COLUMNS).where(and_(log.c.kind == kind, log.c.record_id == record_id)).order_by(log.c.lsn)
     return [_entry(r) for r in conn.execute(q)]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sqlalchemy import and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection
 
 from core.change import Change, parse
 from store.schema import claims
@@ -36,13 +37,13 @@ class Claim:
                 "decided_ms": self.decided_ms, "decided_by": self.decided_by}
 
 
-def add(conn, rows: Sequence[tuple[Change, bytes]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+def add(conn: Connection, rows: Sequence[tuple[Change, bytes]], now_ms: int) -> None:
     if rows:
         conn.execute(insert(claims), [{"kind": c.kind, "record_id": c.record_id, "origin": c.origin, "seq": c.seq,
                                        "body": body, "received_ms": now_ms, "status": OPEN} for c, body in rows])
 
 
-def open_by_record(conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:  # type: ignore[no-untyped-def]
+def open_by_record(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
     """{(kind, record_id): claimers with an open claim} for these records."""
     out: dict[tuple[str, str], set[str]] = {}
     ids = sorted({rid for _, rid in keys})
@@ -54,29 +55,29 @@ def open_by_record(conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str
     return out
 
 
-def open_changes(conn, kind: str, record_id: str, origin: str) -> list[tuple[int, Change]]:  # type: ignore[no-untyped-def]
+def open_changes(conn: Connection, kind: str, record_id: str, origin: str) -> list[tuple[int, Change]]:
     q = select(claims.c.claim_id, claims.c.body).where(and_(
         claims.c.kind == kind, claims.c.record_id == record_id, claims.c.origin == origin,
         claims.c.status == OPEN)).order_by(claims.c.claim_id)
     return [(cid, parse(bytes(body))) for cid, body in conn.execute(q)]
 
 
-def decide(conn, claim_ids: Sequence[int], status: str, by: str, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+def decide(conn: Connection, claim_ids: Sequence[int], status: str, by: str, now_ms: int) -> None:
     if claim_ids:
         conn.execute(update(claims).where(claims.c.claim_id.in_(list(claim_ids)))
                      .values(status=status, decided_ms=now_ms, decided_by=by))
 
 
-def get(conn, claim_id: int) -> Claim | None:  # type: ignore[no-untyped-def]
+def get(conn: Connection, claim_id: int) -> Claim | None:
     rows = _select(conn, claims.c.claim_id == claim_id)
     return rows[0] if rows else None
 
 
-def listing(conn, *, status: str | None = None) -> list[Claim]:  # type: ignore[no-untyped-def]
+def listing(conn: Connection, *, status: str | None = None) -> list[Claim]:
     return _select(conn, claims.c.status == status if status is not None else None)
 
 
-def _select(conn, where) -> list[Claim]:  # type: ignore[no-untyped-def]
+def _select(conn: Connection, where: ColumnElement[bool] | None) -> list[Claim]:
     q = select(claims.c.claim_id, claims.c.kind, claims.c.record_id, claims.c.origin, claims.c.seq, claims.c.body,
                claims.c.received_ms, claims.c.status, claims.c.decided_ms, claims.c.decided_by)
     if where is not None:

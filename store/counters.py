@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from sqlalchemy import insert, select, update
+from sqlalchemy import Connection
 
 from store import records
 from store.schema import counters
@@ -17,7 +18,7 @@ from store.schema import counters
 LIVE, CONFLICTED = "records:live", "records:conflicted"
 
 
-def initialise(conn) -> None:  # type: ignore[no-untyped-def]
+def initialise(conn: Connection) -> None:
     """Count once on the first open of a store (or of one from before counters existed)."""
     have = set(conn.execute(select(counters.c.name).where(counters.c.name.in_([LIVE, CONFLICTED]))).scalars())
     if LIVE not in have:
@@ -26,24 +27,24 @@ def initialise(conn) -> None:  # type: ignore[no-untyped-def]
         put(conn, CONFLICTED, records.count(conn, conflicted_only=True), 0)
 
 
-def bump(conn, name: str, delta: int) -> None:  # type: ignore[no-untyped-def]
+def bump(conn: Connection, name: str, delta: int) -> None:
     if delta:
         conn.execute(update(counters).where(counters.c.name == name).values(value=counters.c.value + delta))
 
 
-def put(conn, name: str, value: int, at_ms: int) -> None:  # type: ignore[no-untyped-def]
+def put(conn: Connection, name: str, value: int, at_ms: int) -> None:
     done = conn.execute(update(counters).where(counters.c.name == name).values(value=value, at_ms=at_ms))
     if done.rowcount == 0:
         conn.execute(insert(counters).values(name=name, value=value, at_ms=at_ms))
 
 
-def read(conn, prefix: str) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
+def read(conn: Connection, prefix: str) -> dict[str, tuple[int, int]]:
     rows = conn.execute(select(counters.c.name, counters.c.value, counters.c.at_ms)
                         .where(counters.c.name.startswith(prefix))).all()
     return {name: (int(value), int(at_ms)) for name, value, at_ms in rows}
 
 
-def note_origins(conn, applied: Iterable[tuple[str, int, int]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+def note_origins(conn: Connection, applied: Iterable[tuple[str, int, int]], now_ms: int) -> None:
     """Keep, per origin, the highest seq applied and that change's write time (for lag).
 
     ``applied`` holds (origin, seq, written at ms) of the changes just applied.
@@ -63,7 +64,7 @@ def note_origins(conn, applied: Iterable[tuple[str, int, int]], now_ms: int) -> 
         put(conn, f"arrived:{origin}", max(0, now_ms - at_ms), now_ms)  # its lag, arrival
 
 
-def last_applied(conn) -> dict[str, tuple[int, int, int]]:  # type: ignore[no-untyped-def]
+def last_applied(conn: Connection) -> dict[str, tuple[int, int, int]]:
     """Per origin: (last seq, its write time ms, when we received it ms)."""
     arrived = read(conn, "arrived:")
     out = {}

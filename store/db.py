@@ -14,11 +14,13 @@ directory is created 0700 (``store.files``). Errors never quote statement parame
 from __future__ import annotations
 
 from pathlib import Path
+import sqlite3
 from typing import Sequence
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url
+from sqlalchemy import Connection, Table
 
 from store.files import create_private, make_private, private_dir
 
@@ -66,12 +68,12 @@ def open_engine(url: str) -> Engine:
             for suffix in ("-wal", "-shm", "-journal"):  # left by an older release, maybe 0644
                 make_private(path + suffix)
         # The busy timeout (seconds): 30 unless the URL says otherwise (sqlite:///node.db?timeout=5).
-        timeout = float(parsed.query.get("timeout", 30))
+        timeout = float(parsed.query.get("timeout", 30))  # type: ignore[arg-type]  # one ?timeout= is a str
         engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False},
                                hide_parameters=True)
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
@@ -82,11 +84,11 @@ def open_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4, hide_parameters=True)
 
 
-def _mark(conn) -> str:  # type: ignore[no-untyped-def]
+def _mark(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def insert_rows(conn, table, columns: Sequence[str], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple]) -> None:
     """One executemany of plain tuples, straight to the driver: the hot path writes hundreds of
     rows per batch, and per-row parameter processing would cost more than the insert itself.
     Values must already be the driver's types (str, int, bytes, bool, None), which suit SQLite
@@ -96,7 +98,7 @@ def insert_rows(conn, table, columns: Sequence[str], rows: list[tuple]) -> None:
                          f"VALUES ({', '.join([mark] * len(columns))})", rows)
 
 
-def update_rows(conn, table, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+def update_rows(conn: Connection, table: Table, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
     """``insert_rows`` for updates: each row is the new ``columns`` values, then the ``keys`` values."""
     mark = _mark(conn)
     conn.exec_driver_sql(f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} "

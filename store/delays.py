@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from sqlalchemy import Connection
+
 from core.delays import bucket, day_of, units
 from store.db import _mark
 from store.schema import delay_counts
@@ -37,7 +39,7 @@ def tally(changes: Iterable[tuple[str, int]], received_ms: int) -> dict[tuple[st
     return out
 
 
-def upsert(conn, day: int, cells: dict[tuple[str, int], list[int]]) -> None:  # type: ignore[no-untyped-def]
+def upsert(conn: Connection, day: int, cells: dict[tuple[str, int], list[int]]) -> None:
     """Add ``cells`` to the counters of ``day`` and of its month and year: one driver-level
     executemany of INSERT ... ON CONFLICT DO UPDATE (SQLite >= 3.24 and PostgreSQL alike)."""
     if not cells:
@@ -51,6 +53,6 @@ def upsert(conn, day: int, cells: dict[tuple[str, int], list[int]]) -> None:  # 
         [(level, unit, origin, b, n, total) for level, unit in units(day) for (origin, b), (n, total) in cells.items()])
 
 
-def add(conn, changes: Iterable[tuple[str, int]], received_ms: int) -> None:  # type: ignore[no-untyped-def]
+def add(conn: Connection, changes: Iterable[tuple[str, int]], received_ms: int) -> None:
     """Count ``changes`` (origin, at_ms), received from a peer at ``received_ms``."""
     upsert(conn, day_of(received_ms), tally(changes, received_ms))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sqlalchemy import Select, and_, func, select
+from sqlalchemy import ColumnElement, Connection
 
 from store.schema import records
 
@@ -33,7 +34,7 @@ class Pair:
     why: str  # SAME_ID or SAME_PERSON
 
 
-def _live():  # type: ignore[no-untyped-def]
+def _live() -> ColumnElement[bool]:
     return and_(records.c.kind == "person", records.c.deleted.is_(False))
 
 
@@ -68,11 +69,11 @@ def same_name_birth_sex_query() -> Select:
     return q
 
 
-def same_id_number(conn) -> Iterator[Pair]:  # type: ignore[no-untyped-def]
+def same_id_number(conn: Connection) -> Iterator[Pair]:
     for first, second in conn.execute(same_id_number_query()):
         yield Pair(first, second, SAME_ID)
 
 
-def same_name_birth_sex(conn) -> Iterator[Pair]:  # type: ignore[no-untyped-def]
+def same_name_birth_sex(conn: Connection) -> Iterator[Pair]:
     for first, second in conn.execute(same_name_birth_sex_query()):
         yield Pair(first, second, SAME_PERSON)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sqlalchemy import Engine, event
+from sqlalchemy import Connection
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.errors import StoreUnavailable
@@ -118,7 +120,7 @@ class Health:
 SQLITE_OUTAGES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 
 
-def _is_outage(ctx) -> bool:  # type: ignore[no-untyped-def]
+def _is_outage(ctx: ExceptionContext) -> bool:
     if ctx.is_disconnect:
         return True
     if not isinstance(ctx.sqlalchemy_exception, (OperationalError, InterfaceError)):
@@ -138,7 +140,7 @@ def watch(engine: Engine, health: Health) -> None:
     database = describe(engine.url)
 
     @event.listens_for(engine, "handle_error")
-    def _outage(ctx):  # type: ignore[no-untyped-def]
+    def _outage(ctx: ExceptionContext) -> StoreUnavailable | None:
         if ctx.is_pre_ping:  # the pool is checking a pooled connection; it reconnects on its own
             return None
         if not _is_outage(ctx):
@@ -150,5 +152,6 @@ def watch(engine: Engine, health: Health) -> None:
         return err
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _ran(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def _ran(conn: Connection, cursor: object, statement: str, parameters: object, context: object,
+             executemany: bool) -> None:
         health.reached()

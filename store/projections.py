@@ -13,9 +13,10 @@ Kinds without ``project`` (person) cost nothing here.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import Integer, String, Table, delete, select
+from sqlalchemy import Column, Connection
 
 from core.kinds import get_kind
 from core.record import RecordState
@@ -29,7 +30,7 @@ def key_column(table: Table) -> str:
     return next(iter(table.primary_key.columns)).name
 
 
-def _fit(column, value: object) -> object:  # type: ignore[no-untyped-def]
+def _fit(column: Column[Any], value: object) -> object:
     if isinstance(column.type, String):
         size = column.type.length
         ok = isinstance(value, str) and "\x00" not in value and (size is None or len(value) <= size)
@@ -45,7 +46,7 @@ def row(table: Table, record_id: str, projected: Mapping[str, object]) -> tuple:
     return tuple(record_id if c.name == key else _fit(c, projected.get(c.name)) for c in table.columns)
 
 
-def save(conn, states: Sequence[RecordState]) -> None:  # type: ignore[no-untyped-def]
+def save(conn: Connection, states: Sequence[RecordState]) -> None:
     """Bring the side tables in line with ``states`` (the last state per record wins)."""
     by_kind: dict[str, dict[str, RecordState]] = {}
     for state in states:
@@ -64,7 +65,7 @@ def save(conn, states: Sequence[RecordState]) -> None:  # type: ignore[no-untype
             insert_rows(conn, table, [c.name for c in table.columns], rows)
 
 
-def select_rows(conn, kind: str, where: Mapping[str, object], order_by: Sequence[str] = ()) -> list[dict]:  # type: ignore[no-untyped-def]
+def select_rows(conn: Connection, kind: str, where: Mapping[str, object], order_by: Sequence[str] = ()) -> list[dict]:
     """Side-table rows of ``kind`` whose columns equal ``where``, ordered by ``order_by`` then the key."""
     table = TABLES[kind]
     q = select(table)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sqlalchemy import func, insert, select
+from sqlalchemy import Connection
 
 from store import counters
 from store.schema import quarantine
@@ -51,10 +52,10 @@ def _storable(text: str | None, max_len: int) -> str | None:
 
 
 def _width(column: str) -> int:
-    return quarantine.c[column].type.length
+    return quarantine.c[column].type.length  # type: ignore[attr-defined]  # a String column: its TypeEngine has one
 
 
-def add_capped(conn, refused: Sequence, *, peer: str, now_ms: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def add_capped(conn: Connection, refused: Sequence, *, peer: str, now_ms: int) -> tuple[int, int]:
     """Keep each refusal (a store.Refused) within its charged party's cap; count the rest.
 
     Returns (changes refused, of them dropped over a cap). A refusal standing for a whole batch
@@ -94,7 +95,7 @@ def add_capped(conn, refused: Sequence, *, peer: str, now_ms: int) -> tuple[int,
     return total, dropped
 
 
-def shares(conn) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+def shares(conn: Connection) -> dict[str, dict[str, int]]:
     """Per charged party: {"rows", "bytes", "dropped"}."""
     out: dict[str, dict[str, int]] = {}
     for prefix, key in ((_ROWS, "rows"), (_BYTES, "bytes"), (_DROPPED, "dropped")):
@@ -103,22 +104,22 @@ def shares(conn) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
     return dict(sorted(out.items()))
 
 
-def entries(conn, limit: int) -> list[QuarantineEntry]:  # type: ignore[no-untyped-def]
+def entries(conn: Connection, limit: int) -> list[QuarantineEntry]:
     q = select(quarantine.c.id, quarantine.c.received_ms, quarantine.c.peer, quarantine.c.origin,
                quarantine.c.seq, quarantine.c.kind, quarantine.c.record_id, quarantine.c.reason,
                quarantine.c.charged)
     return [QuarantineEntry(*r) for r in conn.execute(q.order_by(quarantine.c.id.desc()).limit(limit))]
 
 
-def body(conn, entry_id: int) -> bytes | None:  # type: ignore[no-untyped-def]
+def body(conn: Connection, entry_id: int) -> bytes | None:
     raw = conn.execute(select(quarantine.c.body).where(quarantine.c.id == entry_id)).scalar()
     return None if raw is None else bytes(raw)
 
 
-def by_origin(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def by_origin(conn: Connection) -> dict[str, int]:
     q = select(quarantine.c.origin, func.count()).where(quarantine.c.origin.is_not(None)).group_by(quarantine.c.origin)
     return {origin: int(n) for origin, n in conn.execute(q)}
 
 
-def count(conn) -> int:  # type: ignore[no-untyped-def]
+def count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(quarantine)).scalar() or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, Connection
 
 from core import canonical
 from core.change import state_provinces
@@ -36,14 +37,14 @@ def _state(kind: str, record_id: str, raw: bytes) -> RecordState:
     return RecordState.from_json(kind, record_id, canonical.loads(bytes(raw)))
 
 
-def load(conn, kind: str, record_id: str) -> RecordState | None:  # type: ignore[no-untyped-def]
+def load(conn: Connection, kind: str, record_id: str) -> RecordState | None:
     raw = conn.execute(
         select(records.c.state).where(and_(records.c.kind == kind, records.c.record_id == record_id))
     ).scalar()
     return None if raw is None else _state(kind, record_id, raw)
 
 
-def load_many(conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordState | None]:  # type: ignore[no-untyped-def]
+def load_many(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordState | None]:
     """Current states of many records in a few queries (None where absent)."""
     out: dict[tuple[str, str], RecordState | None] = {k: None for k in keys}
     by_kind: dict[str, list[str]] = {}
@@ -58,7 +59,7 @@ def load_many(conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Re
     return out
 
 
-def save_many(conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def save_many(conn: Connection, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> tuple[int, int]:
     """Write record states, each with the state it replaces (None: a new record).
 
     Returns the change in (live records, live records with open conflicts), for the counters.
@@ -69,7 +70,7 @@ def save_many(conn, states: Sequence[tuple[RecordState, RecordState | None]], no
         now_live = not state.deleted
         now_conflicted = bool(open_conflicts(state))  # rules that merging broke too (core.kinds)
         was_live = prior is not None and not prior.deleted
-        was_conflicted = was_live and bool(open_conflicts(prior))  # type: ignore[arg-type]
+        was_conflicted = was_live and bool(open_conflicts(prior))  # type: ignore[arg-type]  # was_live: prior is not None
         live += now_live - was_live
         conflicted += (now_live and now_conflicted) - was_conflicted
         shown = state.values()
@@ -88,7 +89,7 @@ def save_many(conn, states: Sequence[tuple[RecordState, RecordState | None]], no
     return live, conflicted
 
 
-def page(conn, kind: str, after: str, *, include_deleted: bool, conflicted_only: bool,  # type: ignore[no-untyped-def]
+def page(conn: Connection, kind: str, after: str, *, include_deleted: bool, conflicted_only: bool,
          limit: int) -> list[RecordState]:
     """Up to ``limit`` records of a kind with ids after ``after``, in id order."""
     q = select(records.c.record_id, records.c.state).where(and_(records.c.kind == kind, records.c.record_id > after))
@@ -99,7 +100,7 @@ def page(conn, kind: str, after: str, *, include_deleted: bool, conflicted_only:
     return [_state(kind, rid, raw) for rid, raw in conn.execute(q.order_by(records.c.record_id).limit(limit))]
 
 
-def people_by_id_number(conn, id_numbers: Sequence[str]) -> dict[str, RecordState]:  # type: ignore[no-untyped-def]
+def people_by_id_number(conn: Connection, id_numbers: Sequence[str]) -> dict[str, RecordState]:
     """The live person held under each ID number (the first by record id where legacy duplicates hold
     one number twice); numbers held by no live person are absent. Probes ix_records_id_number."""
     out: dict[str, RecordState] = {}
@@ -115,7 +116,7 @@ def people_by_id_number(conn, id_numbers: Sequence[str]) -> dict[str, RecordStat
     return out
 
 
-def flow_counts(conn, kind: str) -> list[tuple[str | None, str | None, str | None, int]]:  # type: ignore[no-untyped-def]
+def flow_counts(conn: Connection, kind: str) -> list[tuple[str | None, str | None, str | None, int]]:
     """(household, residence, move month, live records) groups, from the projection columns."""
     month = func.substr(records.c.moved_on, 1, 7)
     q = (select(records.c.household, records.c.residence, month, func.count())
@@ -124,9 +125,9 @@ def flow_counts(conn, kind: str) -> list[tuple[str | None, str | None, str | Non
     return [(h, r, m, int(n)) for h, r, m, n in conn.execute(q)]
 
 
-def count(conn, *, conflicted_only: bool = False) -> int:  # type: ignore[no-untyped-def]
+def count(conn: Connection, *, conflicted_only: bool = False) -> int:
     """Live (or live and conflicted) records, counted (the counters' starting values)."""
-    cond = records.c.deleted.is_(False)
+    cond: ColumnElement[bool] = records.c.deleted.is_(False)
     if conflicted_only:
         cond = and_(cond, records.c.conflicted.is_(True))
     return int(conn.execute(select(func.count()).select_from(records).where(cond)).scalar() or 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Connection
 
 from core import canonical
 from core.idnumber import id_birth_date, id_sex
@@ -47,13 +48,13 @@ class Report:
                 f"{self.references} references in certificates, services and requests")
 
 
-def mark_pending(conn) -> None:  # type: ignore[no-untyped-def]
+def mark_pending(conn: Connection) -> None:
     """Called by migration 0009: a store with person records has records to re-key."""
     if conn.execute(select(records.c.record_id).where(records.c.kind == "person").limit(1)).first() is not None:
         conn.execute(insert(meta).values(key=KEY, value="pending"))
 
 
-def pending(conn) -> bool:  # type: ignore[no-untyped-def]
+def pending(conn: Connection) -> bool:
     return conn.execute(select(meta.c.value).where(meta.c.key == KEY)).scalar() == "pending"
 
 
@@ -65,7 +66,7 @@ def _agrees(values: dict, id_number: str) -> bool:
     return values.get("birth_date") == id_birth_date(id_number).isoformat() and values.get("sex") == id_sex(id_number)
 
 
-def run(conn, secret: bytes) -> Report:  # type: ignore[no-untyped-def]
+def run(conn: Connection, secret: bytes) -> Report:
     """Re-key this store's legacy person records (see the module doc); marks the store done."""
     report = Report()
     by_id: dict[str, list[str]] = {}
@@ -105,7 +106,7 @@ def run(conn, secret: bytes) -> Report:  # type: ignore[no-untyped-def]
     return report
 
 
-def _rewrite_references(conn, mapping: dict[str, str]) -> int:  # type: ignore[no-untyped-def]
+def _rewrite_references(conn: Connection, mapping: dict[str, str]) -> int:
     """Point person_id fields (every version of them) at the new keys; refresh the side tables."""
     changed: list[RecordState] = []
     for kind in REFERRING:

@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection
 
 from core import hlc, intakeplan
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import LocalError, NotFound, SyncError
+from core.errors import LocalError, Malformed, NotFound, SyncError
 from core.identity import Identity
 from core.intakeplan import Arrival
 from core.kinds import get_kind
@@ -81,6 +82,7 @@ class Refused:
     record_id: str | None = None
     charged: str | None = None  # whose quarantine share it takes (store.quarantine); None: the peer it came via
     count: int = 1  # changes it stands for (a batch refused whole is one entry for all of them)
+    category: str = Malformed.category  # the error class's category, which ``reason`` starts with (core.errors)
 
 
 @dataclass(slots=True)
@@ -118,7 +120,7 @@ class Store:
         self.health = health or Health()
         if not getattr(engine, "_yipanqi_watched", False):
             watch(engine, self.health)
-            engine._yipanqi_watched = True  # type: ignore[attr-defined]
+            engine._yipanqi_watched = True  # type: ignore[attr-defined]  # our marker on a shared engine
         self.owner = owner
         ident = Identity.parse(owner)
         self.province = ident.name if ident.role == "province" else None
@@ -153,7 +155,7 @@ class Store:
         engine = open_engine(url)
         health = health or Health()
         watch(engine, health)
-        engine._yipanqi_watched = True  # type: ignore[attr-defined]
+        engine._yipanqi_watched = True  # type: ignore[attr-defined]  # our marker on a shared engine
         migrate(engine)
         if person_secret is not None:
             with engine.begin() as conn:
@@ -255,7 +257,7 @@ class Store:
         with self.engine.connect() as conn:
             return counters.read(conn, name).get(name, (0, 0))[0]
 
-    def _save(self, conn, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    def _save(self, conn: Connection, states: Sequence[tuple[RecordState, RecordState | None]], now_ms: int) -> None:
         live, conflicted = records.save_many(conn, states, now_ms)
         projections.save(conn, [state for state, _ in states])  # per-kind side tables, same transaction
         tallies.bump(conn, tallies.deltas(states), now_ms)  # migrants per province pair, same transaction
@@ -270,7 +272,7 @@ class Store:
         return local_write(current, kind=kind, record_id=record_id, values=values, node=self.owner,
                            seq=seq, at=at, op=op, operator=operator)
 
-    def _log_own(self, conn, changes: Sequence[Change], saves: Sequence[tuple[RecordState, RecordState | None]],  # type: ignore[no-untyped-def]
+    def _log_own(self, conn: Connection, changes: Sequence[Change], saves: Sequence[tuple[RecordState, RecordState | None]],
                  now_ms: int, seal: Sealer) -> None:
         """Our own changes into the log under one batch signature, and the states they make saved,
         in the caller's transaction."""
@@ -380,7 +382,7 @@ class Store:
             if bad:
                 result.quarantined, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
                 result.refused = [(r.origin, r.seq) for r in bad]
-                result.last_refusal = bad[-1].reason.split(":", 1)[0][:64]
+                result.last_refusal = bad[-1].category[:64]
             changelog.append(conn, [(a.change, a.envelope) for a in fresh], via=via, now_ms=now_ms,
                              index_routes=self.index_routes,
                              digests=[arrivals[i].digest for i in todo.fresh])
@@ -395,11 +397,11 @@ class Store:
                 for a in fresh:
                     ch = a.change
                     key = (ch.kind, ch.record_id)
-                    if is_claim(states[key], ch, open_claim=ch.origin in held.get(key, ())):  # type: ignore[arg-type]
-                        new_claims.append((ch, a.envelope.body))  # type: ignore[arg-type]
+                    if is_claim(states[key], ch, open_claim=ch.origin in held.get(key, ())):  # type: ignore[arg-type]  # hold_records: full changes only
+                        new_claims.append((ch, a.envelope.body))  # type: ignore[arg-type]  # as above
                         held.setdefault(key, set()).add(ch.origin)
                         continue
-                    outcome = apply(states[key], ch)
+                    outcome = apply(states[key], ch)  # type: ignore[arg-type]  # as above
                     states[key] = outcome.state
                     result.opened += [(ch.kind, ch.record_id, f) for f in outcome.opened]
                 claims.add(conn, new_claims, now_ms)
@@ -441,7 +443,7 @@ class Store:
         with self.engine.connect() as conn:
             return claims.listing(conn, status=status)
 
-    def _open_claim(self, conn, claim_id: int) -> claims.Claim:  # type: ignore[no-untyped-def]
+    def _open_claim(self, conn: Connection, claim_id: int) -> claims.Claim:
         claim = claims.get(conn, claim_id)
         if claim is None:
             raise NotFound(f"no claim {claim_id} on {self.owner}")
@@ -573,7 +575,7 @@ class Store:
             return upstream.summary(conn)
 
     # -- cursors -------------------------------------------------------------------
-    def _set_cursor(self, conn, name: str, value: int, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    def _set_cursor(self, conn: Connection, name: str, value: int, now_ms: int) -> None:
         done = conn.execute(update(cursors).where(cursors.c.name == name).values(value=value, updated_ms=now_ms))
         if done.rowcount == 0:
             conn.execute(insert(cursors).values(name=name, value=value, updated_ms=now_ms))

@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Sequence
 
 from sqlalchemy import select
+from sqlalchemy import Connection
 
 from core.record import RecordState
 from store.db import insert_rows, update_rows
@@ -30,7 +31,7 @@ def _pair(state: RecordState | None) -> tuple[str, str] | None:
     shown = state.values()
     h, r = shown.get("household_province"), shown.get("residence_province")
     ok = isinstance(h, str) and isinstance(r, str) and len(h) == 2 == len(r) and h != r
-    return (h, r) if ok else None  # type: ignore[return-value]
+    return (h, r) if ok else None  # type: ignore[return-value]  # ok: both are str
 
 
 def deltas(states: Sequence[tuple[RecordState, RecordState | None]]) -> Counter[tuple[str, str]]:
@@ -48,7 +49,7 @@ def deltas(states: Sequence[tuple[RecordState, RecordState | None]]) -> Counter[
     return out
 
 
-def bump(conn, changes: Counter[tuple[str, str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+def bump(conn: Connection, changes: Counter[tuple[str, str]], now_ms: int) -> None:
     """Apply ``changes`` in three statements whatever their number (one read, one driver-level
     executemany each for the updates and the new pairs): this runs in every batch a hub or node
     applies, and a batch of new migrants touches hundreds of pairs."""
@@ -64,7 +65,7 @@ def bump(conn, changes: Counter[tuple[str, str]], now_ms: int) -> None:  # type:
         insert_rows(conn, counters, ("name", "value", "at_ms"), inserts)
 
 
-def pairs(conn) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+def pairs(conn: Connection) -> list[tuple[str, str, int]]:
     """(household, residence, live migrants) for every pair with any."""
     rows = conn.execute(select(counters.c.name, counters.c.value).where(counters.c.name.startswith(PREFIX)))
     out = []

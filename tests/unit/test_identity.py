@@ -112,3 +112,14 @@ def test_identity_is_frozen_and_hashable() -> None:
     with pytest.raises(AttributeError):
         ident.name = "45"  # type: ignore[misc]
     assert {ident, Identity.for_province("44")} == {ident}
+
+
+def test_constructors_spell_the_wire_names_and_refuse_unknown_ones() -> None:
+    # Code builds identities with these, not f"province-{code}": the wire spelling stays the same.
+    assert str(Identity.for_province("44")) == "province-44" == str(Identity.parse("province-44"))
+    assert str(Identity.for_hub("national")) == "hub-national"
+    assert Identity.for_hub("pearl") is Identity.for_hub("pearl")  # cached, like parse
+    with pytest.raises(IdentityError):
+        Identity.for_province("99")
+    with pytest.raises(IdentityError):
+        Identity.for_hub("atlantis")

@@ -41,3 +41,13 @@ def test_people_are_the_moved_persons_and_the_persons_of_rerouted_followers() ->
     assert people([(before, moved)]) == [PID]
     assert people([(None, before)]) == []  # new here: looked at only through followers rerouted with it
     assert people([(None, service), (before, moved), (None, service)]) == ["other", PID]
+
+
+def test_a_refused_repair_is_logged_by_its_log_text_never_its_value() -> None:
+    # log_text is a property: calling it (as this once did) raised TypeError inside the error path.
+    from core.errors import ValidationError
+    from node.refollow import _reason
+
+    assert _reason(ValidationError("name", "got '张三'", rule="must be 1..50 characters")) == \
+        "name: must be 1..50 characters"
+    assert _reason(RuntimeError("a database error may quote values")) == "RuntimeError"

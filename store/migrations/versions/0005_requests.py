@@ -16,6 +16,7 @@ the assessment's range scans use.
 import json
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from alembic import op
 
 revision = "0005_requests"
@@ -72,7 +73,7 @@ def _winner(fields: dict, name: str) -> object:
     return value if isinstance(value, str) and len(value) <= 2 and "\x00" not in value else None
 
 
-def _backfill_services(conn, records) -> None:  # type: ignore[no-untyped-def]
+def _backfill_services(conn: Connection, records: sa.TableClause) -> None:
     services = sa.table("services", sa.column("service_id"), sa.column("household"), sa.column("residence"))
     after = ""
     while True:

@@ -14,6 +14,7 @@ writes or reads.
 """
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from alembic import op
 
 # The live scheme, on purpose: the counters must be what store.delays would have kept. A
@@ -43,7 +44,7 @@ def upgrade() -> None:
     op.drop_index("ix_log_delay", table_name="log")
 
 
-def _fill(conn) -> None:  # type: ignore[no-untyped-def]
+def _fill(conn: Connection) -> None:
     cells: dict[tuple[int, str, int], list[int]] = {}
     rows = conn.execute(
         sa.text("SELECT origin, at_ms, received_ms FROM log WHERE via <> 'local' AND origin LIKE :provinces"),
