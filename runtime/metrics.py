@@ -99,10 +99,10 @@ class StatusCollector(Collector):
         if size is not None:
             yield size
         flagged = doc.get("equivocating")
-        found = _gauge("yipanqi_equivocating_origins", "Origins seen signing two different changes with one seq",
+        twins = _gauge("yipanqi_equivocating_origins", "Origins seen signing two different changes with one seq",
                        None if flagged is None else len(flagged))
-        if found is not None:
-            yield found
+        if twins is not None:
+            yield twins
 
 
 def serve_metrics(listen: str, port: int | None, status: Callable[[], dict]) -> None:

@@ -49,6 +49,6 @@ def listing(conn, limit: int = 1000) -> list[dict[str, object]]:  # type: ignore
     for origin, seq, digest, at, lsn in conn.execute(q):
         item = out.setdefault((origin, int(seq)), {"origin": origin, "seq": int(seq), "first_seen_ms": int(at),
                                                    "changes": []})
-        item["first_seen_ms"] = min(int(at), item["first_seen_ms"])  # type: ignore[type-var]
+        item["first_seen_ms"] = min(int(at), int(item["first_seen_ms"]))  # type: ignore[call-overload]  # values are ints here; the dict is JSON-shaped
         item["changes"].append({"digest": bytes(digest).hex(), "lsn": lsn})  # type: ignore[attr-defined]
     return list(out.values())

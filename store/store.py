@@ -371,8 +371,8 @@ class Store:
             sha256 = hashlib.sha256
             arrivals = [Arrival(a.change.origin, a.change.seq, sha256(a.envelope.body).digest(), a.change.at)
                         for a in accepted]
-            held = changelog.digests(conn, [(x.origin, x.seq) for x in arrivals])
-            todo = intakeplan.plan(arrivals, held, self._hlc, now_ms=now_ms, lead_ms=MAX_CLOCK_LEAD_MS,
+            held_digests = changelog.digests(conn, [(x.origin, x.seq) for x in arrivals])
+            todo = intakeplan.plan(arrivals, held_digests, self._hlc, now_ms=now_ms, lead_ms=MAX_CLOCK_LEAD_MS,
                                    node=self.owner)
             fresh = [accepted[i] for i in todo.fresh]
             result.duplicates = len(todo.duplicates)
