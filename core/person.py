@@ -272,8 +272,19 @@ def _concurrent_winners(state: RecordState) -> bool:
     finds anything. One write stamps all its fields with one clock, so a record usually has one or
     two distinct winning clocks, one after the other; comparing those few is much cheaper than
     judging the rules (at most 14 fields, so at most 91 comparisons)."""
+    fields = state.fields
+    one = None
+    for versions in fields.values():  # a write's versions share one clock object: the common case
+        if versions:
+            clock = versions[0].clock
+            if one is None:
+                one = clock
+            elif clock is not one and clock != one:
+                break
+    else:
+        return False
     clocks: dict[tuple[tuple[str, int], ...], VectorClock] = {}
-    for name, versions in state.fields.items():
+    for name, versions in fields.items():
         if versions and name in _CHECKERS:
             clock = versions[0].clock
             clocks.setdefault(clock.entries, clock)
