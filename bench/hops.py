@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.hops [--changes 20000] [--batch 500] [--profile out.txt]
 
 Runs exactly the code the processes run, minus gRPC: node 11 writes sample
-people (``RecordService.write_many``), and each hop reads the batch its
+people as Admin ``Import`` does (``runtime.people.write_people``), and each hop reads the batch its
 upstream would send (``Store.outbox`` / ``Store.read_log`` + ``wire.batch``),
 serialises and parses it as protobuf, and ingests it (``Replica.ingest_batch``):
 11 -> hub-bohai -> hub-national -> hub-pearl -> 44. Prints microseconds of
@@ -30,6 +30,7 @@ from certs.signing import Signer
 from core.routing import Topology
 from core.samples import sample_person
 from runtime import wire
+from runtime.people import write_people
 from runtime.replica import Replica
 from runtime.records import RecordService
 from runtime.serve import tune_gc
@@ -82,7 +83,7 @@ def run(changes: int, batch: int, profile: Path | None) -> dict[str, float]:
             return out
 
         for i in range(0, changes, batch):
-            timed("write at 11", lambda: service.write_many(rows[i:i + batch], operator="bench"))
+            timed("write at 11", lambda: write_people(service, rows[i:i + batch], "bench"))
 
         def hop(name: str, src: Replica, dst: Replica, read, *, via: str, forward: bool, province: str | None) -> None:  # type: ignore[no-untyped-def]
             position = 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from datetime import date
 from functools import lru_cache
+from operator import mul
 
 from core.errors import ValidationError
 
@@ -30,7 +31,10 @@ _CHECK_CHARS = "10X98765432"
 
 def check_char(first17: str) -> str:
     """The check character for the first 17 digits."""
-    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
+    if len(first17) != 17:
+        raise ValueError(f"check_char needs 17 digits, got {len(first17)}")
+    # map/mul instead of a generator: every ID number received or written is checked here
+    total = sum(map(mul, map(int, first17), _WEIGHTS))
     return _CHECK_CHARS[total % 11]
 
 

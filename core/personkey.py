@@ -49,7 +49,9 @@ def person_key(secret: bytes, id_number: str) -> str:
         raise ValidationError("id_number", "not a valid 18-character resident ID: it has no person key",
                               rule="not a valid resident ID")
     mac = hmac.new(secret, canonical.encode("ascii"), hashlib.sha256).digest()
-    return PERSON_PREFIX + base64.b32encode(mac).decode("ascii").lower()[:26]
+    # base32 turns each 5 bytes into 8 characters on their own, so the first 20 bytes give exactly the
+    # first 32 characters of the whole MAC's encoding: the same key for 60% of the encoding work.
+    return PERSON_PREFIX + base64.b32encode(mac[:20]).decode("ascii").lower()[:26]
 
 
 def key_for(secret: bytes, id_number: object, random_uuid: uuid.UUID) -> str:

@@ -151,9 +151,8 @@ class RecordState:
     @cached_property
     def _conflicts(self) -> dict[str, tuple[Version, ...]]:
         out = {}
-        for name, versions in sorted(self.fields.items()):
-            if len(versions) < 2:
-                continue
+        # Only fields holding two or more versions can disagree (usually none: nothing to sort).
+        for name, versions in sorted((n, vs) for n, vs in self.fields.items() if len(vs) > 1):
             distinct = {canonical.scalar_bytes(v.value) for v in versions}
             if len(distinct) > 1:
                 out[name] = versions

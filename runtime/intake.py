@@ -136,14 +136,17 @@ def _check_values(change: Change, body: bytes, today: dt.date) -> None:
     for name, versions in change.state.fields.items():
         for v in versions:
             value = v.value
-            if v.at != at:
-                if isinstance(value, str):
-                    if len(value) > MAX_CARRIED_TEXT:
-                        raise Malformed(f"state.fields.{name}: a carried value is over {MAX_CARRIED_TEXT} characters")
-                elif not (value is None or isinstance(value, (bool, int, float))):
-                    raise Malformed(f"state.fields.{name}: a carried value must be a scalar, "
-                                    f"got {type(value).__name__}")
-                continue
+            stamp = v.at
+            if stamp is not at:
+                if stamp != at:
+                    if isinstance(value, str):
+                        if len(value) > MAX_CARRIED_TEXT:
+                            raise Malformed(f"state.fields.{name}: a carried value is over {MAX_CARRIED_TEXT} characters")
+                    elif not (value is None or isinstance(value, (bool, int, float))):
+                        raise Malformed(f"state.fields.{name}: a carried value must be a scalar, "
+                                        f"got {type(value).__name__}")
+                    continue
+                at = stamp  # the object the change's own versions share: the rest compare by identity
             if name == DELETED:
                 if not isinstance(value, bool):
                     raise Malformed(f"state.fields.{DELETED}: must be true or false, got {type(value).__name__}")

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 NEW, UNCHANGED, DIFFERING, UPDATED, WRITTEN, REFUSED = "new", "unchanged", "differing", "updated", "written", "refused"
 
 
+class Validated(dict):
+    """A person's fields as ``validate`` returned them here (a create's id already its key), so
+    ``RecordService.prepare`` does not validate them a second time. Built only in this module, from
+    validated values: nothing decoded from input is ever of this type."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one row: its outcome, the record it concerns and, for differing or updated
@@ -93,7 +101,7 @@ def write_people(service: "RecordService", rows: Sequence[tuple[str, str, str, M
                     continue
                 known[number] = (rid, dict(clean), i)
                 written[i] = len(writes)
-                writes.append(("create", "person", rid, clean))
+                writes.append(("create", "person", rid, Validated(clean)))
                 continue
             rid, values, creator = known[number]
             if creator is not None:
@@ -106,7 +114,7 @@ def write_people(service: "RecordService", rows: Sequence[tuple[str, str, str, M
             else:
                 values.update({f: clean[f] for f in diff})
                 written[i] = len(writes)
-                writes.append(("update", "person", rid, {f: clean[f] for f in diff}))
+                writes.append(("update", "person", rid, Validated({f: clean[f] for f in diff})))
                 out[i] = Outcome(UPDATED, rid, diff)
         results = service.write_many(writes, operator) if writes else []
     for i, at in written.items():

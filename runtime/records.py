@@ -23,7 +23,7 @@ from core.kinds import Kind, get_kind, open_conflicts, rule_conflicts
 from core.personkey import check_record_id, is_person_key, person_key, random_key, valid_id_number
 from core.record import RecordState
 from runtime import follow, metrics
-from runtime.people import add_person
+from runtime.people import Validated, add_person
 from runtime.replica import Replica, now_ms
 from store.store import Edit
 
@@ -190,7 +190,11 @@ class RecordService:
 
     def prepare(self, op: str, kind: str, record_id: str,
                 fields: Mapping[str, object]) -> tuple[str, str, Callable[[RecordState | None], tuple[str, Mapping[str, object]]]]:
-        """Validate what can be checked up front; the returned edit checks against the current state."""
+        """Validate what can be checked up front; the returned edit checks against the current state.
+
+        ``Validated`` fields (runtime.people: the person kind's ``validate`` output, and a create's
+        id its key) are not validated or keyed a second time; the edit's checks still run."""
+        checked = type(fields) is Validated and kind == "person"
         if op not in OPS:
             raise ValidationError("op", f"{op!r} is not one of {', '.join(OPS)}", rule=f"must be one of {', '.join(OPS)}")
         if kind == request.KIND and op in ("create", "update", "delete"):
@@ -200,12 +204,15 @@ class RecordService:
         fields = {f: v for f, v in fields.items() if f != key}
         today = self.today()
         if op == "create":
-            clean = k.validate(fields, today=today)
-            record_id = self.key_of_new_person(record_id, clean) if kind == "person" else record_id or str(uuid.uuid4())
+            if checked:
+                clean = fields
+            else:
+                clean = k.validate(fields, today=today)
+                record_id = self.key_of_new_person(record_id, clean) if kind == "person" else record_id or str(uuid.uuid4())
         else:
             if not record_id:
                 raise ValidationError(key, "required")
-            clean = k.validate(fields, today=today, partial=True) if fields else {}
+            clean = (fields if checked else k.validate(fields, today=today, partial=True)) if fields else {}
             if op == "update" and not clean:
                 raise ValidationError("fields", "update needs at least one field to set")
             if op == "delete" and fields:

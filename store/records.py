@@ -33,6 +33,12 @@ def _text(value: object, size: int) -> str | None:
     return value if isinstance(value, str) and len(value) <= size and "\x00" not in value else None
 
 
+def _shown(fields, name: str, size: int) -> str | None:  # type: ignore[no-untyped-def]
+    """``_text`` of a field's shown value (its first version's), read in place."""
+    versions = fields.get(name)
+    return _text(versions[0].value, size) if versions else None
+
+
 def _state(kind: str, record_id: str, raw: bytes) -> RecordState:
     return RecordState.from_json(kind, record_id, canonical.loads(bytes(raw)))
 
@@ -73,11 +79,11 @@ def save_many(conn: Connection, states: Sequence[tuple[RecordState, RecordState 
         was_conflicted = was_live and bool(open_conflicts(prior))  # type: ignore[arg-type]  # was_live: prior is not None
         live += now_live - was_live
         conflicted += (now_live and now_conflicted) - was_conflicted
-        shown = state.values()
+        fields = state.fields  # each projected field's shown value (state.values() would copy them all)
         values = (state.to_bytes(), state.deleted, now_conflicted, routes_text(state_provinces(state)), now_ms,
-                  _text(shown.get("household_province"), 2), _text(shown.get("residence_province"), 2),
-                  _text(shown.get("moved_in_on"), 10),
-                  *((_text(shown.get(f), size) if state.kind == "person" else None) for f, size in _IDENTITY))
+                  _shown(fields, "household_province", 2), _shown(fields, "residence_province", 2),
+                  _shown(fields, "moved_in_on", 10),
+                  *((_shown(fields, f, size) if state.kind == "person" else None) for f, size in _IDENTITY))
         if prior is None:
             inserts.append((state.kind, state.record_id, *values))
         else:

@@ -28,10 +28,15 @@ KIND = "person"
 def _pair(state: RecordState | None) -> tuple[str, str] | None:
     if state is None or state.deleted:
         return None
-    shown = state.values()
-    h, r = shown.get("household_province"), shown.get("residence_province")
+    h, r = _shown(state, "household_province"), _shown(state, "residence_province")
     ok = isinstance(h, str) and isinstance(r, str) and len(h) == 2 == len(r) and h != r
     return (h, r) if ok else None  # type: ignore[return-value]  # ok: both are str
+
+
+def _shown(state: RecordState, name: str) -> object:
+    """``state.values().get(name)`` without copying every value (two fields of every saved state)."""
+    versions = state.fields.get(name)
+    return versions[0].value if versions else None
 
 
 def deltas(states: Sequence[tuple[RecordState, RecordState | None]]) -> Counter[tuple[str, str]]:

@@ -112,6 +112,45 @@ def test_import_rows_are_new_unchanged_differing_or_refused_and_a_rerun_adds_nob
     assert _live_people(node44.replica.store) == 6
 
 
+def test_import_validates_each_person_once_and_stores_what_a_single_write_stores(
+        node44: RecordService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_people validates (and keys) a row before its lookup; its write does not do either again
+    (runtime.people.Validated), yet stores exactly what ``person add`` of the same input stores.
+    Input that is not marked (any other caller's, or anything decoded) is still validated."""
+    import dataclasses
+
+    from core import kinds
+
+    person = kinds.KINDS["person"]
+    calls: list[bool] = []
+
+    def counting(fields, **kw):  # type: ignore[no-untyped-def]
+        calls.append(bool(kw.get("partial")))
+        return person.validate(fields, **kw)
+
+    monkeypatch.setitem(kinds.KINDS, "person", dataclasses.replace(person, validate=counting))
+    rng = random.Random(5)
+    people = [_person(rng) for _ in range(4)]
+    raw = [{**p, "sex": str(p["sex"]).lower(), "name": f"  {p['name']} "} for p in people]  # normalised on the way in
+    out = write_people(node44, [("create", "person", "", r) for r in raw], "operator-44-a")
+    assert [o.outcome for o in out] == [NEW] * 4 and calls == [False] * 4
+    calls.clear()
+    changed = {**raw[0], "children": 3}
+    (upd,) = write_people(node44, [("create", "person", "", changed)], "operator-44-a", update=True)
+    assert (upd.outcome, upd.differing, calls) == (UPDATED, ("children",), [False])
+
+    store = node44.replica.store
+    for o, p in zip(out[1:], people[1:]):
+        held = store.get("person", o.record_id)
+        assert held is not None and held.values() == node44.prepare("create", "person", "", p)[2](None)[1]
+    assert store.get("person", out[0].record_id).values()["children"] == 3  # type: ignore[union-attr]
+    # An unmarked row through write_many is validated as ever: refused, naming the field, nothing written.
+    calls.clear()
+    (refused,) = node44.write_many([("create", "person", "", {**_person(rng), "sex": "X"})], "operator-44-a")
+    assert isinstance(refused, ValidationError) and refused.field == "sex" and calls == [False]
+    assert _live_people(store) == 4
+
+
 def test_two_rows_of_one_new_person_in_one_batch_make_one_record(node44: RecordService) -> None:
     rng = random.Random(3)
     p = _person(rng)

@@ -545,3 +545,46 @@ def test_person_cross_checks_match(born, serial: int, claimed, sex: str, give_bi
         out["sex"] = sex
     out["moved_in_on"] = (claimed + dt.timedelta(days=1)).isoformat() if claimed.year < 2019 else None
     assert outcome(_cross_checks, out) == outcome(ref_cross_checks, out)
+
+
+# -- merge_conflicts: its shortcut (no two shown versions concurrent: nothing to judge) ---------
+
+_ID_1990 = "110101199001010015"  # encodes 1990-01-01, M (a valid number: check character included)
+_ID_2000 = "110101200006190022"
+PERSON_POOL: dict[str, tuple[object, ...]] = {
+    "birth_date": ("1990-01-01", "2000-06-19"),
+    "moved_in_on": ("1989-12-31", "2001-01-01"),
+    "last_service_on": ("1995-05-05", "2003-03-03"),
+    "sex": ("M", "F"),
+    "id_number": (_ID_1990, _ID_2000),
+    "name": ("张三",),
+    DELETED: (False, True),
+}
+
+
+@st.composite
+def person_states(draw) -> RecordState:
+    """Person states whose fields break the rules between fields or not, written by concurrent or
+    ordered clocks, normalised as every stored state is."""
+    pool = [(VectorClock.of(c), Timestamp(w, lg, n)) for c, w, lg, n in draw(st.lists(stamps_, min_size=1, max_size=4))]
+    fields = {}
+    for name in draw(st.lists(st.sampled_from(sorted(PERSON_POOL)), max_size=len(PERSON_POOL), unique=True)):
+        vs = [Version(draw(st.sampled_from(PERSON_POOL[name])), *pool[draw(st.integers(0, len(pool) - 1))])
+              for _ in range(draw(st.integers(1, 3)))]
+        fields[name] = ref_maximal(vs)
+    return RecordState(KIND, RID, fields)
+
+
+def test_the_pool_ids_are_valid_and_encode_their_dates() -> None:
+    from core.idnumber import id_birth_date, id_sex
+
+    assert (id_birth_date(_ID_1990), id_sex(_ID_1990)) == (dt.date(1990, 1, 1), "M")
+    assert (id_birth_date(_ID_2000), id_sex(_ID_2000)) == (dt.date(2000, 6, 19), "F")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(person_states())
+def test_merge_conflicts_shortcut_matches_judging_every_rule(state: RecordState) -> None:
+    from core.person import _judged_merge_conflicts, merge_conflicts
+
+    assert merge_conflicts(state) == _judged_merge_conflicts(state)

@@ -27,6 +27,17 @@ def test_key_is_the_truncated_base32_hmac_of_the_canonical_id() -> None:
     assert is_person_key(person_key(SECRET, ID))
 
 
+def test_key_from_the_first_20_bytes_is_the_key_from_the_whole_mac() -> None:
+    """person_key encodes only the MAC bytes its 26 characters need: the same key, for any secret and ID."""
+    rng = random.Random(12)
+    for _ in range(300):
+        secret = rng.randbytes(32)
+        id_number = make_id_number(f"{rng.randrange(110000, 660000)}", date(rng.randrange(1930, 2020), 1 + rng.randrange(12),
+                                                                             1 + rng.randrange(28)), rng.randrange(1000))
+        mac = hmac.new(secret, id_number.encode(), hashlib.sha256).digest()
+        assert person_key(secret, id_number) == "p-" + base64.b32encode(mac).decode().lower()[:26]
+
+
 def test_same_person_same_key_whatever_the_spelling_of_the_id() -> None:
     x_id = next(make_id_number("440106", date(1990, 5, 17), n) for n in range(1000)
                 if make_id_number("440106", date(1990, 5, 17), n).endswith("X"))
