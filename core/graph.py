@@ -334,6 +334,10 @@ class RecordGraph:
             out |= self._ancestors(d)
         return frozenset(out)
 
+    def ancestors(self, did: str) -> frozenset[str]:
+        """Every held delta that ``did`` (a held delta) descends from."""
+        return self._ancestors(did)
+
     def _ancestors(self, did: str) -> frozenset[str]:
         """Every delta ``did`` descends from (memoised; iterative, so long histories don't recurse)."""
         memo = self._anc
