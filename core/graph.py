@@ -128,6 +128,21 @@ class RecordGraph:
         self._anc: dict[str, frozenset[str]] = {}
         self._view: View | None = None
 
+    # -- restoring (a store loading what it decided before) -------------------------------------
+    def restore(self, held: Iterable[tuple[str, Delta]],
+                parked: Iterable[tuple[str, Delta, str, frozenset[str]]] = ()) -> None:
+        """Put back deltas this replica already decided on, without deciding again.
+
+        ``held`` must come in an order where each delta follows its dependencies (a store's log
+        order is one: a delta is held only after them); ``parked`` is (id, delta, signer, waiting
+        for). Deciding again could differ (the clock has moved on), and the decision was durable.
+        """
+        for did, delta in held:
+            self.held[did] = delta
+        for did, delta, author, waiting in parked:
+            self.parked[did] = (delta, author, waiting)
+        self._view = None
+
     # -- receiving -------------------------------------------------------------------------------
     def receive(self, did: str, delta: Delta, *, author: str, now_ms: int) -> Decision:
         """Hold, park or refuse one verified delta; ``author`` is who signed it."""

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from store.files import create_private, make_private, private_dir
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0010_person_identity"
+HEAD = "0011_parked_deltas"
 
 
 def url_has_password(url: str) -> bool:

@@ -101,6 +101,31 @@ log = Table(
     Index("ix_log_record", "kind", "record_id"),
 )
 
+# v2 deltas whose dependencies (or whose time) this replica does not have yet (added in
+# 0011_parked_deltas; docs/design/v2-wire.md 3.3): kept durably, verified, exactly as received,
+# with what each waits for (delta ids, or "time"). Never capped: a verified delta waiting for its
+# history is not junk. Held deltas live in ``log``, as every change does.
+parked = Table(
+    "parked",
+    metadata,
+    Column("digest", String(64), primary_key=True),  # the delta's id: SHA-256 hex of its body
+    Column("kind", String(32), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("signer", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("seal_index", Integer, nullable=False),
+    Column("seal_size", Integer, nullable=False),
+    Column("proof", LargeBinary, nullable=False),
+    Column("waiting_for", Text, nullable=False),  # ",<id>,<id>," or ",time,"
+    Column("via", String(64), nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Index("ix_parked_record", "kind", "record_id"),
+)
+
 # Delivery delays as histograms (added in 0008_delay_counts, replacing 0007's ix_log_delay): per
 # China-time day, month and year (``level`` 0/1/2, ``unit`` its number, core.delays.units), origin
 # province and delay bucket, the changes received from peers and the sum of their delays, added

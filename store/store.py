@@ -34,12 +34,15 @@ from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
 from core.errors import Equivocation, LocalError, NotFound, SyncError
 from core.identity import Identity
-from core.kinds import get_kind
+from core.kinds import get_kind, graph_rules
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
-from store import changelog, claims, counters, delays, duplicates, projections, quarantine, records, rekey, tallies
+from core.delta import Delta
+from core.graph import DUPLICATE, PARKED, REFUSED, RecordGraph
+from core.graphstate import state_of
+from store import changelog, claims, counters, deltas, delays, duplicates, projections, quarantine, records, rekey, tallies
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -634,6 +637,145 @@ class Store:
     def load_keys(self) -> list[bytes]:
         with self.engine.connect() as conn:
             return [bytes(r[0]) for r in conn.execute(select(keys.c.cert_der))]
+
+    # -- v2 deltas (docs/design/v2-wire.md 8.2 step 1: the executor, not yet on the wire) ------------
+    def record_graph(self, kind: str, record_id: str) -> RecordGraph:
+        """The record's v2 history as this replica holds it (held and parked deltas).
+
+        Raises LocalError for a record with v1 history (it needs its v2 baseline first)."""
+        with self.engine.connect() as conn:
+            return deltas.load(conn, kind, record_id, graph_rules(kind))
+
+    def receive_deltas(self, items: Sequence[ReceivedDelta], *, via: str, now_ms: int) -> DeltaResult:
+        """Decide verified deltas (``core.graph``) and carry the decisions out, in one transaction.
+
+        Held deltas (and the parked ones they release) are appended to the log in an order where
+        each follows its dependencies, and each touched record's state (``core.graphstate``) is
+        saved; parked ones are kept in ``parked``, never capped; refused ones are quarantined,
+        charged to their signer. Returns the counts and the ids released from parking. Raises
+        what the database raises; then nothing is written."""
+        result = DeltaResult()
+        graphs: dict[tuple[str, str], RecordGraph] = {}
+        with self._lock, self.engine.begin() as conn:
+            to_log: list[tuple[Delta, Envelope, str, str]] = []  # (delta, envelope, id, via)
+            to_park: list[tuple[str, Delta, Envelope, str, frozenset[str], str]] = []
+            bad: list[Refused] = []
+            incoming = {r.id: r for r in items}
+            for r in items:
+                key = (r.delta.kind, r.delta.record_id)
+                graph = graphs.get(key)
+                if graph is None:
+                    graph = graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+                decision = graph.receive(r.id, r.delta, author=r.signer, now_ms=now_ms)
+                if decision.outcome == DUPLICATE:
+                    result.duplicates += 1
+                elif decision.outcome == REFUSED:
+                    bad.append(Refused(r.envelope, f"unauthorised: {decision.reason}", r.delta.origin, r.delta.seq,
+                                       r.delta.kind, r.delta.record_id, charged=r.signer))
+                elif decision.outcome == PARKED:
+                    to_park.append((r.id, r.delta, r.envelope, r.signer, decision.waiting_for, via))
+                else:
+                    to_log.append((r.delta, r.envelope, r.id, via))
+                    if r.delta.at.wall_ms <= now_ms + MAX_CLOCK_LEAD_MS:
+                        self._hlc = hlc.observe(self._hlc, r.delta.at, now_ms, self.owner)
+                    released = [d for d in decision.released if d not in incoming]
+                    stored = deltas.unpark(conn, released)
+                    for d in decision.released:
+                        if d in incoming:  # parked earlier in this very call
+                            to_park = [p for p in to_park if p[0] != d]
+                            to_log.append((graph.held[d], incoming[d].envelope, d, via))
+                        else:
+                            env, came_via = stored[d]
+                            to_log.append((graph.held[d], env, d, came_via))
+                    result.released += list(decision.released)
+            deltas.park(conn, to_park, now_ms)
+            if bad:
+                result.refused, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
+            for came_via in sorted({v for *_, v in to_log}):
+                batch = [(d, e, i) for d, e, i, v in to_log if v == came_via]
+                changelog.append(conn, [(d, e) for d, e, _ in batch], via=came_via, now_ms=now_ms,
+                                 index_routes=self.index_routes, digests=[bytes.fromhex(i) for _, _, i in batch])
+            result.held, result.parked = len(to_log), len(to_park)
+            if self.hold_records and to_log:
+                touched = sorted({(d.kind, d.record_id) for d, *_ in to_log})
+                priors = records.load_many(conn, touched)
+                self._save(conn, [(state_of(graphs[k]), priors[k]) for k in touched], now_ms)
+        if to_log:
+            self._notify()
+        return result
+
+    def write_delta(self, kind: str, record_id: str, values: Mapping[str, object], *, op: str,
+                    operator: str | None, now_ms: int, seal: Sealer, accepts: Sequence[str] = ()) -> tuple[str, Delta]:
+        """This replica's own next delta on the record, built on the heads of its history
+        (``RecordGraph.write``), sealed, logged and its state saved, in one transaction.
+
+        Returns (id, delta). Raises LocalError when the write would not be held by this very
+        replica (its author is not involved in the record, say); then nothing is written."""
+        with self._lock, self.engine.begin() as conn:
+            graph = deltas.load(conn, kind, record_id, graph_rules(kind))
+            seq = changelog.last_seq(conn, self.owner) + 1
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            try:
+                did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq, at=at, op=op,
+                                               operator=operator, accepts=tuple(accepts), now_ms=now_ms)
+            except ValueError as err:
+                raise LocalError(f"{kind} {record_id}: {err}") from None
+            (sealed,) = seal([body])
+            changelog.append(conn, [(delta, Envelope(body, sealed))], via="local", now_ms=now_ms,
+                             index_routes=self.index_routes, digests=[bytes.fromhex(did)])
+            if self.hold_records:
+                prior = records.load(conn, kind, record_id)
+                self._save(conn, [(state_of(graph), prior)], now_ms)
+        self._notify()
+        return did, delta
+
+    def release_waiting(self, now_ms: int) -> DeltaResult:
+        """Re-decide the deltas parked until the clock caught up with their time (call now and
+        then); those now held are logged and their records saved, as in ``receive_deltas``."""
+        result = DeltaResult()
+        with self._lock, self.engine.begin() as conn:
+            for kind, record_id in deltas.waiting_on_time(conn):
+                graph = deltas.load(conn, kind, record_id, graph_rules(kind))
+                released = graph.release(now_ms)
+                if not released:
+                    continue
+                stored = deltas.unpark(conn, list(released))
+                for did in released:
+                    env, came_via = stored[did]
+                    changelog.append(conn, [(graph.held[did], env)], via=came_via, now_ms=now_ms,
+                                     index_routes=self.index_routes, digests=[bytes.fromhex(did)])
+                result.released += list(released)
+                if self.hold_records:
+                    self._save(conn, [(state_of(graph), records.load(conn, kind, record_id))], now_ms)
+            result.held = len(result.released)
+        if result.held:
+            self._notify()
+        return result
+
+    def parked_deltas(self, *, limit: int = 1000) -> list[deltas.ParkedEntry]:
+        """The deltas waiting here, oldest first, with what each waits for (no field values)."""
+        with self.engine.connect() as conn:
+            return deltas.listing(conn, limit)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedDelta:
+    """A v2 delta that passed intake: its id (SHA-256 hex of the body), parsed, sealed, and who signed it."""
+
+    id: str
+    delta: Delta
+    envelope: Envelope
+    signer: str
+
+
+@dataclass(slots=True)
+class DeltaResult:
+    held: int = 0  # logged now (released ones included)
+    parked: int = 0
+    refused: int = 0
+    dropped: int = 0  # of the refused: over their party's quarantine cap
+    duplicates: int = 0
+    released: list[str] = field(default_factory=list)  # parked before, held now
 
 
 def _rerouted(prior: RecordState | None, state: RecordState) -> bool:

@@ -1,0 +1,120 @@
+"""A record's v2 history in the database: held deltas in ``log``, waiting ones in ``parked``.
+
+How this works (docs/design/v2-wire.md, sections 3.3 and 8.2). The pure core decides:
+``core.graph.RecordGraph`` holds, parks or refuses a delta on the history it is given. This
+module only loads that history and writes the decisions back, inside the caller's transaction:
+
+* held deltas are the record's ``log`` rows, read in lsn order, which is an order where every
+  delta follows its dependencies (a delta is logged only once they are held);
+* parked deltas are ``parked`` rows, with the signer and what each waits for;
+* a decision already taken is put back as it was (``RecordGraph.restore``), never re-decided:
+  the clock has moved on since, and the decision was durable.
+
+Rows were verified (signature, envelope) before they were written, so loading only parses.
+A record whose log holds a v1 change cannot be loaded as a graph: the v2 upgrade (design doc,
+section 6) gives such records a baseline delta first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, select
+
+from core.delta import Delta, parse
+from core.errors import LocalError, Malformed
+from core.graph import TIME, RecordGraph, Rules
+from core.merkle import Seal
+from core.change import Envelope
+from store.db import insert_rows
+from store.schema import log, parked
+
+_PARKED_COLUMNS = ("digest", "kind", "record_id", "origin", "seq", "signer", "body", "key_id", "signature",
+                   "seal_index", "seal_size", "proof", "waiting_for", "via", "received_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEntry:
+    """One delta waiting, as ``status`` and ``quarantine list`` show it (no field values)."""
+
+    digest: str
+    kind: str
+    record_id: str
+    origin: str
+    seq: int
+    waiting_for: tuple[str, ...]  # delta ids, or "time"
+    via: str
+    received_ms: int
+
+
+def _waiting_text(waiting: Iterable[str]) -> str:
+    return "," + ",".join(sorted(waiting)) + ","
+
+
+def _waiting_set(text: str) -> frozenset[str]:
+    return frozenset(t for t in text.split(",") if t)
+
+
+def _seal(key_id: str, signature: bytes, index: int, size: int, proof: bytes) -> Seal:
+    proof = bytes(proof)
+    return Seal(key_id, bytes(signature), index, size, tuple(proof[i:i + 32] for i in range(0, len(proof), 32)))
+
+
+def load(conn, kind: str, record_id: str, rules: Rules) -> RecordGraph:  # type: ignore[no-untyped-def]
+    """The record's graph as this replica decided it: held deltas from ``log``, waiting ones from ``parked``."""
+    graph = RecordGraph(kind, record_id, rules)
+    held: list[tuple[str, Delta]] = []
+    q = (select(log.c.digest, log.c.body).where(and_(log.c.kind == kind, log.c.record_id == record_id))
+         .order_by(log.c.lsn))
+    for digest, body in conn.execute(q):
+        try:
+            held.append((bytes(digest).hex(), parse(bytes(body))))
+        except Malformed as err:  # a v1 change: this record predates the v2 upgrade
+            raise LocalError(f"{kind} {record_id} has history the v2 core cannot read ({err}); "
+                             "it needs its v2 baseline first") from None
+    waiting = [(d, parse(bytes(b)), signer, _waiting_set(w)) for d, b, signer, w in conn.execute(
+        select(parked.c.digest, parked.c.body, parked.c.signer, parked.c.waiting_for)
+        .where(and_(parked.c.kind == kind, parked.c.record_id == record_id)))]
+    graph.restore(held, waiting)
+    return graph
+
+
+def park(conn, items: Sequence[tuple[str, Delta, Envelope, str, frozenset[str], str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    """Keep (id, delta, envelope, signer, waiting for, via) rows until what they wait for arrives.
+    A delta parked again (it still waits, for something else now) replaces its row."""
+    if not items:
+        return
+    conn.execute(delete(parked).where(parked.c.digest.in_([i[0] for i in items])))
+    insert_rows(conn, parked, _PARKED_COLUMNS, [
+        (did, d.kind, d.record_id, d.origin, d.seq, signer, env.body, env.seal.key_id, env.seal.signature,
+         env.seal.index, env.seal.size, b"".join(env.seal.proof), _waiting_text(waiting), via, now_ms)
+        for did, d, env, signer, waiting, via in items])
+
+
+def unpark(conn, digests: Sequence[str]) -> dict[str, tuple[Envelope, str]]:  # type: ignore[no-untyped-def]
+    """Remove these parked rows; returns each one's envelope and the peer it came via."""
+    out: dict[str, tuple[Envelope, str]] = {}
+    if not digests:
+        return out
+    for i in range(0, len(digests), 500):
+        chunk = list(digests[i:i + 500])
+        q = select(parked.c.digest, parked.c.body, parked.c.key_id, parked.c.signature, parked.c.seal_index,
+                   parked.c.seal_size, parked.c.proof, parked.c.via).where(parked.c.digest.in_(chunk))
+        for did, body, key_id, signature, index, size, proof, via in conn.execute(q):
+            out[did] = (Envelope(bytes(body), _seal(key_id, signature, index, size, proof)), via)
+        conn.execute(delete(parked).where(parked.c.digest.in_(chunk)))
+    return out
+
+
+def waiting_on_time(conn) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(kind, record_id) of the records with a delta parked until the clock catches up with it."""
+    q = select(parked.c.kind, parked.c.record_id).where(parked.c.waiting_for.like(f"%,{TIME},%")).distinct()
+    return [(k, r) for k, r in conn.execute(q)]
+
+
+def listing(conn, limit: int) -> list[ParkedEntry]:  # type: ignore[no-untyped-def]
+    q = (select(parked.c.digest, parked.c.kind, parked.c.record_id, parked.c.origin, parked.c.seq,
+                parked.c.waiting_for, parked.c.via, parked.c.received_ms)
+         .order_by(parked.c.received_ms, parked.c.digest).limit(limit))
+    return [ParkedEntry(d, k, r, o, s, tuple(sorted(_waiting_set(w))), v, ms) for d, k, r, o, s, w, v, ms in conn.execute(q)]
