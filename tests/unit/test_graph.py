@@ -94,8 +94,8 @@ def register(w: World, p: str, k: str, name: str) -> None:
     """The household registers its person, or the residence province registers it as living there."""
     household, residence = w.records[k]
     graph = w.replicas[p][k]
-    if any(d.origin == origin(p) and d.op == "create" for d in graph.held.values()):
-        return
+    if any(d.origin == origin(p) for d in graph.held.values()):
+        return  # it holds the record and has written it: an honest node updates, never creates again
     if p == household:
         w.honest_write(p, k, person(k, household, residence, name), op="create")
     elif p != BYZ:
