@@ -57,6 +57,10 @@ class Rules:
     routing_fields: tuple[str, ...]
     anchor: str | None = None  # the field naming the founding province (a person's household)
     arbiter: Callable[[Mapping[str, object]], str | None] = lambda values: None  # breaks ties between founders
+    # (values at the deps with the delta's on top, the delta's values, author province) -> why the
+    # author may not write them, or None: a kind's own rule of who writes which field (a request's
+    # answer is the receiver's), judged on the history like involvement.
+    writers: Callable[[Mapping[str, object], Mapping[str, object], str], str | None] = lambda shown, written, author: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +210,9 @@ class RecordGraph:
         elif mine not in before.involved:
             return refuse(f"unauthorised: {delta.origin} is not involved in the record at its dependencies "
                           f"(it involves {', '.join(sorted(before.involved)) or 'nobody'})")
+        problem = self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
+        if problem is not None:
+            return refuse(f"unauthorised: {problem}")
         for claim in delta.accepts:
             if claim not in before.claims:
                 return refuse(f"accepts: {claim[:12]} is not a claim waiting in this record")

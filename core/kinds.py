@@ -91,6 +91,8 @@ def graph_rules(name: str) -> Rules:
     k = get_kind(name)
     if name == person.KIND:
         return Rules(k.provinces, k.routing_fields, anchor="household_province", arbiter=person.id_province)
+    if name == request.KIND:
+        return Rules(k.provinces, k.routing_fields, writers=request.writer_problem)
     return Rules(k.provinces, k.routing_fields)
 
 

@@ -425,3 +425,21 @@ def test_parse_refuses_malformed_envelopes_naming_the_key(change, message) -> No
     with pytest.raises(Malformed, match=message.replace("(", r"\(")):
         parse(change(body))
     assert replace(good, seq=3) != good
+
+
+def test_a_kinds_writer_rule_is_judged_on_the_history() -> None:
+    """A request's answer is its receiver's, everything it sends its sender's (core.request)."""
+    from core.kinds import graph_rules
+
+    g = RecordGraph("request", "q1", graph_rules("request"))
+    sender, receiver = origin("11"), origin("44")
+    g.write({"from_province": "11", "to_province": "44", "subject": "婚育证明", "state": "open"}, origin=sender,
+            epoch=0, seq=1, at=Timestamp(NOW, 0, sender), op="create", now_ms=NOW)
+    g.write({"answer": "已核实", "state": "answered"}, origin=receiver, epoch=0, seq=1,
+            at=Timestamp(NOW + 1, 0, receiver), now_ms=NOW)
+    for author, seq, values in ((receiver, 2, {"subject": "改"}), (sender, 2, {"answer": "伪造"})):
+        forged = Delta("request", "q1", author, 0, seq, Timestamp(NOW + 2, 0, author), "update", None, g.heads(), (),
+                       {**values, "_deleted": False}, frozenset({"11", "44"}), {})
+        decision = g.receive(delta_id(forged.to_body()), forged, author=author, now_ms=NOW)
+        assert decision.outcome == REFUSED and "may be written only by" in decision.reason, decision
+    assert g.view().values()["answer"] == "已核实" and g.view().values()["subject"] == "婚育证明"
