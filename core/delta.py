@@ -12,6 +12,7 @@ author writes now, plus the hashes of the deltas it was written on top of:
     operator             the operator certificate behind the write (audit)
     deps                 the heads of the author's replica of the record
     accepts              claims this delta lets into the record (op "accept")
+    merges               records this one takes in (op "alias": ``person link``)
     set                  the author's new field values (``_deleted`` included)
     routes               the provinces the delta goes to, as the author computed them
     chain                per-destination counters (accountable hubs; opaque here)
@@ -39,13 +40,14 @@ from core.provinces import PROVINCES
 from core.record import DELETED
 
 PROTOCOL = 2
-OPS = ("create", "update", "delete", "settle", "accept")
+OPS = ("create", "update", "delete", "settle", "accept", "alias")
+MAX_MERGES = 8
 MAX_BODY = 64 * 1024
 MAX_DEPS = 64  # an author's heads on one record: the concurrent branches one write joins
 MAX_ID = 64
 _HEX = frozenset("0123456789abcdef")
 _KEYS = frozenset({"v", "kind", "id", "origin", "epoch", "seq", "at", "op", "operator", "deps", "accepts",
-                   "set", "routes", "chain"})
+                   "set", "routes", "chain", "merges"})
 
 
 def delta_id(body: bytes) -> str:
@@ -68,6 +70,7 @@ class Delta:
     values: Mapping[str, object]
     routes: frozenset[str]
     chain: Mapping[str, int]
+    merges: tuple[str, ...] = ()  # record ids an alias takes in
 
     @property
     def province(self) -> str:
@@ -85,6 +88,7 @@ class Delta:
             "epoch": self.epoch, "seq": self.seq, "at": self.at.to_json(), "op": self.op,
             "operator": self.operator, "deps": sorted(self.deps), "accepts": sorted(self.accepts),
             "set": dict(self.values), "routes": sorted(self.routes), "chain": dict(self.chain),
+            "merges": sorted(self.merges),
         })
 
 
@@ -162,8 +166,16 @@ def parse(body: bytes) -> Delta:
         raise Malformed("accepts: names the claims an accept lets in, and only an accept has it")
     if not set(accepts) <= set(deps):
         raise Malformed("accepts: every accepted claim must also be a dependency")
+    merges = obj.get("merges")
+    if (not isinstance(merges, list) or len(merges) > MAX_MERGES
+            or any(not (isinstance(m, str) and 1 <= len(m) <= MAX_ID) for m in merges)):
+        raise Malformed(f"merges: must be a list of at most {MAX_MERGES} record ids")
+    if merges != sorted(set(merges)) or record_id in merges:
+        raise Malformed("merges: must be sorted, without repeats, and not name the record itself")
+    if (op == "alias") != bool(merges):
+        raise Malformed("merges: names the records an alias takes in, and only an alias has it")
     at = Timestamp.from_json(obj.get("at"))
     if at.node != origin:
         raise Malformed(f"at: a timestamp of {at.node!r} on a delta by {origin}")
     return Delta(kind, record_id, origin, _int(obj, "epoch", 0), _int(obj, "seq", 1), at, op, operator,
-                 deps, accepts, values, frozenset(routes), chain)
+                 deps, accepts, values, frozenset(routes), chain, tuple(merges))

@@ -127,6 +127,9 @@ class RecordGraph:
 
     def __init__(self, kind: str, record_id: str, rules: Rules) -> None:
         self.kind, self.record_id, self.rules = kind, record_id, rules
+        # Records an alias takes (or may take) into this one: their deltas are held here too,
+        # and count once an alias that counts names them (``person link``).
+        self.related: set[str] = set()
         self.held: dict[str, Delta] = {}
         self.parked: dict[str, tuple[Delta, str, frozenset[str]]] = {}  # id -> (delta, signer, waiting for)
         self._anc: dict[str, frozenset[str]] = {}
@@ -143,8 +146,10 @@ class RecordGraph:
         """
         for did, delta in held:
             self.held[did] = delta
+            self.related.update(delta.merges)
         for did, delta, author, waiting in parked:
             self.parked[did] = (delta, author, waiting)
+            self.related.update(delta.merges)
         self._view = None
 
     # -- receiving -------------------------------------------------------------------------------
@@ -184,8 +189,9 @@ class RecordGraph:
 
     def _admit(self, did: str, delta: Delta, author: str, now_ms: int) -> Decision:
         refuse = _refusal
-        if (delta.kind, delta.record_id) != (self.kind, self.record_id):
+        if delta.kind != self.kind or (delta.record_id != self.record_id and delta.record_id not in self.related):
             return refuse(f"id: the delta is for {delta.kind} {delta.record_id}, not this record")
+        self.related.update(delta.merges)  # the records it takes in: their deltas may come here now
         if author != delta.origin:
             return refuse(f"origin: claims {delta.origin} but is signed by {author}")
         missing = frozenset(d for d in delta.deps if d not in self.held)
@@ -196,13 +202,18 @@ class RecordGraph:
                 return refuse(f"at: earlier than its dependency {dep[:12]}")
         if delta.at.wall_ms > now_ms + MAX_LEAD_MS:
             return Decision(PARKED, "stamped more than 24 h ahead of this replica's clock", frozenset({TIME}))
+        if delta.record_id != self.record_id and any(self.held[d].record_id != delta.record_id for d in delta.deps):
+            return refuse(f"deps: a delta on {delta.record_id} may depend only on that record's deltas")
+        dep_records = {self.held[d].record_id for d in delta.deps}
+        if not set(delta.merges) <= dep_records:
+            return refuse("merges: an alias must depend on the heads of every record it takes in")
         closure = self._closure(delta.deps)
         for a in closure:
             own = self.held[a]
             if own.origin == delta.origin and own.order >= delta.order:
                 return refuse(f"seq: ({delta.epoch}, {delta.seq}) is not after its author's earlier "
                               f"({own.epoch}, {own.seq}) on this record")
-        before = self.evaluate(closure)
+        before = self.evaluate(closure, record=delta.record_id)
         mine = delta.province
         if delta.op == "create":
             if mine not in self._involves(delta.values):
@@ -210,6 +221,13 @@ class RecordGraph:
         elif mine not in before.involved:
             return refuse(f"unauthorised: {delta.origin} is not involved in the record at its dependencies "
                           f"(it involves {', '.join(sorted(before.involved)) or 'nobody'})")
+        for merged in delta.merges:
+            theirs = self.evaluate(self._closure(d for d in delta.deps if self.held[d].record_id == merged),
+                                   record=merged)
+            if mine not in theirs.involved:
+                return refuse(f"unauthorised: {delta.origin} is not involved in {merged}, which it would take in "
+                              f"(it involves {', '.join(sorted(theirs.involved)) or 'nobody'})")
+            before = replace(before, involved=before.involved | theirs.involved)
         problem = self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
         if problem is not None:
             return refuse(f"unauthorised: {problem}")
@@ -218,7 +236,7 @@ class RecordGraph:
                 return refuse(f"accepts: {claim[:12]} is not a claim waiting in this record")
         self.held[did] = delta  # tentatively, to compute what the record is after it
         self._view = None
-        after = self.evaluate(self._closure((did,)) | {did})
+        after = self.evaluate(self._closure((did,)) | {did}, record=delta.record_id)
         required = before.involved | after.involved
         if delta.routes != required:
             del self.held[did]
@@ -233,36 +251,60 @@ class RecordGraph:
             self._view = self.evaluate(frozenset(self.held))
         return self._view
 
-    def heads(self) -> tuple[str, ...]:
-        """What an honest write depends on: the counted deltas nothing counted descends from."""
-        counted = self.view().counted
+    def heads(self, record: str | None = None) -> tuple[str, ...]:
+        """What an honest write depends on: the counted deltas nothing counted descends from
+        (of ``record``, a record an alias may take in, when given)."""
+        if record is None or record == self.record_id:
+            counted = self.view().counted
+        else:
+            counted = self.evaluate((d for d, x in self.held.items() if x.record_id == record), record=record).counted
         inner = set().union(*(self._ancestors(d) for d in counted)) if counted else set()
         return tuple(sorted(counted - inner))
 
-    def evaluate(self, ids: Iterable[str]) -> View:
-        """The record made by these held deltas (a set closed under dependencies)."""
+    def evaluate(self, ids: Iterable[str], record: str | None = None) -> View:
+        """The record made by these held deltas (a set closed under dependencies).
+
+        ``record`` (default: this graph's) is the one whose creates found it; the creates of a
+        record an alias takes in are admitted by that record's own founders, and count here only
+        once an alias that counts names it."""
         ids = frozenset(ids)
+        primary = self.record_id if record is None else record
         held, anc = self.held, self._ancestors
         creates = [d for d in ids if held[d].op == "create"]
-        founders, disputed, rank = self._founders(creates)
-        named = self._involves_all(held[d].values for d in founders)
-        admitted = {c for c in creates if c in founders or (not disputed and held[c].province in named)}
+        by_record: dict[str, list[str]] = {}
+        for c in creates:
+            by_record.setdefault(held[c].record_id, []).append(c)
+        founders, disputed, rank = self._founders(by_record.get(primary, []))
+        admitted = self._admitted(by_record.get(primary, []), founders, disputed)
+        elsewhere: dict[str, set[str]] = {}  # admitted by each other record's own founders
+        for rid, cs in by_record.items():
+            if rid != primary:
+                f, dis, _ = self._founders(cs)
+                elsewhere[rid] = self._admitted(cs, f, dis)
         by_order: dict[tuple[str, tuple[int, int]], set[str]] = {}
         for d in ids:
             by_order.setdefault((held[d].origin, held[d].order), set()).add(d)
         equivocating = frozenset(origin for (origin, _), same in by_order.items() if len(same) > 1)
         backdated = frozenset(
             d for d in ids
-            if any(held[q].origin == held[d].origin and held[q].order < held[d].order and q not in anc(d)
+            if any(held[q].origin == held[d].origin and held[q].record_id == held[d].record_id
+                   and held[q].order < held[d].order and q not in anc(d)
                    for q in ids if q != d))
         accepts = sorted(d for d in ids if held[d].op == "accept" and d not in backdated)
+        aliases = sorted(d for d in ids if held[d].op == "alias" and d not in backdated
+                         and held[d].record_id == primary)
         grew = True
-        while grew:  # an accept that counts lets its claims in, which may let a later accept count
+        while grew:  # an accept or alias that counts lets creates in, which may let a later one count
             grew = False
             for d in accepts:
                 claims = set(held[d].accepts)
                 if not claims <= admitted and self._creates_in(d, ids) <= admitted | claims:
                     admitted |= claims
+                    grew = True
+            for d in aliases:
+                taken = set().union(*(elsewhere.get(m, set()) for m in held[d].merges))
+                if not taken <= admitted and self._creates_in(d, ids) <= admitted | taken:
+                    admitted |= taken
                     grew = True
         counted = frozenset(
             d for d in ids
@@ -287,14 +329,16 @@ class RecordGraph:
     # -- writing (what an honest author does) ----------------------------------------------------
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
               op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
-              now_ms: int | None = None) -> tuple[str, Delta, bytes]:
-        """Build, hold and return this author's next delta: (id, delta, signed-to-be body)."""
+              merges: tuple[str, ...] = (), now_ms: int | None = None) -> tuple[str, Delta, bytes]:
+        """Build, hold and return this author's next delta: (id, delta, signed-to-be body).
+        An alias (``merges``: records held here, ``related``) depends on their heads too."""
         body_values = dict(values)
         if op in ("create", "update", "settle", "delete"):
             body_values[DELETED] = op == "delete"
-        deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts)))
+        taken = set().union(*(self.heads(m) for m in merges))
+        deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts) | taken))
         draft = Delta(self.kind, self.record_id, origin, epoch, seq, at, op, operator, deps,
-                      tuple(sorted(accepts)), body_values, frozenset(), {})
+                      tuple(sorted(accepts)), body_values, frozenset(), {}, tuple(sorted(merges)))
         closure = self._closure(deps)
         before = self.evaluate(closure)
         self.held["draft"] = draft
@@ -303,7 +347,10 @@ class RecordGraph:
         finally:
             del self.held["draft"]
             self._anc.pop("draft", None)
-        final = replace(draft, routes=before.involved | after.involved)
+        involved = set(before.involved)
+        for m in merges:  # the provinces of each record taken in are told too
+            involved |= self.evaluate(self._closure(d for d in deps if self.held[d].record_id == m), record=m).involved
+        final = replace(draft, routes=frozenset(involved) | after.involved)
         body = final.to_body()
         did = delta_id(body)
         decision = self.receive(did, final, author=origin, now_ms=at.wall_ms if now_ms is None else now_ms)
@@ -326,6 +373,11 @@ class RecordGraph:
                 if name in vs:
                     out |= self._involves({name: vs[name]})
         return frozenset(out)
+
+    def _admitted(self, creates: list[str], founders: set[str], disputed: bool) -> set[str]:
+        """The founders, and the creates the founders' values name (unless the record is disputed)."""
+        named = self._involves_all(self.held[d].values for d in founders)
+        return {c for c in creates if c in founders or (not disputed and self.held[c].province in named)}
 
     def _founders(self, creates: list[str]) -> tuple[set[str], bool, int | None]:
         """The creates that found the record, whether two provinces dispute it (design doc 3.2a),

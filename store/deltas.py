@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, insert, select
 
 from core.delta import Delta, parse
 from core.errors import LocalError, Malformed
@@ -28,7 +28,7 @@ from core.graph import TIME, RecordGraph, Rules
 from core.merkle import Seal
 from core.change import Envelope
 from store.db import insert_rows
-from store.schema import log, parked
+from store.schema import aliases, log, parked
 
 _PARKED_COLUMNS = ("digest", "kind", "record_id", "origin", "seq", "signer", "body", "key_id", "signature",
                    "seal_index", "seal_size", "proof", "waiting_for", "via", "received_ms")
@@ -62,22 +62,36 @@ def _seal(key_id: str, signature: bytes, index: int, size: int, proof: bytes) ->
 
 
 def load(conn, kind: str, record_id: str, rules: Rules) -> RecordGraph:  # type: ignore[no-untyped-def]
-    """The record's graph as this replica decided it: held deltas from ``log``, waiting ones from ``parked``."""
+    """The record's graph as this replica decided it: held deltas from ``log``, waiting ones from
+    ``parked``, with those of every record an alias in it takes in (``person link``)."""
     graph = RecordGraph(kind, record_id, rules)
-    held: list[tuple[str, Delta]] = []
-    q = (select(log.c.digest, log.c.body).where(and_(log.c.kind == kind, log.c.record_id == record_id))
-         .order_by(log.c.lsn))
-    for digest, body in conn.execute(q):
-        try:
-            held.append((bytes(digest).hex(), parse(bytes(body))))
-        except Malformed as err:  # a v1 change: this record predates the v2 upgrade
-            raise LocalError(f"{kind} {record_id} has history the v2 core cannot read ({err}); "
-                             "it needs its v2 baseline first") from None
-    waiting = [(d, parse(bytes(b)), signer, _waiting_set(w)) for d, b, signer, w in conn.execute(
-        select(parked.c.digest, parked.c.body, parked.c.signer, parked.c.waiting_for)
-        .where(and_(parked.c.kind == kind, parked.c.record_id == record_id)))]
-    graph.restore(held, waiting)
+    extend(conn, graph, [record_id])
     return graph
+
+
+def extend(conn, graph: RecordGraph, record_ids: Iterable[str]) -> None:  # type: ignore[no-untyped-def]
+    """Put the held and parked deltas of ``record_ids`` (and of what their aliases take in) into
+    ``graph``, as decided before. Held ones go in log order across all of them, which keeps
+    every delta after its dependencies."""
+    loaded: set[str] = set()
+    todo = set(record_ids)
+    while todo - loaded:
+        batch = sorted(todo - loaded)
+        loaded |= set(batch)
+        held: list[tuple[str, Delta]] = []
+        q = (select(log.c.digest, log.c.body).where(and_(log.c.kind == graph.kind, log.c.record_id.in_(batch)))
+             .order_by(log.c.lsn))
+        for digest, body in conn.execute(q):
+            try:
+                held.append((bytes(digest).hex(), parse(bytes(body))))
+            except Malformed as err:  # a v1 change: this record predates the v2 upgrade
+                raise LocalError(f"{graph.kind} {graph.record_id} has history the v2 core cannot read ({err}); "
+                                 "it needs its v2 baseline first") from None
+        waiting = [(d, parse(bytes(b)), signer, _waiting_set(w)) for d, b, signer, w in conn.execute(
+            select(parked.c.digest, parked.c.body, parked.c.signer, parked.c.waiting_for)
+            .where(and_(parked.c.kind == graph.kind, parked.c.record_id.in_(batch))))]
+        graph.restore(held, waiting)  # the graph orders by ancestry, not by how it was loaded
+        todo |= {m for _, d in held for m in d.merges} | {m for _, d, _, _ in waiting for m in d.merges}
 
 
 def park(conn, items: Sequence[tuple[str, Delta, Envelope, str, frozenset[str], str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +121,17 @@ def unpark(conn, digests: Sequence[str]) -> dict[str, tuple[Envelope, str]]:  # 
     return out
 
 
+def waiting_on(conn, digests: Iterable[str]) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(kind, record_id) of the records with a delta parked waiting for any of ``digests`` (an alias
+    waits for deltas of the records it takes in, which are held under their own record). The
+    parked table is small, and a pattern per id keeps this to what the table already holds."""
+    found: set[tuple[str, str]] = set()
+    for did in digests:
+        q = select(parked.c.kind, parked.c.record_id).where(parked.c.waiting_for.like(f"%,{did},%")).distinct()
+        found.update((k, r) for k, r in conn.execute(q))
+    return sorted(found)
+
+
 def waiting_on_time(conn) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """(kind, record_id) of the records with a delta parked until the clock catches up with it."""
     q = select(parked.c.kind, parked.c.record_id).where(parked.c.waiting_for.like(f"%,{TIME},%")).distinct()
@@ -118,3 +143,29 @@ def listing(conn, limit: int) -> list[ParkedEntry]:  # type: ignore[no-untyped-d
                 parked.c.waiting_for, parked.c.via, parked.c.received_ms)
          .order_by(parked.c.received_ms, parked.c.digest).limit(limit))
     return [ParkedEntry(d, k, r, o, s, tuple(sorted(_waiting_set(w))), v, ms) for d, k, r, o, s, w, v, ms in conn.execute(q)]
+
+
+MAX_ALIAS_DEPTH = 8  # links of links: a chain longer than this is refused by the store's caller
+
+
+def resolve(conn, kind: str, record_id: str) -> str:  # type: ignore[no-untyped-def]
+    """The record ``record_id`` is part of now: itself, or what aliases took it into."""
+    seen = [record_id]
+    for _ in range(MAX_ALIAS_DEPTH):
+        into = conn.execute(select(aliases.c.into).where(
+            and_(aliases.c.kind == kind, aliases.c.record_id == seen[-1]))).scalar()
+        if into is None or into in seen:
+            break
+        seen.append(into)
+    return seen[-1]
+
+
+def note_aliases(conn, logged: Iterable[Delta], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    """Remember the records the aliases among ``logged`` took in (first alias wins: a record is
+    taken into one record; a second alias naming it is still held, and merges nothing new)."""
+    for d in logged:
+        for m in d.merges:
+            known = conn.execute(select(aliases.c.into).where(
+                and_(aliases.c.kind == d.kind, aliases.c.record_id == m))).scalar()
+            if known is None:
+                conn.execute(insert(aliases).values(kind=d.kind, record_id=m, into=d.record_id, since_ms=now_ms))

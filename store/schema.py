@@ -126,6 +126,17 @@ parked = Table(
     Index("ix_parked_record", "kind", "record_id"),
 )
 
+# Records an alias took into another (``person link``; added in 0011_parked_deltas): a delta that
+# arrives for ``record_id`` is decided in the graph of ``into``, so both keys are one record.
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("record_id", String(64), primary_key=True),
+    Column("into", String(64), nullable=False),
+    Column("since_ms", BigInteger, nullable=False),
+)
+
 # Delivery delays as histograms (added in 0008_delay_counts, replacing 0007's ix_log_delay): per
 # China-time day, month and year (``level`` 0/1/2, ``unit`` its number, core.delays.units), origin
 # province and delay bucket, the changes received from peers and the sum of their delays, added

@@ -640,20 +640,23 @@ class Store:
 
     # -- v2 deltas (docs/design/v2-wire.md 8.2 step 1: the executor, not yet on the wire) ------------
     def record_graph(self, kind: str, record_id: str) -> RecordGraph:
-        """The record's v2 history as this replica holds it (held and parked deltas).
+        """The v2 history of the record ``record_id`` is part of now (itself, or what a link took it
+        into), as this replica holds it: held and parked deltas.
 
         Raises LocalError for a record with v1 history (it needs its v2 baseline first)."""
         with self.engine.connect() as conn:
-            return deltas.load(conn, kind, record_id, graph_rules(kind))
+            return deltas.load(conn, kind, deltas.resolve(conn, kind, record_id), graph_rules(kind))
 
     def receive_deltas(self, items: Sequence[ReceivedDelta], *, via: str, now_ms: int) -> DeltaResult:
         """Decide verified deltas (``core.graph``) and carry the decisions out, in one transaction.
 
-        Held deltas (and the parked ones they release) are appended to the log in an order where
-        each follows its dependencies, and each touched record's state (``core.graphstate``) is
-        saved; parked ones are kept in ``parked``, never capped; refused ones are quarantined,
-        charged to their signer. Returns the counts and the ids released from parking. Raises
-        what the database raises; then nothing is written."""
+        Each delta is decided in the graph of the record its record is part of now (a record a
+        link took in is decided with the record that took it). Held deltas (and the parked ones
+        they release, under any record) are appended to the log in an order where each follows
+        its dependencies, and each touched record's state (``core.graphstate``) is saved; parked
+        ones are kept in ``parked``, never capped; refused ones are quarantined, charged to their
+        signer. Returns the counts and the ids released from parking. Raises what the database
+        raises; then nothing is written."""
         result = DeltaResult()
         graphs: dict[tuple[str, str], RecordGraph] = {}
         with self._lock, self.engine.begin() as conn:
@@ -662,10 +665,12 @@ class Store:
             bad: list[Refused] = []
             incoming = {r.id: r for r in items}
             for r in items:
-                key = (r.delta.kind, r.delta.record_id)
+                key = (r.delta.kind, deltas.resolve(conn, r.delta.kind, r.delta.record_id))
                 graph = graphs.get(key)
                 if graph is None:
                     graph = graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+                if r.delta.merges and not set(r.delta.merges) <= graph.related:
+                    deltas.extend(conn, graph, r.delta.merges)  # an alias: the history it takes in
                 decision = graph.receive(r.id, r.delta, author=r.signer, now_ms=now_ms)
                 if decision.outcome == DUPLICATE:
                     result.duplicates += 1
@@ -678,8 +683,7 @@ class Store:
                     to_log.append((r.delta, r.envelope, r.id, via))
                     if r.delta.at.wall_ms <= now_ms + MAX_CLOCK_LEAD_MS:
                         self._hlc = hlc.observe(self._hlc, r.delta.at, now_ms, self.owner)
-                    released = [d for d in decision.released if d not in incoming]
-                    stored = deltas.unpark(conn, released)
+                    stored = deltas.unpark(conn, [d for d in decision.released if d not in incoming])
                     for d in decision.released:
                         if d in incoming:  # parked earlier in this very call
                             to_park = [p for p in to_park if p[0] != d]
@@ -691,40 +695,69 @@ class Store:
             deltas.park(conn, to_park, now_ms)
             if bad:
                 result.refused, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
-            for came_via in sorted({v for *_, v in to_log}):
-                batch = [(d, e, i) for d, e, i, v in to_log if v == came_via]
-                changelog.append(conn, [(d, e) for d, e, _ in batch], via=came_via, now_ms=now_ms,
-                                 index_routes=self.index_routes, digests=[bytes.fromhex(i) for _, _, i in batch])
+            self._log_deltas(conn, to_log, now_ms)
+            # Deltas held now may be what a delta parked under another record waits for (an alias
+            # waits for the heads of the records it takes in): let those go too, transitively.
+            newly = [i for _, _, i, _ in to_log]
+            while newly:
+                more: list[tuple[Delta, Envelope, str, str]] = []
+                for kind, parked_on in deltas.waiting_on(conn, newly):
+                    key = (kind, deltas.resolve(conn, kind, parked_on))
+                    graph = graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+                    released = graph.release(now_ms)
+                    stored = deltas.unpark(conn, list(released))
+                    more += [(graph.held[d], stored[d][0], d, stored[d][1]) for d in released]
+                    result.released += list(released)
+                self._log_deltas(conn, more, now_ms)
+                to_log += more
+                newly = [i for _, _, i, _ in more]
             result.held, result.parked = len(to_log), len(to_park)
             if self.hold_records and to_log:
-                touched = sorted({(d.kind, d.record_id) for d, *_ in to_log})
+                touched = sorted({(d.kind, deltas.resolve(conn, d.kind, d.record_id)) for d, *_ in to_log})
+                for key in touched:
+                    if key not in graphs:  # a record an alias took in: its target's graph
+                        graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
                 priors = records.load_many(conn, touched)
                 self._save(conn, [(state_of(graphs[k]), priors[k]) for k in touched], now_ms)
         if to_log:
             self._notify()
         return result
 
+    def _log_deltas(self, conn, items: Sequence[tuple[Delta, Envelope, str, str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Append (delta, envelope, id, via) to the log, grouped by via, and note the aliases among them."""
+        for came_via in sorted({v for *_, v in items}):
+            batch = [(d, e, i) for d, e, i, v in items if v == came_via]
+            changelog.append(conn, [(d, e) for d, e, _ in batch], via=came_via, now_ms=now_ms,
+                             index_routes=self.index_routes, digests=[bytes.fromhex(i) for _, _, i in batch])
+        deltas.note_aliases(conn, [d for d, *_ in items], now_ms)
+
     def write_delta(self, kind: str, record_id: str, values: Mapping[str, object], *, op: str,
-                    operator: str | None, now_ms: int, seal: Sealer, accepts: Sequence[str] = ()) -> tuple[str, Delta]:
-        """This replica's own next delta on the record, built on the heads of its history
-        (``RecordGraph.write``), sealed, logged and its state saved, in one transaction.
+                    operator: str | None, now_ms: int, seal: Sealer, accepts: Sequence[str] = (),
+                    merges: Sequence[str] = ()) -> tuple[str, Delta]:
+        """This replica's own next delta on the record ``record_id`` is part of now, built on the
+        heads of its history (``RecordGraph.write``), sealed, logged and its state saved, in one
+        transaction. ``merges`` (op "alias") names the records it takes in.
 
         Returns (id, delta). Raises LocalError when the write would not be held by this very
         replica (its author is not involved in the record, say); then nothing is written."""
         with self._lock, self.engine.begin() as conn:
-            graph = deltas.load(conn, kind, record_id, graph_rules(kind))
+            target = deltas.resolve(conn, kind, record_id)
+            graph = deltas.load(conn, kind, target, graph_rules(kind))
+            if merges:
+                deltas.extend(conn, graph, merges)
+                graph.related.update(merges)
             seq = changelog.last_seq(conn, self.owner) + 1
             self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
             try:
                 did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq, at=at, op=op,
-                                               operator=operator, accepts=tuple(accepts), now_ms=now_ms)
+                                               operator=operator, accepts=tuple(accepts), merges=tuple(sorted(merges)),
+                                               now_ms=now_ms)
             except ValueError as err:
                 raise LocalError(f"{kind} {record_id}: {err}") from None
             (sealed,) = seal([body])
-            changelog.append(conn, [(delta, Envelope(body, sealed))], via="local", now_ms=now_ms,
-                             index_routes=self.index_routes, digests=[bytes.fromhex(did)])
+            self._log_deltas(conn, [(delta, Envelope(body, sealed), did, "local")], now_ms)
             if self.hold_records:
-                prior = records.load(conn, kind, record_id)
+                prior = records.load(conn, kind, target)
                 self._save(conn, [(state_of(graph), prior)], now_ms)
         self._notify()
         return did, delta
@@ -734,16 +767,14 @@ class Store:
         then); those now held are logged and their records saved, as in ``receive_deltas``."""
         result = DeltaResult()
         with self._lock, self.engine.begin() as conn:
-            for kind, record_id in deltas.waiting_on_time(conn):
+            for kind, parked_on in deltas.waiting_on_time(conn):
+                record_id = deltas.resolve(conn, kind, parked_on)
                 graph = deltas.load(conn, kind, record_id, graph_rules(kind))
                 released = graph.release(now_ms)
                 if not released:
                     continue
                 stored = deltas.unpark(conn, list(released))
-                for did in released:
-                    env, came_via = stored[did]
-                    changelog.append(conn, [(graph.held[did], env)], via=came_via, now_ms=now_ms,
-                                     index_routes=self.index_routes, digests=[bytes.fromhex(did)])
+                self._log_deltas(conn, [(graph.held[d], stored[d][0], d, stored[d][1]) for d in released], now_ms)
                 result.released += list(released)
                 if self.hold_records:
                     self._save(conn, [(state_of(graph), records.load(conn, kind, record_id))], now_ms)

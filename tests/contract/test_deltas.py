@@ -42,10 +42,11 @@ class Province:
         opened.append(self.store)
 
     def write(self, record_id: str, values: dict, *, op: str = "update", now_ms: int = T0,
-              accepts: tuple[str, ...] = ()) -> ReceivedDelta:
-        did, _ = self.store.write_delta("person", record_id, values, op=op, operator=None, now_ms=now_ms,
-                                        seal=self.pki.sealer(self.owner), accepts=accepts)
-        (entry,) = [e for e in self.store.history("person", record_id) if hashlib.sha256(e.body).hexdigest() == did]
+              accepts: tuple[str, ...] = (), merges: tuple[str, ...] = ()) -> ReceivedDelta:
+        did, delta = self.store.write_delta("person", record_id, values, op=op, operator=None, now_ms=now_ms,
+                                            seal=self.pki.sealer(self.owner), accepts=accepts, merges=merges)
+        (entry,) = [e for e in self.store.history("person", delta.record_id)
+                    if hashlib.sha256(e.body).hexdigest() == did]
         return received(self.pki, entry.envelope)
 
 
@@ -182,3 +183,33 @@ def test_an_uninvolved_local_write_is_refused_and_writes_nothing(p11: Province, 
     assert "province-44" in str(err.value) or "44" in str(err.value)
     assert p44.store.last_seq() == 0
     assert p44.store.get("person", "k1") == p11.store.get("person", "k1")
+
+
+
+def test_a_link_makes_two_keys_one_record_whatever_arrives_first(db_url: str, opened: list[Store], pki: PKI,
+                                                                  tmp_path: Path, p11: Province) -> None:
+    p31 = Province("31", pki, tmp_path, opened)
+    newborn = {k: v for k, v in person("11", "31", seed=3).items() if k != "id_number"} | {"name": "张三"}
+    a_create = p31.write("r-0b1d", newborn | {"children": 1}, op="create")  # registered before the ID was known
+    b_create = p11.write("p-7q2x", person("11", "31", seed=3) | {"name": "张叁"}, op="create", now_ms=T0 + 1)
+    p31.store.receive_deltas([b_create], via="hub-northwest", now_ms=T0 + 500)
+    alias = p31.write("p-7q2x", {}, op="alias", merges=("r-0b1d",), now_ms=T0 + 1000)
+    assert set(alias.delta.deps) == {a_create.id, b_create.id} and alias.delta.routes == frozenset({"11", "31"})
+    linked = p31.store.get("person", "p-7q2x")
+    assert linked is not None and {v.value for v in linked.fields["name"]} == {"张三", "张叁"}
+    assert p31.store.record_graph("person", "r-0b1d").record_id == "p-7q2x"  # both keys: one record
+
+    s = receiver(db_url, opened, owner="hub-national")
+    first = s.receive_deltas([alias], via="hub-northwest", now_ms=T0 + 2000)
+    assert first.parked == 1 and set(s.parked_deltas()[0].waiting_for) == {a_create.id, b_create.id}
+    assert s.receive_deltas([b_create], via="hub-bohai", now_ms=T0 + 2000).parked == 0
+    last = s.receive_deltas([a_create], via="hub-northwest", now_ms=T0 + 2000)  # under its own key
+    assert last.released == [alias.id] and s.parked_deltas() == []
+    assert s.get("person", "p-7q2x") == linked
+    # 11 had not heard of the link and writes to the old key: it lands in the one record.
+    p11.store.receive_deltas([a_create], via="hub-bohai", now_ms=T0 + 2500)
+    late = p11.write("r-0b1d", {"children": 2}, now_ms=T0 + 3000)
+    assert late.delta.record_id == "r-0b1d" and late.delta.deps == (a_create.id,)
+    assert s.receive_deltas([late], via="hub-bohai", now_ms=T0 + 4000).held == 1
+    merged = s.get("person", "p-7q2x")
+    assert merged is not None and merged.values()["children"] == 2 and set(merged.conflicts()) == {"name"}

@@ -1,4 +1,4 @@
-"""v2 deltas waiting for their dependencies: the ``parked`` table (docs/design/v2-wire.md 3.3).
+"""v2 deltas waiting for their dependencies (``parked``, docs/design/v2-wire.md 3.3), and ``aliases``.
 
 Revision ID: 0011_parked_deltas
 Revises: 0010_person_identity
@@ -35,8 +35,16 @@ def upgrade() -> None:
         sa.Column("received_ms", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_parked_record", "parked", ["kind", "record_id"])
+    op.create_table(
+        "aliases",
+        sa.Column("kind", sa.String(32), primary_key=True),
+        sa.Column("record_id", sa.String(64), primary_key=True),
+        sa.Column("into", sa.String(64), nullable=False),
+        sa.Column("since_ms", sa.BigInteger, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("aliases")
     op.drop_index("ix_parked_record", table_name="parked")
     op.drop_table("parked")
