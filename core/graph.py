@@ -49,6 +49,17 @@ HELD, PARKED, REFUSED, DUPLICATE = "held", "parked", "refused", "duplicate"
 TIME = "time"  # what a delta stamped too far ahead waits for
 
 
+class _Withheld:
+    """The value of a field whose opening this replica was not sent (a relay leaves superseded
+    values out, design doc 8.1): the field is known to be written, its value is not."""
+
+    def __repr__(self) -> str:
+        return "WITHHELD"
+
+
+WITHHELD = _Withheld()
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """What the graph needs to know about a record kind."""
@@ -71,7 +82,7 @@ class Version:
     origin: str
 
     def rank(self) -> tuple[int, int, str, bytes]:
-        return (self.at.wall_ms, self.at.logical, self.origin, canonical.scalar_bytes(self.value))
+        return (self.at.wall_ms, self.at.logical, self.origin, _value_bytes(self.value))
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ class View:
 
     def conflicts(self) -> dict[str, tuple[Version, ...]]:
         return {k: vs for k, vs in sorted(self.fields.items())
-                if len({canonical.scalar_bytes(v.value) for v in vs}) > 1}
+                if len({_value_bytes(v.value) for v in vs}) > 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +322,12 @@ class RecordGraph:
             if d not in backdated and (d in admitted if held[d].op == "create" else self._creates_in(d, ids) <= admitted))
         fields: dict[str, list[str]] = {}
         for d in counted:
-            for name in held[d].values:
+            for name in held[d].fields:
                 fields.setdefault(name, []).append(d)
         survivors: dict[str, tuple[Version, ...]] = {}
         for name, writers in fields.items():
             alive = [d for d in writers if not any(d in anc(e) for e in writers if e != d)]
-            versions = [Version(held[d].values[name], d, held[d].at, held[d].origin) for d in alive]
+            versions = [Version(held[d].values.get(name, WITHHELD), d, held[d].at, held[d].origin) for d in alive]
             survivors[name] = tuple(sorted(versions, key=_order, reverse=True))
         involved: set[str] = set()
         for name in self.rules.routing_fields:
@@ -329,16 +340,19 @@ class RecordGraph:
     # -- writing (what an honest author does) ----------------------------------------------------
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
               op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
-              merges: tuple[str, ...] = (), now_ms: int | None = None) -> tuple[str, Delta, bytes]:
+              merges: tuple[str, ...] = (), now_ms: int | None = None,
+              salt: Callable[[], bytes] | None = None) -> tuple[str, Delta, bytes]:
         """Build, hold and return this author's next delta: (id, delta, signed-to-be body).
-        An alias (``merges``: records held here, ``related``) depends on their heads too."""
+        An alias (``merges``: records held here, ``related``) depends on their heads too.
+        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta)."""
         body_values = dict(values)
         if op in ("create", "update", "settle", "delete"):
             body_values[DELETED] = op == "delete"
         taken = set().union(*(self.heads(m) for m in merges))
         deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts) | taken))
         draft = Delta(self.kind, self.record_id, origin, epoch, seq, at, op, operator, deps,
-                      tuple(sorted(accepts)), body_values, frozenset(), {}, tuple(sorted(merges)))
+                      tuple(sorted(accepts)), body_values, frozenset(), {}, tuple(sorted(merges)), {},
+                      {n: salt().hex() for n in body_values} if salt is not None else {})
         closure = self._closure(deps)
         before = self.evaluate(closure)
         self.held["draft"] = draft
@@ -432,6 +446,10 @@ class RecordGraph:
                     acc |= memo[p]
                 memo[top] = frozenset(acc)
         return memo[did]
+
+
+def _value_bytes(value: object) -> bytes:
+    return b"\xff withheld" if value is WITHHELD else canonical.scalar_bytes(value)
 
 
 def _order(v: Version) -> tuple[tuple[int, int, str, bytes], str]:

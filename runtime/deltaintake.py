@@ -46,7 +46,7 @@ def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str
         delta: Delta | None = None
         signer: str | None = None
         try:
-            delta = parse(env.body)
+            delta = parse(env.body, env.openings)
             _check_storable(delta)
             if not peer_may_forward and delta.origin != peer:
                 raise Malformed(f"{peer} may only push deltas it authored; this one claims origin {delta.origin}")

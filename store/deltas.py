@@ -31,7 +31,7 @@ from store.db import insert_rows
 from store.schema import aliases, log, parked
 
 _PARKED_COLUMNS = ("digest", "kind", "record_id", "origin", "seq", "signer", "body", "key_id", "signature",
-                   "seal_index", "seal_size", "proof", "waiting_for", "via", "received_ms")
+                   "seal_index", "seal_size", "proof", "openings", "waiting_for", "via", "received_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +79,16 @@ def extend(conn, graph: RecordGraph, record_ids: Iterable[str]) -> None:  # type
         batch = sorted(todo - loaded)
         loaded |= set(batch)
         held: list[tuple[str, Delta]] = []
-        q = (select(log.c.digest, log.c.body).where(and_(log.c.kind == graph.kind, log.c.record_id.in_(batch)))
-             .order_by(log.c.lsn))
-        for digest, body in conn.execute(q):
-            try:
-                held.append((bytes(digest).hex(), parse(bytes(body))))
+        q = (select(log.c.digest, log.c.body, log.c.openings)
+             .where(and_(log.c.kind == graph.kind, log.c.record_id.in_(batch))).order_by(log.c.lsn))
+        for digest, body, openings in conn.execute(q):
+            try:  # what was verified on receipt, as received (a relay's may leave superseded values out)
+                held.append((bytes(digest).hex(), parse(bytes(body), bytes(openings or b"{}"), complete=False)))
             except Malformed as err:  # a v1 change: this record predates the v2 upgrade
                 raise LocalError(f"{graph.kind} {graph.record_id} has history the v2 core cannot read ({err}); "
                                  "it needs its v2 baseline first") from None
-        waiting = [(d, parse(bytes(b)), signer, _waiting_set(w)) for d, b, signer, w in conn.execute(
-            select(parked.c.digest, parked.c.body, parked.c.signer, parked.c.waiting_for)
+        waiting = [(d, parse(bytes(b), bytes(o), complete=False), signer, _waiting_set(w)) for d, b, o, signer, w in conn.execute(
+            select(parked.c.digest, parked.c.body, parked.c.openings, parked.c.signer, parked.c.waiting_for)
             .where(and_(parked.c.kind == graph.kind, parked.c.record_id.in_(batch))))]
         graph.restore(held, waiting)  # the graph orders by ancestry, not by how it was loaded
         todo |= {m for _, d in held for m in d.merges} | {m for _, d, _, _ in waiting for m in d.merges}
@@ -102,7 +102,7 @@ def park(conn, items: Sequence[tuple[str, Delta, Envelope, str, frozenset[str], 
     conn.execute(delete(parked).where(parked.c.digest.in_([i[0] for i in items])))
     insert_rows(conn, parked, _PARKED_COLUMNS, [
         (did, d.kind, d.record_id, d.origin, d.seq, signer, env.body, env.seal.key_id, env.seal.signature,
-         env.seal.index, env.seal.size, b"".join(env.seal.proof), _waiting_text(waiting), via, now_ms)
+         env.seal.index, env.seal.size, b"".join(env.seal.proof), env.openings, _waiting_text(waiting), via, now_ms)
         for did, d, env, signer, waiting, via in items])
 
 
@@ -114,9 +114,9 @@ def unpark(conn, digests: Sequence[str]) -> dict[str, tuple[Envelope, str]]:  # 
     for i in range(0, len(digests), 500):
         chunk = list(digests[i:i + 500])
         q = select(parked.c.digest, parked.c.body, parked.c.key_id, parked.c.signature, parked.c.seal_index,
-                   parked.c.seal_size, parked.c.proof, parked.c.via).where(parked.c.digest.in_(chunk))
-        for did, body, key_id, signature, index, size, proof, via in conn.execute(q):
-            out[did] = (Envelope(bytes(body), _seal(key_id, signature, index, size, proof)), via)
+                   parked.c.seal_size, parked.c.proof, parked.c.openings, parked.c.via).where(parked.c.digest.in_(chunk))
+        for did, body, key_id, signature, index, size, proof, openings, via in conn.execute(q):
+            out[did] = (Envelope(bytes(body), _seal(key_id, signature, index, size, proof), bytes(openings)), via)
         conn.execute(delete(parked).where(parked.c.digest.in_(chunk)))
     return out
 

@@ -97,6 +97,7 @@ log = Table(
     Column("shared", Boolean, nullable=False),  # routes reach beyond the author's province
     Column("via", String(64), nullable=False),  # peer we got it from ("local" for our own)
     Column("received_ms", BigInteger, nullable=False),
+    Column("openings", LargeBinary),  # v2 deltas: their field values (core.delta); NULL for v1 changes
     UniqueConstraint("origin", "seq", name="uq_log_origin_seq"),
     Index("ix_log_record", "kind", "record_id"),
 )
@@ -120,6 +121,7 @@ parked = Table(
     Column("seal_index", Integer, nullable=False),
     Column("seal_size", Integer, nullable=False),
     Column("proof", LargeBinary, nullable=False),
+    Column("openings", LargeBinary, nullable=False),
     Column("waiting_for", Text, nullable=False),  # ",<id>,<id>," or ",time,"
     Column("via", String(64), nullable=False),
     Column("received_ms", BigInteger, nullable=False),

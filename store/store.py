@@ -22,6 +22,7 @@ raised as ``core.errors.StoreUnavailable`` and noted in ``Store.health``
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
-from core.delta import Delta
+from core.delta import SALT_BYTES, Delta
 from core.graph import DUPLICATE, PARKED, REFUSED, RecordGraph
 from core.graphstate import state_of
 from store import changelog, claims, counters, deltas, delays, duplicates, projections, quarantine, records, rekey, tallies
@@ -751,11 +752,11 @@ class Store:
             try:
                 did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq, at=at, op=op,
                                                operator=operator, accepts=tuple(accepts), merges=tuple(sorted(merges)),
-                                               now_ms=now_ms)
+                                               now_ms=now_ms, salt=_salt)
             except ValueError as err:
                 raise LocalError(f"{kind} {record_id}: {err}") from None
             (sealed,) = seal([body])
-            self._log_deltas(conn, [(delta, Envelope(body, sealed), did, "local")], now_ms)
+            self._log_deltas(conn, [(delta, Envelope(body, sealed, delta.openings()), did, "local")], now_ms)
             if self.hold_records:
                 prior = records.load(conn, kind, target)
                 self._save(conn, [(state_of(graph), prior)], now_ms)
@@ -787,6 +788,11 @@ class Store:
         """The deltas waiting here, oldest first, with what each waits for (no field values)."""
         with self.engine.connect() as conn:
             return deltas.listing(conn, limit)
+
+
+def _salt() -> bytes:
+    """A field commitment's salt: random, so a body seen without its openings reveals nothing."""
+    return os.urandom(SALT_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,19 +47,19 @@ class Province:
                                             seal=self.pki.sealer(self.owner), accepts=accepts, merges=merges)
         (entry,) = [e for e in self.store.history("person", delta.record_id)
                     if hashlib.sha256(e.body).hexdigest() == did]
-        return received(self.pki, entry.envelope)
+        return received(self.pki, Envelope(entry.body, entry.seal, delta.openings()))
 
 
 def received(pki: PKI, env: Envelope) -> ReceivedDelta:
     """What intake hands the store: the seal verified, the signer known."""
     signer = pki.verifier().verify(env.body, env.seal)
-    return ReceivedDelta(hashlib.sha256(env.body).hexdigest(), parse(env.body), env, signer)
+    return ReceivedDelta(hashlib.sha256(env.body).hexdigest(), parse(env.body, env.openings), env, signer)
 
 
 def forged(pki: PKI, signer: str, delta: Delta) -> ReceivedDelta:
     body = delta.to_body()
     (seal,) = pki.sealer(signer)([body])
-    return received(pki, Envelope(body, seal))
+    return received(pki, Envelope(body, seal, delta.openings()))
 
 
 def person(household: str, residence: str, seed: int = 1) -> dict:
@@ -169,7 +169,7 @@ def test_concurrent_writes_conflict_alike_in_any_order(db_url: str, opened: list
     # A settle by an involved province, written on both heads, ends the conflict everywhere.
     p44.store.receive_deltas([a], via="hub-pearl", now_ms=T0 + 2500)
     settle = p44.write("k1", {"name": "张三"}, op="settle", now_ms=T0 + 3000)
-    assert parse(settle.envelope.body).deps == tuple(sorted({a.id, b.id}))
+    assert settle.delta.deps == tuple(sorted({a.id, b.id}))
     for store in (s, other):
         store.receive_deltas([settle], via="hub-pearl", now_ms=T0 + 4000)
         assert store.get("person", "k1").conflicts() == {}  # type: ignore[union-attr]
@@ -213,3 +213,14 @@ def test_a_link_makes_two_keys_one_record_whatever_arrives_first(db_url: str, op
     assert s.receive_deltas([late], via="hub-bohai", now_ms=T0 + 4000).held == 1
     merged = s.get("person", "p-7q2x")
     assert merged is not None and merged.values()["children"] == 2 and set(merged.conflicts()) == {"name"}
+
+
+def test_a_body_carries_commitments_with_fresh_salts_never_values(p11: Province) -> None:
+    values = person("11", "44", seed=5)
+    first = p11.write("k1", values, op="create")
+    again = p11.write("k1", {"name": values["name"]}, now_ms=T0 + 1000)  # the same value, written again
+    for r in (first, again):
+        assert str(values["name"]).encode() not in r.envelope.body
+        assert str(values["birth_date"]).encode() not in r.envelope.body
+    assert first.delta.commitments["name"] != again.delta.commitments["name"]  # random salts
+    assert first.delta.salts["name"] != again.delta.salts["name"]

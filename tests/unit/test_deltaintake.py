@@ -37,7 +37,7 @@ def delta(origin: str = "province-11", **values: object) -> Delta:
 
 def sealed(pki: PKI, signer: str, *deltas: Delta) -> list[Envelope]:
     bodies = [d.to_body() for d in deltas]
-    return [Envelope(b, s) for b, s in zip(bodies, pki.sealer(signer)(bodies))]
+    return [Envelope(b, s, d.openings()) for b, s, d in zip(bodies, pki.sealer(signer)(bodies), deltas)]
 
 
 def check(pki: PKI, envs: list[Envelope], **kw):  # type: ignore[no-untyped-def]
@@ -83,15 +83,27 @@ def test_not_routed_to_this_province_is_refused(pki: PKI) -> None:
 
 
 def test_a_lone_surrogate_is_refused_not_stored(pki: PKI) -> None:
-    body = delta().to_body().replace("张三".encode(), b"\\ud800")
-    (seal,) = pki.sealer("province-11")([body])
-    accepted, (r,) = check(pki, [Envelope(body, seal)])
-    assert accepted == [] and "surrogate" in r.reason and r.charged == "province-11"
+    (env,) = sealed(pki, "province-11", delta())
+    salt = delta().salts["name"]
+    openings = env.openings.replace(f'"name":["{salt}","张三"]'.encode(), f'"name":["{salt}","\\ud800"]'.encode())
+    assert openings != env.openings
+    accepted, (r,) = check(pki, [Envelope(env.body, env.seal, openings)])
+    assert accepted == [] and "surrogate" in r.reason and r.charged == "hub-pearl"
+
+
+def test_a_value_that_does_not_match_its_commitment_is_refused_and_charged_to_the_peer(pki: PKI) -> None:
+    (env,) = sealed(pki, "province-11", delta())
+    swapped = Envelope(env.body, env.seal, env.openings.replace("张三".encode(), "李四".encode()))
+    accepted, (r,) = check(pki, [swapped])
+    assert accepted == [] and r.reason == "malformed: openings.name: does not match its commitment"
+    assert r.charged == "hub-pearl"  # whoever handed us the values: the signer committed to others
+    accepted, (r,) = check(pki, [Envelope(env.body, env.seal)])  # values left out
+    assert accepted == [] and "missing" in r.reason
 
 
 def test_a_tampered_body_fails_the_signature_and_is_charged_to_the_peer(pki: PKI) -> None:
     (env,) = sealed(pki, "province-11", delta())
-    tampered = Envelope(env.body.replace("张三".encode(), "李四".encode()), env.seal)
+    tampered = Envelope(env.body.replace(b'"seq":1', b'"seq":2'), env.seal, env.openings)
     accepted, (r,) = check(pki, [tampered])
     assert accepted == [] and r.reason.startswith("bad signature") and r.charged == "hub-pearl"
 

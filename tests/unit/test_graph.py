@@ -69,7 +69,7 @@ class World:
         graph = self.replicas[p][k]
         did, delta, body = graph.write(values, origin=origin(p), epoch=0, seq=self.next_seq(p),
                                        at=self.at(p), op=op, accepts=accepts, now_ms=self.clock)
-        assert parse(body) == delta and delta_id(body) == did  # what travels is what was held
+        assert parse(body, delta.openings()) == delta and delta_id(body) == did  # what travels is what was held
         if k not in self.involves_byz:
             assert BYZ not in delta.routes
         self.pool.append((did, delta, origin(p)))
@@ -421,9 +421,9 @@ def test_parse_refuses_malformed_envelopes_naming_the_key(change, message) -> No
     good = Delta("person", "k", "province-11", 0, 2, Timestamp(NOW, 0, "province-11"), "update", None,
                  ("a" * 64,), (), {"name": "x", "_deleted": False}, frozenset({"11"}), {})
     body = good.to_body()
-    assert parse(body) == good
+    assert parse(body, good.openings()) == good
     with pytest.raises(Malformed, match=message.replace("(", r"\(")):
-        parse(change(body))
+        parse(change(body), good.openings())
     assert replace(good, seq=3) != good
 
 

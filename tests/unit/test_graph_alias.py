@@ -133,5 +133,5 @@ def test_parse_checks_merges(change, message) -> None:  # type: ignore[no-untype
                    {"name": "x", "_deleted": False}, update.routes, {})
     obj = change(json.loads(update.to_body()))
     with pytest.raises(Malformed) as err:
-        parse(json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())
+        parse(json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(), update.openings())
     assert str(err.value).startswith(message), err.value

@@ -1,4 +1,4 @@
-"""v2 deltas waiting for their dependencies (``parked``, docs/design/v2-wire.md 3.3), and ``aliases``.
+"""v2 deltas waiting for their dependencies (``parked``, docs/design/v2-wire.md 3.3), ``aliases``, and ``log.openings``.
 
 Revision ID: 0011_parked_deltas
 Revises: 0010_person_identity
@@ -30,11 +30,14 @@ def upgrade() -> None:
         sa.Column("seal_index", sa.Integer, nullable=False),
         sa.Column("seal_size", sa.Integer, nullable=False),
         sa.Column("proof", sa.LargeBinary, nullable=False),
+        sa.Column("openings", sa.LargeBinary, nullable=False),
         sa.Column("waiting_for", sa.Text, nullable=False),
         sa.Column("via", sa.String(64), nullable=False),
         sa.Column("received_ms", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_parked_record", "parked", ["kind", "record_id"])
+    with op.batch_alter_table("log") as batch:
+        batch.add_column(sa.Column("openings", sa.LargeBinary, nullable=True))
     op.create_table(
         "aliases",
         sa.Column("kind", sa.String(32), primary_key=True),
@@ -45,6 +48,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("log") as batch:
+        batch.drop_column("openings")
     op.drop_table("aliases")
     op.drop_index("ix_parked_record", table_name="parked")
     op.drop_table("parked")
