@@ -72,6 +72,7 @@ class Rules:
     # author may not write them, or None: a kind's own rule of who writes which field (a request's
     # answer is the receiver's), judged on the history like involvement.
     writers: Callable[[Mapping[str, object], Mapping[str, object], str], str | None] = lambda shown, written, author: None
+    arbiter_fields: tuple[str, ...] = ()  # the fields ``arbiter`` reads (a relay always opens them on creates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +372,31 @@ class RecordGraph:
         if decision.outcome != HELD:
             raise ValueError(f"own write not held: {decision.outcome} {decision.reason}")
         return did, final, body
+
+    # -- relaying to a newly involved province (design doc 3.5, 8.1) ----------------------------------
+    def relay(self) -> list[tuple[str, Delta, frozenset[str]]]:
+        """What a province that becomes involved needs, and no more: (id, delta, fields to open),
+        ancestors first.
+
+        Every counted delta and its ancestors travel (each verifies under its writer's
+        signature, and a delta is held only with its dependencies), but only these values are
+        opened: the surviving ones, every routing value (the authority chain: who was involved
+        at each delta), and on creates what ranks the founders. Superseded values of other
+        fields stay behind their commitments."""
+        view = self.view()
+        wanted = self._closure(view.counted)
+        survivors: dict[str, set[str]] = {}
+        for name, versions in view.fields.items():
+            for v in versions:
+                survivors.setdefault(v.delta, set()).add(name)
+        auth = set(self.rules.routing_fields)
+        founding = auth | ({self.rules.anchor} if self.rules.anchor else set()) | set(self.rules.arbiter_fields)
+        out = []
+        for did in sorted(wanted, key=lambda d: (len(self._ancestors(d)), d)):  # an ancestor has fewer ancestors
+            delta = self.held[did]
+            names = survivors.get(did, set()) | (founding if delta.op == "create" else auth)
+            out.append((did, delta, frozenset(n for n in names if n in delta.values)))
+        return out
 
     # -- helpers ---------------------------------------------------------------------------------
     def _involves(self, values: Mapping[str, object]) -> frozenset[str]:

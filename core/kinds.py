@@ -90,7 +90,8 @@ def graph_rules(name: str) -> Rules:
     province, with the province the resident ID names breaking ties, design doc 3.2a)."""
     k = get_kind(name)
     if name == person.KIND:
-        return Rules(k.provinces, k.routing_fields, anchor="household_province", arbiter=person.id_province)
+        return Rules(k.provinces, k.routing_fields, anchor="household_province", arbiter=person.id_province,
+                     arbiter_fields=("id_number",))
     if name == request.KIND:
         return Rules(k.provinces, k.routing_fields, writers=request.writer_problem)
     return Rules(k.provinces, k.routing_fields)

@@ -32,6 +32,7 @@ from core.person import person_provinces
 BYZ = "45"
 POOL = ["11", "31", "44", "65", "13"]
 RULES = Rules(person_provinces, ("household_province", "residence_province"), anchor="household_province",
+              arbiter_fields=("id_number",),
               arbiter=lambda values: str(values.get("id_number", ""))[:2] or None)
 NOW = 1_800_000_000_000
 
@@ -443,3 +444,36 @@ def test_a_kinds_writer_rule_is_judged_on_the_history() -> None:
         decision = g.receive(delta_id(forged.to_body()), forged, author=author, now_ms=NOW)
         assert decision.outcome == REFUSED and "may be written only by" in decision.reason, decision
     assert g.view().values()["answer"] == "已核实" and g.view().values()["subject"] == "婚育证明"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_newly_involved_province_gets_a_verifiable_history_and_no_superseded_values(data: st.DataObject) -> None:
+    """The relay (design doc 3.5): replayed into an empty replica with only the openings it
+    carries, it makes the same record, and no superseded value of a non-routing field travels."""
+    honest = data.draw(st.lists(st.sampled_from(POOL), min_size=3, max_size=4, unique=True))
+    w = World(honest, [(honest[0], honest[1]), (honest[1], BYZ)])
+    for _ in range(data.draw(st.integers(3, 15))):
+        p, k = data.draw(st.sampled_from(honest)), data.draw(st.sampled_from(sorted(w.records)))
+        if data.draw(st.booleans()):
+            register(w, p, k, data.draw(st.sampled_from(["张三", "张叁"])))
+        else:
+            edit(w, p, k, data.draw(st.integers(0, 2)), data.draw(st.integers(0, 100)))
+    settle(w, data)
+    rules = RULES
+    for k in sorted(w.records):
+        source = w.replicas[honest[0]][k]
+        view = source.view()
+        fresh = RecordGraph("person", k, rules)
+        sent_values: set[tuple[str, str]] = set()
+        for did, delta, names in source.relay():
+            body = delta.to_body()
+            got = parse(body, delta.openings(names), complete=False)
+            assert fresh.receive(delta_id(body), got, author=delta.origin, now_ms=w.clock).outcome == HELD
+            sent_values |= {(did, n) for n in names}
+        mine = fresh.view()
+        assert mine.values() == view.values() and mine.involved == view.involved and mine.counted == view.counted
+        alive = {(v.delta, name) for name, vs in view.fields.items() for v in vs}
+        for did, name in sent_values:
+            founding = name in ("household_province", "id_number") and source.held[did].op == "create"
+            assert (did, name) in alive or name in RULES.routing_fields or founding, name
