@@ -23,7 +23,7 @@ into the store (records stay stored, projected and shown as RecordState).
 from __future__ import annotations
 
 from core.clock import VectorClock
-from core.graph import RecordGraph
+from core.graph import WITHHELD, RecordGraph
 from core.record import RecordState, Version
 
 
@@ -43,6 +43,9 @@ def clocks(graph: RecordGraph) -> dict[str, VectorClock]:
 def state_of(graph: RecordGraph) -> RecordState:
     """The record the graph's counted deltas make, as a RecordState (winner first per field)."""
     view = graph.view()
+    for name, versions in view.fields.items():
+        if any(v.value is WITHHELD for v in versions):
+            raise ValueError(f"{graph.kind} {graph.record_id}: the surviving value of {name} has not arrived")
     vc = clocks(graph)
     fields = {name: tuple(Version(v.value, vc[v.delta], v.at) for v in versions)
               for name, versions in sorted(view.fields.items())}
