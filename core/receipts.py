@@ -24,6 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from core import canonical
+from core.errors import Malformed
+
 Range = tuple[int, int]  # first..last, inclusive
 HELD, PARKED, REFUSED = "held", "parked", "refused"
 MAX_RANGES = 256  # per outcome in one receipt: a receipt stays small whatever a peer does
@@ -193,3 +196,62 @@ class Ledger:
                     o.sent_ms, o.resent = now_ms, o.resent + 1
                     out.append((d, o))
         return out
+
+
+# -- the signed forms (signatures themselves: certs.signing, behind their own prefixes) ------------
+
+MAX_COUNTER = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Custody:
+    """A hub's signed word that it took custody of ``origin``'s seqs ``first..last`` at ``at_ms``:
+    what blame rests on, with destination receipts, instead of an unsigned ack."""
+
+    hub: str
+    origin: str
+    epoch: int
+    first: int
+    last: int
+    at_ms: int
+
+    def to_body(self) -> bytes:
+        return canonical.dumps({"custody": 2, "hub": self.hub, "origin": self.origin, "epoch": self.epoch,
+                                "first": self.first, "last": self.last, "at": self.at_ms})
+
+
+def receipt_body(receipt: Receipt, at_ms: int) -> bytes:
+    """The exact bytes a destination signs for ``receipt``, stamped with its time."""
+    return canonical.dumps({"receipt": 2, **receipt.to_json(), "at": at_ms})
+
+
+def parse_receipt(body: bytes) -> tuple[Receipt, int]:
+    """(receipt, at_ms) from a destination's signed bytes, or Malformed naming the key."""
+    obj = canonical.loads(body)
+    if not isinstance(obj, dict) or obj.get("receipt") != 2:
+        raise Malformed("receipt: not a v2 receipt")
+    extra = sorted(set(obj) - {"receipt", "dest", "origin", "epoch", "held", "parked", "refused", "at"})
+    if extra:
+        raise Malformed(f"{extra[0]}: not a field of a receipt")
+    for key in ("dest", "origin"):
+        if not (isinstance(obj.get(key), str) and 1 <= len(obj[key]) <= 64):
+            raise Malformed(f"{key}: must be an identity or province code")
+    epoch, at = obj.get("epoch"), obj.get("at")
+    if type(epoch) is not int or not 0 <= epoch <= MAX_COUNTER:
+        raise Malformed("epoch: must be an integer in 0..2**63-1")
+    if type(at) is not int or not 0 <= at <= MAX_COUNTER:
+        raise Malformed("at: must be an integer in 0..2**63-1")
+    parts = {}
+    for key in (HELD, PARKED, REFUSED):
+        ranges = obj.get(key)
+        if not isinstance(ranges, list) or len(ranges) > MAX_RANGES:
+            raise Malformed(f"{key}: must be a list of at most {MAX_RANGES} ranges")
+        for r in ranges:
+            if not (isinstance(r, list) and len(r) == 2 and all(type(n) is int for n in r)
+                    and 1 <= r[0] <= r[1] <= MAX_COUNTER):
+                raise Malformed(f"{key}: each range must be [first, last] with 1 <= first <= last < 2**63")
+        parts[key] = normalise((a, b) for a, b in ranges)
+    held = parts[HELD]
+    refused = without(parts[REFUSED], held)
+    parked = without(parts[PARKED], held + refused)
+    return Receipt(obj["dest"], obj["origin"], epoch, held, parked, refused), at

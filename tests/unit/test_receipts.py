@@ -8,10 +8,13 @@ that never reached it, and each destination's gaps are exactly those below what 
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.receipts import HELD, PARKED, REFUSED, Inbox, Ledger, Receipt, covers, normalise, without
+from core.errors import BadSignature, Malformed
+from core.receipts import (HELD, PARKED, REFUSED, Custody, Inbox, Ledger, Receipt, covers, normalise,
+                           parse_receipt, receipt_body, without)
 
 DESTS = ["11", "44", "65", "national"]
 ranges = st.lists(st.tuples(st.integers(1, 40), st.integers(0, 6)).map(lambda t: (t[0], t[0] + t[1])), max_size=6)
@@ -102,3 +105,46 @@ def test_resend_waits_for_the_alert_delay_and_a_destination_that_answers() -> No
     # A receipt for another origin or epoch settles nothing.
     assert ledger.receive(Receipt("44", "province-11", 1, held=((1, 1),)), now_ms=600_000) == 0
     assert ledger.receive(Receipt("44", "province-31", 0, held=((1, 1),)), now_ms=600_000) == 0
+
+
+# -- the signed forms -------------------------------------------------------------------------------
+
+@given(receipts, st.integers(0, 2**63 - 1))
+def test_a_receipt_reads_back_exactly(r, at) -> None:  # type: ignore[no-untyped-def]
+    assert parse_receipt(receipt_body(r, at)) == (r, at)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: o | {"held": [[3, 1]]}, "held: each range"),
+    (lambda o: o | {"parked": [[1, 2**63]]}, "parked: each range"),
+    (lambda o: o | {"refused": [[1, 1]] * 257}, "refused: must be a list of at most"),
+    (lambda o: o | {"epoch": -1}, "epoch:"),
+    (lambda o: o | {"dest": ""}, "dest:"),
+    (lambda o: o | {"extra": 1}, "extra: not a field"),
+    (lambda o: o | {"receipt": 1}, "receipt: not a v2 receipt"),
+])
+def test_a_malformed_receipt_is_refused_naming_the_key(change, message) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    good = json.loads(receipt_body(Receipt("44", "province-11", 0, held=((1, 5),)), 7))
+    with pytest.raises(Malformed, match=message):
+        parse_receipt(json.dumps(change(good)).encode())
+
+
+def test_receipt_and_custody_signatures_verify_only_as_themselves(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from certs.signing import CUSTODY_PREFIX, RECEIPT_PREFIX, REPORT_PREFIX
+    from tests.support.pki import build_pki
+
+    pki = build_pki(tmp_path)
+    keyring = pki.keyring()
+    node, hub = pki.signer("province-44"), pki.signer("hub-pearl")
+    body = receipt_body(Receipt("44", "province-11", 0, held=((1, 5),)), 1_000)
+    signature = node.sign_receipt(body)
+    assert keyring.verify(node.key_id, RECEIPT_PREFIX + body, signature) == "province-44"
+    for prefix in (REPORT_PREFIX, CUSTODY_PREFIX, b""):  # never taken for a report, a custody or a batch
+        with pytest.raises(BadSignature):
+            keyring.verify(node.key_id, prefix + body, signature)
+    custody = Custody("hub-pearl", "province-11", 0, 1, 20, 1_000).to_body()
+    assert keyring.verify(hub.key_id, CUSTODY_PREFIX + custody, hub.sign_custody(custody)) == "hub-pearl"
+    with pytest.raises(BadSignature):  # an altered range does not verify
+        keyring.verify(hub.key_id, CUSTODY_PREFIX + custody.replace(b'"last":20', b'"last":2'), hub.sign_custody(custody))
