@@ -665,11 +665,15 @@ class Store:
             to_park: list[tuple[str, Delta, Envelope, str, frozenset[str], str]] = []
             bad: list[Refused] = []
             incoming = {r.id: r for r in items}
+            targets: dict[tuple[str, str], str] = {}  # (kind, record id) -> the record it is part of now
+            for kind in sorted({r.delta.kind for r in items}):
+                resolved = deltas.resolve_many(conn, kind, [r.delta.record_id for r in items if r.delta.kind == kind])
+                targets.update(((kind, rid), into) for rid, into in resolved.items())
+                loaded = deltas.load_many(conn, kind, sorted(set(resolved.values())), graph_rules(kind))
+                graphs.update(((kind, rid), g) for rid, g in loaded.items())
             for r in items:
-                key = (r.delta.kind, deltas.resolve(conn, r.delta.kind, r.delta.record_id))
-                graph = graphs.get(key)
-                if graph is None:
-                    graph = graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+                key = (r.delta.kind, targets[(r.delta.kind, r.delta.record_id)])
+                graph = graphs[key]
                 if r.delta.merges and not set(r.delta.merges) <= graph.related:
                     deltas.extend(conn, graph, r.delta.merges)  # an alias: the history it takes in
                 decision = graph.receive(r.id, r.delta, author=r.signer, now_ms=now_ms)
@@ -714,7 +718,8 @@ class Store:
                 newly = [i for _, _, i, _ in more]
             result.held, result.parked = len(to_log), len(to_park)
             if self.hold_records and to_log:
-                touched = sorted({(d.kind, deltas.resolve(conn, d.kind, d.record_id)) for d, *_ in to_log})
+                touched = sorted({(d.kind, targets.get((d.kind, d.record_id))
+                                   or deltas.resolve(conn, d.kind, d.record_id)) for d, *_ in to_log})
                 for key in touched:
                     if key not in graphs:  # a record an alias took in: its target's graph
                         graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
