@@ -39,6 +39,9 @@ from core.merkle import Proven, Seal, build, signed_message, walk
 # Status reports (runtime.reports) are signed behind their own prefix, so a report signature can never
 # stand for a batch or certificate-document signature, nor the other way round.
 REPORT_PREFIX = b"yipanqi report v1\n"
+# Destination receipts and hubs' custody receipts (core.receipts), likewise each behind its own.
+RECEIPT_PREFIX = b"yipanqi receipt v2\n"
+CUSTODY_PREFIX = b"yipanqi custody v2\n"
 
 ProvenBatches = dict[tuple[str, bytes, int], Proven]  # (key id, signature, size) -> verified tree nodes
 
@@ -76,6 +79,14 @@ class Signer:
     def sign_report(self, body: bytes) -> bytes:
         """Ed25519 over a status report's exact bytes (runtime.reports), behind REPORT_PREFIX."""
         return self._key.sign(REPORT_PREFIX + body)
+
+    def sign_receipt(self, body: bytes) -> bytes:
+        """Ed25519 over a destination receipt's exact bytes (core.receipts), behind RECEIPT_PREFIX."""
+        return self._key.sign(RECEIPT_PREFIX + body)
+
+    def sign_custody(self, body: bytes) -> bytes:
+        """Ed25519 over a hub's custody receipt (core.receipts), behind CUSTODY_PREFIX."""
+        return self._key.sign(CUSTODY_PREFIX + body)
 
     def seal_batch(self, bodies: Sequence[bytes]) -> list[Seal]:
         """One signature over the batch root; one Seal (with proof) per body."""

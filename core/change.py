@@ -242,3 +242,4 @@ class Envelope:
 
     body: bytes
     seal: Seal
+    openings: bytes = b"{}"  # v2 deltas: the field values beside the signed commitments (core.delta)

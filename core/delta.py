@@ -12,6 +12,14 @@ author writes now, plus the hashes of the deltas it was written on top of:
     operator             the operator certificate behind the write (audit)
     deps                 the heads of the author's replica of the record
     accepts              claims this delta lets into the record (op "accept")
+    merges               records this one takes in (op "alias": ``person link``)
+
+Values travel beside the body, not in it (design doc 8.1): ``set`` holds, per field, a salted
+commitment SHA-256(name, salt, value), and the *openings* ({field: [salt, value]}) travel next
+to the signed bytes. A receiver checks every opening against its commitment, so a value is as
+attributable as if it were signed, yet a relay can leave out a superseded value without
+breaking the signature, and nobody who sees a body without its openings can test guesses of a
+low-entropy value (a birth date, a province) against it.
     set                  the author's new field values (``_deleted`` included)
     routes               the provinces the delta goes to, as the author computed them
     chain                per-destination counters (accountable hubs; opaque here)
@@ -28,8 +36,8 @@ federation still speaks v1 (core.change).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 from core import canonical
 from core.errors import Malformed
@@ -39,13 +47,27 @@ from core.provinces import PROVINCES
 from core.record import DELETED
 
 PROTOCOL = 2
-OPS = ("create", "update", "delete", "settle", "accept")
+OPS = ("create", "update", "delete", "settle", "accept", "alias")
+MAX_MERGES = 8
 MAX_BODY = 64 * 1024
 MAX_DEPS = 64  # an author's heads on one record: the concurrent branches one write joins
 MAX_ID = 64
+MAX_FIELDS = 64
+SALT_BYTES = 16
+_FIELD_DOMAIN = b"yipanqi/field/v2\n"
 _HEX = frozenset("0123456789abcdef")
 _KEYS = frozenset({"v", "kind", "id", "origin", "epoch", "seq", "at", "op", "operator", "deps", "accepts",
-                   "set", "routes", "chain"})
+                   "set", "routes", "chain", "merges"})
+
+
+def commitment(name: str, salt: bytes, value: object) -> str:
+    """The commitment to one field value: SHA-256 over the field's name, the salt and the value's
+    canonical bytes (the name binds it to its field; the salt hides low-entropy values)."""
+    return hashlib.sha256(_FIELD_DOMAIN + name.encode() + b"\0" + salt + canonical.scalar_bytes(value)).hexdigest()
+
+
+def _derived_salt(origin: str, seq: int, name: str) -> str:
+    return hashlib.sha256(f"yipanqi/derived-salt\n{origin}\n{seq}\n{name}".encode()).hexdigest()[:2 * SALT_BYTES]
 
 
 def delta_id(body: bytes) -> str:
@@ -68,6 +90,36 @@ class Delta:
     values: Mapping[str, object]
     routes: frozenset[str]
     chain: Mapping[str, int]
+    merges: tuple[str, ...] = ()  # record ids an alias takes in
+    commitments: Mapping[str, str] = field(default_factory=dict)  # every field it writes -> commitment hex
+    salts: Mapping[str, str] = field(default_factory=dict)  # the opened fields' salts, hex
+
+    def __post_init__(self) -> None:
+        # Built from values (an author; tests and their forgeries): commit to them, with the salts
+        # given, else salts derived from the delta's own coordinates. An honest node always passes
+        # random salts (Store.write_delta), and a receiver never derives anything: parse checks
+        # the openings it was sent, and a parsed delta's commitments already match.
+        if self.values and not self._committed():
+            salts = {name: self.salts.get(name) or _derived_salt(self.origin, self.seq, name) for name in self.values}
+            object.__setattr__(self, "salts", salts)
+            object.__setattr__(self, "commitments",
+                               {name: commitment(name, bytes.fromhex(salt), self.values[name])
+                                for name, salt in salts.items()})
+
+    def _committed(self) -> bool:
+        c, salts = self.commitments, self.salts
+        return all(n in c and n in salts and commitment(n, bytes.fromhex(salts[n]), v) == c[n]
+                   for n, v in self.values.items())
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field this delta writes (opened or not)."""
+        return frozenset(self.commitments)
+
+    def openings(self, names: Iterable[str] | None = None) -> bytes:
+        """The openings of ``names`` (default: every opened field), to travel beside the body."""
+        chosen = self.values if names is None else {n: self.values[n] for n in names if n in self.values}
+        return canonical.dumps({n: [self.salts[n], v] for n, v in chosen.items()})
 
     @property
     def province(self) -> str:
@@ -84,7 +136,8 @@ class Delta:
             "v": PROTOCOL, "kind": self.kind, "id": self.record_id, "origin": self.origin,
             "epoch": self.epoch, "seq": self.seq, "at": self.at.to_json(), "op": self.op,
             "operator": self.operator, "deps": sorted(self.deps), "accepts": sorted(self.accepts),
-            "set": dict(self.values), "routes": sorted(self.routes), "chain": dict(self.chain),
+            "set": dict(self.commitments), "routes": sorted(self.routes), "chain": dict(self.chain),
+            "merges": sorted(self.merges),
         })
 
 
@@ -107,11 +160,15 @@ def _int(obj: Mapping[str, object], key: str, low: int) -> int:
     return value
 
 
-def parse(body: bytes) -> Delta:
-    """Decode exactly these bytes into a Delta, or raise Malformed naming the key.
+def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Delta:
+    """Decode exactly these bytes, and the openings that came with them, into a Delta, or raise
+    Malformed naming the key.
 
-    Only the envelope's shape is checked here: field values are the record
-    kind's validator's business, and authority is core.graph's.
+    Every opening must match its commitment. ``complete`` (the default) also requires an
+    opening for every field the delta writes: a delta its author sends is whole; only a relay
+    to a newly involved province may leave superseded values out (design doc 8.1).
+    Only the envelope's shape is checked here: field values are the record kind's validator's
+    business, and authority is core.graph's.
     """
     if len(body) > MAX_BODY:
         raise Malformed(f"body: {len(body)} bytes is over the {MAX_BODY}-byte limit")
@@ -142,11 +199,13 @@ def parse(body: bytes) -> Delta:
     operator = obj.get("operator")
     if operator is not None and not (isinstance(operator, str) and len(operator) <= 96):
         raise Malformed("operator: must be null or a string of at most 96 characters")
-    values = obj.get("set")
-    if not isinstance(values, dict):
-        raise Malformed("set: must be an object of field -> value")
-    if values.get(DELETED, False) not in (True, False):
-        raise Malformed(f"set.{DELETED}: must be true or false")
+    commitments = obj.get("set")
+    if not isinstance(commitments, dict) or len(commitments) > MAX_FIELDS:
+        raise Malformed(f"set: must be an object of at most {MAX_FIELDS} field -> commitment")
+    for name, c in commitments.items():
+        if len(name) > MAX_ID or not (isinstance(c, str) and len(c) == 64 and _HEX.issuperset(c)):
+            raise Malformed(f"set.{name[:MAX_ID]}: must be a 64-character lowercase hex commitment")
+    values, salts = _opened(openings, commitments, complete)
     routes = obj.get("routes")
     if not isinstance(routes, list) or any(not (isinstance(p, str) and p in PROVINCES) for p in routes):
         raise Malformed("routes: must be a list of province codes")
@@ -162,8 +221,49 @@ def parse(body: bytes) -> Delta:
         raise Malformed("accepts: names the claims an accept lets in, and only an accept has it")
     if not set(accepts) <= set(deps):
         raise Malformed("accepts: every accepted claim must also be a dependency")
+    merges = obj.get("merges")
+    if (not isinstance(merges, list) or len(merges) > MAX_MERGES
+            or any(not (isinstance(m, str) and 1 <= len(m) <= MAX_ID) for m in merges)):
+        raise Malformed(f"merges: must be a list of at most {MAX_MERGES} record ids")
+    if merges != sorted(set(merges)) or record_id in merges:
+        raise Malformed("merges: must be sorted, without repeats, and not name the record itself")
+    if (op == "alias") != bool(merges):
+        raise Malformed("merges: names the records an alias takes in, and only an alias has it")
     at = Timestamp.from_json(obj.get("at"))
     if at.node != origin:
         raise Malformed(f"at: a timestamp of {at.node!r} on a delta by {origin}")
     return Delta(kind, record_id, origin, _int(obj, "epoch", 0), _int(obj, "seq", 1), at, op, operator,
-                 deps, accepts, values, frozenset(routes), chain)
+                 deps, accepts, values, frozenset(routes), chain, tuple(merges), commitments, salts)
+
+
+def _opened(openings: bytes, commitments: Mapping[str, str], complete: bool) -> tuple[dict, dict]:
+    """The values and salts of ``openings``, each checked against its commitment."""
+    if len(openings) > MAX_BODY:
+        raise Malformed(f"openings: {len(openings)} bytes is over the {MAX_BODY}-byte limit")
+    obj = canonical.loads(openings)
+    if not isinstance(obj, dict):
+        raise Malformed("openings: must be an object of field -> [salt, value]")
+    values: dict[str, object] = {}
+    salts: dict[str, str] = {}
+    for name, pair in obj.items():
+        if name not in commitments:
+            raise Malformed(f"openings.{name[:MAX_ID]}: opens a field the delta does not write")
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                and len(pair[0]) == 2 * SALT_BYTES and _HEX.issuperset(pair[0])):
+            raise Malformed(f"openings.{name}: must be [{SALT_BYTES}-byte hex salt, value]")
+        salt, value = pair
+        if isinstance(value, (dict, list)):
+            raise Malformed(f"openings.{name}: a field value must be a scalar")
+        try:
+            committed = commitment(name, bytes.fromhex(salt), value)
+        except UnicodeEncodeError:  # a lone UTF-16 surrogate (a JSON escape) has no bytes to commit to
+            raise Malformed(f"openings.{name}: a value holds a lone UTF-16 surrogate") from None
+        if committed != commitments[name]:
+            raise Malformed(f"openings.{name}: does not match its commitment")
+        values[name], salts[name] = value, salt
+    if values.get(DELETED, False) not in (True, False):
+        raise Malformed(f"set.{DELETED}: must be true or false")
+    if complete and len(values) != len(commitments):
+        missing = sorted(set(commitments) - set(values))
+        raise Malformed(f"openings.{missing[0]}: missing; the author's delta opens every field it writes")
+    return values, salts

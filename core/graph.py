@@ -49,6 +49,17 @@ HELD, PARKED, REFUSED, DUPLICATE = "held", "parked", "refused", "duplicate"
 TIME = "time"  # what a delta stamped too far ahead waits for
 
 
+class _Withheld:
+    """The value of a field whose opening this replica was not sent (a relay leaves superseded
+    values out, design doc 8.1): the field is known to be written, its value is not."""
+
+    def __repr__(self) -> str:
+        return "WITHHELD"
+
+
+WITHHELD = _Withheld()
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """What the graph needs to know about a record kind."""
@@ -57,6 +68,11 @@ class Rules:
     routing_fields: tuple[str, ...]
     anchor: str | None = None  # the field naming the founding province (a person's household)
     arbiter: Callable[[Mapping[str, object]], str | None] = lambda values: None  # breaks ties between founders
+    # (values at the deps with the delta's on top, the delta's values, author province) -> why the
+    # author may not write them, or None: a kind's own rule of who writes which field (a request's
+    # answer is the receiver's), judged on the history like involvement.
+    writers: Callable[[Mapping[str, object], Mapping[str, object], str], str | None] = lambda shown, written, author: None
+    arbiter_fields: tuple[str, ...] = ()  # the fields ``arbiter`` reads (a relay always opens them on creates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +83,7 @@ class Version:
     origin: str
 
     def rank(self) -> tuple[int, int, str, bytes]:
-        return (self.at.wall_ms, self.at.logical, self.origin, canonical.scalar_bytes(self.value))
+        return (self.at.wall_ms, self.at.logical, self.origin, _value_bytes(self.value))
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class View:
 
     def conflicts(self) -> dict[str, tuple[Version, ...]]:
         return {k: vs for k, vs in sorted(self.fields.items())
-                if len({canonical.scalar_bytes(v.value) for v in vs}) > 1}
+                if len({_value_bytes(v.value) for v in vs}) > 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +139,30 @@ class RecordGraph:
 
     def __init__(self, kind: str, record_id: str, rules: Rules) -> None:
         self.kind, self.record_id, self.rules = kind, record_id, rules
+        # Records an alias takes (or may take) into this one: their deltas are held here too,
+        # and count once an alias that counts names them (``person link``).
+        self.related: set[str] = set()
         self.held: dict[str, Delta] = {}
         self.parked: dict[str, tuple[Delta, str, frozenset[str]]] = {}  # id -> (delta, signer, waiting for)
         self._anc: dict[str, frozenset[str]] = {}
         self._view: View | None = None
+
+    # -- restoring (a store loading what it decided before) -------------------------------------
+    def restore(self, held: Iterable[tuple[str, Delta]],
+                parked: Iterable[tuple[str, Delta, str, frozenset[str]]] = ()) -> None:
+        """Put back deltas this replica already decided on, without deciding again.
+
+        ``held`` must come in an order where each delta follows its dependencies (a store's log
+        order is one: a delta is held only after them); ``parked`` is (id, delta, signer, waiting
+        for). Deciding again could differ (the clock has moved on), and the decision was durable.
+        """
+        for did, delta in held:
+            self.held[did] = delta
+            self.related.update(delta.merges)
+        for did, delta, author, waiting in parked:
+            self.parked[did] = (delta, author, waiting)
+            self.related.update(delta.merges)
+        self._view = None
 
     # -- receiving -------------------------------------------------------------------------------
     def receive(self, did: str, delta: Delta, *, author: str, now_ms: int) -> Decision:
@@ -165,8 +201,9 @@ class RecordGraph:
 
     def _admit(self, did: str, delta: Delta, author: str, now_ms: int) -> Decision:
         refuse = _refusal
-        if (delta.kind, delta.record_id) != (self.kind, self.record_id):
+        if delta.kind != self.kind or (delta.record_id != self.record_id and delta.record_id not in self.related):
             return refuse(f"id: the delta is for {delta.kind} {delta.record_id}, not this record")
+        self.related.update(delta.merges)  # the records it takes in: their deltas may come here now
         if author != delta.origin:
             return refuse(f"origin: claims {delta.origin} but is signed by {author}")
         missing = frozenset(d for d in delta.deps if d not in self.held)
@@ -177,13 +214,18 @@ class RecordGraph:
                 return refuse(f"at: earlier than its dependency {dep[:12]}")
         if delta.at.wall_ms > now_ms + MAX_LEAD_MS:
             return Decision(PARKED, "stamped more than 24 h ahead of this replica's clock", frozenset({TIME}))
+        if delta.record_id != self.record_id and any(self.held[d].record_id != delta.record_id for d in delta.deps):
+            return refuse(f"deps: a delta on {delta.record_id} may depend only on that record's deltas")
+        dep_records = {self.held[d].record_id for d in delta.deps}
+        if not set(delta.merges) <= dep_records:
+            return refuse("merges: an alias must depend on the heads of every record it takes in")
         closure = self._closure(delta.deps)
         for a in closure:
             own = self.held[a]
             if own.origin == delta.origin and own.order >= delta.order:
                 return refuse(f"seq: ({delta.epoch}, {delta.seq}) is not after its author's earlier "
                               f"({own.epoch}, {own.seq}) on this record")
-        before = self.evaluate(closure)
+        before = self.evaluate(closure, record=delta.record_id)
         mine = delta.province
         if delta.op == "create":
             if mine not in self._involves(delta.values):
@@ -191,12 +233,22 @@ class RecordGraph:
         elif mine not in before.involved:
             return refuse(f"unauthorised: {delta.origin} is not involved in the record at its dependencies "
                           f"(it involves {', '.join(sorted(before.involved)) or 'nobody'})")
+        for merged in delta.merges:
+            theirs = self.evaluate(self._closure(d for d in delta.deps if self.held[d].record_id == merged),
+                                   record=merged)
+            if mine not in theirs.involved:
+                return refuse(f"unauthorised: {delta.origin} is not involved in {merged}, which it would take in "
+                              f"(it involves {', '.join(sorted(theirs.involved)) or 'nobody'})")
+            before = replace(before, involved=before.involved | theirs.involved)
+        problem = self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
+        if problem is not None:
+            return refuse(f"unauthorised: {problem}")
         for claim in delta.accepts:
             if claim not in before.claims:
                 return refuse(f"accepts: {claim[:12]} is not a claim waiting in this record")
         self.held[did] = delta  # tentatively, to compute what the record is after it
         self._view = None
-        after = self.evaluate(self._closure((did,)) | {did})
+        after = self.evaluate(self._closure((did,)) | {did}, record=delta.record_id)
         required = before.involved | after.involved
         if delta.routes != required:
             del self.held[did]
@@ -211,48 +263,72 @@ class RecordGraph:
             self._view = self.evaluate(frozenset(self.held))
         return self._view
 
-    def heads(self) -> tuple[str, ...]:
-        """What an honest write depends on: the counted deltas nothing counted descends from."""
-        counted = self.view().counted
+    def heads(self, record: str | None = None) -> tuple[str, ...]:
+        """What an honest write depends on: the counted deltas nothing counted descends from
+        (of ``record``, a record an alias may take in, when given)."""
+        if record is None or record == self.record_id:
+            counted = self.view().counted
+        else:
+            counted = self.evaluate((d for d, x in self.held.items() if x.record_id == record), record=record).counted
         inner = set().union(*(self._ancestors(d) for d in counted)) if counted else set()
         return tuple(sorted(counted - inner))
 
-    def evaluate(self, ids: Iterable[str]) -> View:
-        """The record made by these held deltas (a set closed under dependencies)."""
+    def evaluate(self, ids: Iterable[str], record: str | None = None) -> View:
+        """The record made by these held deltas (a set closed under dependencies).
+
+        ``record`` (default: this graph's) is the one whose creates found it; the creates of a
+        record an alias takes in are admitted by that record's own founders, and count here only
+        once an alias that counts names it."""
         ids = frozenset(ids)
+        primary = self.record_id if record is None else record
         held, anc = self.held, self._ancestors
         creates = [d for d in ids if held[d].op == "create"]
-        founders, disputed, rank = self._founders(creates)
-        named = self._involves_all(held[d].values for d in founders)
-        admitted = {c for c in creates if c in founders or (not disputed and held[c].province in named)}
+        by_record: dict[str, list[str]] = {}
+        for c in creates:
+            by_record.setdefault(held[c].record_id, []).append(c)
+        founders, disputed, rank = self._founders(by_record.get(primary, []))
+        admitted = self._admitted(by_record.get(primary, []), founders, disputed)
+        elsewhere: dict[str, set[str]] = {}  # admitted by each other record's own founders
+        for rid, cs in by_record.items():
+            if rid != primary:
+                f, dis, _ = self._founders(cs)
+                elsewhere[rid] = self._admitted(cs, f, dis)
         by_order: dict[tuple[str, tuple[int, int]], set[str]] = {}
         for d in ids:
             by_order.setdefault((held[d].origin, held[d].order), set()).add(d)
         equivocating = frozenset(origin for (origin, _), same in by_order.items() if len(same) > 1)
         backdated = frozenset(
             d for d in ids
-            if any(held[q].origin == held[d].origin and held[q].order < held[d].order and q not in anc(d)
+            if any(held[q].origin == held[d].origin and held[q].record_id == held[d].record_id
+                   and held[q].order < held[d].order and q not in anc(d)
                    for q in ids if q != d))
         accepts = sorted(d for d in ids if held[d].op == "accept" and d not in backdated)
+        aliases = sorted(d for d in ids if held[d].op == "alias" and d not in backdated
+                         and held[d].record_id == primary)
         grew = True
-        while grew:  # an accept that counts lets its claims in, which may let a later accept count
+        while grew:  # an accept or alias that counts lets creates in, which may let a later one count
             grew = False
             for d in accepts:
                 claims = set(held[d].accepts)
                 if not claims <= admitted and self._creates_in(d, ids) <= admitted | claims:
                     admitted |= claims
                     grew = True
+            for d in aliases:
+                taken = set().union(*(elsewhere.get(m, set()) for m in held[d].merges))
+                if not taken <= admitted and self._creates_in(d, ids) <= admitted | taken:
+                    admitted |= taken
+                    grew = True
         counted = frozenset(
             d for d in ids
             if d not in backdated and (d in admitted if held[d].op == "create" else self._creates_in(d, ids) <= admitted))
         fields: dict[str, list[str]] = {}
         for d in counted:
-            for name in held[d].values:
+            for name in held[d].fields:
                 fields.setdefault(name, []).append(d)
         survivors: dict[str, tuple[Version, ...]] = {}
         for name, writers in fields.items():
             alive = [d for d in writers if not any(d in anc(e) for e in writers if e != d)]
-            versions = [Version(held[d].values[name], d, held[d].at, held[d].origin) for d in alive]
+            versions = [Version(held[d].values.get(name, WITHHELD), d, held[d].at, held[d].origin) for d in alive]
             survivors[name] = tuple(sorted(versions, key=_order, reverse=True))
         involved: set[str] = set()
         for name in self.rules.routing_fields:
@@ -265,14 +341,19 @@ class RecordGraph:
     # -- writing (what an honest author does) ----------------------------------------------------
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
               op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
-              now_ms: int | None = None) -> tuple[str, Delta, bytes]:
-        """Build, hold and return this author's next delta: (id, delta, signed-to-be body)."""
+              merges: tuple[str, ...] = (), now_ms: int | None = None,
+              salt: Callable[[], bytes] | None = None) -> tuple[str, Delta, bytes]:
+        """Build, hold and return this author's next delta: (id, delta, signed-to-be body).
+        An alias (``merges``: records held here, ``related``) depends on their heads too.
+        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta)."""
         body_values = dict(values)
         if op in ("create", "update", "settle", "delete"):
             body_values[DELETED] = op == "delete"
-        deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts)))
+        taken = set().union(*(self.heads(m) for m in merges))
+        deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts) | taken))
         draft = Delta(self.kind, self.record_id, origin, epoch, seq, at, op, operator, deps,
-                      tuple(sorted(accepts)), body_values, frozenset(), {})
+                      tuple(sorted(accepts)), body_values, frozenset(), {}, tuple(sorted(merges)), {},
+                      {n: salt().hex() for n in body_values} if salt is not None else {})
         closure = self._closure(deps)
         before = self.evaluate(closure)
         self.held["draft"] = draft
@@ -281,13 +362,41 @@ class RecordGraph:
         finally:
             del self.held["draft"]
             self._anc.pop("draft", None)
-        final = replace(draft, routes=before.involved | after.involved)
+        involved = set(before.involved)
+        for m in merges:  # the provinces of each record taken in are told too
+            involved |= self.evaluate(self._closure(d for d in deps if self.held[d].record_id == m), record=m).involved
+        final = replace(draft, routes=frozenset(involved) | after.involved)
         body = final.to_body()
         did = delta_id(body)
         decision = self.receive(did, final, author=origin, now_ms=at.wall_ms if now_ms is None else now_ms)
         if decision.outcome != HELD:
             raise ValueError(f"own write not held: {decision.outcome} {decision.reason}")
         return did, final, body
+
+    # -- relaying to a newly involved province (design doc 3.5, 8.1) ----------------------------------
+    def relay(self) -> list[tuple[str, Delta, frozenset[str]]]:
+        """What a province that becomes involved needs, and no more: (id, delta, fields to open),
+        ancestors first.
+
+        Every counted delta and its ancestors travel (each verifies under its writer's
+        signature, and a delta is held only with its dependencies), but only these values are
+        opened: the surviving ones, every routing value (the authority chain: who was involved
+        at each delta), and on creates what ranks the founders. Superseded values of other
+        fields stay behind their commitments."""
+        view = self.view()
+        wanted = self._closure(view.counted)
+        survivors: dict[str, set[str]] = {}
+        for name, versions in view.fields.items():
+            for v in versions:
+                survivors.setdefault(v.delta, set()).add(name)
+        auth = set(self.rules.routing_fields)
+        founding = auth | ({self.rules.anchor} if self.rules.anchor else set()) | set(self.rules.arbiter_fields)
+        out = []
+        for did in sorted(wanted, key=lambda d: (len(self._ancestors(d)), d)):  # an ancestor has fewer ancestors
+            delta = self.held[did]
+            names = survivors.get(did, set()) | (founding if delta.op == "create" else auth)
+            out.append((did, delta, frozenset(n for n in names if n in delta.values)))
+        return out
 
     # -- helpers ---------------------------------------------------------------------------------
     def _involves(self, values: Mapping[str, object]) -> frozenset[str]:
@@ -304,6 +413,11 @@ class RecordGraph:
                 if name in vs:
                     out |= self._involves({name: vs[name]})
         return frozenset(out)
+
+    def _admitted(self, creates: list[str], founders: set[str], disputed: bool) -> set[str]:
+        """The founders, and the creates the founders' values name (unless the record is disputed)."""
+        named = self._involves_all(self.held[d].values for d in founders)
+        return {c for c in creates if c in founders or (not disputed and self.held[c].province in named)}
 
     def _founders(self, creates: list[str]) -> tuple[set[str], bool, int | None]:
         """The creates that found the record, whether two provinces dispute it (design doc 3.2a),
@@ -334,6 +448,10 @@ class RecordGraph:
             out |= self._ancestors(d)
         return frozenset(out)
 
+    def ancestors(self, did: str) -> frozenset[str]:
+        """Every held delta that ``did`` (a held delta) descends from."""
+        return self._ancestors(did)
+
     def _ancestors(self, did: str) -> frozenset[str]:
         """Every delta ``did`` descends from (memoised; iterative, so long histories don't recurse)."""
         memo = self._anc
@@ -354,6 +472,10 @@ class RecordGraph:
                     acc |= memo[p]
                 memo[top] = frozenset(acc)
         return memo[did]
+
+
+def _value_bytes(value: object) -> bytes:
+    return b"\xff withheld" if value is WITHHELD else canonical.scalar_bytes(value)
 
 
 def _order(v: Version) -> tuple[tuple[int, int, str, bytes], str]:

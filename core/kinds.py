@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from core import certificate, person, request, service
 from core.errors import ValidationError
+from core.graph import Rules
 from core.record import RecordState
 
 
@@ -81,6 +82,19 @@ KINDS: dict[str, Kind] = {
         check_state=request.check_writers,
     ),
 }
+
+
+def graph_rules(name: str) -> Rules:
+    """What core.graph needs to know about kind ``name`` (v2 deltas): the provinces a value
+    involves, the fields that route it and, for a person, who founds the record (the household
+    province, with the province the resident ID names breaking ties, design doc 3.2a)."""
+    k = get_kind(name)
+    if name == person.KIND:
+        return Rules(k.provinces, k.routing_fields, anchor="household_province", arbiter=person.id_province,
+                     arbiter_fields=("id_number",))
+    if name == request.KIND:
+        return Rules(k.provinces, k.routing_fields, writers=request.writer_problem)
+    return Rules(k.provinces, k.routing_fields)
 
 
 def get_kind(name: str) -> Kind:

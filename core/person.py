@@ -46,7 +46,7 @@ from core.clock import Order, VectorClock
 from core.errors import ValidationError
 from core.idnumber import normalise_id_number
 from core.printable import spelled
-from core.provinces import check_province
+from core.provinces import PROVINCES, check_province
 from core.record import RecordState
 
 KIND = "person"
@@ -360,6 +360,14 @@ def person_provinces(fields: Mapping[str, object]) -> frozenset[str]:
     if residence is None:
         return frozenset((first,))
     return frozenset((first, check_province("residence_province", fields["residence_province"])))
+
+
+def id_province(fields: Mapping[str, object]) -> str | None:
+    """The province a resident ID number names (its first two digits), when that is a province
+    code: a tie-break between two provinces that each register the person as household (core.graph)."""
+    number = fields.get("id_number")
+    code = number[:2] if isinstance(number, str) else ""
+    return code if code in PROVINCES else None
 
 
 def parse_field_value(field: str, text: str) -> object:

@@ -122,6 +122,28 @@ def check_writers(state: RecordState) -> None:
                                    f"only {'the receiver ' + receiver if name in _RECEIVER or v.value == 'answered' else 'the sender ' + sender} may")
 
 
+def writer_problem(shown: Mapping[str, object], written: Mapping[str, object], author: str) -> str | None:
+    """Why ``author`` (a province code) may not write ``written`` on a request whose values are
+    ``shown`` (at the delta's dependencies, with the delta's own values on top), or None: the
+    same sides as ``check_writers``, judged per v2 delta (core.graph's ``Rules.writers``)."""
+    sender, receiver = shown.get("from_province"), shown.get("to_province")
+    for name, value in written.items():
+        if name == "state":
+            ok = (author == receiver) if value == "answered" else (author == sender)
+        elif name in _RECEIVER:
+            ok = author == receiver
+        elif name == "_deleted":
+            ok = author == sender or (value is False and author == receiver)
+        elif name in _SENDER:
+            ok = author == sender
+        else:
+            ok = author in (sender, receiver)
+        if not ok:
+            side = "the receiver " + str(receiver) if name in _RECEIVER or value == "answered" else "the sender " + str(sender)
+            return f"{name} may be written only by {side}, not {author}"
+    return None
+
+
 def transition(current: Mapping[str, object], op: str, clean: Mapping[str, object], own: str,
                today: dt.date) -> dict[str, object]:
     """The fields an operator's edit of an existing request writes, or why it is refused.

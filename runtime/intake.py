@@ -14,6 +14,7 @@ import re
 from typing import Iterable, Protocol
 
 from core.apply import authorise
+from core.delta import Delta
 from core.change import PROTOCOL, Change, Envelope, Head, parse, parse_head
 from core.errors import (BadSignature, Equivocation, Malformed, RemoteError, SyncError, Unauthorised, UnknownAuthor,
                          ValidationError)
@@ -177,7 +178,7 @@ def _text_ok(text: str) -> bool:
     return True
 
 
-def _check_storable(change: Change | Head) -> None:
+def _check_storable(change: Change | Head | Delta) -> None:
     """Refuse free text the log cannot store as-is on every backend.
 
     Otherwise a change that is validly signed by an authorised author (e.g. one

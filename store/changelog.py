@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy import ColumnElement, Connection
 
 from core.change import Change, Envelope, Head
+from core.delta import Delta
 from core.identity import Identity
 from core.merkle import Seal
 from core.routing import Filter, leaves_node
@@ -52,7 +53,7 @@ def _routes_set(text: str) -> frozenset[str]:
 
 
 _LOG_COLUMNS = ("lsn", "origin", "seq", "kind", "record_id", "op", "operator", "at_ms", "digest", "body", "key_id",
-                "signature", "seal_index", "seal_size", "proof", "routes", "shared", "via", "received_ms")
+                "signature", "seal_index", "seal_size", "proof", "routes", "shared", "via", "received_ms", "openings")
 # Columns read back into LogEntry, in its field order (digest and shared stay in the database).
 _ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_id, log.c.op, log.c.operator,
                   log.c.at_ms, log.c.body, log.c.key_id, log.c.signature, log.c.seal_index, log.c.seal_size,
@@ -68,7 +69,7 @@ def _entry(r: Sequence[Any]) -> LogEntry:
                     via, received_ms)
 
 
-def append(conn: Connection, items: Sequence[tuple[Change | Head, Envelope]], *, via: str, now_ms: int,
+def append(conn: Connection, items: Sequence[tuple[Change | Head | Delta, Envelope]], *, via: str, now_ms: int,
            index_routes: bool, digests: Sequence[bytes] | None = None) -> None:
     """Append changes with the next lsns. The caller holds the store's write lock, so the lsns are its to hand out."""
     if not items:
@@ -85,6 +86,7 @@ def append(conn: Connection, items: Sequence[tuple[Change | Head, Envelope]], *,
             change.at.wall_ms, digests[i] if digests is not None else sha256(env.body).digest(), env.body,
             seal.key_id, seal.signature, seal.index, seal.size, b"".join(seal.proof), routes_text(routes),
             leaves_node(routes, Identity.parse(change.origin).name), via, now_ms,
+            env.openings if env.openings != b"{}" else None,
         ))
         if index_routes:
             dests += [(p, lsn) for p in sorted(routes)]

@@ -102,10 +102,48 @@ log = Table(
     Column("shared", Boolean, nullable=False),  # routes reach beyond the author's province
     Column("via", String(64), nullable=False),  # peer we got it from ("local" for our own)
     Column("received_ms", BigInteger, nullable=False),
+    Column("openings", LargeBinary),  # v2 deltas: their field values (core.delta); NULL for v1 changes (0012)
     # The digest determines origin and seq (the body names them): unique by digest (0011), so an
     # origin's two different changes under one seq (equivocation) are both kept.
     UniqueConstraint("origin", "seq", "digest", name="uq_log_origin_seq_digest"),
     Index("ix_log_record", "kind", "record_id"),
+)
+
+# v2 deltas whose dependencies (or whose time) this replica does not have yet (added in
+# 0012_parked_deltas; docs/design/v2-wire.md 3.3): kept durably, verified, exactly as received,
+# with what each waits for (delta ids, or "time"). Never capped: a verified delta waiting for its
+# history is not junk. Held deltas live in ``log``, as every change does.
+parked = Table(
+    "parked",
+    metadata,
+    Column("digest", String(64), primary_key=True),  # the delta's id: SHA-256 hex of its body
+    Column("kind", String(32), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("signer", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("seal_index", Integer, nullable=False),
+    Column("seal_size", Integer, nullable=False),
+    Column("proof", LargeBinary, nullable=False),
+    Column("openings", LargeBinary, nullable=False),
+    Column("waiting_for", Text, nullable=False),  # ",<id>,<id>," or ",time,"
+    Column("via", String(64), nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Index("ix_parked_record", "kind", "record_id"),
+)
+
+# Records an alias took into another (``person link``; added in 0012_parked_deltas): a delta that
+# arrives for ``record_id`` is decided in the graph of ``into``, so both keys are one record.
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("record_id", String(64), primary_key=True),
+    Column("into", String(64), nullable=False),
+    Column("since_ms", BigInteger, nullable=False),
 )
 
 # Delivery delays as histograms (added in 0008_delay_counts, replacing 0007's ix_log_delay): per

@@ -31,6 +31,7 @@ given it to.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
@@ -44,13 +45,16 @@ from core.change import Change, Envelope, Head
 from core.errors import LocalError, Malformed, NotFound, SyncError
 from core.identity import Identity
 from core.intakeplan import Arrival
-from core.kinds import get_kind
+from core.kinds import get_kind, graph_rules
 from core.merkle import Seal
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
-from store import (changelog, claims, counters, delays, duplicates, equivocations, projections, quarantine, records,
-                   rekey, tallies, upstream)
+from core.delta import SALT_BYTES, Delta
+from core.graph import DUPLICATE, PARKED, REFUSED, RecordGraph
+from core.graphstate import state_of
+from store import (changelog, claims, counters, delays, deltas, duplicates, equivocations, projections, quarantine,
+                   records, rekey, tallies, upstream)
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -675,6 +679,186 @@ class Store:
         """The DER bytes of every kept signing certificate, in no promised order."""
         with self.engine.connect() as conn:
             return [bytes(r[0]) for r in conn.execute(select(keys.c.cert_der))]
+
+    # -- v2 deltas (docs/design/v2-wire.md 8.2 step 1: the executor, not yet on the wire) ------------
+    def record_graph(self, kind: str, record_id: str) -> RecordGraph:
+        """The v2 history of the record ``record_id`` is part of now (itself, or what a link took it
+        into), as this replica holds it: held and parked deltas.
+
+        Raises LocalError for a record with v1 history (it needs its v2 baseline first)."""
+        with self.engine.connect() as conn:
+            return deltas.load(conn, kind, deltas.resolve(conn, kind, record_id), graph_rules(kind))
+
+    def receive_deltas(self, items: Sequence[ReceivedDelta], *, via: str, now_ms: int) -> DeltaResult:
+        """Decide verified deltas (``core.graph``) and carry the decisions out, in one transaction.
+
+        Each delta is decided in the graph of the record its record is part of now (a record a
+        link took in is decided with the record that took it). Held deltas (and the parked ones
+        they release, under any record) are appended to the log in an order where each follows
+        its dependencies, and each touched record's state (``core.graphstate``) is saved; parked
+        ones are kept in ``parked``, never capped; refused ones are quarantined, charged to their
+        signer. Returns the counts and the ids released from parking. Raises what the database
+        raises; then nothing is written."""
+        result = DeltaResult()
+        graphs: dict[tuple[str, str], RecordGraph] = {}
+        with self._lock, self.engine.begin() as conn:
+            to_log: list[tuple[Delta, Envelope, str, str]] = []  # (delta, envelope, id, via)
+            to_park: list[tuple[str, Delta, Envelope, str, frozenset[str], str]] = []
+            bad: list[Refused] = []
+            incoming = {r.id: r for r in items}
+            targets: dict[tuple[str, str], str] = {}  # (kind, record id) -> the record it is part of now
+            for kind in sorted({r.delta.kind for r in items}):
+                resolved = deltas.resolve_many(conn, kind, [r.delta.record_id for r in items if r.delta.kind == kind])
+                targets.update(((kind, rid), into) for rid, into in resolved.items())
+                loaded = deltas.load_many(conn, kind, sorted(set(resolved.values())), graph_rules(kind))
+                graphs.update(((kind, rid), g) for rid, g in loaded.items())
+            for r in items:
+                key = (r.delta.kind, targets[(r.delta.kind, r.delta.record_id)])
+                graph = graphs[key]
+                if r.delta.merges and not set(r.delta.merges) <= graph.related:
+                    deltas.extend(conn, graph, r.delta.merges)  # an alias: the history it takes in
+                decision = graph.receive(r.id, r.delta, author=r.signer, now_ms=now_ms)
+                if decision.outcome == DUPLICATE:
+                    result.duplicates += 1
+                elif decision.outcome == REFUSED:
+                    bad.append(Refused(r.envelope, f"unauthorised: {decision.reason}", r.delta.origin, r.delta.seq,
+                                       r.delta.kind, r.delta.record_id, charged=r.signer))
+                elif decision.outcome == PARKED:
+                    to_park.append((r.id, r.delta, r.envelope, r.signer, decision.waiting_for, via))
+                else:
+                    to_log.append((r.delta, r.envelope, r.id, via))
+                    if r.delta.at.wall_ms <= now_ms + MAX_CLOCK_LEAD_MS:
+                        self._hlc = hlc.observe(self._hlc, r.delta.at, now_ms, self.owner)
+                    stored = deltas.unpark(conn, [d for d in decision.released if d not in incoming])
+                    for d in decision.released:
+                        if d in incoming:  # parked earlier in this very call
+                            to_park = [p for p in to_park if p[0] != d]
+                            to_log.append((graph.held[d], incoming[d].envelope, d, via))
+                        else:
+                            env, came_via = stored[d]
+                            to_log.append((graph.held[d], env, d, came_via))
+                    result.released += list(decision.released)
+            deltas.park(conn, to_park, now_ms)
+            if bad:
+                result.refused, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
+            self._log_deltas(conn, to_log, now_ms)
+            # Deltas held now may be what a delta parked under another record waits for (an alias
+            # waits for the heads of the records it takes in): let those go too, transitively.
+            newly = [i for _, _, i, _ in to_log]
+            while newly:
+                more: list[tuple[Delta, Envelope, str, str]] = []
+                for kind, parked_on in deltas.waiting_on(conn, newly):
+                    key = (kind, deltas.resolve(conn, kind, parked_on))
+                    graph = graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+                    released = graph.release(now_ms)
+                    stored = deltas.unpark(conn, list(released))
+                    more += [(graph.held[d], stored[d][0], d, stored[d][1]) for d in released]
+                    result.released += list(released)
+                self._log_deltas(conn, more, now_ms)
+                to_log += more
+                newly = [i for _, _, i, _ in more]
+            result.held, result.parked = len(to_log), len(to_park)
+            if self.hold_records and to_log:
+                touched = sorted({(d.kind, targets.get((d.kind, d.record_id))
+                                   or deltas.resolve(conn, d.kind, d.record_id)) for d, *_ in to_log})
+                for key in touched:
+                    if key not in graphs:  # a record an alias took in: its target's graph
+                        graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+                priors = records.load_many(conn, touched)
+                self._save(conn, [(state_of(graphs[k]), priors[k]) for k in touched], now_ms)
+        if to_log:
+            self._notify()
+        return result
+
+    def _log_deltas(self, conn, items: Sequence[tuple[Delta, Envelope, str, str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Append (delta, envelope, id, via) to the log, grouped by via, and note the aliases among them."""
+        for came_via in sorted({v for *_, v in items}):
+            batch = [(d, e, i) for d, e, i, v in items if v == came_via]
+            changelog.append(conn, [(d, e) for d, e, _ in batch], via=came_via, now_ms=now_ms,
+                             index_routes=self.index_routes, digests=[bytes.fromhex(i) for _, _, i in batch])
+        deltas.note_aliases(conn, [d for d, *_ in items], now_ms)
+
+    def write_delta(self, kind: str, record_id: str, values: Mapping[str, object], *, op: str,
+                    operator: str | None, now_ms: int, seal: Sealer, accepts: Sequence[str] = (),
+                    merges: Sequence[str] = ()) -> tuple[str, Delta]:
+        """This replica's own next delta on the record ``record_id`` is part of now, built on the
+        heads of its history (``RecordGraph.write``), sealed, logged and its state saved, in one
+        transaction. ``merges`` (op "alias") names the records it takes in.
+
+        Returns (id, delta). Raises LocalError when the write would not be held by this very
+        replica (its author is not involved in the record, say); then nothing is written."""
+        with self._lock, self.engine.begin() as conn:
+            target = deltas.resolve(conn, kind, record_id)
+            graph = deltas.load(conn, kind, target, graph_rules(kind))
+            if merges:
+                deltas.extend(conn, graph, merges)
+                graph.related.update(merges)
+            seq = changelog.last_seq(conn, self.owner) + 1
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            try:
+                did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq, at=at, op=op,
+                                               operator=operator, accepts=tuple(accepts), merges=tuple(sorted(merges)),
+                                               now_ms=now_ms, salt=_salt)
+            except ValueError as err:
+                raise LocalError(f"{kind} {record_id}: {err}") from None
+            (sealed,) = seal([body])
+            self._log_deltas(conn, [(delta, Envelope(body, sealed, delta.openings()), did, "local")], now_ms)
+            if self.hold_records:
+                prior = records.load(conn, kind, target)
+                self._save(conn, [(state_of(graph), prior)], now_ms)
+        self._notify()
+        return did, delta
+
+    def release_waiting(self, now_ms: int) -> DeltaResult:
+        """Re-decide the deltas parked until the clock caught up with their time (call now and
+        then); those now held are logged and their records saved, as in ``receive_deltas``."""
+        result = DeltaResult()
+        with self._lock, self.engine.begin() as conn:
+            for kind, parked_on in deltas.waiting_on_time(conn):
+                record_id = deltas.resolve(conn, kind, parked_on)
+                graph = deltas.load(conn, kind, record_id, graph_rules(kind))
+                released = graph.release(now_ms)
+                if not released:
+                    continue
+                stored = deltas.unpark(conn, list(released))
+                self._log_deltas(conn, [(graph.held[d], stored[d][0], d, stored[d][1]) for d in released], now_ms)
+                result.released += list(released)
+                if self.hold_records:
+                    self._save(conn, [(state_of(graph), records.load(conn, kind, record_id))], now_ms)
+            result.held = len(result.released)
+        if result.held:
+            self._notify()
+        return result
+
+    def parked_deltas(self, *, limit: int = 1000) -> list[deltas.ParkedEntry]:
+        """The deltas waiting here, oldest first, with what each waits for (no field values)."""
+        with self.engine.connect() as conn:
+            return deltas.listing(conn, limit)
+
+
+def _salt() -> bytes:
+    """A field commitment's salt: random, so a body seen without its openings reveals nothing."""
+    return os.urandom(SALT_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedDelta:
+    """A v2 delta that passed intake: its id (SHA-256 hex of the body), parsed, sealed, and who signed it."""
+
+    id: str
+    delta: Delta
+    envelope: Envelope
+    signer: str
+
+
+@dataclass(slots=True)
+class DeltaResult:
+    held: int = 0  # logged now (released ones included)
+    parked: int = 0
+    refused: int = 0
+    dropped: int = 0  # of the refused: over their party's quarantine cap
+    duplicates: int = 0
+    released: list[str] = field(default_factory=list)  # parked before, held now
 
 
 def _rerouted(prior: RecordState | None, state: RecordState) -> bool:

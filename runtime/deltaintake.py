@@ -1,0 +1,96 @@
+"""Where v2 deltas from outside will enter a process (docs/design/v2-wire.md 8.2, step 2).
+
+How this works. ``check_deltas`` does for a delta what ``runtime.intake.check`` does for a v1
+change, in Matrix's order (format, signature, then the values): decode exactly the bytes,
+make sure the peer may hand them to us, verify the author's signature over them, make sure the
+signer is the origin the delta names, and check each value the author writes against its
+kind's schema on its own. What it does *not* decide is whether the author may write the
+record: that needs the record's history, and is ``core.graph``'s decision in the store
+(``Store.receive_deltas``). A delta that fails any step here becomes a ``Refused`` with an
+operator-readable reason, charged to its signer when the seal verifies and to the TLS peer
+otherwise; it never stops the rest of the batch.
+
+Status: used by tests only until the wire carries deltas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Iterable
+
+from core import canonical
+from core.change import Envelope
+from core.delta import Delta, parse
+from core.errors import BadSignature, Malformed, RemoteError, SyncError, Unauthorised, ValidationError
+from core.kinds import get_kind
+from core.record import DELETED
+from runtime.intake import MAX_BAD_SIGNATURES, SKEW_DAYS, BatchRefused, Verifies, _check_storable, reason
+from store.store import ReceivedDelta, Refused
+
+
+def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str, peer_may_forward: bool,
+                 for_province: str | None = None, today: dt.date | None = None
+                 ) -> tuple[list[ReceivedDelta], list[Refused]]:
+    """Split envelopes into verified deltas for the store to decide on, and refusals to quarantine.
+
+    ``peer`` is the identity from the peer's certificate; a province node may push only what it
+    authored, hubs forward anyone's deltas. ``for_province`` (set on a node) refuses a delta whose
+    signed routes leave that province out, whatever a hub sends."""
+    accepted: list[ReceivedDelta] = []
+    refused: list[Refused] = []
+    proven: dict = {}
+    today = (today or dt.date.today()) + dt.timedelta(days=SKEW_DAYS)
+    bad_signatures = 0
+    for env in envelopes:
+        delta: Delta | None = None
+        signer: str | None = None
+        try:
+            delta = parse(env.body, env.openings)
+            _check_storable(delta)
+            if not peer_may_forward and delta.origin != peer:
+                raise Malformed(f"{peer} may only push deltas it authored; this one claims origin {delta.origin}")
+            signer = verifier.verify(env.body, env.seal, proven)
+            if signer != delta.origin:
+                raise Unauthorised(f"origin claims {delta.origin} but the delta is signed by {signer}")
+            if for_province is not None and for_province not in delta.routes:
+                raise Malformed(f"delta is not routed to province {for_province}")
+            _check_values(delta, today)
+            accepted.append(ReceivedDelta(hashlib.sha256(env.body).hexdigest(), delta, env, signer))
+        except BadSignature as err:
+            bad_signatures += 1
+            if bad_signatures > MAX_BAD_SIGNATURES:
+                raise BatchRefused(f"more than {MAX_BAD_SIGNATURES} deltas with bad signatures") from None
+            refused.append(_refused(env, reason(err), delta, peer))
+        except RemoteError as err:
+            refused.append(_refused(env, reason(err), delta, signer or peer))
+        except SyncError as err:  # e.g. an unknown kind, or identity errors on a forged origin
+            refused.append(_refused(env, f"malformed: {err}", delta, signer or peer))
+    return accepted, refused
+
+
+def _check_values(delta: Delta, today: dt.date) -> None:
+    """Each value the delta writes, against its kind's schema on its own (cross-field rules are
+    judged on the merged record, where concurrent writes meet). Malformed names the field."""
+    try:
+        check = get_kind(delta.kind).check_value
+    except ValidationError as err:
+        raise Malformed(f"kind: {err.reason}") from None
+    for name, value in delta.values.items():
+        if name == DELETED:
+            continue  # parse checked it is true or false
+        if check is not None:
+            try:
+                check(name, value, today=today)
+            except ValidationError as err:
+                raise Malformed(f"set.{name}: {err.reason}") from None
+    try:  # a lone UTF-16 surrogate (only spellable as a JSON escape) has no UTF-8 form to store
+        canonical.dumps(dict(delta.values))
+    except UnicodeEncodeError:
+        raise Malformed("set: a field name or value holds a lone UTF-16 surrogate") from None
+
+
+def _refused(env: Envelope, why: str, delta: Delta | None, charged: str) -> Refused:
+    if delta is None:
+        return Refused(env, why, charged=charged)
+    return Refused(env, why, delta.origin, delta.seq, delta.kind, delta.record_id, charged=charged)
