@@ -38,11 +38,23 @@ def _free(port: int) -> bool:
     return True
 
 
+def _worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0) % count, count
+
+
 def pick_base_port(provinces: list[str], rng: random.Random | None = None) -> int:
-    """A base port whose hub and node ports are all free on loopback."""
+    """A base port whose hub and node ports are all free on loopback.
+
+    Under pytest-xdist each worker draws from its own share of the 300-port blocks, so two
+    workers never pick the same block (a port is checked free here but bound later, by the
+    process started on it)."""
     rng = rng or random.Random()
+    slot, count = _worker_slot()
     for _ in range(200):
-        base = rng.randrange(20000, 50000, 300)
+        base = rng.randrange(20000 + 300 * slot, 50000, 300 * count)
         ports = ([base + i for i in range(len(HUB_ORDER))] + [base + 10 + i for i in range(len(HUB_ORDER))]
                  + [node_port(base, p) for p in provinces] + [base + 200 + int(p) for p in provinces])
         if all(_free(p) for p in ports):
