@@ -44,7 +44,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             raise SystemExit(f"{cfg.path}: {err}") from None
     try:
         store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
-                           person_secret=person_secret, upgraded=log.info)
+                           person_secret=person_secret, upgraded=log.info, ack_flush_s=cfg.timing.ack_flush_s)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
@@ -66,13 +66,13 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=federation.upward_report, on_push_ack=share.acked if share else None)
+                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.desk.rows(),
                                              federation.desk.refused_counts(), federation.desk.hub_claims(),
-                                             share.report() if share else None),
+                                             share.report() if share else None, cfg.timing.online_s),
                           None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)))
@@ -82,12 +82,13 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
 
     slots = Slots(cfg.name, revocations)
-    server, _health = build_server(cfg.listen, cfg.tls, register, slots=slots)
-    slots.start_sweeper(stop)
+    server, _health = build_server(cfg.listen, cfg.tls, register, slots=slots, timing=cfg.timing)
+    slots.start_sweeper(stop, cfg.timing.sweep_s)
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
                                      federation.desk.rows(), federation.desk.refused_counts(),
-                                     federation.desk.hub_claims(), share.report() if share else None))
+                                     federation.desk.hub_claims(), share.report() if share else None,
+                                     cfg.timing.online_s))
     if link is not None:
         link.start()
     run_until_signal(server, stop, store.close)

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from core.errors import StoreUnavailable
 from core.routing import Topology
+from runtime.config import PRODUCTION_TIMING
 from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
@@ -31,18 +32,17 @@ def hub_report(store: Store, signed: list[dict[str, object]]) -> dict[str, objec
     }
 
 
-# A province is "up" while its own signed report time is less than this old. Nodes report every
-# 5 s (runtime.link.REPORT_EVERY) and a regional hub relays every 5 s: a stopped node is down after
-# at most ONLINE_S, whatever any hub says (a report time ahead of ours is refused past
+# A province is "up" while its own signed report time is less than [timing].online_s old (20 s).
+# Nodes report every report_every_s (5 s) and a regional hub relays as often: a stopped node is down
+# after at most online_s, whatever any hub says (a report time ahead of ours is refused past
 # runtime.reports.REPORT_SKEW_MS).
-ONLINE_S = 20.0
 # Figures in a federation row that are the province's own word (its signed report), not counted here.
 SELF_REPORTED = ("records", "backlog", "oldest_age_s", "lag_s", "conflicts", "rejects",
                  "receive_p50_s", "receive_p95_s")
 
 
 def federation_table(store: Store, topology: Topology, reports: Mapping[str, Mapping[str, object]],
-                     now: int) -> list[dict[str, object]]:
+                     now: int, online_s: float = PRODUCTION_TIMING.online_s) -> list[dict[str, object]]:
     """Every province in one table, for the national hub (双向考核 included).
 
     ``reports`` are the provinces' signed reports (runtime.reports.Desk.rows): no hub can write
@@ -82,7 +82,7 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
             rows.append({
                 "province": code,
                 "region": region,
-                "connected": at is not None and (now - int(at)) / 1000 < ONLINE_S,  # type: ignore[arg-type]
+                "connected": at is not None and (now - int(at)) / 1000 < online_s,  # type: ignore[arg-type]
                 "last_report_age_s": age_s(at, now),  # type: ignore[arg-type]
                 "via": r.get("via"),
                 "records": r.get("records"),
@@ -116,10 +116,11 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
                upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None = None,
                refused_reports: Mapping[str, int] | None = None,
                claims: Mapping[str, Mapping[str, object]] | None = None,
-               upstream_share: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, object]:
+               upstream_share: Mapping[str, Mapping[str, int]] | None = None,
+               online_s: float = PRODUCTION_TIMING.online_s) -> dict[str, object]:
     now = now_ms()
     try:
-        report = _hub_figures(store, hub, topology, connected, upstream, reports, now)
+        report = _hub_figures(store, hub, topology, connected, upstream, reports, now, online_s)
     except StoreUnavailable:  # shown in report["store"]
         report = {"role": "hub", "identity": f"hub-{hub}", "log_lsn": None, "quarantined": None,
                   "quarantine": None, "destinations": [], "upstream": link_report(upstream, now)}
@@ -140,7 +141,7 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
 
 def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                  upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None,
-                 now: int) -> dict[str, object]:
+                 now: int, online_s: float) -> dict[str, object]:
     expected = [f"province-{p}" for p in sorted(topology.served_by(hub))]
     if hub == "national":
         expected = [f"hub-{r}" for r in sorted(topology.regions)] + expected
@@ -182,7 +183,7 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         report["records"] = store.count_records()
         report["conflicts"] = store.count_records(conflicted_only=True)
     if hub == "national":
-        report["federation"] = federation_table(store, topology, reports or {}, now)
+        report["federation"] = federation_table(store, topology, reports or {}, now, online_s)
     return report
 
 

@@ -47,7 +47,8 @@ def run_node(cfg: NodeConfig) -> None:
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
     try:
-        store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info)
+        store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info,
+                           ack_flush_s=cfg.timing.ack_flush_s)
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err.reason}") from None
     log_outages(store)
@@ -57,7 +58,8 @@ def run_node(cfg: NodeConfig) -> None:
     stop = threading.Event()
 
     link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
-                report=lambda: reports.sign(signer, node_report(store)))  # signed: no hub can alter it
+                report=lambda: reports.sign(signer, node_report(store)),  # signed: no hub can alter it
+                timing=cfg.timing)
     records = RecordService(replica, signer, today=today, person_secret=person_secret)
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
@@ -66,8 +68,9 @@ def run_node(cfg: NodeConfig) -> None:
                           PeerGate(revocations), certificates=certificates)
     slots = Slots(cfg.province, revocations)
     server, _health = build_server(cfg.listen, cfg.tls,
-                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots)
-    slots.start_sweeper(stop)
+                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots,
+                                   timing=cfg.timing)
+    slots.start_sweeper(stop, cfg.timing.sweep_s)
     serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state))
     link.start()
     run_until_signal(server, stop, store.close)

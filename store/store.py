@@ -96,7 +96,7 @@ class Store:
     """
 
     def __init__(self, engine: Engine, *, owner: str, index_routes: bool = False, hold_records: bool = True,
-                 health: Health | None = None):
+                 health: Health | None = None, ack_flush_s: float = ACK_FLUSH_S):
         self.engine = engine
         self.health = health or Health()
         if not getattr(engine, "_yipanqi_watched", False):
@@ -115,6 +115,7 @@ class Store:
         self._acks: dict[str, tuple[int, int]] = {}  # cursor name -> (value, ms): noted, not yet written
         self._acks_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._ack_flush_s = ack_flush_s  # [timing].ack_flush_s
         self._closed = threading.Event()
         with engine.begin() as conn:
             found = conn.execute(select(meta.c.value).where(meta.c.key == "owner")).scalar()
@@ -130,7 +131,7 @@ class Store:
     @classmethod
     def open(cls, url: str, *, owner: str, index_routes: bool = False, hold_records: bool = True,
              health: Health | None = None, person_secret: bytes | None = None,
-             upgraded: Callable[[str], None] | None = None) -> "Store":
+             upgraded: Callable[[str], None] | None = None, ack_flush_s: float = ACK_FLUSH_S) -> "Store":
         """Open (and migrate) the store at ``url``. Raises ``StoreUnavailable`` when the database
         cannot be used (a PostgreSQL server not up yet, say). With ``person_secret``, a store
         still marked for the person-key re-key is re-keyed (store.rekey) and ``upgraded`` is told
@@ -146,7 +147,8 @@ class Store:
                     report = rekey.run(conn, person_secret)
                     if upgraded is not None:
                         upgraded(f"store upgrade (person keys): {report}")
-        return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health)
+        return cls(engine, owner=owner, index_routes=index_routes, hold_records=hold_records, health=health,
+                   ack_flush_s=ack_flush_s)
 
     def probe(self) -> None:
         """One small write transaction: returns once the database takes writes again, raises
@@ -555,7 +557,7 @@ class Store:
                     del self._acks[name]
 
     def _flush_acks_loop(self) -> None:
-        while not self._closed.wait(ACK_FLUSH_S):
+        while not self._closed.wait(self._ack_flush_s):
             try:
                 self.flush_acks()
             except Exception:  # noqa: BLE001 - an outage is noted in self.health; the acks wait for the next try

@@ -3,6 +3,10 @@
 Each hub and node is its own OS process (`python -m cli.main hub|node run`),
 logging to a file under the federation directory; processes can be killed
 with real signals and restarted on the same store.
+
+Configs get ``TEST_TIMING`` as their ``[timing]`` section (runtime.config.Timing), so the tests
+do not wait out production's constants (a 20 s fallback recheck, a 20 + 10 s keepalive); the
+demo and the bench pass ``timing=None`` and run with production's.
 """
 
 from __future__ import annotations
@@ -62,6 +66,20 @@ def pick_base_port(provinces: list[str], rng: random.Random | None = None) -> in
     raise RuntimeError("no free port range on 127.0.0.1")
 
 
+# Short enough that no test waits on them, long enough for 2 busy cores: online_s stays well above
+# report_every_s (a regional hub relays a node's report on its own next report).
+TEST_TIMING: dict[str, float] = {
+    "fallback_recheck_s": 5.0,
+    "max_backoff_s": 2.0,
+    "revocation_recheck_s": 1.0,
+    "report_every_s": 2.0,
+    "keepalive_s": 4.0,
+    "keepalive_timeout_s": 3.0,
+    "online_s": 10.0,
+    "sweep_s": 0.5,
+}
+
+
 @dataclass
 class Federation:
     root: Path
@@ -73,11 +91,16 @@ class Federation:
 
     @classmethod
     def create(cls, root: Path, provinces: list[str], base_port: int | None = None,
-               database: Callable[[str], str] | None = None) -> "Federation":
+               database: Callable[[str], str] | None = None,
+               timing: dict[str, float] | None = TEST_TIMING) -> "Federation":
         """Certificates and configs for a local federation; ``database`` maps an
-        identity to a SQLAlchemy URL to use instead of its SQLite file."""
+        identity to a SQLAlchemy URL to use instead of its SQLite file; ``timing`` is written as
+        every config's [timing] section (None: none, production's timing)."""
         base = base_port or pick_base_port(provinces)
         fed = cls(root, init_federation(root, provinces, base))
+        if timing is not None:
+            for identity in fed.configs:
+                fed.set_timing(identity, timing)
         if database is not None:
             for identity in fed.configs:
                 fed.set_database(identity, database(identity))
@@ -88,6 +111,13 @@ class Federation:
         path = self.configs[identity]
         data = tomllib.loads(path.read_text())
         data["hub" if identity.startswith("hub-") else "node"]["database"] = url
+        path.write_text(tomli_w.dumps(data))
+
+    def set_timing(self, identity: str, timing: dict[str, float]) -> None:
+        """Write an identity's [timing] section (runtime.config.Timing's keys, in seconds)."""
+        path = self.configs[identity]
+        data = tomllib.loads(path.read_text())
+        data["timing"] = dict(timing)
         path.write_text(tomli_w.dumps(data))
 
     # -- processes -------------------------------------------------------------
