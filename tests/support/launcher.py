@@ -49,16 +49,26 @@ def _worker_slot() -> tuple[int, int]:
     return (int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0) % count, count
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    """Where the kernel's ephemeral ports start (Linux: ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def pick_base_port(provinces: list[str], rng: random.Random | None = None) -> int:
     """A base port whose hub and node ports are all free on loopback.
 
-    Under pytest-xdist each worker draws from its own share of the 300-port blocks, so two
-    workers never pick the same block (a port is checked free here but bound later, by the
-    process started on it)."""
+    A port is checked free here but bound later, by the process started on it, so the blocks
+    lie below the kernel's ephemeral range (an outgoing connection can take any port in it
+    meanwhile), and under pytest-xdist each worker draws from its own share of the 300-port
+    blocks, so two workers never pick the same block."""
     rng = rng or random.Random()
     slot, count = _worker_slot()
+    top = max(_ephemeral_low(), 20000) - 300
     for _ in range(200):
-        base = rng.randrange(20000 + 300 * slot, 50000, 300 * count)
+        base = rng.randrange(10000 + 300 * slot, top, 300 * count)
         ports = ([base + i for i in range(len(HUB_ORDER))] + [base + 10 + i for i in range(len(HUB_ORDER))]
                  + [node_port(base, p) for p in provinces] + [base + 200 + int(p) for p in provinces])
         if all(_free(p) for p in ports):
