@@ -170,7 +170,7 @@ def load_log(url: str, changes: int, seed: int = 16) -> int:
 
 
 def measure(root: Path, db: Path, runs: int = 5) -> dict[str, object]:
-    fed = Federation.create(root / "fed", ["44"])
+    fed = Federation.create(root / "fed", ["44"], timing=None)
     fed.set_database("hub-national", f"sqlite:///{db}")
     fed.start("hub-national", wait=False)
     try:

@@ -338,7 +338,7 @@ class Bench:
     def __init__(self, root: Path, backend: str, pg_admin: str | None = None) -> None:
         self.root = root
         self.backend = backend
-        self.fed = Federation.create(root, self.PROVINCES)
+        self.fed = Federation.create(root, self.PROVINCES, timing=None)  # production's timing
         self.pg = PgDatabases(pg_admin) if pg_admin else None
         if self.pg is not None:
             point_configs_at(self.fed.configs, {i: self.pg.create(i) for i in self.fed.configs})

@@ -126,7 +126,7 @@ def demo(directory: Path, provinces: str | None, people: int, duration: float | 
     if directory.exists():
         shutil.rmtree(directory)
     with console.status("creating the federation CA, certificates and configs"):
-        fed = Federation.create(directory, codes)
+        fed = Federation.create(directory, codes, timing=None)  # production's timing, as a user runs it
     try:
         with console.status(f"starting {len(fed.configs)} processes (5 hubs at most, {len(codes)} nodes)"):
             fed.start_all()

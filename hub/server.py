@@ -52,7 +52,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
     gate = PeerGate(revocations)
-    replica = Replica(cfg.identity, store, keyring_for(cfg.tls), revocations)
+    replica = Replica(cfg.identity, store, keyring_for(cfg.tls), revocations, ack_flush_s=cfg.timing.ack_flush_s)
     topology = Topology.of(cfg.regions, cfg.guests)
     stop = threading.Event()
     link: Link | None = None
@@ -68,13 +68,14 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=federation.upward_report, on_push_ack=share.acked if share else None)
+                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),
                                              link.state if link else None, federation.desk.rows(),
                                              federation.desk.refused_counts(), federation.desk.hub_claims(),
-                                             share.report() if share else None, acks=replica.acks),
+                                             share.report() if share else None, cfg.timing.online_s,
+                                             acks=replica.acks),
                           None, gate,
                           certificates=CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(),
                                                                                 revocations.tokens)),
@@ -85,12 +86,13 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
 
     slots = Slots(cfg.name, revocations)
-    server, _health = build_server(cfg.listen, cfg.tls, register, slots=slots)
-    slots.start_sweeper(stop)
+    server, _health = build_server(cfg.listen, cfg.tls, register, slots=slots, timing=cfg.timing)
+    slots.start_sweeper(stop, cfg.timing.sweep_s)
     serve_metrics(cfg.listen, cfg.metrics_port,
                   lambda: hub_status(store, cfg.name, topology, federation.snapshot(), link.state if link else None,
                                      federation.desk.rows(), federation.desk.refused_counts(),
-                                     federation.desk.hub_claims(), share.report() if share else None, acks=replica.acks))
+                                     federation.desk.hub_claims(), share.report() if share else None,
+                                     cfg.timing.online_s, acks=replica.acks))
     if link is not None:
         link.start()
     run_until_signal(server, stop, replica.close)

@@ -15,6 +15,7 @@ from core.errors import StoreUnavailable
 from core.identity import Identity
 from core.routing import Topology
 from runtime.acks import AckBook
+from runtime.config import PRODUCTION_TIMING
 from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
@@ -33,18 +34,17 @@ def hub_report(store: Store, signed: list[dict[str, object]]) -> dict[str, objec
     }
 
 
-# A province is "up" while its own signed report time is less than this old. Nodes report every
-# 5 s (runtime.link.REPORT_EVERY) and a regional hub relays every 5 s: a stopped node is down after
-# at most ONLINE_S, whatever any hub says (a report time ahead of ours is refused past
+# A province is "up" while its own signed report time is less than [timing].online_s old (20 s).
+# Nodes report every report_every_s (5 s) and a regional hub relays as often: a stopped node is down
+# after at most online_s, whatever any hub says (a report time ahead of ours is refused past
 # runtime.reports.REPORT_SKEW_MS).
-ONLINE_S = 20.0
 # Figures in a federation row that are the province's own word (its signed report), not counted here.
 SELF_REPORTED = ("records", "backlog", "oldest_age_s", "lag_s", "conflicts", "rejects",
                  "receive_p50_s", "receive_p95_s")
 
 
 def federation_table(store: Store, topology: Topology, reports: Mapping[str, Mapping[str, object]],
-                     now: int) -> list[dict[str, object]]:
+                     now: int, online_s: float = PRODUCTION_TIMING.online_s) -> list[dict[str, object]]:
     """Every province in one table, for the national hub (双向考核 included).
 
     ``reports`` are the provinces' signed reports (runtime.reports.Desk.rows): no hub can write
@@ -84,7 +84,7 @@ def federation_table(store: Store, topology: Topology, reports: Mapping[str, Map
             rows.append({
                 "province": code,
                 "region": region,
-                "connected": at is not None and (now - int(at)) / 1000 < ONLINE_S,  # type: ignore[call-overload]  # at_ms: an int
+                "connected": at is not None and (now - int(at)) / 1000 < online_s,  # type: ignore[call-overload]  # at_ms: an int
                 "last_report_age_s": age_s(at, now),  # type: ignore[arg-type]  # at_ms: an int or None
                 "via": r.get("via"),
                 "records": r.get("records"),
@@ -119,12 +119,12 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
                refused_reports: Mapping[str, int] | None = None,
                claims: Mapping[str, Mapping[str, object]] | None = None,
                upstream_share: Mapping[str, Mapping[str, int]] | None = None,
-               acks: AckBook | None = None) -> dict[str, object]:
+               online_s: float = PRODUCTION_TIMING.online_s, acks: AckBook | None = None) -> dict[str, object]:
     """``acks``: the process's noted acknowledgements (runtime.acks), so a destination's "acked" is
     the latest ack even before it is written; without it, the stored cursors."""
     now = now_ms()
     try:
-        report = _hub_figures(store, hub, topology, connected, upstream, reports, now, acks)
+        report = _hub_figures(store, hub, topology, connected, upstream, reports, now, online_s, acks)
     except StoreUnavailable:  # shown in report["store"]
         report = {"role": "hub", "identity": str(Identity.for_hub(hub)), "log_lsn": None, "quarantined": None,
                   "quarantine": None, "equivocating": None, "equivocations": None, "destinations": [],
@@ -146,7 +146,7 @@ def hub_status(store: Store, hub: str, topology: Topology, connected: Mapping[st
 
 def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[str, Mapping[str, int]],
                  upstream: LinkState | None, reports: Mapping[str, Mapping[str, object]] | None,
-                 now: int, acks: AckBook | None) -> dict[str, object]:
+                 now: int, online_s: float, acks: AckBook | None) -> dict[str, object]:
     expected = [str(Identity.for_province(p)) for p in sorted(topology.served_by(hub))]
     if hub == "national":
         expected = [str(Identity.for_hub(r)) for r in sorted(topology.regions)] + expected
@@ -190,7 +190,7 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         report["records"] = store.count_records()
         report["conflicts"] = store.count_records(conflicted_only=True)
     if hub == "national":
-        report["federation"] = federation_table(store, topology, reports or {}, now)
+        report["federation"] = federation_table(store, topology, reports or {}, now, online_s)
     return report
 
 

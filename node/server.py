@@ -52,13 +52,15 @@ def run_node(cfg: NodeConfig) -> None:
         raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err}") from None
     log_outages(store)
     revocations = RevocationList(cfg.tls.revoked)
-    replica = Replica(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations)
+    replica = Replica(cfg.identity, store, keyring_for(cfg.tls, signer.cert_der), revocations,
+                      ack_flush_s=cfg.timing.ack_flush_s)
     replica.learn([signer.cert_der])  # kept in the store: after a key rotation our old changes still carry their cert
     stop = threading.Event()
 
     link = Link(replica, cfg.hubs, cfg.tls, source=store.outbox_page, push_cursor="push", for_province=cfg.province, stop=stop,
                 report=lambda: reports.sign(signer, node_report(store, acks=replica.acks,  # signed: no hub can alter it
-                                                                arrivals=replica.arrivals)))
+                                                                arrivals=replica.arrivals)),
+                timing=cfg.timing)
     records = RecordService(replica, signer, today=today, person_secret=person_secret)
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
@@ -67,8 +69,9 @@ def run_node(cfg: NodeConfig) -> None:
                           PeerGate(revocations), certificates=certificates, arrivals=replica.arrivals)
     slots = Slots(cfg.province, revocations)
     server, _health = build_server(cfg.listen, cfg.tls,
-                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots)
-    slots.start_sweeper(stop)
+                                   lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots,
+                                   timing=cfg.timing)
+    slots.start_sweeper(stop, cfg.timing.sweep_s)
     serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state, acks=replica.acks))
     link.start()
     run_until_signal(server, stop, replica.close)

@@ -24,8 +24,8 @@ from core.provinces import DEFAULT_REGIONS, PROVINCES
 from store import assess as q
 from store.store import Store
 
-if TYPE_CHECKING:  # a type only: runtime reaches the database through store/
-    from sqlalchemy import Connection
+if TYPE_CHECKING:  # a type only: runtime reaches the database through store/ (its connection type, too)
+    from store.db import Connection
 
 CHINA = dt.timezone(dt.timedelta(hours=8))  # one time zone: days of received_ms are counted in it
 

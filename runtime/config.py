@@ -64,6 +64,29 @@ class HubAddress:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """How long a process waits for what, in seconds: the optional ``[timing]`` section.
+
+    The defaults are production's and rarely need changing; the test launcher
+    (tests/support/launcher.py) writes short ones so the tests do not wait out these
+    constants. Passed down to the link, the transport, the server and the store at start.
+    """
+
+    fallback_recheck_s: float = 20.0  # a session on a fallback hub ends after this, to try the home hub again
+    max_backoff_s: float = 10.0  # the longest wait (full jitter) before reconnecting after every hub failed
+    revocation_recheck_s: float = 3.0  # an open session checks the hub's certificate against a changed list
+    report_every_s: float = 5.0  # a node's signed report (and a regional hub's report) upward
+    keepalive_s: float = 20.0  # gRPC keepalive ping interval on every channel and server
+    keepalive_timeout_s: float = 10.0  # a ping unanswered this long drops the connection
+    ack_flush_s: float = 0.25  # noted acks are written within this (runtime.acks.AckBook)
+    online_s: float = 20.0  # the national hub shows a province up while its report is younger
+    sweep_s: float = 1.0  # open calls of a client whose certificate was revoked are closed within this
+
+
+PRODUCTION_TIMING = Timing()
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     path: Path
     province: str
@@ -77,6 +100,7 @@ class NodeConfig:
     metrics_port: int | None = None
     state_dir: Path | None = None  # where the store lives; None: the config file's directory
     federation_secret: Path | None = None  # person keys' HMAC key (certs/secret.py); required, checked at load
+    timing: Timing = PRODUCTION_TIMING
 
     @property
     def identity(self) -> str:
@@ -98,6 +122,7 @@ class HubConfig:
     metrics_port: int | None = None
     state_dir: Path | None = None  # where the store lives; None: the config file's directory
     federation_secret: Path | None = None  # the national hub's only; a regional hub must not hold it
+    timing: Timing = PRODUCTION_TIMING
 
     @property
     def identity(self) -> str:
@@ -281,6 +306,23 @@ class _Reader:
             raise self.fail(f"[{section}].metrics_port", "must be a port number")
         return level, port
 
+    def timing(self) -> Timing:
+        """The optional [timing] section: every key a positive number of seconds (unknown keys
+        are refused by ``strict``); a national hub's ``online_s`` must outlast ``report_every_s``."""
+        t = self.table("timing", required=False)
+        if t is None:
+            return PRODUCTION_TIMING
+        values: dict[str, float] = {}
+        for key, value in t.items():
+            if type(value) not in (int, float) or not 0 < value < 86_400:
+                raise self.fail(f"[timing].{key}", f"must be a positive number of seconds (below 86400), not {value!r}")
+            values[key] = float(value)
+        timing = dataclasses.replace(PRODUCTION_TIMING, **values)
+        if timing.online_s <= timing.report_every_s:
+            raise self.fail("[timing].online_s", f"must be more than report_every_s ({timing.report_every_s:g}): "
+                                                 "every province would show as down between two reports")
+        return timing
+
     def hub_address(self, t: Any, key: str) -> HubAddress:
         if not isinstance(t, dict):
             raise self.fail(key, "must be a table with name and address")
@@ -327,6 +369,7 @@ def load_node(path: str | Path) -> NodeConfig:
         metrics_port=port,
         state_dir=r.state_dir(n, "node"),
         federation_secret=r.secret(n, "node"),
+        timing=r.timing(),
     )
 
 
@@ -379,6 +422,7 @@ def load_hub(path: str | Path) -> HubConfig:
         metrics_port=port,
         state_dir=r.state_dir(h, "hub"),
         federation_secret=secret,
+        timing=r.timing(),
     )
 
 

@@ -46,7 +46,6 @@ PER_METHOD = 4
 PER_IDENTITY = 8
 OPERATORS = 16
 OTHERS = 4
-SWEEP_S = 1.0
 
 
 class ResourceExhausted(SyncError):
@@ -162,9 +161,10 @@ class Slots:
                             call.identity)
         return cancelled
 
-    def start_sweeper(self, stop: threading.Event) -> threading.Thread:
+    def start_sweeper(self, stop: threading.Event, every_s: float) -> threading.Thread:
+        """Sweep every ``every_s`` seconds ([timing].sweep_s) until ``stop``."""
         def run() -> None:
-            while not stop.wait(SWEEP_S):
+            while not stop.wait(every_s):
                 try:
                     self.sweep()
                 except Exception:  # noqa: BLE001 - a sweep that fails must not stop the next

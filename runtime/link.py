@@ -10,14 +10,14 @@ also moves the cursor, then acknowledges it. At most ``WINDOW`` batches are
 in flight (the window is core.session's), and batches are read from the
 database page by page, so memory stays flat whatever the backlog. When a session fails the Link backs off with
 full jitter and tries the next hub; a session on a fallback hub ends after
-``FALLBACK_RECHECK`` seconds so the home hub is tried again. Idempotent apply
+``fallback_recheck_s`` seconds (runtime.config.Timing) so the home hub is tried again. Idempotent apply
 (by digest, core.intakeplan) makes changes that arrive by two paths harmless.
 
 A session starts with a TLS handshake of its own to the hub (gRPC shows a
 client nothing of the server's certificate): the certificate must name the
 host dialled and be the expected hub's, and a hub whose certificate is revoked
 is refused like a failed session, with the reason in ``last_error``; the
-revocation check is run again every ``REVOCATION_RECHECK`` seconds on an open
+revocation check is run again every ``revocation_recheck_s`` seconds on an open
 session when the list has changed.
 
 An outage of our own store (``StoreUnavailable``: the database server down or
@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 
 import grpc
 
-from runtime.config import HubAddress, TLSPaths
+from runtime.config import PRODUCTION_TIMING, HubAddress, Timing, TLSPaths
 from core.errors import StoreUnavailable
 from core.session import Receiver, Sender
 from runtime import metrics, wire
@@ -55,10 +55,6 @@ log = logging.getLogger("yipanqi.link")
 
 WINDOW = 4
 BATCH = 500
-FALLBACK_RECHECK = 20.0
-MAX_BACKOFF = 10.0
-REPORT_EVERY = 5.0
-REVOCATION_RECHECK = 3.0
 
 Source = Callable[[int, int], tuple[list[LogEntry], int]]
 
@@ -83,7 +79,8 @@ class LinkState:
 class Link(threading.Thread):
     def __init__(self, replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
                  push_cursor: str, for_province: str | None, stop: threading.Event,
-                 report: Callable[[], dict] | None = None, on_push_ack: Callable[[int], object] | None = None) -> None:
+                 report: Callable[[], dict] | None = None, on_push_ack: Callable[[int], object] | None = None,
+                 timing: Timing = PRODUCTION_TIMING) -> None:
         super().__init__(name="link", daemon=True)
         self.replica = replica
         self.hubs = list(hubs)
@@ -94,6 +91,7 @@ class Link(threading.Thread):
         self.stop_event = stop
         self.report = report
         self.on_push_ack = on_push_ack  # a regional hub's upstream share (hub.share) learns what moved up
+        self.timing = timing
         self.state = LinkState(home=self.hubs[0].name, down_since_ms=now_ms())
 
     # -- session management -------------------------------------------------
@@ -101,7 +99,7 @@ class Link(threading.Thread):
         index, backoff = 0, 0.5
         while not self.stop_event.is_set():
             hub = self.hubs[index]
-            limit = None if index == 0 else FALLBACK_RECHECK
+            limit = None if index == 0 else self.timing.fallback_recheck_s
             ok = self._session(hub, limit)
             if self.stop_event.is_set():
                 break
@@ -114,7 +112,7 @@ class Link(threading.Thread):
             index = (index + 1) % len(self.hubs)
             if index == 0:  # tried them all: back off with full jitter
                 self.stop_event.wait(random.uniform(0, backoff))
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, self.timing.max_backoff_s)
 
     def _wait_for_store(self) -> None:
         """Sync is paused by an outage of our store: probe it with backoff (full jitter) until a
@@ -130,7 +128,7 @@ class Link(threading.Thread):
                 break
             except StoreUnavailable:
                 self.stop_event.wait(random.uniform(backoff / 2, backoff))
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, self.timing.max_backoff_s)
         self.state.paused = False
 
     def _session(self, hub: HubAddress, limit: float | None) -> bool | None:
@@ -151,7 +149,8 @@ class Link(threading.Thread):
         if revoked:
             self._down(hub, revoked)
             return False
-        channel = secure_channel(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key)
+        channel = secure_channel(hub.address, hub.identity, self.tls.ca, self.tls.cert, self.tls.key,
+                                 timing=self.timing)
         try:
             grpc.channel_ready_future(channel).result(timeout=3)
         except grpc.FutureTimeoutError:
@@ -172,12 +171,12 @@ class Link(threading.Thread):
         for t in threads:
             t.start()
         deadline = time.monotonic() + limit if limit else None
-        next_check, revoked = time.monotonic() + REVOCATION_RECHECK, None
+        next_check, revoked = time.monotonic() + self.timing.revocation_recheck_s, None
         while not done.is_set() and not self.stop_event.is_set():
             if deadline and time.monotonic() > deadline:
                 break
             if time.monotonic() >= next_check:  # revoked while we are connected?
-                next_check = time.monotonic() + REVOCATION_RECHECK
+                next_check = time.monotonic() + self.timing.revocation_recheck_s
                 tokens = self.replica.revocations.tokens()
                 if tokens != checked:
                     try:
@@ -269,7 +268,7 @@ class Link(threading.Thread):
             next_report = 0.0
             while not done.is_set():
                 if self.report is not None and time.monotonic() >= next_report:
-                    next_report = time.monotonic() + REPORT_EVERY
+                    next_report = time.monotonic() + self.timing.report_every_s
                     yield pb.PushRequest(report=pb.Report(json=json.dumps(self.report(), ensure_ascii=False)))
                 generation = store.generation
                 entries, pos = self.source(sender.position, BATCH)

@@ -26,11 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from certs.keyring import Keyring
 from core.printable import escape
-from runtime.config import TLSPaths
+from runtime.config import PRODUCTION_TIMING, Timing, TLSPaths
 from runtime import reflection
 from runtime.fairshare import FairShareInterceptor, Slots, workers_needed
 from runtime.interceptor import ErrorInterceptor
-from runtime.transport import SERVER_OPTIONS, server_credentials, split_address
+from runtime.transport import server_credentials, server_options, split_address
 from yipanqi.v1 import admin_pb2, federation_pb2
 
 
@@ -112,7 +112,7 @@ def keyring_for(tls: TLSPaths, own_signing_cert_der: bytes | None = None) -> Key
 
 
 def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], None], *,
-                 slots: Slots) -> tuple[grpc.Server, health.HealthServicer]:
+                 slots: Slots, timing: Timing = PRODUCTION_TIMING) -> tuple[grpc.Server, health.HealthServicer]:
     """The gRPC server: every call takes a fair-share slot (runtime.fairshare) before it runs, and
     the worker pool holds every party's full share, so no party can take another's thread.
     (Threads start on demand; gRPC's global cap is only a backstop at the pool's size.)"""
@@ -120,7 +120,7 @@ def build_server(listen: str, tls: TLSPaths, register: Callable[[grpc.Server], N
     workers = workers_needed()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          interceptors=[ErrorInterceptor(), FairShareInterceptor(slots)],
-                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=workers)
+                         options=server_options(timing), maximum_concurrent_rpcs=workers)
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

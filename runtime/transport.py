@@ -25,6 +25,7 @@ import grpc
 
 from certs.revocation import RevocationList
 from core.errors import PermissionDenied
+from runtime.config import PRODUCTION_TIMING, Timing
 
 log = logging.getLogger("yipanqi.transport")
 
@@ -33,32 +34,48 @@ log = logging.getLogger("yipanqi.transport")
 # more than this per message. Batches are cut at runtime.wire.BATCH_BYTES and a change body is
 # at most 256 KiB, so an honest message is far below it.
 MAX_MESSAGE = 8 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    # gRPC core (1.85) waits for a keepalive ping's ack up to the general ping timeout (60 s by
-    # default), not keepalive_timeout_ms: a frozen or partitioned hub was noticed after 80 s, not 30.
-    ("grpc.http2.ping_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-]
-SERVER_OPTIONS = [
-    # One process per address: with SO_REUSEPORT (gRPC's default) a second instance binds the same
-    # port and the kernel shares the connections between them.
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    # Ping idle peers too: a peer lost in a partition (nothing closed) is dropped in ~30 s
-    # instead of holding its streams and worker threads for hours.
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.ping_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-]
+
+
+def channel_options(timing: Timing = PRODUCTION_TIMING) -> list[tuple[str, int]]:
+    """A client channel's options; keepalive from ``timing`` (20 s + 10 s in production)."""
+    ping, wait = _ms(timing.keepalive_s), _ms(timing.keepalive_timeout_s)
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.keepalive_time_ms", ping),
+        ("grpc.keepalive_timeout_ms", wait),
+        # gRPC core (1.85) waits for a keepalive ping's ack up to the general ping timeout (60 s by
+        # default), not keepalive_timeout_ms: a frozen or partitioned hub was noticed after 80 s, not 30.
+        ("grpc.http2.ping_timeout_ms", wait),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def server_options(timing: Timing = PRODUCTION_TIMING) -> list[tuple[str, int]]:
+    """A server's options; keepalive from ``timing``, as for channels."""
+    ping, wait = _ms(timing.keepalive_s), _ms(timing.keepalive_timeout_s)
+    return [
+        # One process per address: with SO_REUSEPORT (gRPC's default) a second instance binds the same
+        # port and the kernel shares the connections between them.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        # Ping idle peers too: a peer lost in a partition (nothing closed) is dropped in ~30 s
+        # instead of holding its streams and worker threads for hours.
+        ("grpc.keepalive_time_ms", ping),
+        ("grpc.keepalive_timeout_ms", wait),
+        ("grpc.http2.ping_timeout_ms", wait),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Clients ping every keepalive_s: accept pings that often (never more than every 5 s required).
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", min(5_000, ping)),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
 
 
 def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
@@ -75,15 +92,17 @@ def split_address(address: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-def secure_channel(address: str, server_identity: str, ca: Path, cert: Path, key: Path) -> grpc.Channel:
+def secure_channel(address: str, server_identity: str, ca: Path, cert: Path, key: Path, *,
+                   timing: Timing = PRODUCTION_TIMING) -> grpc.Channel:
     """A channel to ``address`` whose server must prove a federation certificate naming the host
     dialled (standard hostname verification). ``server_identity`` is who we expect there; gRPC
-    cannot check a CN, so a caller that must know who answered runs ``server_certificate``."""
+    cannot check a CN, so a caller that must know who answered runs ``server_certificate``.
+    ``timing``: its keepalive (the process's [timing])."""
     del server_identity  # verified by server_certificate, see the module header
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
     )
-    return grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, creds, options=channel_options(timing))
 
 
 class WrongPeer(ssl.SSLCertVerificationError):

@@ -44,7 +44,7 @@ from core.person import validate_person
 from runtime import wire
 from runtime.replica import now_ms
 from runtime.records import described
-from runtime.transport import CHANNEL_OPTIONS, MAX_MESSAGE, secure_channel
+from runtime.transport import MAX_MESSAGE, channel_options, secure_channel
 from tests.integration.conftest import Fed, RawPush, eventually, person, running
 from yipanqi.v1 import admin_pb2 as apb
 from yipanqi.v1 import federation_pb2 as fpb
@@ -99,7 +99,7 @@ def operator_channel(fed: Fed, target: str, *, options: list | None = None) -> g
     creds = grpc.ssl_channel_credentials(root_certificates=cfg.operator.ca.read_bytes(),
                                          private_key=cfg.operator.key.read_bytes(),
                                          certificate_chain=cfg.operator.cert.read_bytes())
-    return grpc.secure_channel(address(fed, target), creds, options=options or CHANNEL_OPTIONS)
+    return grpc.secure_channel(address(fed, target), creds, options=options or channel_options())
 
 
 def signer(fed: Fed, code: str) -> Signer:

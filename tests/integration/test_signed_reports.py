@@ -11,14 +11,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tests.support.launcher import Federation
+from tests.support.launcher import TEST_TIMING, Federation
 from core.provinces import DEFAULT_REGIONS
-from hub.status import ONLINE_S
 from tests.integration.conftest import Fed, eventually, person, small_federation, yipanqi
 from tests.support.rogue_hub import FORGED_DELAY_S, FORGED_RECORDS
 
 NATIONAL = "hub-national"
 REGION_OF = {p: r for r, ps in DEFAULT_REGIONS.items() for p in ps}
+ONLINE_S = TEST_TIMING["online_s"]  # the launcher's [timing].online_s, which the national hub runs with
 
 
 def _rogue_pearl(fed: Federation) -> None:

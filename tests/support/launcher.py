@@ -3,6 +3,10 @@
 Each hub and node is its own OS process (`python -m cli.main hub|node run`),
 logging to a file under the federation directory; processes can be killed
 with real signals and restarted on the same store.
+
+Configs get ``TEST_TIMING`` as their ``[timing]`` section (runtime.config.Timing), so the tests
+do not wait out production's constants (a 20 s fallback recheck, a 20 + 10 s keepalive); the
+demo and the bench pass ``timing=None`` and run with production's.
 """
 
 from __future__ import annotations
@@ -38,16 +42,52 @@ def _free(port: int) -> bool:
     return True
 
 
+def _worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0) % count, count
+
+
+def _ephemeral_low(default: int = 32768) -> int:
+    """Where the kernel's ephemeral ports start (Linux: ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def pick_base_port(provinces: list[str], rng: random.Random | None = None) -> int:
-    """A base port whose hub and node ports are all free on loopback."""
+    """A base port whose hub and node ports are all free on loopback.
+
+    A port is checked free here but bound later, by the process started on it, so the blocks
+    lie below the kernel's ephemeral range (an outgoing connection can take any port in it
+    meanwhile), and under pytest-xdist each worker draws from its own share of the 300-port
+    blocks, so two workers never pick the same block."""
     rng = rng or random.Random()
+    slot, count = _worker_slot()
+    top = max(_ephemeral_low(), 20000) - 300
     for _ in range(200):
-        base = rng.randrange(20000, 50000, 300)
+        base = rng.randrange(10000 + 300 * slot, top, 300 * count)
         ports = ([base + i for i in range(len(HUB_ORDER))] + [base + 10 + i for i in range(len(HUB_ORDER))]
                  + [node_port(base, p) for p in provinces] + [base + 200 + int(p) for p in provinces])
         if all(_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range on 127.0.0.1")
+
+
+# Short enough that no test waits on them, long enough for 2 busy cores: online_s stays well above
+# report_every_s (a regional hub relays a node's report on its own next report).
+TEST_TIMING: dict[str, float] = {
+    "fallback_recheck_s": 5.0,
+    "max_backoff_s": 2.0,
+    "revocation_recheck_s": 1.0,
+    "report_every_s": 2.0,
+    "keepalive_s": 4.0,
+    "keepalive_timeout_s": 3.0,
+    "online_s": 10.0,
+    "sweep_s": 0.5,
+}
 
 
 @dataclass
@@ -61,11 +101,16 @@ class Federation:
 
     @classmethod
     def create(cls, root: Path, provinces: list[str], base_port: int | None = None,
-               database: Callable[[str], str] | None = None) -> "Federation":
+               database: Callable[[str], str] | None = None,
+               timing: dict[str, float] | None = TEST_TIMING) -> "Federation":
         """Certificates and configs for a local federation; ``database`` maps an
-        identity to a SQLAlchemy URL to use instead of its SQLite file."""
+        identity to a SQLAlchemy URL to use instead of its SQLite file; ``timing`` is written as
+        every config's [timing] section (None: none, production's timing)."""
         base = base_port or pick_base_port(provinces)
         fed = cls(root, init_federation(root, provinces, base))
+        if timing is not None:
+            for identity in fed.configs:
+                fed.set_timing(identity, timing)
         if database is not None:
             for identity in fed.configs:
                 fed.set_database(identity, database(identity))
@@ -76,6 +121,13 @@ class Federation:
         path = self.configs[identity]
         data = tomllib.loads(path.read_text())
         data["hub" if identity.startswith("hub-") else "node"]["database"] = url
+        path.write_text(tomli_w.dumps(data))
+
+    def set_timing(self, identity: str, timing: dict[str, float]) -> None:
+        """Write an identity's [timing] section (runtime.config.Timing's keys, in seconds)."""
+        path = self.configs[identity]
+        data = tomllib.loads(path.read_text())
+        data["timing"] = dict(timing)
         path.write_text(tomli_w.dumps(data))
 
     # -- processes -------------------------------------------------------------

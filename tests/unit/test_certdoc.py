@@ -166,9 +166,11 @@ def test_verification_takes_well_under_50_ms(pki: PKI) -> None:
     ca = pki.ca.cert_pem
     signing.verify(doc, ca, now=NOW)
     times = []
+    # The verification's own CPU time: the suite runs in parallel workers on shared cores, where a
+    # wall-clock max of 50 runs measured the scheduler (one preemption is a 50-80 ms slice).
     for _ in range(50):
-        t = time.perf_counter()
+        t = time.thread_time()
         signing.verify(doc, ca, now=NOW)
-        times.append(time.perf_counter() - t)
+        times.append(time.thread_time() - t)
     times.sort()
     assert times[len(times) // 2] < 0.010 and times[-1] < 0.050, times

@@ -90,7 +90,7 @@ def test_known_keys_follow_the_dataclasses() -> None:
     own, sections = known_keys(NodeConfig)
     assert own == {"province", "database", "listen", "log_level", "metrics_port", "state_dir",
                    "federation_secret"}
-    assert set(sections) == {"tls", "signing", "hubs", "operator"} and sections["tls"] is TLSPaths
+    assert set(sections) == {"tls", "signing", "hubs", "operator", "timing"} and sections["tls"] is TLSPaths
     # A field another change adds to a config dataclass is known without touching the checker.
     Extended = dataclasses.make_dataclass("Extended", [("retry_s", float, dataclasses.field(default=1.0))],
                                           bases=(HubConfig,), frozen=True)
