@@ -25,6 +25,9 @@ from tests.integration.conftest import yipanqi_ok as ok
 
 REGION_OF = {p: r for r, ps in DEFAULT_REGIONS.items() for p in ps}
 
+# What status says a node's hubs quarantined of its own changes when they quarantined none.
+NONE_QUARANTINED_UPSTREAM = {"changes": 0, "ranges": [], "last_reason": None, "last_hub": None, "last_ms": None}
+
 
 # -- the command ---------------------------------------------------------------------
 
@@ -81,7 +84,7 @@ def test_status_shows_a_queue_for_a_stopped_node_then_it_drains(fresh_federation
 
     node = eventually(handed_over, 30, message="province-44's outbox was not acknowledged")
     assert node["last_seq"] == n + 1
-    assert node["outbox"] == {"changes": 0, "oldest_age_s": None}
+    assert node["outbox"] == {"changes": 0, "oldest_age_s": None, "quarantined": NONE_QUARANTINED_UPSTREAM}
     # A change that never leaves the node leaves nothing owed: acked_seq moves past it too.
     fed.write("province-44", "create", person(rng, household="44", residence="44"))
     node = eventually(handed_over, 30, message="acked_seq stayed behind an intra-province write")
@@ -144,7 +147,7 @@ def test_node_status_fields_after_known_writes(federation: Fed, rng: random.Rand
     assert doc["role"] == "node" and doc["identity"] == "province-44"
     assert doc["last_seq"] == before44["last_seq"] + 3
     assert doc["acked_seq"] == doc["last_seq"]
-    assert doc["outbox"] == {"changes": 0, "oldest_age_s": None}
+    assert doc["outbox"] == {"changes": 0, "oldest_age_s": None, "quarantined": NONE_QUARANTINED_UPSTREAM}
     assert doc["records"] == before44["records"] + 3
     assert doc["records"] == len(ok_json("person", "list", "-c", cfg(fed, "province-44")))
     assert doc["conflicts"] == 0 and doc["quarantined"] == 0
