@@ -36,39 +36,38 @@ log = logging.getLogger("yipanqi.transport")
 MAX_MESSAGE = 8 * 1024 * 1024
 
 
-def channel_options(timing: Timing = PRODUCTION_TIMING) -> list[tuple[str, int]]:
-    """A client channel's options; keepalive from ``timing`` (20 s + 10 s in production)."""
+def _keepalive(timing: Timing) -> list[tuple[str, int]]:
+    """Message limits and keepalive, the same on both ends: pings every ``keepalive_s``, a peer
+    silent for ``keepalive_timeout_s`` after one is dropped (20 s + 10 s in production)."""
     ping, wait = _ms(timing.keepalive_s), _ms(timing.keepalive_timeout_s)
     return [
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.keepalive_time_ms", ping),
-        ("grpc.keepalive_timeout_ms", wait),
-        # gRPC core (1.85) waits for a keepalive ping's ack up to the general ping timeout (60 s by
-        # default), not keepalive_timeout_ms: a frozen or partitioned hub was noticed after 80 s, not 30.
-        ("grpc.http2.ping_timeout_ms", wait),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-    ]
-
-
-def server_options(timing: Timing = PRODUCTION_TIMING) -> list[tuple[str, int]]:
-    """A server's options; keepalive from ``timing``, as for channels."""
-    ping, wait = _ms(timing.keepalive_s), _ms(timing.keepalive_timeout_s)
-    return [
-        # One process per address: with SO_REUSEPORT (gRPC's default) a second instance binds the same
-        # port and the kernel shares the connections between them.
-        ("grpc.so_reuseport", 0),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         # Ping idle peers too: a peer lost in a partition (nothing closed) is dropped in ~30 s
         # instead of holding its streams and worker threads for hours.
         ("grpc.keepalive_time_ms", ping),
         ("grpc.keepalive_timeout_ms", wait),
+        # gRPC core (1.85) waits for a keepalive ping's ack up to the general ping timeout (60 s by
+        # default), not keepalive_timeout_ms: a frozen or partitioned hub was noticed after 80 s, not 30.
         ("grpc.http2.ping_timeout_ms", wait),
         ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def channel_options(timing: Timing = PRODUCTION_TIMING) -> list[tuple[str, int]]:
+    """A client channel's options; keepalive from ``timing``."""
+    return _keepalive(timing) + [("grpc.http2.max_pings_without_data", 0)]
+
+
+def server_options(timing: Timing = PRODUCTION_TIMING) -> list[tuple[str, int]]:
+    """A server's options; keepalive from ``timing``, as for channels."""
+    return [
+        # One process per address: with SO_REUSEPORT (gRPC's default) a second instance binds the same
+        # port and the kernel shares the connections between them.
+        ("grpc.so_reuseport", 0),
+        *_keepalive(timing),
         # Clients ping every keepalive_s: accept pings that often (never more than every 5 s required).
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", min(5_000, ping)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", min(5_000, _ms(timing.keepalive_s))),
         ("grpc.http2.max_ping_strikes", 0),
     ]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,10 @@ import pytest
 import tomli_w
 
 from cli.federation import init_federation
-from runtime.config import PRODUCTION_TIMING, ConfigError, Timing, load_hub, load_node
+from runtime.config import PRODUCTION_TIMING, Timing, load_hub, load_node
 from runtime.transport import channel_options, server_options
+from tests.unit.test_config_strict import _message
+from tests.unit.test_config_strict import _variant as strict_variant
 
 _names = itertools.count()
 
@@ -27,17 +28,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _variant(original: Path, timing: dict[str, Any]) -> Path:
-    data = tomllib.loads(original.read_text(encoding="utf-8"))
-    data["timing"] = timing
-    path = original.with_name(f"timing-{next(_names)}.toml")
-    path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    return path
-
-
-def _message(loader: Callable[[Path], object], path: Path) -> str:
-    with pytest.raises(ConfigError) as info:
-        loader(path)
-    return str(info.value)
+    return strict_variant(original, lambda data: data.__setitem__("timing", timing))
 
 
 def test_no_timing_section_is_productions(fed: dict[str, Path]) -> None:
