@@ -255,6 +255,8 @@ class RecordGraph:
             self._anc.pop(did, None)
             return refuse(f"routes: {', '.join(sorted(delta.routes)) or 'none'} is not what the history "
                           f"says ({', '.join(sorted(required)) or 'none'})")
+        if delta.record_id == self.record_id and len(self._closure((did,))) == len(self.held):
+            self._view = after  # built on every held delta (the usual write on the heads): the view itself
         return Decision(HELD)
 
     # -- reading ---------------------------------------------------------------------------------

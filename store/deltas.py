@@ -28,7 +28,7 @@ from core.graph import TIME, RecordGraph, Rules
 from core.merkle import Seal
 from core.change import Envelope
 from store.db import insert_rows
-from store.schema import aliases, log, parked
+from store.schema import aliases, log, parked, parked_waits
 
 _PARKED_COLUMNS = ("digest", "kind", "record_id", "origin", "seq", "signer", "body", "key_id", "signature",
                    "seal_index", "seal_size", "proof", "openings", "waiting_for", "via", "received_ms")
@@ -127,7 +127,12 @@ def park(conn, items: Sequence[tuple[str, Delta, Envelope, str, frozenset[str], 
     A delta parked again (it still waits, for something else now) replaces its row."""
     if not items:
         return
-    conn.execute(delete(parked).where(parked.c.digest.in_([i[0] for i in items])))
+    ids = [i[0] for i in items]
+    conn.execute(delete(parked).where(parked.c.digest.in_(ids)))
+    conn.execute(delete(parked_waits).where(parked_waits.c.digest.in_(ids)))
+    waits = [(dep, did) for did, _, _, _, waiting, _ in items for dep in sorted(waiting) if dep != TIME]
+    if waits:
+        insert_rows(conn, parked_waits, ("dep", "digest"), waits)
     insert_rows(conn, parked, _PARKED_COLUMNS, [
         (did, d.kind, d.record_id, d.origin, d.seq, signer, env.body, env.seal.key_id, env.seal.signature,
          env.seal.index, env.seal.size, b"".join(env.seal.proof), env.openings, _waiting_text(waiting), via, now_ms)
@@ -146,16 +151,20 @@ def unpark(conn, digests: Sequence[str]) -> dict[str, tuple[Envelope, str]]:  # 
         for did, body, key_id, signature, index, size, proof, openings, via in conn.execute(q):
             out[did] = (Envelope(bytes(body), _seal(key_id, signature, index, size, proof), bytes(openings)), via)
         conn.execute(delete(parked).where(parked.c.digest.in_(chunk)))
+        conn.execute(delete(parked_waits).where(parked_waits.c.digest.in_(chunk)))
     return out
 
 
 def waiting_on(conn, digests: Iterable[str]) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """(kind, record_id) of the records with a delta parked waiting for any of ``digests`` (an alias
-    waits for deltas of the records it takes in, which are held under their own record). The
-    parked table is small, and a pattern per id keeps this to what the table already holds."""
+    waits for deltas of the records it takes in, which are held under their own record): an index
+    probe per 500 ids in ``parked_waits``, however many deltas are parked."""
     found: set[tuple[str, str]] = set()
-    for did in digests:
-        q = select(parked.c.kind, parked.c.record_id).where(parked.c.waiting_for.like(f"%,{did},%")).distinct()
+    ids = sorted(set(digests))
+    for i in range(0, len(ids), 500):
+        q = (select(parked.c.kind, parked.c.record_id)
+             .join(parked_waits, parked_waits.c.digest == parked.c.digest)
+             .where(parked_waits.c.dep.in_(ids[i:i + 500])).distinct())
         found.update((k, r) for k, r in conn.execute(q))
     return sorted(found)
 

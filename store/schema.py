@@ -135,6 +135,15 @@ parked = Table(
     Index("ix_parked_record", "kind", "record_id"),
 )
 
+# What each parked delta waits for, one row per dependency (0012): finding the deltas a newly held
+# one releases is an index probe, however many are parked (parked deltas are never capped).
+parked_waits = Table(
+    "parked_waits",
+    metadata,
+    Column("dep", String(64), primary_key=True),  # a delta id the parked one waits for
+    Column("digest", String(64), primary_key=True),  # the parked delta
+)
+
 # Records an alias took into another (``person link``; added in 0012_parked_deltas): a delta that
 # arrives for ``record_id`` is decided in the graph of ``into``, so both keys are one record.
 aliases = Table(

@@ -477,3 +477,15 @@ def test_a_newly_involved_province_gets_a_verifiable_history_and_no_superseded_v
         for did, name in sent_values:
             founding = name in ("household_province", "id_number") and source.held[did].op == "create"
             assert (did, name) in alive or name in RULES.routing_fields or founding, name
+
+
+def test_the_view_kept_after_a_write_on_the_heads_is_the_view_computed_afresh() -> None:
+    """A delta built on every held delta leaves its 'after' as the view (no second evaluation);
+    it must equal evaluating the whole graph again, whatever was written."""
+    g = RecordGraph("person", "k", RULES)
+    g.write(person("k", "11", "44", "张三"), origin=origin("11"), epoch=0, seq=1, at=Timestamp(NOW, 0, origin("11")),
+            op="create", now_ms=NOW)
+    for i, values in enumerate(({"name": "张叁"}, {"residence_province": "31"}, {"children": 2})):
+        g.write(values, origin=origin("11"), epoch=0, seq=i + 2, at=Timestamp(NOW + i + 1, 0, origin("11")), now_ms=NOW)
+        kept = g.view()
+        assert kept == g.evaluate(frozenset(g.held))

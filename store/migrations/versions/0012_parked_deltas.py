@@ -36,6 +36,11 @@ def upgrade() -> None:
         sa.Column("received_ms", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_parked_record", "parked", ["kind", "record_id"])
+    op.create_table(
+        "parked_waits",
+        sa.Column("dep", sa.String(64), primary_key=True),
+        sa.Column("digest", sa.String(64), primary_key=True),
+    )
     with op.batch_alter_table("log") as batch:
         batch.add_column(sa.Column("openings", sa.LargeBinary, nullable=True))
     op.create_table(
@@ -51,5 +56,6 @@ def downgrade() -> None:
     with op.batch_alter_table("log") as batch:
         batch.drop_column("openings")
     op.drop_table("aliases")
+    op.drop_table("parked_waits")
     op.drop_index("ix_parked_record", table_name="parked")
     op.drop_table("parked")
