@@ -64,9 +64,7 @@ def _seal(key_id: str, signature: bytes, index: int, size: int, proof: bytes) ->
 def load(conn, kind: str, record_id: str, rules: Rules) -> RecordGraph:  # type: ignore[no-untyped-def]
     """The record's graph as this replica decided it: held deltas from ``log``, waiting ones from
     ``parked``, with those of every record an alias in it takes in (``person link``)."""
-    graph = RecordGraph(kind, record_id, rules)
-    extend(conn, graph, [record_id])
-    return graph
+    return load_many(conn, kind, [record_id], rules)[record_id]
 
 
 def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules) -> dict[str, RecordGraph]:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ from sqlalchemy import Connection
 from core import hlc, intakeplan
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import LocalError, Malformed, NotFound, SyncError
+from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised
 from core.identity import Identity
 from core.intakeplan import Arrival
 from core.kinds import get_kind, graph_rules
@@ -721,8 +721,12 @@ class Store:
                 if decision.outcome == DUPLICATE:
                     result.duplicates += 1
                 elif decision.outcome == REFUSED:
-                    bad.append(Refused(r.envelope, f"unauthorised: {decision.reason}", r.delta.origin, r.delta.seq,
-                                       r.delta.kind, r.delta.record_id, charged=r.signer))
+                    # Signed, and contradicted by the history: charged to its signer, filed like intake's
+                    # "<category>: <detail>" (the graph's own "unauthorised: " is not said twice).
+                    why = decision.reason.removeprefix("unauthorised: ")
+                    bad.append(Refused(r.envelope, f"{Unauthorised.category}: {why}", r.delta.origin, r.delta.seq,
+                                       r.delta.kind, r.delta.record_id, charged=r.signer,
+                                       category=Unauthorised.category))
                 elif decision.outcome == PARKED:
                     to_park.append((r.id, r.delta, r.envelope, r.signer, decision.waiting_for, via))
                 else:

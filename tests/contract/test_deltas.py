@@ -138,6 +138,7 @@ def test_a_province_not_involved_is_refused_and_charged(db_url: str, opened: lis
     assert s.get("person", "k1") == before
     (row,) = s.quarantined()
     assert row.charged == "province-44" and "not involved" in row.reason and "劫持" not in row.reason
+    assert row.reason.startswith("unauthorised writer: province-44 is not involved"), row.reason
 
 
 def test_a_delta_a_day_ahead_waits_for_the_clock(db_url: str, opened: list[Store], p11: Province) -> None:
