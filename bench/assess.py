@@ -38,8 +38,8 @@ from core.provinces import PROVINCES
 from core.record import empty
 from core.samples import sample_person
 from store.store import Store
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
 
 TARGET_S = 2.0
 CHUNK = 5000

@@ -35,8 +35,8 @@ from core.idnumber import check_char
 from runtime.config import load_any
 from tests.support.launcher import Federation
 from core.samples import sample_person
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
 
 ORIGIN = "province-11"
 DEST = "province-44"

@@ -35,7 +35,7 @@ from runtime.replica import Replica
 from runtime.records import RecordService
 from runtime.serve import tune_gc
 from store.store import Store
-from yipanqi.v1 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2 as pb
 
 TOPOLOGY = Topology.of({"bohai": ["11"], "pearl": ["44"]})
 

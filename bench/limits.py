@@ -31,7 +31,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2 as fpb
 
 BODY_SIZE = 400
 BLOB_SIZE = 1024

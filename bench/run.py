@@ -27,7 +27,7 @@ from pathlib import Path
 from bench import limits as physical
 from bench.harness import (DEST, HOPS, ROLE, Bench, Writer, chunks_of, people_pool, pg_url, say,
                            start_profilers, summarise_profile)
-from yipanqi.v1 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2 as apb
 
 TARGETS = {
     "cross_region_per_s": 10_000,

@@ -22,7 +22,7 @@ from rich.table import Table
 from cli.client import AdminClient
 from core.assess import Weights, ranked
 from core.errors import ValidationError
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("assess.toml")
 CSV_COLUMNS = (

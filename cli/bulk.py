@@ -41,7 +41,7 @@ from store.files import open_private, private_dir
 from cli.words import plural
 from core.errors import ValidationError
 from core.person import FIELDS, parse_field_value
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 err_console = console(stderr=True)
 

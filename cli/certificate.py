@@ -17,7 +17,7 @@ import click
 
 from certs import certdoc as signed
 from core.certdoc import CertificateRefused
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 if TYPE_CHECKING:
     from cli.client import AdminClient

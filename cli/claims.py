@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cli.client import AdminClient
 from cli.output import console, echo_json, plain, text, utc
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
                              help="The node's or hub's config (its [operator] section is used).")

@@ -12,8 +12,8 @@ import grpc
 from runtime.config import ConfigError, HubConfig, NodeConfig, load_any
 from cli.output import Failure
 from runtime.transport import secure_channel
-from yipanqi.v1 import admin_pb2 as pb
-from yipanqi.v1 import admin_pb2_grpc as pb_grpc
+from yipanqi.v2 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2_grpc as pb_grpc
 
 
 @dataclass

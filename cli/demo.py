@@ -24,8 +24,8 @@ from cli.output import plain, text
 from core.identity import Identity
 from core.provinces import DEFAULT_REGIONS, province_name
 from core.samples import sample_person
-from yipanqi.v1 import admin_pb2 as pb
-from yipanqi.v1 import admin_pb2_grpc as pb_grpc
+from yipanqi.v2 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from tests.support.launcher import Federation

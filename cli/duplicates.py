@@ -17,7 +17,7 @@ from cli.client import AdminClient
 from cli.output import console, json_text, plain, text
 from cli.person import config_option
 from cli.words import plural
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 WHY = {"same_id_number": "same ID number under two ids",
        "same_name_birth_date_sex": "same name, birth date and sex; different ID numbers"}

@@ -22,7 +22,7 @@ from cli.words import plural
 from core.errors import ValidationError
 from core.identity import Identity
 from core.person import FIELDS, parse_field_value
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
                              help="The node's (or national hub's) config file.")

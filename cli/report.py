@@ -14,7 +14,7 @@ import click
 
 from cli.client import AdminClient
 from cli.flowchart import Flows, draw_html, draw_static, write_csv
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 FORMATS = (".png", ".svg", ".html")
 

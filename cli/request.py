@@ -19,7 +19,7 @@ from cli.client import AdminClient
 from cli.output import console, echo_json, plain
 from cli.output import text as cell
 from core.request import DEFAULT_DUE_DAYS, MAX_DUE_DAYS, overdue
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
                              help="A node's config file (list and show also work on the national hub).")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cli.client import AdminClient
 from core.service import TYPE_NAMES, TYPES
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 _GIVEN = [t for t in TYPES if t != "certificate_check"]  # that one is recorded by `certificate verify -c`
 

@@ -19,7 +19,7 @@ from rich.text import Text
 from cli.client import AdminClient
 from cli.output import Failure, console, echo_json, plain, shown, text, utc
 from cli.words import plural
-from yipanqi.v1 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2 as pb
 
 config_option = click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
                              help="A node's or hub's config file.")

@@ -243,3 +243,6 @@ class Envelope:
     body: bytes
     seal: Seal
     openings: bytes = b"{}"  # v2 deltas: the field values beside the signed commitments (core.delta)
+    # v2: the deltas this one carries to a province it newly involves (core.relay), each
+    # verifiable under its own writer's signature; () for most.
+    relayed: tuple["Envelope", ...] = ()

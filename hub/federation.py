@@ -22,8 +22,8 @@ from hub.status import hub_report
 from runtime import metrics, reports, wire
 from runtime.replica import Replica, now_ms
 from runtime.transport import PeerGate
-from yipanqi.v1 import federation_pb2 as pb
-from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+from yipanqi.v2 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("yipanqi.hub")
 

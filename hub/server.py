@@ -25,7 +25,7 @@ from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
 from store.store import LogEntry, Store
-from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
+from yipanqi.v2 import admin_pb2_grpc, federation_pb2_grpc
 
 log = logging.getLogger("yipanqi.hub")
 

@@ -19,8 +19,8 @@ import grpc
 from runtime.config import HubAddress, TLSPaths
 from runtime.replica import Replica, now_ms
 from runtime.transport import secure_channel
-from yipanqi.v1 import federation_pb2 as pb
-from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+from yipanqi.v2 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 
 
 def rebuild(replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, province: str) -> tuple[int, list[str]]:

@@ -24,7 +24,7 @@ from node.refollow import Refollow
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import node_report, node_status
 from store.store import Store
-from yipanqi.v1 import admin_pb2_grpc
+from yipanqi.v2 import admin_pb2_grpc
 
 log = logging.getLogger("yipanqi.node")
 

@@ -25,8 +25,8 @@ from runtime.services import ServiceDesk
 from runtime.stats import Arrivals, delivery_delays, record_stats
 from runtime.transport import PeerGate
 from store.store import Store
-from yipanqi.v1 import admin_pb2 as pb
-from yipanqi.v1 import admin_pb2_grpc as pb_grpc
+from yipanqi.v2 import admin_pb2 as pb
+from yipanqi.v2 import admin_pb2_grpc as pb_grpc
 
 
 def _dump(obj: object) -> str:

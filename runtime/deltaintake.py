@@ -10,13 +10,14 @@ record: that needs the record's history, and is ``core.graph``'s decision in the
 operator-readable reason, charged to its signer when the seal verifies and to the TLS peer
 otherwise; it never stops the rest of the batch.
 
-Status: used by tests only until the wire carries deltas.
+Every delta a peer sends enters here (runtime.replica).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import replace
 from typing import Iterable
 
 from core.change import Envelope
@@ -35,37 +36,60 @@ def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str
 
     ``peer`` is the identity from the peer's certificate; a province node may push only what it
     authored, hubs forward anyone's deltas. ``for_province`` (set on a node) refuses a delta whose
-    signed routes leave that province out, whatever a hub sends."""
+    signed routes leave that province out, whatever a hub sends. The deltas a delta relays
+    (core.relay) are checked the same way, except that anyone may have written them and they
+    route where their own writers sent them; each verified one comes before the delta that
+    carried it, marked ``relayed``, and the carrier keeps only the verified ones."""
     accepted: list[ReceivedDelta] = []
     refused: list[Refused] = []
     proven: dict = {}
     today = (today or dt.date.today()) + dt.timedelta(days=SKEW_DAYS)
-    bad_signatures = 0
+    bad = [0]
     for env in envelopes:
-        delta: Delta | None = None
-        signer: str | None = None
-        try:
-            delta = parse(env.body, env.openings)
-            _check_storable(delta)
-            if not peer_may_forward and delta.origin != peer:
-                raise Malformed(f"{peer} may only push deltas it authored; this one claims origin {delta.origin}")
-            signer = verifier.verify(env.body, env.seal, proven)
-            if signer != delta.origin:
-                raise Unauthorised(f"origin claims {delta.origin} but the delta is signed by {signer}")
-            if for_province is not None and for_province not in delta.routes:
-                raise Malformed(f"delta is not routed to province {for_province}")
-            _check_values(delta, today)
-            accepted.append(ReceivedDelta(hashlib.sha256(env.body).hexdigest(), delta, env, signer))
-        except BadSignature as err:
-            bad_signatures += 1
-            if bad_signatures > MAX_BAD_SIGNATURES:
-                raise BatchRefused(f"more than {MAX_BAD_SIGNATURES} deltas with bad signatures") from None
-            refused.append(_refused(env, reason(err), delta, peer))
-        except RemoteError as err:
-            refused.append(_refused(env, reason(err), delta, signer or peer))
-        except SyncError as err:  # e.g. an unknown kind, or identity errors on a forged origin
-            refused.append(_refused(env, f"malformed: {err}", delta, signer or peer))
+        kept: list[Envelope] = []
+        for r in env.relayed:
+            got = _check_one(r, verifier, proven, peer=peer, relayed=True, for_province=None, today=today,
+                             refused=refused, bad=bad)
+            got = replace(got, relayed=True) if got is not None else None
+            if got is not None:
+                accepted.append(got)
+                kept.append(r)
+        if len(kept) != len(env.relayed):
+            env = replace(env, relayed=tuple(kept))
+        got = _check_one(env, verifier, proven, peer=peer, relayed=peer_may_forward, for_province=for_province,
+                         today=today, refused=refused, bad=bad)
+        if got is not None:
+            accepted.append(got)
     return accepted, refused
+
+
+def _check_one(env: Envelope, verifier: Verifies, proven: dict, *, peer: str, relayed: bool,
+               for_province: str | None, today: dt.date, refused: list[Refused], bad: list[int]) -> ReceivedDelta | None:
+    """One delta (see ``check_deltas``); ``relayed``: anyone may have written it."""
+    delta: Delta | None = None
+    signer: str | None = None
+    try:
+        delta = parse(env.body, env.openings)
+        _check_storable(delta)
+        if not relayed and delta.origin != peer:
+            raise Malformed(f"{peer} may only push deltas it authored; this one claims origin {delta.origin}")
+        signer = verifier.verify(env.body, env.seal, proven)
+        if signer != delta.origin:
+            raise Unauthorised(f"origin claims {delta.origin} but the delta is signed by {signer}")
+        if for_province is not None and for_province not in delta.routes:
+            raise Malformed(f"delta is not routed to province {for_province}")
+        _check_values(delta, today)
+        return ReceivedDelta(hashlib.sha256(env.body).hexdigest(), delta, env, signer)
+    except BadSignature as err:
+        bad[0] += 1
+        if bad[0] > MAX_BAD_SIGNATURES:
+            raise BatchRefused(f"more than {MAX_BAD_SIGNATURES} deltas with bad signatures") from None
+        refused.append(_refused(env, reason(err), delta, peer, err.category))
+    except RemoteError as err:
+        refused.append(_refused(env, reason(err), delta, signer or peer, err.category))
+    except SyncError as err:  # e.g. an unknown kind, or identity errors on a forged origin
+        refused.append(_refused(env, f"{Malformed.category}: {err}", delta, signer or peer, Malformed.category))
+    return None
 
 
 def _check_values(delta: Delta, today: dt.date) -> None:
@@ -87,7 +111,8 @@ def _check_values(delta: Delta, today: dt.date) -> None:
                 raise Malformed(f"set.{name}: {err.reason}") from None
 
 
-def _refused(env: Envelope, why: str, delta: Delta | None, charged: str) -> Refused:
+def _refused(env: Envelope, why: str, delta: Delta | None, charged: str, category: str) -> Refused:
+    env = replace(env, relayed=())  # what is quarantined is the delta, not what it carried
     if delta is None:
-        return Refused(env, why, charged=charged)
-    return Refused(env, why, delta.origin, delta.seq, delta.kind, delta.record_id, charged=charged)
+        return Refused(env, why, charged=charged, category=category)
+    return Refused(env, why, delta.origin, delta.seq, delta.kind, delta.record_id, charged=charged, category=category)

@@ -48,8 +48,8 @@ from runtime import metrics, wire
 from runtime.replica import Replica, now_ms
 from runtime.transport import describe_failure, secure_channel, server_certificate
 from store.store import LogEntry
-from yipanqi.v1 import federation_pb2 as pb
-from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+from yipanqi.v2 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("yipanqi.link")
 

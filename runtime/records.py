@@ -358,11 +358,10 @@ class RecordService:
                                                 f"{', '.join(sorted(state_provinces(state))) or 'none'}")
 
         self.check_signing_key()
-        merged, gone = self.replica.store.link_local("person", from_id, target_id, check=check, operator=operator,
-                                                  now_ms=now_ms(), seal=self.signer.seal_batch, values=set_id)
-        metrics.LOCAL_WRITES.labels(merged.op).inc()
-        metrics.LOCAL_WRITES.labels(gone.op).inc()
-        return merged.state
+        alias = self.replica.store.link_local("person", from_id, target_id, check=check, operator=operator,
+                                              now_ms=now_ms(), seal=self.signer.seal_batch, values=set_id)
+        metrics.LOCAL_WRITES.labels(alias.op).inc()
+        return alias.state
 
     def decide_claim(self, claim_id: int, accept: bool, operator: str | None) -> dict[str, object]:
         """Accept (merge, one signed change that then reaches the claimer) or refuse a claim held

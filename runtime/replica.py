@@ -33,11 +33,11 @@ from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from core.record import RecordState
-from runtime import intake, junk, metrics, wire
+from runtime import deltaintake, intake, junk, metrics, wire
 from runtime.acks import ACK_FLUSH_S, AckBook
 from runtime.stats import Arrivals
-from store.store import IngestResult, LogEntry, Refused, Store
-from yipanqi.v1 import federation_pb2 as pb
+from store.store import Accepted, IngestResult, LogEntry, Refused, Store
+from yipanqi.v2 import federation_pb2 as pb
 
 log = logging.getLogger("yipanqi.peer")
 
@@ -118,9 +118,9 @@ class Replica:
         with metrics.APPLY_SECONDS.time():
             if whole is None:
                 try:
-                    accepted, refused = intake.check(envelopes, self.verifier, peer=via,
-                                                     peer_may_forward=peer_may_forward,
-                                                     for_province=for_province, full=self.store.hold_records)
+                    accepted, refused = deltaintake.check_deltas(envelopes, self.verifier, peer=via,
+                                                                 peer_may_forward=peer_may_forward,
+                                                                 for_province=for_province)
                 except intake.BatchRefused as err:
                     accepted, whole = [], str(err)
             if whole is not None:
@@ -128,8 +128,13 @@ class Replica:
                 refused = [_batch_refusal(first, len(batch.changes), whole, via)]
             applied_ms = now_ms()
             with self.acks.riding() as acks:  # noted acks ride along in the batch's transaction
-                result = self.store.ingest(accepted, refused, via=via, now_ms=applied_ms,
-                                           cursor=(cursor_name, batch.cursor), acks=acks)
+                if self.store.hold_records:  # nodes and the national hub decide on the history (core.graph)
+                    result = self.store.receive_deltas(accepted, refused, via=via, now_ms=applied_ms,
+                                                       cursor=(cursor_name, batch.cursor), acks=acks)
+                else:  # a regional hub keeps and routes by the signed head, deduplicated by digest
+                    result = self.store.ingest([Accepted(r.delta, r.envelope) for r in accepted if not r.relayed],
+                                               refused, via=via, now_ms=applied_ms,
+                                               cursor=(cursor_name, batch.cursor), acks=acks)
         self.arrivals.add(result.arrived, applied_ms)
         if self.after_ingest is not None and result.rerouted:
             try:

@@ -31,7 +31,7 @@ from runtime import reflection
 from runtime.fairshare import FairShareInterceptor, Slots, workers_needed
 from runtime.interceptor import ErrorInterceptor
 from runtime.transport import server_credentials, server_options, split_address
-from yipanqi.v1 import admin_pb2, federation_pb2
+from yipanqi.v2 import admin_pb2, federation_pb2
 
 
 class EscapingFormatter(logging.Formatter):

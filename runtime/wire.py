@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from core import relay
 from core.change import MAX_BODY, Envelope
 from core.errors import Malformed
 from core.merkle import HASH_SIZE, Seal
 from store.store import LogEntry
-from yipanqi.v1 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2 as pb
 
-PROTOCOL = 1
+PROTOCOL = 2
+MAX_RELAYED = relay.MAX_RELAYED
 MAX_PROOF = 64
 # The log keeps seal index and size in 32-bit signed columns. Size is not signed (core.merkle):
 # the last leaf of a genuine batch also verifies at index 2**31 of a "2**31+1 batch", which
@@ -36,8 +38,14 @@ def cut(entries: Sequence[LogEntry], max_bytes: int = BATCH_BYTES) -> int:
     return len(entries)
 
 
-def envelope(msg: pb.SignedChange) -> Envelope:
-    """Decode one SignedChange; Malformed names the field at fault."""
+def envelope(msg: pb.SignedChange, *, nested: bool = False) -> Envelope:
+    """Decode one SignedChange, with the deltas it relays (core.relay); Malformed names the field at fault."""
+    if nested and msg.relayed:
+        raise Malformed("relayed.relayed: a relayed delta carries no relays of its own")
+    if len(msg.relayed) > MAX_RELAYED:
+        raise Malformed(f"relayed: {len(msg.relayed)} deltas is over the {MAX_RELAYED}-delta limit")
+    if len(msg.openings) > MAX_BODY:
+        raise Malformed(f"openings: {len(msg.openings)} bytes is over the {MAX_BODY}-byte limit")
     if len(msg.body) > MAX_BODY:
         raise Malformed(f"body: {len(msg.body)} bytes is over the {MAX_BODY}-byte limit")
     s = msg.seal
@@ -52,7 +60,8 @@ def envelope(msg: pb.SignedChange) -> Envelope:
     proof = tuple(s.proof)
     if len(proof) > MAX_PROOF or (proof and set(map(len, proof)) != {HASH_SIZE}):
         raise Malformed(f"seal.proof: must be at most {MAX_PROOF} hashes of {HASH_SIZE} bytes")
-    return Envelope(msg.body, Seal(s.key_id, s.signature, s.index, s.size, proof))
+    relayed = tuple(envelope(r, nested=True) for r in msg.relayed)
+    return Envelope(msg.body, Seal(s.key_id, s.signature, s.index, s.size, proof), msg.openings or b"{}", relayed)
 
 
 def signed_change(env: Envelope) -> pb.SignedChange:
@@ -60,13 +69,15 @@ def signed_change(env: Envelope) -> pb.SignedChange:
     return pb.SignedChange(
         body=env.body,
         seal=pb.Seal(key_id=s.key_id, signature=s.signature, index=s.index, size=s.size, proof=list(s.proof)),
+        openings=env.openings, relayed=[signed_change(r) for r in env.relayed],
     )
 
 
 def batch(cursor: int, entries: Sequence[LogEntry], certificates: Iterable[bytes]) -> pb.Batch:
     Change, Seal = pb.SignedChange, pb.Seal
     return pb.Batch(cursor=cursor, certificates=list(certificates), changes=[
-        Change(body=e.body, seal=Seal(key_id=s.key_id, signature=s.signature, index=s.index, size=s.size, proof=s.proof))
+        Change(body=e.body, seal=Seal(key_id=s.key_id, signature=s.signature, index=s.index, size=s.size, proof=s.proof),
+               openings=e.openings, relayed=[signed_change(r) for r in relay.unpack(e.relay)] if e.relay else ())
         for e in entries for s in (e.seal,)])
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Connection
 
 from core.change import Change, Envelope, Head
 from core.delta import Delta
+from core import relay
 from core.identity import Identity
 from core.merkle import Seal
 from core.routing import Filter, leaves_node
@@ -38,10 +39,12 @@ class LogEntry(NamedTuple):  # a tuple: read by the hundred per batch, built in 
     routes: frozenset[str]
     via: str
     received_ms: int
+    openings: bytes = b"{}"  # v2: the delta's field values (core.delta)
+    relay: bytes | None = None  # v2: the history it carries to a newly involved province (core.relay, packed)
 
     @property
     def envelope(self) -> Envelope:
-        return Envelope(self.body, self.seal)
+        return Envelope(self.body, self.seal, self.openings, relay.unpack(self.relay) if self.relay else ())
 
 
 def routes_text(provinces: frozenset[str]) -> str:
@@ -53,20 +56,22 @@ def _routes_set(text: str) -> frozenset[str]:
 
 
 _LOG_COLUMNS = ("lsn", "origin", "seq", "kind", "record_id", "op", "operator", "at_ms", "digest", "body", "key_id",
-                "signature", "seal_index", "seal_size", "proof", "routes", "shared", "via", "received_ms", "openings")
+                "signature", "seal_index", "seal_size", "proof", "routes", "shared", "via", "received_ms", "openings",
+                "relay")
 # Columns read back into LogEntry, in its field order (digest and shared stay in the database).
 _ENTRY_COLUMNS = (log.c.lsn, log.c.origin, log.c.seq, log.c.kind, log.c.record_id, log.c.op, log.c.operator,
                   log.c.at_ms, log.c.body, log.c.key_id, log.c.signature, log.c.seal_index, log.c.seal_size,
-                  log.c.proof, log.c.routes, log.c.via, log.c.received_ms)
+                  log.c.proof, log.c.routes, log.c.via, log.c.received_ms, log.c.openings, log.c.relay)
 
 
 def _entry(r: Sequence[Any]) -> LogEntry:
     (lsn, origin, seq, kind, record_id, op, operator, at_ms, body, key_id, signature, index, size, proof,
-     routes, via, received_ms) = r
+     routes, via, received_ms, openings, packed) = r
     proof = bytes(proof)
     seal = Seal(key_id, bytes(signature), index, size, tuple([proof[i:i + 32] for i in range(0, len(proof), 32)]))
     return LogEntry(lsn, origin, seq, kind, record_id, op, operator, at_ms, bytes(body), seal, _routes_set(routes),
-                    via, received_ms)
+                    via, received_ms, bytes(openings) if openings is not None else b"{}",
+                    bytes(packed) if packed is not None else None)
 
 
 def append(conn: Connection, items: Sequence[tuple[Change | Head | Delta, Envelope]], *, via: str, now_ms: int,
@@ -87,6 +92,7 @@ def append(conn: Connection, items: Sequence[tuple[Change | Head | Delta, Envelo
             seal.key_id, seal.signature, seal.index, seal.size, b"".join(seal.proof), routes_text(routes),
             leaves_node(routes, Identity.parse(change.origin).name), via, now_ms,
             env.openings if env.openings != b"{}" else None,
+            relay.pack(env.relayed) if env.relayed else None,
         ))
         if index_routes:
             dests += [(p, lsn) for p in sorted(routes)]
@@ -107,6 +113,19 @@ def digests(conn: Connection, keys: Sequence[tuple[str, int]]) -> dict[tuple[str
             q = select(log.c.seq, log.c.digest).where(and_(log.c.origin == origin, log.c.seq.in_(seqs[i:i + 500])))
             for seq, digest in conn.execute(q):
                 out.setdefault((origin, seq), set()).add(bytes(digest))
+    return out
+
+
+def envelopes(conn: Connection, kind: str, record_ids: Sequence[str], ids: Sequence[str]) -> dict[str, Envelope]:
+    """{delta id (hex digest): its envelope as logged} for those of ``ids`` logged under the
+    records ``record_ids`` (found by the record index, then picked by digest)."""
+    out: dict[str, Envelope] = {}
+    for i in range(0, len(ids), 500):
+        chunk = [bytes.fromhex(d) for d in ids[i:i + 500]]
+        q = select(log.c.digest, *_ENTRY_COLUMNS).where(and_(
+            log.c.kind == kind, log.c.record_id.in_(list(record_ids)), log.c.digest.in_(chunk)))
+        for row in conn.execute(q):
+            out[bytes(row[0]).hex()] = _entry(row[1:]).envelope
     return out
 
 

@@ -12,7 +12,14 @@ from typing import Sequence
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy import ColumnElement, Connection
 
-from core.change import Change, parse
+import hashlib
+from typing import Mapping
+
+from core.change import Change, Envelope, parse
+from core.delta import Delta
+from core.delta import parse as delta_parse
+from core.errors import Malformed
+from store import changelog
 from store.schema import claims
 
 OPEN, ACCEPTED, MERGED, REFUSED = "open", "accepted", "merged", "refused"
@@ -62,10 +69,48 @@ def open_changes(conn: Connection, kind: str, record_id: str, origin: str) -> li
     return [(cid, parse(bytes(body))) for cid, body in conn.execute(q)]
 
 
+def sync(conn: Connection, kind: str, record_id: str, waiting: Mapping[str, Delta],
+         envelopes: Mapping[str, Envelope], now_ms: int) -> int:
+    """Bring the record's claim rows in line with its graph (v2): each create held apart
+    (``waiting``: id -> delta) has an open row, and an open row whose create is no longer held
+    apart (an accept counted it) is marked merged. ``envelopes`` are the envelopes of deltas just
+    held (a new claim's signed bytes come from there, or from the log). Returns the rows opened."""
+    rows = conn.execute(select(claims.c.claim_id, claims.c.body, claims.c.status).where(
+        and_(claims.c.kind == kind, claims.c.record_id == record_id))).all()
+    known = {hashlib.sha256(bytes(body)).hexdigest(): (cid, status) for cid, body, status in rows}
+    merged = [cid for did, (cid, status) in known.items() if status == OPEN and did not in waiting]
+    if merged:
+        decide(conn, merged, MERGED, "merged on receipt", now_ms)
+    new = sorted(did for did in waiting if did not in known)
+    if not new:
+        return 0
+    bodies = {did: envelopes[did].body for did in new if did in envelopes}
+    missing = [did for did in new if did not in bodies]
+    if missing:
+        bodies.update((did, env.body) for did, env in changelog.envelopes(conn, kind, [record_id], missing).items())
+    conn.execute(insert(claims), [{"kind": kind, "record_id": record_id, "origin": waiting[did].origin,
+                                   "seq": waiting[did].seq, "body": bodies[did], "received_ms": now_ms,
+                                   "status": OPEN} for did in new if did in bodies])
+    return len(new)
+
+
+def open_ids(conn: Connection, claim_id: int) -> tuple[str, ...]:
+    """The delta id of an open claim (what an ``accept`` names), by its claim number."""
+    body = conn.execute(select(claims.c.body).where(claims.c.claim_id == claim_id)).scalar()
+    return (hashlib.sha256(bytes(body)).hexdigest(),) if body is not None else ()
+
+
 def decide(conn: Connection, claim_ids: Sequence[int], status: str, by: str, now_ms: int) -> None:
     if claim_ids:
         conn.execute(update(claims).where(claims.c.claim_id.in_(list(claim_ids)))
                      .values(status=status, decided_ms=now_ms, decided_by=by))
+
+
+def _op(body: bytes) -> str:
+    try:
+        return delta_parse(body, b"{}", complete=False).op
+    except Malformed:
+        return parse(body).op  # a v1 claim, kept from before the v2 upgrade
 
 
 def get(conn: Connection, claim_id: int) -> Claim | None:
@@ -85,5 +130,5 @@ def _select(conn: Connection, where: ColumnElement[bool] | None) -> list[Claim]:
     out = []
     for cid, kind, rid, origin, seq, body, received, status, decided_ms, decided_by in conn.execute(
             q.order_by(claims.c.claim_id)):
-        out.append(Claim(cid, kind, rid, origin, seq, parse(bytes(body)).op, received, status, decided_ms, decided_by))
+        out.append(Claim(cid, kind, rid, origin, seq, _op(bytes(body)), received, status, decided_ms, decided_by))
     return out

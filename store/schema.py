@@ -103,6 +103,9 @@ log = Table(
     Column("via", String(64), nullable=False),  # peer we got it from ("local" for our own)
     Column("received_ms", BigInteger, nullable=False),
     Column("openings", LargeBinary),  # v2 deltas: their field values (core.delta); NULL for v1 changes (0012)
+    # The history this delta carries to a province it newly involves (core.relay, packed); NULL
+    # for most (0014).
+    Column("relay", LargeBinary),
     # The digest determines origin and seq (the body names them): unique by digest (0011), so an
     # origin's two different changes under one seq (equivocation) are both kept.
     UniqueConstraint("origin", "seq", "digest", name="uq_log_origin_seq_digest"),

@@ -39,12 +39,12 @@ from typing import Callable, Iterator, Mapping, Sequence
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy import Connection
 
-from core import hlc, intakeplan
+from core import hlc, intakeplan, relay
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
 from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised
 from core.identity import Identity
-from core.intakeplan import Arrival
+from core.intakeplan import Arrival, Twins
 from core.kinds import get_kind, graph_rules
 from core.merkle import Seal
 from core.record import RecordState
@@ -52,7 +52,10 @@ from core.routing import Filter
 from core.claims import is_claim, settled_by
 from core.delta import SALT_BYTES, Delta
 from core.graph import DUPLICATE, PARKED, REFUSED, RecordGraph
-from core.graphstate import state_of
+from core.graphstate import clocks, state_of
+from core.clock import VectorClock
+from core.record import DELETED
+from core.record import Version as RecordVersion
 from store import (changelog, claims, counters, delays, deltas, duplicates, equivocations, projections, quarantine,
                    records, rekey, tallies, upstream)
 from store.changelog import LogEntry
@@ -105,6 +108,13 @@ class IngestResult:
     rerouted: list[tuple[RecordState | None, RecordState]] = field(default_factory=list)
     # (origin, written ms) of each change applied, in batch order: for delivery-delay figures (runtime.stats)
     arrived: list[tuple[str, int]] = field(default_factory=list)
+    parked: int = 0  # v2: verified deltas kept waiting for their history (store.deltas)
+    released: list[str] = field(default_factory=list)  # v2: ids parked before, held now
+
+    @property
+    def held(self) -> int:
+        """v2 name of ``applied``: deltas logged now (released ones included)."""
+        return self.applied
 
 
 class Store:
@@ -185,7 +195,11 @@ class Store:
         """The record ``kind``/``record_id`` as last committed (deleted ones included, as tombstones),
         or None if this replica never held it."""
         with self.engine.connect() as conn:
-            return records.load(conn, kind, record_id)
+            state = records.load(conn, kind, record_id)
+            if state is not None and not state.deleted:
+                return state
+            into = deltas.resolve(conn, kind, record_id)  # a record a link took in reads as the one it is part of
+            return records.load(conn, kind, into) if into != record_id else state
 
     def require(self, kind: str, record_id: str) -> RecordState:
         """``get``, but raises ``NotFound`` (naming the record and this store) instead of returning None."""
@@ -297,48 +311,107 @@ class Store:
         return result
 
     def write_local_batch(self, items: Sequence[tuple[str, str, Edit]], *, operator: str | None, now_ms: int,
-                          seal: Sealer) -> list[Change | SyncError]:
-        """Many edits in one transaction under one batch signature.
+                          seal: Sealer) -> list[Written | SyncError]:
+        """Many edits in one transaction under one batch signature, each as one delta of ours.
 
         ``edit(current)`` gets the record as the batch has it so far (None if new) and returns
-        (op, values). Returns one result per item, in order: the ``Change`` written, or the
-        ``SyncError`` the edit raised (bad input, no such record), that item left out and the others
-        written. Our changes take consecutive seqs after ``last_seq`` in item order, with
+        (op, values): the fields this write sets. Each delta depends on the heads of the record's
+        history here (``core.graph.RecordGraph.write``); a delta that makes a province newly
+        involved in its record carries the history that province needs (core.relay). Returns one
+        result per item, in order: the ``Written`` delta, or the ``SyncError`` the edit raised (bad
+        input, no such record) or the graph's refusal (``LocalError``), that item left out and the
+        others written. Our deltas take consecutive seqs after ``last_seq`` in item order, with
         increasing HLC times; they, the records they make and the projections commit together.
         Anything else (the sealer failing, ``StoreUnavailable``) rolls all of them back and is raised.
         Wakes ``wait_for_append`` waiters when something was written.
         """
-        results: list[Change | SyncError] = []
-        changes: list[Change] = []
-        existed: dict[tuple[str, str], bool] = {}
-        latest: dict[tuple[str, str], RecordState] = {}
         with self._lock, self.engine.begin() as conn:
-            seq = changelog.last_seq(conn, self.owner)
-            loaded = records.load_many(conn, [(kind, record_id) for kind, record_id, _ in items])
-            for kind, record_id, edit in items:
-                key = (kind, record_id)
-                if key not in latest:
-                    current = loaded[key]
-                    existed[key] = current is not None
-                else:
-                    current = latest[key]
-                try:
-                    op, values = edit(current)
-                except SyncError as err:
-                    results.append(err)
-                    continue
-                seq += 1
-                change = self._own_change(current, kind=kind, record_id=record_id, values=values, seq=seq, op=op,
-                                          operator=operator, now_ms=now_ms)
-                latest[key] = change.state
-                changes.append(change)
-                results.append(change)
-            if changes:
-                self._log_own(conn, changes, [(st, loaded[k]) for k, st in latest.items()], now_ms, seal)
+            results = self._write(conn, [(kind, record_id, edit, (), ()) for kind, record_id, edit in items],
+                                  operator=operator, now_ms=now_ms, seal=seal)
         self.health.wrote()
-        if changes:
+        if any(isinstance(r, Written) for r in results):
             self._notify()
         return results
+
+    def _write(self, conn: Connection, items: Sequence[tuple[str, str, Edit, Sequence[str], Sequence[str]]], *,
+               operator: str | None, now_ms: int, seal: Sealer) -> list[Written | SyncError]:
+        """``write_local_batch`` in the caller's transaction; each item is (kind, record id, edit,
+        the claims it accepts, the records it takes in)."""
+        results: list[Written | SyncError] = []
+        written: list[tuple[str, Delta, bytes, RecordGraph, list[tuple[str, frozenset[str]]]]] = []
+        own = self.province
+        seq = changelog.last_seq(conn, self.owner)
+        graphs = self._graphs(conn, [(kind, record_id) for kind, record_id, *_ in items])
+        priors = records.load_many(conn, sorted({(g.kind, g.record_id) for g in graphs.values()}
+                                                | {(kind, m) for kind, _, _, _, ms in items for m in ms}))
+        shown: dict[int, RecordState | None] = {}
+        for kind, record_id, edit, accepts, merges in items:
+            graph = graphs[(kind, record_id)]
+            if merges and not set(merges) <= graph.related:
+                deltas.extend(conn, graph, merges)
+                graph.related.update(merges)
+            if id(graph) not in shown:
+                shown[id(graph)] = _shown(graph)
+            try:
+                op, values = edit(shown[id(graph)])
+            except SyncError as err:
+                results.append(err)
+                continue
+            before = graph.view().involved if graph.held else frozenset()
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            try:
+                did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq + 1, at=at, op=op,
+                                               operator=operator, accepts=tuple(accepts),
+                                               merges=tuple(sorted(merges)), now_ms=now_ms, salt=_salt)
+            except ValueError as err:
+                results.append(LocalError(f"{kind} {record_id}: {err}"))
+                continue
+            seq += 1
+            newly = graph.view().involved - before - {own} if before else frozenset()
+            relayed = [(d, names) for d, _, names in graph.relay() if d != did] if newly else []
+            shown[id(graph)] = state = state_of(graph)
+            written.append((did, delta, body, graph, relayed))
+            results.append(Written(did, delta, state))
+        if not written:
+            return results
+        seals = seal([body for _, _, body, _, _ in written])
+        ours = {did: Envelope(body, sealed, delta.openings())
+                for (did, delta, body, _, _), sealed in zip(written, seals)}
+        self._log_deltas(conn, [(delta, self._with_relay(conn, ours[did], graph, relayed, ours), did, "local")
+                                for did, delta, _, graph, relayed in written], now_ms)
+        if self.hold_records:
+            touched = {(g.kind, g.record_id): g for _, _, _, g, _ in written}
+            saves = [(state_of(g), priors.get(k)) for k, g in touched.items()]
+            saves += _taken_in(written, priors)
+            self._save(conn, saves, now_ms)
+        return results
+
+    def _graphs(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordGraph]:
+        """The graph of the record each (kind, record id) is part of now (an alias took it in, or
+        itself), one object per record however many keys name it."""
+        out: dict[tuple[str, str], RecordGraph] = {}
+        for kind in sorted({k for k, _ in keys}):
+            resolved = deltas.resolve_many(conn, kind, [rid for k, rid in keys if k == kind])
+            loaded = deltas.load_many(conn, kind, sorted(set(resolved.values())), graph_rules(kind))
+            out.update(((kind, rid), loaded[into]) for rid, into in resolved.items())
+        return out
+
+    def _with_relay(self, conn: Connection, env: Envelope, graph: RecordGraph,
+                    relayed: Sequence[tuple[str, frozenset[str]]], ours: Mapping[str, Envelope]) -> Envelope:
+        """``env`` carrying the history a newly involved province needs (core.relay): each delta with
+        its writer's seal, opening only ``names`` (superseded values stay behind their commitments)."""
+        if not relayed:
+            return env
+        relayed = list(relayed)[-relay.MAX_RELAYED:]
+        stored = changelog.envelopes(conn, graph.kind, sorted({graph.record_id} | graph.related),
+                                     [d for d, _ in relayed if d not in ours])
+        bundle = []
+        for did, names in relayed:
+            held = ours.get(did) or stored.get(did)
+            if held is None:
+                continue  # not in the log (cannot happen for a held delta): the receiver parks and shows it
+            bundle.append(Envelope(held.body, held.seal, graph.held[did].openings(sorted(names))))
+        return Envelope(env.body, env.seal, env.openings, tuple(bundle))
 
     def _notify(self) -> None:
         with self.appended:
@@ -455,61 +528,59 @@ class Store:
             raise LocalError(f"claim {claim_id} is already {claim.status}")
         return claim
 
-    def accept_claim(self, claim_id: int, *, operator: str | None, now_ms: int, seal: Sealer) -> Change:
-        """Merge an open claim (with the claimer's later held changes) into the record, as one
-        signed local change of ours: from it on the record involves the claimer and reaches it.
+    def accept_claim(self, claim_id: int, *, operator: str | None, now_ms: int, seal: Sealer) -> Written:
+        """Accept an open claim: one signed ``accept`` delta of ours that names the claim's create
+        (core.graph), so the claimer's versions count and the record involves, and reaches, the
+        claimer (with the history it needs, core.relay).
 
-        One transaction: the change, the record and the claim rows' decision commit together.
-        Returns the change. Raises ``NotFound`` (no such claim or record), ``LocalError`` (the
-        claim is already decided) or ``StoreUnavailable``; nothing is written then.
+        One transaction: the delta, the record and the claim rows' decision commit together.
+        Returns the delta written. Raises ``NotFound`` (no such claim or record), ``LocalError``
+        (the claim is already decided, or the history refuses the accept) or ``StoreUnavailable``;
+        nothing is written then.
         """
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
-            key = (claim.kind, claim.record_id)
-            current = records.load_many(conn, [key])[key]
-            if current is None:
-                raise NotFound(f"no {claim.kind} record {claim.record_id} on {self.owner}")
-            rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
-            merged = current
-            for _, ch in rows:
-                merged = apply(merged, ch).state
-            change = self._own_change(merged, kind=claim.kind, record_id=claim.record_id, values={},
-                                      seq=changelog.last_seq(conn, self.owner) + 1,
-                                      op="delete" if merged.deleted else "update", operator=operator, now_ms=now_ms)
-            self._log_own(conn, [change], [(change.state, current)], now_ms, seal)
-            claims.decide(conn, [cid for cid, _ in rows], claims.ACCEPTED, operator or self.owner, now_ms)
+            ids = claims.open_ids(conn, claim_id)
+            (result,) = self._write(conn, [(claim.kind, claim.record_id, lambda current: ("accept", {}), ids, ())],
+                                    operator=operator, now_ms=now_ms, seal=seal)
+            if isinstance(result, SyncError):
+                raise result
+            claims.decide(conn, [claim_id], claims.ACCEPTED, operator or self.owner, now_ms)
         self.health.wrote()
         self._notify()
-        return change
+        return result
 
     def link_local(self, kind: str, from_id: str, into: str, *, check: Callable[[RecordState, RecordState | None], None],
                    operator: str | None, now_ms: int, seal: Sealer,
                    values: Callable[[RecordState], Mapping[str, object]] = lambda merged: {}
-                   ) -> tuple[Change, Change]:
-        """``person link``: one transaction, two signed changes of ours. Record ``into`` gains every
-        version of ``from_id`` (merged as any replica merges: nothing is lost, concurrent values stay
-        as conflicts) and the fields ``values(merged)`` gives; ``from_id`` is deleted (a tombstone
-        keeps its fields). ``check(source, target)`` refuses a link this node may not make before
-        anything is written. Returns (the change to ``into``, the deletion of ``from_id``), in seq
-        order. Raises ``NotFound`` (no ``from_id``), what ``check`` raises, or ``StoreUnavailable``;
-        nothing is written then."""
+                   ) -> Written:
+        """``person link``: one signed ``alias`` delta of ours on ``into`` that takes ``from_id`` in
+        (core.graph): the record keeps every version of both (concurrent values stay as
+        conflicts), the fields ``values(source)`` gives are written with it, and reads of
+        ``from_id`` resolve to ``into`` from then on. A target not held here is registered first
+        (one create of ours, with the source's routing values), in the same transaction.
+        ``check(source, target)`` refuses a link this node may not make before anything is written.
+        Returns the alias delta. Raises ``NotFound`` (no ``from_id``), what ``check`` raises,
+        ``LocalError`` (the history refuses it) or ``StoreUnavailable``; nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             loaded = records.load_many(conn, [(kind, from_id), (kind, into)])
             source, target = loaded[(kind, from_id)], loaded[(kind, into)]
             if source is None:
                 raise NotFound(f"no {kind} record {from_id} on {self.owner}")
             check(source, target)
-            rekeyed = RecordState(kind, into, source.fields)
-            base = rekeyed if target is None else target.merge(rekeyed)
-            seq = changelog.last_seq(conn, self.owner)
-            merged = self._own_change(base, kind=kind, record_id=into, values=values(base), seq=seq + 1, op="update",
-                                      operator=operator, now_ms=now_ms)
-            gone = self._own_change(source, kind=kind, record_id=from_id, values={}, seq=seq + 2, op="delete",
-                                    operator=operator, now_ms=now_ms)
-            self._log_own(conn, [merged, gone], [(merged.state, target), (gone.state, source)], now_ms, seal)
+            items: list[tuple[str, str, Edit, Sequence[str], Sequence[str]]] = []
+            if target is None:
+                routing = {f: v for f, v in source.values().items() if f in get_kind(kind).routing_fields}
+                items.append((kind, into, lambda current: ("create", {**routing, **values(source)}), (), ()))
+            items.append((kind, into, lambda current: ("alias", {} if target is None else dict(values(source))),
+                          (), (from_id,)))
+            results = self._write(conn, items, operator=operator, now_ms=now_ms, seal=seal)
+            for r in results:
+                if isinstance(r, SyncError):
+                    raise r
         self.health.wrote()
         self._notify()
-        return merged, gone
+        return results[-1]  # type: ignore[return-value]  # every SyncError was raised above
 
     def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
         """Drop an open claim (and the claimer's changes held with it); the rows stay for audit.
@@ -689,7 +760,9 @@ class Store:
         with self.engine.connect() as conn:
             return deltas.load(conn, kind, deltas.resolve(conn, kind, record_id), graph_rules(kind))
 
-    def receive_deltas(self, items: Sequence[ReceivedDelta], *, via: str, now_ms: int) -> DeltaResult:
+    def receive_deltas(self, items: Sequence[ReceivedDelta], refused: Sequence[Refused] = (), *, via: str,
+                       now_ms: int, cursor: tuple[str, int] | None = None,
+                       acks: Mapping[str, tuple[int, int]] | None = None) -> IngestResult:
         """Decide verified deltas (``core.graph``) and carry the decisions out, in one transaction.
 
         Each delta is decided in the graph of the record its record is part of now (a record a
@@ -697,14 +770,18 @@ class Store:
         they release, under any record) are appended to the log in an order where each follows
         its dependencies, and each touched record's state (``core.graphstate``) is saved; parked
         ones are kept in ``parked``, never capped; refused ones are quarantined, charged to their
-        signer. Returns the counts and the ids released from parking. Raises what the database
-        raises; then nothing is written."""
-        result = DeltaResult()
+        signer, as are ``refused`` (what intake refused). Claims (creates held apart, core.graph)
+        are listed (store.claims), and marked merged once an accept counts; an origin seen signing
+        two deltas under one (epoch, seq) is noted (store.equivocations). ``cursor`` and ``acks``
+        are written as in ``ingest``: everything commits together, or nothing does. Returns the
+        counts, the ids released from parking, the conflicts opened and the records rerouted
+        (``IngestResult``). Raises ``StoreUnavailable``; then nothing is written."""
+        result = IngestResult()
         graphs: dict[tuple[str, str], RecordGraph] = {}
         with self._lock, self.engine.begin() as conn:
             to_log: list[tuple[Delta, Envelope, str, str]] = []  # (delta, envelope, id, via)
             to_park: list[tuple[str, Delta, Envelope, str, frozenset[str], str]] = []
-            bad: list[Refused] = []
+            bad: list[Refused] = list(refused)
             incoming = {r.id: r for r in items}
             targets: dict[tuple[str, str], str] = {}  # (kind, record id) -> the record it is part of now
             for kind in sorted({r.delta.kind for r in items}):
@@ -744,7 +821,9 @@ class Store:
                     result.released += list(decision.released)
             deltas.park(conn, to_park, now_ms)
             if bad:
-                result.refused, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
+                result.quarantined, result.dropped = quarantine.add_capped(conn, bad, peer=via, now_ms=now_ms)
+                result.refused = [(r.origin, r.seq) for r in bad]
+                result.last_refusal = bad[-1].category[:64]
             self._log_deltas(conn, to_log, now_ms)
             # Deltas held now may be what a delta parked under another record waits for (an alias
             # waits for the heads of the records it takes in): let those go too, transitively.
@@ -761,18 +840,63 @@ class Store:
                 self._log_deltas(conn, more, now_ms)
                 to_log += more
                 newly = [i for _, _, i, _ in more]
-            result.held, result.parked = len(to_log), len(to_park)
-            if self.hold_records and to_log:
-                touched = sorted({(d.kind, targets.get((d.kind, d.record_id))
-                                   or deltas.resolve(conn, d.kind, d.record_id)) for d, *_ in to_log})
-                for key in touched:
-                    if key not in graphs:  # a record an alias took in: its target's graph
-                        graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
-                priors = records.load_many(conn, touched)
-                self._save(conn, [(state_of(graphs[k]), priors[k]) for k in touched], now_ms)
+            result.applied, result.parked = len(to_log), len(to_park)
+            if to_log:
+                self._after_held(conn, result, to_log, targets, graphs, now_ms)
+            if cursor is not None:
+                self._set_cursor(conn, cursor[0], cursor[1], now_ms)
+            for name, (value, at_ms) in (acks or {}).items():
+                self._set_cursor(conn, name, value, at_ms)
+        self.health.wrote()
+        result.arrived = [(d.origin, d.at.wall_ms) for d, _, _, came_via in to_log if came_via != "local"]
         if to_log:
             self._notify()
         return result
+
+    def _after_held(self, conn: Connection, result: IngestResult, to_log: Sequence[tuple[Delta, Envelope, str, str]],
+                    targets: Mapping[tuple[str, str], str], graphs: dict[tuple[str, str], RecordGraph],
+                    now_ms: int) -> None:
+        """What deltas just held change beside the log: equivocation evidence, arrival counters and
+        delays, and (replicas that hold records) the records, their claims and conflicts."""
+        keys = sorted({(d.origin, d.seq) for d, *_ in to_log})
+        twins = [Twins(o, q, frozenset(ds)) for (o, q), ds in changelog.digests(conn, keys).items() if len(ds) > 1]
+        if twins:
+            equivocations.note(conn, twins, now_ms)
+            result.equivocations = [(t.origin, t.seq) for t in twins]
+        counters.note_origins(conn, ((d.origin, d.seq, d.at.wall_ms) for d, *_ in to_log), now_ms)
+        if not self.hold_records:
+            return
+        delays.add(conn, ((d.origin, d.at.wall_ms) for d, _, _, v in to_log if v != "local"), now_ms)
+        touched = sorted({(d.kind, targets.get((d.kind, d.record_id)) or deltas.resolve(conn, d.kind, d.record_id))
+                          for d, *_ in to_log})
+        for key in touched:
+            if key not in graphs:  # a record an alias took in: its target's graph
+                graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
+        priors = records.load_many(conn, touched)
+        saves: list[tuple[RecordState, RecordState | None]] = []
+        accepted = {(d.kind, d.record_id) for d, *_ in to_log if d.op == "accept"}
+        for key in touched:
+            graph = graphs[key]
+            view = graph.view()
+            if view.claims or key in accepted:
+                result.claims += claims.sync(conn, key[0], key[1], {c: graph.held[c] for c in view.claims},
+                                             {i: e for _, e, i, _ in to_log}, now_ms)
+            if not view.counted:
+                continue  # only a claim held apart: no record here yet
+            state, prior = state_of(graph), priors[key]
+            before = set(prior.conflicts()) if prior is not None else set()
+            result.opened += [(key[0], key[1], f) for f in sorted(set(state.conflicts()) - before)]
+            saves.append((state, prior))
+            if self.province is not None and _rerouted(prior, state):
+                result.rerouted.append((prior, state))
+        aliases = [(d, i) for d, _, i, _ in to_log if d.merges]
+        if aliases:  # the records they took in: tombstones under their own keys (see _taken_in)
+            taken = records.load_many(conn, [(d.kind, m) for d, _ in aliases for m in d.merges])
+            for d, i in aliases:
+                graph = graphs[(d.kind, targets.get((d.kind, d.record_id)) or deltas.resolve(conn, d.kind, d.record_id))]
+                saves += [(_tombstone(p, clocks(graph)[i], d.at), p) for m in d.merges
+                          if (p := taken[(d.kind, m)]) is not None and not p.deleted]
+        self._save(conn, saves, now_ms)
 
     def _log_deltas(self, conn, items: Sequence[tuple[Delta, Envelope, str, str]], now_ms: int) -> None:  # type: ignore[no-untyped-def]
         """Append (delta, envelope, id, via) to the log, grouped by via, and note the aliases among them."""
@@ -813,24 +937,28 @@ class Store:
         self._notify()
         return did, delta
 
-    def release_waiting(self, now_ms: int) -> DeltaResult:
+    def release_waiting(self, now_ms: int) -> IngestResult:
         """Re-decide the deltas parked until the clock caught up with their time (call now and
         then); those now held are logged and their records saved, as in ``receive_deltas``."""
-        result = DeltaResult()
+        result = IngestResult()
         with self._lock, self.engine.begin() as conn:
+            to_log: list[tuple[Delta, Envelope, str, str]] = []
+            graphs: dict[tuple[str, str], RecordGraph] = {}
             for kind, parked_on in deltas.waiting_on_time(conn):
                 record_id = deltas.resolve(conn, kind, parked_on)
-                graph = deltas.load(conn, kind, record_id, graph_rules(kind))
+                graph = graphs[(kind, record_id)] = deltas.load(conn, kind, record_id, graph_rules(kind))
                 released = graph.release(now_ms)
                 if not released:
                     continue
                 stored = deltas.unpark(conn, list(released))
-                self._log_deltas(conn, [(graph.held[d], stored[d][0], d, stored[d][1]) for d in released], now_ms)
+                more = [(graph.held[d], stored[d][0], d, stored[d][1]) for d in released]
+                self._log_deltas(conn, more, now_ms)
+                to_log += more
                 result.released += list(released)
-                if self.hold_records:
-                    self._save(conn, [(state_of(graph), records.load(conn, kind, record_id))], now_ms)
-            result.held = len(result.released)
-        if result.held:
+            result.applied = len(to_log)
+            if to_log:
+                self._after_held(conn, result, to_log, {}, graphs, now_ms)
+        if to_log:
             self._notify()
         return result
 
@@ -838,6 +966,63 @@ class Store:
         """The deltas waiting here, oldest first, with what each waits for (no field values)."""
         with self.engine.connect() as conn:
             return deltas.listing(conn, limit)
+
+
+def _taken_in(written: Sequence[tuple], priors: Mapping[tuple[str, str], RecordState | None]  # type: ignore[type-arg]
+              ) -> list[tuple[RecordState, RecordState | None]]:
+    """The records an alias among ``written`` (id, delta, body, graph, relayed) took in, saved as
+    tombstones under their own keys: their versions live on in the record that took them in, and
+    reads of the old key resolve there (``Store.get``)."""
+    out = []
+    for did, delta, _, graph, _ in written:
+        for m in delta.merges:
+            prior = priors.get((delta.kind, m))
+            if prior is not None and not prior.deleted:
+                out.append((_tombstone(prior, clocks(graph)[did], delta.at), prior))
+    return out
+
+
+def _tombstone(prior: RecordState, clock: VectorClock, at: hlc.Timestamp) -> RecordState:
+    return RecordState(prior.kind, prior.record_id, {DELETED: (RecordVersion(True, clock, at),)})
+
+
+def _shown(graph: RecordGraph) -> RecordState | None:
+    """The record as a local edit sees it: None while nothing of it counts here (new, or only a
+    claim held apart)."""
+    return state_of(graph) if graph.view().counted else None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """One delta of ours as written: its id, the delta, and the record it leaves here."""
+
+    id: str
+    delta: Delta
+    state: RecordState
+
+    @property
+    def op(self) -> str:
+        return self.delta.op
+
+    @property
+    def seq(self) -> int:
+        return self.delta.seq
+
+    @property
+    def kind(self) -> str:
+        return self.delta.kind
+
+    @property
+    def record_id(self) -> str:
+        return self.delta.record_id
+
+    @property
+    def origin(self) -> str:
+        return self.delta.origin
+
+    @property
+    def routes(self) -> frozenset[str]:
+        return self.delta.routes
 
 
 def _salt() -> bytes:
@@ -853,16 +1038,7 @@ class ReceivedDelta:
     delta: Delta
     envelope: Envelope
     signer: str
-
-
-@dataclass(slots=True)
-class DeltaResult:
-    held: int = 0  # logged now (released ones included)
-    parked: int = 0
-    refused: int = 0
-    dropped: int = 0  # of the refused: over their party's quarantine cap
-    duplicates: int = 0
-    released: list[str] = field(default_factory=list)  # parked before, held now
+    relayed: bool = False  # came in another delta's relay bundle (core.relay), not on its own
 
 
 def _rerouted(prior: RecordState | None, state: RecordState) -> bool:

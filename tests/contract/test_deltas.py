@@ -92,7 +92,7 @@ def test_held_deltas_make_the_authors_record(db_url: str, opened: list[Store], p
     edit = p11.write("k1", {"children": 2}, now_ms=T0 + 1000)
     s = receiver(db_url, opened)
     result = s.receive_deltas([create, edit], via="hub-pearl", now_ms=T0 + 2000)
-    assert (result.held, result.parked, result.refused, result.duplicates) == (2, 0, 0, 0)
+    assert (result.held, result.parked, result.quarantined, result.duplicates) == (2, 0, 0, 0)
     assert s.get("person", "k1") == p11.store.get("person", "k1")
     assert s.get("person", "k1").values()["children"] == 2  # type: ignore[union-attr]
     again = s.receive_deltas([create, edit], via="hub-pearl", now_ms=T0 + 3000)
@@ -134,7 +134,7 @@ def test_a_province_not_involved_is_refused_and_charged(db_url: str, opened: lis
                    (create.id,), (), {"residence_province": "44", "name": "劫持", "_deleted": False},
                    frozenset({"11", "44", "65"}), {})
     result = s.receive_deltas([forged(pki, "province-44", hijack)], via="hub-northwest", now_ms=T0 + 3000)
-    assert (result.held, result.refused) == (0, 1)
+    assert (result.held, result.quarantined) == (0, 1)
     assert s.get("person", "k1") == before
     (row,) = s.quarantined()
     assert row.charged == "province-44" and "not involved" in row.reason and "劫持" not in row.reason
@@ -235,7 +235,7 @@ def test_twin_deltas_at_one_sequence_are_both_kept(db_url: str, opened: list[Sto
     twin = forged(pki, "province-11", replace(edit.delta, values={"children": 4, "_deleted": False}))
     s = receiver(db_url, opened)
     result = s.receive_deltas([create, edit, twin], via="hub-pearl", now_ms=T0 + 2000)
-    assert (result.held, result.refused) == (3, 0)
+    assert (result.held, result.quarantined) == (3, 0)
     graph = s.record_graph("person", "k1")
     assert graph.view().equivocating == {"province-11"}
     assert set(s.get("person", "k1").conflicts()) == {"children"}  # type: ignore[union-attr]

@@ -35,10 +35,10 @@ import pytest
 
 from tests.support.launcher import Federation
 from core.samples import sample_person
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
-from yipanqi.v1 import federation_pb2 as fpb
-from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2_grpc as fpb_grpc
 
 PROVINCES = ["11", "13", "31", "44", "45"]
 HUBS = ["hub-national", "hub-bohai", "hub-yangtze", "hub-pearl"]

@@ -44,10 +44,10 @@ from store.quarantine import MAX_ROWS
 from tests.integration.conftest import Fed, RawPush, eventually, person, yipanqi_ok
 from tests.integration.test_attacks import (BOHAI, NATIONAL, PEARL, address, launch, operator_channel, peer_channel,
                                             push, sealed, signer)
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
-from yipanqi.v1 import federation_pb2 as fpb
-from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2_grpc as fpb_grpc
 
 RSS_GOAL_MB = 250
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -373,7 +373,7 @@ def test_junk_is_refused_cheaply_capped_and_other_provinces_keep_their_latency(f
                 else:
                     yield then
 
-        call = channel.stream_stream("/yipanqi.v1.Federation/Push", request_serializer=lambda b: b,
+        call = channel.stream_stream("/yipanqi.v2.Federation/Push", request_serializer=lambda b: b,
                                      response_deserializer=fpb.PushResponse.FromString)(requests(), timeout=300)
         calls.append(call)
         try:

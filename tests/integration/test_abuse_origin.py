@@ -30,7 +30,7 @@ from runtime import wire
 from tests.integration.conftest import Fed, eventually, person
 from tests.integration.test_abuse import _change_by
 from tests.integration.test_attacks import NATIONAL, PEARL, launch, peer_channel, signer
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2 as fpb
 
 LATENCY_S = 2.0
 ROUNDS = 5
@@ -87,7 +87,7 @@ class Flood:
             yield self.junk.next_request()
 
     def _stream(self) -> None:
-        call = self.channel.stream_stream("/yipanqi.v1.Federation/Push", request_serializer=lambda b: b,
+        call = self.channel.stream_stream("/yipanqi.v2.Federation/Push", request_serializer=lambda b: b,
                                           response_deserializer=fpb.PushResponse.FromString)(self._requests(),
                                                                                              timeout=600)
         self.calls.append(call)

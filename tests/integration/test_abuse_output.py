@@ -47,7 +47,7 @@ from runtime.replica import now_ms
 from store.store import Accepted, Store
 from tests.integration.conftest import Fed, RawPush, eventually, person, running, yipanqi
 from tests.integration.test_attacks import peer_channel, push
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2 as fpb
 
 NATIONAL, PEARL, N45 = "hub-national", "hub-pearl", "province-45"
 

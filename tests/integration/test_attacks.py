@@ -46,8 +46,8 @@ from runtime.replica import now_ms
 from runtime.records import described
 from runtime.transport import MAX_MESSAGE, channel_options, secure_channel
 from tests.integration.conftest import Fed, RawPush, eventually, person, running
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import federation_pb2 as fpb
 
 NATIONAL, BOHAI, PEARL = "hub-national", "hub-bohai", "hub-pearl"
 
@@ -392,8 +392,8 @@ def test_hub_forwarding_an_altered_change_fails_the_signature(fed: Fed, history:
 
 # -- malformed, truncated and oversized messages --------------------------------------------------
 
-FED = "/yipanqi.v1.Federation/"
-ADM = "/yipanqi.v1.Admin/"
+FED = "/yipanqi.v2.Federation/"
+ADM = "/yipanqi.v2.Admin/"
 GARBAGE = b"\x0f\xff\xff\xff"  # field 1 with wire type 7: not protobuf at all
 BIG_GARBAGE = b"\x0f" + bytes(5 * 1024 * 1024)  # 5 MiB, undecodable from the first byte
 TOO_BIG = MAX_MESSAGE + 1024

@@ -26,7 +26,7 @@ from certs.ca import create_ca, issue_identity, load_ca
 from certs.signing import Signer
 from core import canonical, certdoc
 from tests.integration.conftest import ROOT, Fed, eventually, person, small_federation, yipanqi, yipanqi_ok
-from yipanqi.v1 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2 as apb
 
 PROVINCES = ["11", "44", "65"]
 NATIONAL = "hub-national"

@@ -31,10 +31,10 @@ from runtime.replica import now_ms
 from runtime.records import described
 from runtime.transport import secure_channel
 from tests.integration.conftest import Fed, person, RawPush
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
-from yipanqi.v1 import federation_pb2 as fpb
-from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2_grpc as fpb_grpc
 
 NATIONAL = "hub-national"
 SEQ = 10**6  # far above anything node 44 writes itself in these tests

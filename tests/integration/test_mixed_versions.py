@@ -33,7 +33,7 @@ from runtime.replica import now_ms
 from tests.integration.conftest import Fed, eventually, person
 from tests.integration.test_attacks import (NATIONAL, PEARL, RawPush, launch, logged, peer_channel, push, shown,
                                             signer)
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2 as fpb
 
 NEW_FIELD = "health_card_no"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Fed, person, small_federation, yipanqi, yipanqi_ok
-from yipanqi.v1 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2 as apb
 
 N44, N45 = "province-44", "province-45"
 # A person id: a p- key (core.personkey), or a legacy uuid

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from tests.integration.conftest import Fed, eventually, person, small_federation, yipanqi, yipanqi_ok
-from yipanqi.v1 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2 as apb
 
 PROVINCES = ["11", "44", "65"]
 TODAY = dt.date.today()

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import NODES, ROOT, Fed, eventually, person
 
-SERVICES = ("yipanqi.v1.Federation", "yipanqi.v1.Admin", "grpc.health.v1.Health")
+SERVICES = ("yipanqi.v2.Federation", "yipanqi.v2.Admin", "grpc.health.v1.Health")
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def sample(samples: dict, name: str, **labels: str) -> float:
 def test_standard_health_check_reports_serving(federation: Fed, identity: str) -> None:
     with federation.fed.channel(identity) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "yipanqi.v1.Federation", "yipanqi.v1.Admin"):
+        for service in ("", "yipanqi.v2.Federation", "yipanqi.v2.Admin"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
         with pytest.raises(grpc.RpcError) as info:
@@ -97,16 +97,16 @@ def test_server_reflection_lists_services_and_serves_descriptors(federation: Fed
         assert set(SERVICES) <= names, names
 
         replies = _reflect(channel,
-                           reflection_pb2.ServerReflectionRequest(file_containing_symbol="yipanqi.v1.Admin"),
-                           reflection_pb2.ServerReflectionRequest(file_containing_symbol="yipanqi.v1.Federation"))
+                           reflection_pb2.ServerReflectionRequest(file_containing_symbol="yipanqi.v2.Admin"),
+                           reflection_pb2.ServerReflectionRequest(file_containing_symbol="yipanqi.v2.Federation"))
         assert len(replies) == 2
         for reply, service in zip(replies, ("Admin", "Federation")):
             assert reply.WhichOneof("message_response") == "file_descriptor_response", reply
             files = [descriptor_pb2.FileDescriptorProto.FromString(b)
                      for b in reply.file_descriptor_response.file_descriptor_proto]
-            assert files, f"no descriptor for yipanqi.v1.{service}"
+            assert files, f"no descriptor for yipanqi.v2.{service}"
             owner = [f for f in files if any(s.name == service for s in f.service)]
-            assert owner and owner[0].package == "yipanqi.v1"
+            assert owner and owner[0].package == "yipanqi.v2"
         admin = [descriptor_pb2.FileDescriptorProto.FromString(b)
                  for b in replies[0].file_descriptor_response.file_descriptor_proto]
         methods = {m.name for f in admin for s in f.service if s.name == "Admin" for m in s.method}
@@ -180,7 +180,7 @@ def test_server_reflection_v1_answers_a_v1_client(federation: Fed, identity: str
                                      response_deserializer=response.FromString)
         listing, admin, itself, missing = list(info(iter([
             request(list_services=""),
-            request(file_containing_symbol="yipanqi.v1.Admin"),
+            request(file_containing_symbol="yipanqi.v2.Admin"),
             request(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
             request(file_containing_symbol="no.Such"),
         ]), timeout=10))

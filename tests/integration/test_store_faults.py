@@ -41,8 +41,8 @@ from runtime.intake import check
 from store.store import Store
 from tests.integration.conftest import Fed, small_federation, eventually, person
 from tests.support.pki import build_pki
-from yipanqi.v1 import federation_pb2 as fpb
-from yipanqi.v1 import federation_pb2_grpc as fpb_grpc
+from yipanqi.v2 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2_grpc as fpb_grpc
 
 PROVINCES = ["11", "44", "45"]
 N11, N44, N45 = "province-11", "province-44", "province-45"

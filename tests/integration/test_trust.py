@@ -23,9 +23,9 @@ from certs.ca import fingerprint_key_id
 from runtime.config import load_any
 from runtime.transport import secure_channel
 from tests.integration.conftest import Fed, small_federation, eventually, person, yipanqi_ok
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import federation_pb2 as fpb
 
 PROVINCES = ["11", "44", "45"]
 N11, N44, N45 = "province-11", "province-44", "province-45"

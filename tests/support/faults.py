@@ -38,8 +38,8 @@ import grpc
 from runtime.config import load_any
 from tests.support.launcher import Federation
 from core.samples import sample_person
-from yipanqi.v1 import admin_pb2 as apb
-from yipanqi.v1 import admin_pb2_grpc as apb_grpc
+from yipanqi.v2 import admin_pb2 as apb
+from yipanqi.v2 import admin_pb2_grpc as apb_grpc
 
 # Test channels reconnect quickly after a restart (gRPC's default backoff grows to 2 minutes).
 FAST_RECONNECT = [

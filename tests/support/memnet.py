@@ -51,7 +51,7 @@ from runtime.replica import Replica
 from store.changelog import LogEntry
 from store.store import Store
 from tests.support.pki import PKI
-from yipanqi.v1 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2 as pb
 
 WINDOW = 4
 BATCH = 3  # small batches, so a few dozen writes make many batches and acks

@@ -43,7 +43,7 @@ from core.record import RecordState
 from runtime import intake, wire
 from store.store import Store
 from tests.support.pki import PKI, build_pki
-from yipanqi.v1 import federation_pb2 as fpb
+from yipanqi.v2 import federation_pb2 as fpb
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=60, deadline=None,

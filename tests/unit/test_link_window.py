@@ -25,8 +25,8 @@ from runtime.replica import Replica
 from runtime.transport import server_credentials
 from store.store import Store
 from tests.support.pki import PKI, build_pki
-from yipanqi.v1 import federation_pb2 as pb
-from yipanqi.v1 import federation_pb2_grpc as pb_grpc
+from yipanqi.v2 import federation_pb2 as pb
+from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 
 BOGUS = 1_000_000
 

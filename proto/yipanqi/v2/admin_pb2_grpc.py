@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from yipanqi.v1 import admin_pb2 as yipanqi_dot_v1_dot_admin__pb2
+from yipanqi.v2 import admin_pb2 as yipanqi_dot_v2_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in yipanqi/v1/admin_pb2_grpc.py depends on'
+        + ' but the generated code in yipanqi/v2/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,99 +35,99 @@ class AdminStub:
             channel: A grpc.Channel.
         """
         self.Write = channel.unary_unary(
-                '/yipanqi.v1.Admin/Write',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.WriteRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                '/yipanqi.v2.Admin/Write',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.WriteRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
-                '/yipanqi.v1.Admin/Get',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                '/yipanqi.v2.Admin/Get',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordRef.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
                 _registered_method=True)
         self.List = channel.unary_stream(
-                '/yipanqi.v1.Admin/List',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ListRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordPage.FromString,
+                '/yipanqi.v2.Admin/List',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.ListRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordPage.FromString,
                 _registered_method=True)
         self.History = channel.unary_unary(
-                '/yipanqi.v1.Admin/History',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/History',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordRef.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
-                '/yipanqi.v1.Admin/Status',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Status',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.Empty.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Quarantine = channel.unary_unary(
-                '/yipanqi.v1.Admin/Quarantine',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Quarantine',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.Empty.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Import = channel.stream_stream(
-                '/yipanqi.v1.Admin/Import',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ImportChunk.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.ImportReport.FromString,
+                '/yipanqi.v2.Admin/Import',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.ImportChunk.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.ImportReport.FromString,
                 _registered_method=True)
         self.Duplicates = channel.unary_stream(
-                '/yipanqi.v1.Admin/Duplicates',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Duplicates',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.Empty.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Stats = channel.unary_unary(
-                '/yipanqi.v1.Admin/Stats',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Stats',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.StatsRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Assess = channel.unary_unary(
-                '/yipanqi.v1.Admin/Assess',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Assess',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.PeriodRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Flows = channel.unary_unary(
-                '/yipanqi.v1.Admin/Flows',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Flows',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.PeriodRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.IssueCertificate = channel.unary_unary(
-                '/yipanqi.v1.Admin/IssueCertificate',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.CertificateReply.FromString,
+                '/yipanqi.v2.Admin/IssueCertificate',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.CertificateReply.FromString,
                 _registered_method=True)
         self.RevokeCertificate = channel.unary_unary(
-                '/yipanqi.v1.Admin/RevokeCertificate',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/RevokeCertificate',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.CheckCertificate = channel.unary_unary(
-                '/yipanqi.v1.Admin/CheckCertificate',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.CheckCertificateRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/CheckCertificate',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.CheckCertificateRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.AddService = channel.unary_unary(
-                '/yipanqi.v1.Admin/AddService',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.AddServiceRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                '/yipanqi.v2.Admin/AddService',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.AddServiceRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
                 _registered_method=True)
         self.ListServices = channel.unary_unary(
-                '/yipanqi.v1.Admin/ListServices',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/ListServices',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordRef.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Claims = channel.unary_unary(
-                '/yipanqi.v1.Admin/Claims',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/Claims',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.ClaimsRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.DecideClaim = channel.unary_unary(
-                '/yipanqi.v1.Admin/DecideClaim',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+                '/yipanqi.v2.Admin/DecideClaim',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.ClaimDecision.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.Link = channel.unary_unary(
-                '/yipanqi.v1.Admin/Link',
-                request_serializer=yipanqi_dot_v1_dot_admin__pb2.LinkRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+                '/yipanqi.v2.Admin/Link',
+                request_serializer=yipanqi_dot_v2_dot_admin__pb2.LinkRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
                 _registered_method=True)
 
 
@@ -269,104 +269,104 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Write': grpc.unary_unary_rpc_method_handler(
                     servicer.Write,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.WriteRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.WriteRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordRef.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.SerializeToString,
             ),
             'List': grpc.unary_stream_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ListRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordPage.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.ListRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordPage.SerializeToString,
             ),
             'History': grpc.unary_unary_rpc_method_handler(
                     servicer.History,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordRef.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.Empty.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.Empty.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Quarantine': grpc.unary_unary_rpc_method_handler(
                     servicer.Quarantine,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.Empty.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.Empty.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Import': grpc.stream_stream_rpc_method_handler(
                     servicer.Import,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ImportChunk.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.ImportReport.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.ImportChunk.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.ImportReport.SerializeToString,
             ),
             'Duplicates': grpc.unary_stream_rpc_method_handler(
                     servicer.Duplicates,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.Empty.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.Empty.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.StatsRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.StatsRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Assess': grpc.unary_unary_rpc_method_handler(
                     servicer.Assess,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.PeriodRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Flows': grpc.unary_unary_rpc_method_handler(
                     servicer.Flows,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.PeriodRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'IssueCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueCertificate,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.CertificateReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.IssueCertificateRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.CertificateReply.SerializeToString,
             ),
             'RevokeCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeCertificate,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RevokeCertificateRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.RevokeCertificateRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'CheckCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckCertificate,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.CheckCertificateRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.CheckCertificateRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'AddService': grpc.unary_unary_rpc_method_handler(
                     servicer.AddService,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.AddServiceRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.AddServiceRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.SerializeToString,
             ),
             'ListServices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServices,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.RecordRef.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.RecordRef.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Claims': grpc.unary_unary_rpc_method_handler(
                     servicer.Claims,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.ClaimsRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'DecideClaim': grpc.unary_unary_rpc_method_handler(
                     servicer.DecideClaim,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.JsonReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.ClaimDecision.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.JsonReply.SerializeToString,
             ),
             'Link': grpc.unary_unary_rpc_method_handler(
                     servicer.Link,
-                    request_deserializer=yipanqi_dot_v1_dot_admin__pb2.LinkRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_admin__pb2.RecordReply.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_admin__pb2.LinkRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_admin__pb2.RecordReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'yipanqi.v1.Admin', rpc_method_handlers)
+            'yipanqi.v2.Admin', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('yipanqi.v1.Admin', rpc_method_handlers)
+    server.add_registered_method_handlers('yipanqi.v2.Admin', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -387,9 +387,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Write',
-            yipanqi_dot_v1_dot_admin__pb2.WriteRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+            '/yipanqi.v2.Admin/Write',
+            yipanqi_dot_v2_dot_admin__pb2.WriteRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -414,9 +414,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Get',
-            yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+            '/yipanqi.v2.Admin/Get',
+            yipanqi_dot_v2_dot_admin__pb2.RecordRef.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -441,9 +441,9 @@ class Admin:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/yipanqi.v1.Admin/List',
-            yipanqi_dot_v1_dot_admin__pb2.ListRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.RecordPage.FromString,
+            '/yipanqi.v2.Admin/List',
+            yipanqi_dot_v2_dot_admin__pb2.ListRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.RecordPage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -468,9 +468,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/History',
-            yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/History',
+            yipanqi_dot_v2_dot_admin__pb2.RecordRef.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -495,9 +495,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Status',
-            yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Status',
+            yipanqi_dot_v2_dot_admin__pb2.Empty.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -522,9 +522,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Quarantine',
-            yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Quarantine',
+            yipanqi_dot_v2_dot_admin__pb2.Empty.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -549,9 +549,9 @@ class Admin:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/yipanqi.v1.Admin/Import',
-            yipanqi_dot_v1_dot_admin__pb2.ImportChunk.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.ImportReport.FromString,
+            '/yipanqi.v2.Admin/Import',
+            yipanqi_dot_v2_dot_admin__pb2.ImportChunk.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.ImportReport.FromString,
             options,
             channel_credentials,
             insecure,
@@ -576,9 +576,9 @@ class Admin:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/yipanqi.v1.Admin/Duplicates',
-            yipanqi_dot_v1_dot_admin__pb2.Empty.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Duplicates',
+            yipanqi_dot_v2_dot_admin__pb2.Empty.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -603,9 +603,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Stats',
-            yipanqi_dot_v1_dot_admin__pb2.StatsRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Stats',
+            yipanqi_dot_v2_dot_admin__pb2.StatsRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -630,9 +630,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Assess',
-            yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Assess',
+            yipanqi_dot_v2_dot_admin__pb2.PeriodRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -657,9 +657,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Flows',
-            yipanqi_dot_v1_dot_admin__pb2.PeriodRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Flows',
+            yipanqi_dot_v2_dot_admin__pb2.PeriodRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -684,9 +684,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/IssueCertificate',
-            yipanqi_dot_v1_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.CertificateReply.FromString,
+            '/yipanqi.v2.Admin/IssueCertificate',
+            yipanqi_dot_v2_dot_admin__pb2.IssueCertificateRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.CertificateReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -711,9 +711,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/RevokeCertificate',
-            yipanqi_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/RevokeCertificate',
+            yipanqi_dot_v2_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -738,9 +738,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/CheckCertificate',
-            yipanqi_dot_v1_dot_admin__pb2.CheckCertificateRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/CheckCertificate',
+            yipanqi_dot_v2_dot_admin__pb2.CheckCertificateRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -765,9 +765,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/AddService',
-            yipanqi_dot_v1_dot_admin__pb2.AddServiceRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+            '/yipanqi.v2.Admin/AddService',
+            yipanqi_dot_v2_dot_admin__pb2.AddServiceRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -792,9 +792,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/ListServices',
-            yipanqi_dot_v1_dot_admin__pb2.RecordRef.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/ListServices',
+            yipanqi_dot_v2_dot_admin__pb2.RecordRef.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -819,9 +819,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Claims',
-            yipanqi_dot_v1_dot_admin__pb2.ClaimsRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/Claims',
+            yipanqi_dot_v2_dot_admin__pb2.ClaimsRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -846,9 +846,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/DecideClaim',
-            yipanqi_dot_v1_dot_admin__pb2.ClaimDecision.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.JsonReply.FromString,
+            '/yipanqi.v2.Admin/DecideClaim',
+            yipanqi_dot_v2_dot_admin__pb2.ClaimDecision.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -873,9 +873,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/yipanqi.v1.Admin/Link',
-            yipanqi_dot_v1_dot_admin__pb2.LinkRequest.SerializeToString,
-            yipanqi_dot_v1_dot_admin__pb2.RecordReply.FromString,
+            '/yipanqi.v2.Admin/Link',
+            yipanqi_dot_v2_dot_admin__pb2.LinkRequest.SerializeToString,
+            yipanqi_dot_v2_dot_admin__pb2.RecordReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,12 +21,16 @@ class Seal(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., index: _Optional[int] = ..., size: _Optional[int] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SignedChange(_message.Message):
-    __slots__ = ("body", "seal")
+    __slots__ = ("body", "seal", "openings", "relayed")
     BODY_FIELD_NUMBER: _ClassVar[int]
     SEAL_FIELD_NUMBER: _ClassVar[int]
+    OPENINGS_FIELD_NUMBER: _ClassVar[int]
+    RELAYED_FIELD_NUMBER: _ClassVar[int]
     body: bytes
     seal: Seal
-    def __init__(self, body: _Optional[bytes] = ..., seal: _Optional[_Union[Seal, _Mapping]] = ...) -> None: ...
+    openings: bytes
+    relayed: _containers.RepeatedCompositeFieldContainer[SignedChange]
+    def __init__(self, body: _Optional[bytes] = ..., seal: _Optional[_Union[Seal, _Mapping]] = ..., openings: _Optional[bytes] = ..., relayed: _Optional[_Iterable[_Union[SignedChange, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol", "software", "identity")
@@ -117,3 +121,9 @@ class PullResponse(_message.Message):
     hello: Hello
     batch: Batch
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class FetchRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...

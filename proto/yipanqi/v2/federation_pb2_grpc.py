@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from yipanqi.v1 import federation_pb2 as yipanqi_dot_v1_dot_federation__pb2
+from yipanqi.v2 import federation_pb2 as yipanqi_dot_v2_dot_federation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in yipanqi/v1/federation_pb2_grpc.py depends on'
+        + ' but the generated code in yipanqi/v2/federation_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,14 +35,19 @@ class FederationStub:
             channel: A grpc.Channel.
         """
         self.Push = channel.stream_stream(
-                '/yipanqi.v1.Federation/Push',
-                request_serializer=yipanqi_dot_v1_dot_federation__pb2.PushRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_federation__pb2.PushResponse.FromString,
+                '/yipanqi.v2.Federation/Push',
+                request_serializer=yipanqi_dot_v2_dot_federation__pb2.PushRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_federation__pb2.PushResponse.FromString,
                 _registered_method=True)
         self.Pull = channel.stream_stream(
-                '/yipanqi.v1.Federation/Pull',
-                request_serializer=yipanqi_dot_v1_dot_federation__pb2.PullRequest.SerializeToString,
-                response_deserializer=yipanqi_dot_v1_dot_federation__pb2.PullResponse.FromString,
+                '/yipanqi.v2.Federation/Pull',
+                request_serializer=yipanqi_dot_v2_dot_federation__pb2.PullRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_federation__pb2.PullResponse.FromString,
+                _registered_method=True)
+        self.Fetch = channel.unary_unary(
+                '/yipanqi.v2.Federation/Fetch',
+                request_serializer=yipanqi_dot_v2_dot_federation__pb2.FetchRequest.SerializeToString,
+                response_deserializer=yipanqi_dot_v2_dot_federation__pb2.Batch.FromString,
                 _registered_method=True)
 
 
@@ -61,24 +66,35 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Fetch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Push': grpc.stream_stream_rpc_method_handler(
                     servicer.Push,
-                    request_deserializer=yipanqi_dot_v1_dot_federation__pb2.PushRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_federation__pb2.PushResponse.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_federation__pb2.PushRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_federation__pb2.PushResponse.SerializeToString,
             ),
             'Pull': grpc.stream_stream_rpc_method_handler(
                     servicer.Pull,
-                    request_deserializer=yipanqi_dot_v1_dot_federation__pb2.PullRequest.FromString,
-                    response_serializer=yipanqi_dot_v1_dot_federation__pb2.PullResponse.SerializeToString,
+                    request_deserializer=yipanqi_dot_v2_dot_federation__pb2.PullRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_federation__pb2.PullResponse.SerializeToString,
+            ),
+            'Fetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=yipanqi_dot_v2_dot_federation__pb2.FetchRequest.FromString,
+                    response_serializer=yipanqi_dot_v2_dot_federation__pb2.Batch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'yipanqi.v1.Federation', rpc_method_handlers)
+            'yipanqi.v2.Federation', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('yipanqi.v1.Federation', rpc_method_handlers)
+    server.add_registered_method_handlers('yipanqi.v2.Federation', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -99,9 +115,9 @@ class Federation:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/yipanqi.v1.Federation/Push',
-            yipanqi_dot_v1_dot_federation__pb2.PushRequest.SerializeToString,
-            yipanqi_dot_v1_dot_federation__pb2.PushResponse.FromString,
+            '/yipanqi.v2.Federation/Push',
+            yipanqi_dot_v2_dot_federation__pb2.PushRequest.SerializeToString,
+            yipanqi_dot_v2_dot_federation__pb2.PushResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -126,9 +142,36 @@ class Federation:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/yipanqi.v1.Federation/Pull',
-            yipanqi_dot_v1_dot_federation__pb2.PullRequest.SerializeToString,
-            yipanqi_dot_v1_dot_federation__pb2.PullResponse.FromString,
+            '/yipanqi.v2.Federation/Pull',
+            yipanqi_dot_v2_dot_federation__pb2.PullRequest.SerializeToString,
+            yipanqi_dot_v2_dot_federation__pb2.PullResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yipanqi.v2.Federation/Fetch',
+            yipanqi_dot_v2_dot_federation__pb2.FetchRequest.SerializeToString,
+            yipanqi_dot_v2_dot_federation__pb2.Batch.FromString,
             options,
             channel_credentials,
             insecure,

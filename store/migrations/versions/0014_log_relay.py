@@ -1,0 +1,25 @@
+"""``log.relay``: the history a delta carries to a province it newly involves (core.relay).
+
+Revision ID: 0014_log_relay
+Revises: 0012_parked_deltas
+
+Only adds a nullable column: nothing existing is rewritten.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014_log_relay"
+down_revision = "0012_parked_deltas"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("log") as batch:
+        batch.add_column(sa.Column("relay", sa.LargeBinary, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("log") as batch:
+        batch.drop_column("relay")
