@@ -48,30 +48,31 @@ def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str
     for env in envelopes:
         kept: list[Envelope] = []
         for r in env.relayed:
-            got = _check_one(r, verifier, proven, peer=peer, relayed=True, for_province=None, today=today,
-                             refused=refused, bad=bad)
-            got = replace(got, relayed=True) if got is not None else None
+            got = _check_one(r, verifier, proven, peer=peer, anyone=True, bundled=True, for_province=None,
+                             today=today, refused=refused, bad=bad)
             if got is not None:
                 accepted.append(got)
                 kept.append(r)
         if len(kept) != len(env.relayed):
             env = replace(env, relayed=tuple(kept))
-        got = _check_one(env, verifier, proven, peer=peer, relayed=peer_may_forward, for_province=for_province,
-                         today=today, refused=refused, bad=bad)
+        got = _check_one(env, verifier, proven, peer=peer, anyone=peer_may_forward, bundled=False,
+                         for_province=for_province, today=today, refused=refused, bad=bad)
         if got is not None:
             accepted.append(got)
     return accepted, refused
 
 
-def _check_one(env: Envelope, verifier: Verifies, proven: dict, *, peer: str, relayed: bool,
+def _check_one(env: Envelope, verifier: Verifies, proven: dict, *, peer: str, anyone: bool, bundled: bool,
                for_province: str | None, today: dt.date, refused: list[Refused], bad: list[int]) -> ReceivedDelta | None:
-    """One delta (see ``check_deltas``); ``relayed``: anyone may have written it."""
+    """One delta (see ``check_deltas``). ``anyone``: anyone may have written it (a hub forwards
+    it, or it is relayed); ``bundled``: it came in a relay bundle, where superseded values
+    are left unopened."""
     delta: Delta | None = None
     signer: str | None = None
     try:
-        delta = parse(env.body, env.openings)
+        delta = parse(env.body, env.openings, complete=not bundled)
         _check_storable(delta)
-        if not relayed and delta.origin != peer:
+        if not anyone and delta.origin != peer:
             raise Malformed(f"{peer} may only push deltas it authored; this one claims origin {delta.origin}")
         signer = verifier.verify(env.body, env.seal, proven)
         if signer != delta.origin:
@@ -79,7 +80,7 @@ def _check_one(env: Envelope, verifier: Verifies, proven: dict, *, peer: str, re
         if for_province is not None and for_province not in delta.routes:
             raise Malformed(f"delta is not routed to province {for_province}")
         _check_values(delta, today)
-        return ReceivedDelta(hashlib.sha256(env.body).hexdigest(), delta, env, signer)
+        return ReceivedDelta(hashlib.sha256(env.body).hexdigest(), delta, env, signer, relayed=bundled)
     except BadSignature as err:
         bad[0] += 1
         if bad[0] > MAX_BAD_SIGNATURES:

@@ -23,7 +23,7 @@ from core.record import DELETED
 from core.kinds import KINDS
 from core.merkle import Seal
 from store.schema import log
-from store.store import Accepted, Refused
+from store.store import Accepted, ReceivedDelta, Refused
 
 
 class Verifies(Protocol):
@@ -59,16 +59,26 @@ def check(
     peer_may_forward: bool,
     for_province: str | None = None,
     full: bool = True,
-) -> tuple[list[Accepted], list[Refused]]:
-    """Split envelopes into the ones to store and the ones to quarantine.
+) -> tuple[list[ReceivedDelta], list[Refused]]:
+    """Split envelopes into the deltas to store and the ones to quarantine (v2: see
+    ``runtime.deltaintake.check_deltas``, which this is; ``full`` is kept for callers of the v1
+    signature: every process now checks each delta whole, values included)."""
+    from runtime.deltaintake import check_deltas  # it builds on this module's pieces
 
-    ``peer`` is the identity from the peer's certificate. A province node may
-    only push what it authored itself; hubs forward anyone's changes (still
-    verified end to end). ``for_province`` is set on a node: it refuses
-    anything not routed to its own province, whatever a hub sends.
-    ``full=False`` (regional hubs, which merge nothing) decodes only the
-    change's head; the state is decoded and checked where it is merged.
-    """
+    return check_deltas(envelopes, verifier, peer=peer, peer_may_forward=peer_may_forward, for_province=for_province)
+
+
+def check_v1(
+    envelopes: Iterable[Envelope],
+    verifier: Verifies,
+    *,
+    peer: str,
+    peer_may_forward: bool,
+    for_province: str | None = None,
+    full: bool = True,
+) -> tuple[list[Accepted], list[Refused]]:
+    """The v1 intake of whole-state changes (core.change), kept for the v1 core's own tests and
+    for reading a pre-v2 store; nothing on the v2 wire comes through here."""
     accepted: list[Accepted] = []
     refused: list[Refused] = []
     proven: dict = {}  # batch trees verified so far: the rest of a batch costs ~1 hash a change

@@ -33,10 +33,10 @@ from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from core.record import RecordState
-from runtime import deltaintake, intake, junk, metrics, wire
+from runtime import intake, junk, metrics, wire
 from runtime.acks import ACK_FLUSH_S, AckBook
 from runtime.stats import Arrivals
-from store.store import Accepted, IngestResult, LogEntry, Refused, Store
+from store.store import IngestResult, LogEntry, Refused, Store
 from yipanqi.v2 import federation_pb2 as pb
 
 log = logging.getLogger("yipanqi.peer")
@@ -93,10 +93,13 @@ class Replica:
         """Signing certificates the receiver needs and has not been sent on this stream."""
         out = []
         for e in entries:
-            key_id = e.seal.key_id
-            if key_id not in sent and key_id in self.keyring:
-                sent.add(key_id)
-                out.append(self.keyring.certificate_der(key_id))
+            key_ids = [e.seal.key_id]
+            if e.relay:  # the deltas it relays are signed by their own writers (core.relay)
+                key_ids += [r.seal.key_id for r in e.envelope.relayed]
+            for key_id in key_ids:
+                if key_id not in sent and key_id in self.keyring:
+                    sent.add(key_id)
+                    out.append(self.keyring.certificate_der(key_id))
         return out
 
     def ingest_batch(self, batch: pb.Batch, *, via: str, peer_may_forward: bool, for_province: str | None,
@@ -118,9 +121,8 @@ class Replica:
         with metrics.APPLY_SECONDS.time():
             if whole is None:
                 try:
-                    accepted, refused = deltaintake.check_deltas(envelopes, self.verifier, peer=via,
-                                                                 peer_may_forward=peer_may_forward,
-                                                                 for_province=for_province)
+                    accepted, refused = intake.check(envelopes, self.verifier, peer=via,
+                                                     peer_may_forward=peer_may_forward, for_province=for_province)
                 except intake.BatchRefused as err:
                     accepted, whole = [], str(err)
             if whole is not None:
@@ -128,13 +130,10 @@ class Replica:
                 refused = [_batch_refusal(first, len(batch.changes), whole, via)]
             applied_ms = now_ms()
             with self.acks.riding() as acks:  # noted acks ride along in the batch's transaction
-                if self.store.hold_records:  # nodes and the national hub decide on the history (core.graph)
-                    result = self.store.receive_deltas(accepted, refused, via=via, now_ms=applied_ms,
-                                                       cursor=(cursor_name, batch.cursor), acks=acks)
-                else:  # a regional hub keeps and routes by the signed head, deduplicated by digest
-                    result = self.store.ingest([Accepted(r.delta, r.envelope) for r in accepted if not r.relayed],
-                                               refused, via=via, now_ms=applied_ms,
-                                               cursor=(cursor_name, batch.cursor), acks=acks)
+                # Nodes and the national hub decide each delta on its history (core.graph); a
+                # regional hub keeps and routes it by its signed head (Store.ingest).
+                result = self.store.ingest(accepted, refused, via=via, now_ms=applied_ms,
+                                           cursor=(cursor_name, batch.cursor), acks=acks)
         self.arrivals.add(result.arrived, applied_ms)
         if self.after_ingest is not None and result.rerouted:
             try:

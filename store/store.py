@@ -426,10 +426,15 @@ class Store:
                 self.appended.wait(timeout)
 
     # -- remote changes --------------------------------------------------------
-    def ingest(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
+    def ingest(self, accepted: Sequence[Accepted] | Sequence[ReceivedDelta], refused: Sequence[Refused], *, via: str, now_ms: int,
                cursor: tuple[str, int] | None = None,
                acks: Mapping[str, tuple[int, int]] | None = None) -> IngestResult:
         """Store one received batch in one transaction, and return what it did (``IngestResult``).
+
+        v2: ``accepted`` are ``ReceivedDelta`` (runtime.intake): a store that holds records decides
+        them on their history (``receive_deltas``); a regional hub's keeps each delta it was sent
+        (not those relayed inside another, which travel in their carrier) and routes it by its
+        signed head, as below. v1 ``Accepted`` changes (pre-v2 stores, the v1 core's tests):
 
         ``accepted`` passed intake (runtime.intake); each is appended to the log once: a change
         already held (same origin and seq, same bytes) is counted as a duplicate, the same origin
@@ -442,6 +447,13 @@ class Store:
         ``wait_for_append`` waiters. ``IngestResult.arrived`` lists (origin, written ms) of each
         change applied, for delivery-delay figures kept by the caller.
         """
+        if accepted and isinstance(accepted[0], ReceivedDelta):  # v2 deltas (runtime.intake)
+            if self.hold_records:
+                return self.receive_deltas(accepted, refused, via=via, now_ms=now_ms, cursor=cursor,  # type: ignore[arg-type]
+                                           acks=acks)
+            accepted = [Accepted(r.delta, r.envelope) for r in accepted if not r.relayed]  # type: ignore[union-attr]
+        elif not accepted and self.hold_records and refused:
+            return self.receive_deltas([], refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)

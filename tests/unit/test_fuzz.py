@@ -359,7 +359,7 @@ def test_intake_check_never_raises_and_accepts_nothing_forged(keys: Keys, data: 
     for_province = data.draw(st.sampled_from([None, "45", "11"]))
     full = data.draw(st.booleans())
     try:
-        accepted, refused = intake.check(envelopes, keys.pki.verifier(), peer=peer,
+        accepted, refused = intake.check_v1(envelopes, keys.pki.verifier(), peer=peer,
                                          peer_may_forward=peer.startswith("hub-"), for_province=for_province,
                                          full=full)
     except intake.BatchRefused:
@@ -477,7 +477,7 @@ def test_mutations_reach_every_stage(keys: Keys) -> None:
 
     def accepted_mutation(batch: tuple[list[Envelope], set[bytes]]) -> bool:
         envelopes, also = batch
-        acc, _ = intake.check(envelopes, keys.pki.verifier(), peer="province-44", peer_may_forward=False)
+        acc, _ = intake.check_v1(envelopes, keys.pki.verifier(), peer="province-44", peer_may_forward=False)
         return any(("province-44", a.envelope.body) in also for a in acc)
 
     find(hostile(keys, author_signs_mutations=True), accepted_mutation, settings=settings(max_examples=2000,
