@@ -89,6 +89,14 @@ def _equivocating(flagged: dict) -> Text:
                 style="red")
 
 
+def _parked(parked: dict) -> Text:
+    """Verified deltas held back until what they depend on arrives (or their time comes)."""
+    first = parked["waiting"][0] if parked["waiting"] else None
+    what = (f"; first: {first['origin']} seq {first['seq']} on {first['record_id']}, waiting for "
+            + ", ".join(w[:12] for w in first["waiting_for"][:3]) if first else "")
+    return text(f"{parked['deltas']} deltas (oldest {_age(parked['oldest_age_s'])}){what}", style="yellow")
+
+
 def render(doc: dict) -> Group:
     if doc["role"] == "node":
         t = Table(title=text(f"{doc['identity']} sync status"), show_header=False)
@@ -107,6 +115,8 @@ def render(doc: dict) -> Group:
                                                    + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in up["ranges"])))
         if doc.get("equivocating"):
             t.add_row("equivocating", _equivocating(doc["equivocating"]))
+        if (doc.get("parked") or {}).get("deltas"):
+            t.add_row("waiting for history", _parked(doc["parked"]))
         if doc.get("requests"):
             q = doc["requests"]
             t.add_row("requests received", text(f"{q['received_open']} open, {q['received_overdue']} overdue"))
@@ -213,6 +223,17 @@ def quarantine_list(config: str, as_json: bool) -> None:
         t.add_row(text(r["id"]), text(_since(r["received_ms"])), text(r["peer"]), text(r["origin"] or "?"),
                   text(r["seq"] or "?"), text(r["record_id"] or "?"), text(r["reason"]))
     console(min_width=160).print(t)
+    waiting = AdminClient.open(config).json("Status", pb.Empty()).get("parked") or {}
+    if waiting.get("deltas"):  # verified, not refused: held back until their history arrives
+        w = Table(title=f"waiting for their history ({waiting['deltas']} deltas; the first {len(waiting['waiting'])})")
+        for col in ("delta", "received", "from", "origin", "seq"):
+            w.add_column(col)
+        w.add_column("record", min_width=36, no_wrap=True)
+        w.add_column("waiting for")
+        for e in waiting["waiting"]:
+            w.add_row(text(e["delta"][:16]), text(_since(e["received_ms"])), text(e["via"]), text(e["origin"]),
+                      text(e["seq"]), text(e["record_id"]), text(", ".join(x[:16] for x in e["waiting_for"])))
+        console(min_width=160).print(w)
 
 
 @quarantine.command("show")

@@ -19,7 +19,7 @@ from runtime.config import PRODUCTION_TIMING
 from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
-from runtime.status import age_s, link_report, quarantine_report
+from runtime.status import age_s, link_report, parked_report, quarantine_report
 from store.store import Store
 
 
@@ -179,6 +179,7 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         "quarantine": quarantine_report(store),
         "equivocating": store.equivocating(),
         "equivocations": store.equivocation_evidence(limit=100),  # the pairs, kept; bodies in the log
+        "parked": parked_report(store, now) if store.hold_records else None,  # deltas waiting for their history
         "destinations": rows,
         "upstream": link_report(upstream, now),
     }

@@ -16,7 +16,7 @@ from runtime.link import LinkState
 from runtime.outage import store_report
 from runtime.replica import now_ms
 from runtime.stats import Arrivals
-from runtime.status import age_s, link_report, quarantine_report
+from runtime.status import age_s, link_report, parked_report, quarantine_report
 from store.store import Store
 
 
@@ -45,13 +45,14 @@ def node_status(store: Store, link: LinkState | None, *, acks: AckBook | None = 
             "quarantined": store.count_quarantined(),
             "quarantine": quarantine_report(store),
             "equivocating": store.equivocating(),
+            "parked": parked_report(store, now),
             "requests": _requests(store),
         })
     except StoreUnavailable:  # shown in doc["store"]
         doc.update({"records": None, "last_seq": None, "acked_seq": None,
                     "outbox": {"changes": None, "oldest_age_s": None, "quarantined": None}, "origins": {},
                     "conflicts": None, "quarantined": None, "quarantine": None, "equivocating": None,
-                    "requests": None})
+                    "parked": None, "requests": None})
     doc["hub"] = link_report(link, now)
     doc["store"] = store_report(store)
     return doc

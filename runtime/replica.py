@@ -42,6 +42,9 @@ from yipanqi.v2 import federation_pb2 as pb
 log = logging.getLogger("yipanqi.peer")
 
 
+RELEASE_EVERY_S = 10.0  # how often a receiving replica re-checks deltas parked until their time
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -58,6 +61,7 @@ class Replica:
         self.keyring = keyring
         self.verifier = Verifier(keyring)
         self.rate_log = junk.RateLog(log)
+        self._released_at = float("-inf")
         self.pacer = junk.Pacer()
         # Called after each committed ingest with IngestResult.rerouted (province nodes: node.refollow).
         self.after_ingest: Callable[[Sequence[tuple[RecordState | None, RecordState]]], object] | None = None
@@ -107,6 +111,7 @@ class Replica:
         """Check and store one received batch (see the module header); what the peer's own junk
         cost is charged to its pace (``pause_for``)."""
         self.sync_revocations()
+        self._release_due()
         refused: list = []
         accepted: list = []
         whole = _whole_batch_problem(batch)
@@ -158,6 +163,15 @@ class Replica:
         if own:
             self.pacer.charge(via, own, started)
         return result
+
+    def _release_due(self) -> None:
+        """Now and then, let in deltas parked because they were stamped ahead of our clock (store.deltas)."""
+        at = time.monotonic()
+        if self.store.hold_records and at - self._released_at >= RELEASE_EVERY_S:
+            self._released_at = at
+            released = self.store.release_waiting(now_ms())
+            if released.applied:
+                log.info("released %d deltas parked until their time", released.applied)
 
     def close(self) -> None:
         """Write the noted acks (runtime.acks), then close the store; the store is closed even if

@@ -8,6 +8,7 @@ quarantine reads the same in either.
 from __future__ import annotations
 
 from runtime.link import LinkState
+from store.deltas import ParkedEntry
 from store.store import Store
 
 
@@ -37,3 +38,19 @@ def quarantine_report(store: Store) -> dict[str, object]:
         "held": {party: {"rows": s["rows"], "bytes": s["bytes"]} for party, s in shares.items()},
         "dropped": {party: s["dropped"] for party, s in shares.items() if s["dropped"]},
     }
+
+
+PARKED_SHOWN = 20
+
+
+def parked_report(store: Store, now_ms: int) -> dict[str, object]:
+    """Verified deltas waiting here for their history (or for the clock: a delta stamped ahead):
+    how many, the oldest's age, and the first few with what each waits for (delta ids; no values)."""
+    n, oldest = store.count_parked()
+    return {"deltas": n, "oldest_age_s": age_s(oldest, now_ms),
+            "waiting": [parked_json(e) for e in store.parked_deltas(limit=PARKED_SHOWN)] if n else []}
+
+
+def parked_json(e: ParkedEntry) -> dict[str, object]:
+    return {"delta": e.digest, "kind": e.kind, "record_id": e.record_id, "origin": e.origin, "seq": e.seq,
+            "waiting_for": list(e.waiting_for), "via": e.via, "received_ms": e.received_ms}

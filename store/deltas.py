@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, func, insert, select
 
 from core.delta import Delta, parse
 from core.errors import LocalError, Malformed
@@ -178,6 +178,12 @@ def listing(conn, limit: int) -> list[ParkedEntry]:  # type: ignore[no-untyped-d
                 parked.c.waiting_for, parked.c.via, parked.c.received_ms)
          .order_by(parked.c.received_ms, parked.c.digest).limit(limit))
     return [ParkedEntry(d, k, r, o, s, tuple(sorted(_waiting_set(w))), v, ms) for d, k, r, o, s, w, v, ms in conn.execute(q)]
+
+
+def count(conn) -> tuple[int, int | None]:  # type: ignore[no-untyped-def]
+    """(deltas parked, received_ms of the oldest)."""
+    n, oldest = conn.execute(select(func.count(), func.min(parked.c.received_ms))).one()
+    return int(n or 0), oldest
 
 
 MAX_ALIAS_DEPTH = 8  # links of links: a chain longer than this is refused by the store's caller

@@ -974,6 +974,11 @@ class Store:
             self._notify()
         return result
 
+    def count_parked(self) -> tuple[int, int | None]:
+        """(deltas waiting here for their history or their time, received_ms of the oldest)."""
+        with self.engine.connect() as conn:
+            return deltas.count(conn)
+
     def parked_deltas(self, *, limit: int = 1000) -> list[deltas.ParkedEntry]:
         """The deltas waiting here, oldest first, with what each waits for (no field values)."""
         with self.engine.connect() as conn:
