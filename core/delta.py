@@ -93,6 +93,9 @@ class Delta:
     merges: tuple[str, ...] = ()  # record ids an alias takes in
     commitments: Mapping[str, str] = field(default_factory=dict)  # every field it writes -> commitment hex
     salts: Mapping[str, str] = field(default_factory=dict)  # the opened fields' salts, hex
+    # The protocol version the body declares: PROTOCOL for every delta this release writes; a
+    # newer release's is higher (its extra keys stay in the signed bytes, which travel as signed).
+    version: int = PROTOCOL
 
     def __post_init__(self) -> None:
         # Built from values (an author; tests and their forgeries): commit to them, with the salts
@@ -122,6 +125,11 @@ class Delta:
         return canonical.dumps({n: [self.salts[n], v] for n, v in chosen.items()})
 
     @property
+    def newer(self) -> bool:
+        """Written by a newer release (a higher protocol version than this release's)."""
+        return self.version > PROTOCOL
+
+    @property
     def province(self) -> str:
         """The author's province code (only province nodes author deltas)."""
         return self.origin.removeprefix("province-")
@@ -133,7 +141,7 @@ class Delta:
 
     def to_body(self) -> bytes:
         return canonical.dumps({
-            "v": PROTOCOL, "kind": self.kind, "id": self.record_id, "origin": self.origin,
+            "v": self.version, "kind": self.kind, "id": self.record_id, "origin": self.origin,
             "epoch": self.epoch, "seq": self.seq, "at": self.at.to_json(), "op": self.op,
             "operator": self.operator, "deps": sorted(self.deps), "accepts": sorted(self.accepts),
             "set": dict(self.commitments), "routes": sorted(self.routes), "chain": dict(self.chain),
@@ -168,17 +176,20 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
     opening for every field the delta writes: a delta its author sends is whole; only a relay
     to a newly involved province may leave superseded values out (design doc 8.1).
     Only the envelope's shape is checked here: field values are the record kind's validator's
-    business, and authority is core.graph's.
+    business, and authority is core.graph's. A newer release's delta (``v`` above PROTOCOL) may
+    carry top-level keys this release does not know: they are kept in the signed bytes only
+    (mixed versions within v2); in a v2 delta an unknown key is refused.
     """
     if len(body) > MAX_BODY:
         raise Malformed(f"body: {len(body)} bytes is over the {MAX_BODY}-byte limit")
     obj = canonical.loads(body)
     if not isinstance(obj, dict):
         raise Malformed("body: must be a JSON object")
-    if obj.get("v") != PROTOCOL:
-        raise Malformed(f"v: protocol version {obj.get('v')!r} is not {PROTOCOL}")
+    version = obj.get("v")
+    if type(version) is not int or not PROTOCOL <= version < 2**63:
+        raise Malformed(f"v: protocol version {version!r} is not {PROTOCOL} or a later integer")
     extra = sorted(set(obj) - _KEYS)
-    if extra:
+    if extra and version == PROTOCOL:  # a newer release may add keys: they stay in the signed bytes
         raise Malformed(f"{extra[0]}: not a field of a v{PROTOCOL} delta")
     kind, record_id, origin = obj.get("kind"), obj.get("id"), obj.get("origin")
     if not isinstance(kind, str) or not kind:
@@ -233,7 +244,7 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
     if at.node != origin:
         raise Malformed(f"at: a timestamp of {at.node!r} on a delta by {origin}")
     return Delta(kind, record_id, origin, _int(obj, "epoch", 0), _int(obj, "seq", 1), at, op, operator,
-                 deps, accepts, values, frozenset(routes), chain, tuple(merges), commitments, salts)
+                 deps, accepts, values, frozenset(routes), chain, tuple(merges), commitments, salts, version)
 
 
 def _opened(openings: bytes, commitments: Mapping[str, str], complete: bool) -> tuple[dict, dict]:

@@ -95,9 +95,11 @@ def _check_one(env: Envelope, verifier: Verifies, proven: dict, *, peer: str, an
 
 def _check_values(delta: Delta, today: dt.date) -> None:
     """Each value the delta writes, against its kind's schema on its own (cross-field rules are
-    judged on the merged record, where concurrent writes meet). Malformed names the field. (A lone
-    UTF-16 surrogate, which nothing can store, is refused by ``core.delta.parse`` already: it has no
-    bytes to check against its commitment.)"""
+    judged on the merged record, where concurrent writes meet). Malformed names the field. A field
+    the schema does not know is kept (and passed on) only when the delta declares a newer protocol,
+    as a newer release's record fields are (mixed versions within v2). (A lone UTF-16 surrogate,
+    which nothing can store, is refused by ``core.delta.parse`` already: it has no bytes to check
+    against its commitment.)"""
     try:
         check = get_kind(delta.kind).check_value
     except ValidationError as err:
@@ -109,6 +111,8 @@ def _check_values(delta: Delta, today: dt.date) -> None:
             try:
                 check(name, value, today=today)
             except ValidationError as err:
+                if err.reason == "unknown field" and delta.newer:
+                    continue  # a field of a newer schema version: kept and passed on
                 raise Malformed(f"set.{name}: {err.reason}") from None
 
 
