@@ -47,7 +47,7 @@ from typing import Callable
 from core.routing import NATIONAL, Filter, Topology
 from core.session import Receiver, Sender
 from runtime import wire
-from runtime.replica import Replica
+from runtime.replica import Replica, now_ms
 from store.changelog import LogEntry
 from store.store import Store
 from tests.support.pki import PKI
@@ -368,7 +368,7 @@ class Federation:
     # -- what tests do -------------------------------------------------------------
     def write(self, province: str, kind: str, record_id: str, edit) -> None:  # type: ignore[no-untyped-def]
         node = self.members[f"province-{province}"]
-        node.store.write_local(kind, record_id, edit, operator=None, now_ms=self.net.now + 1,
+        node.store.write_local(kind, record_id, edit, operator=None, now_ms=now_ms(),  # stores stamp real time
                                seal=self.pki.sealer(node.identity))
         self._changed(node)
 
