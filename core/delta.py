@@ -149,6 +149,12 @@ class Delta:
         })
 
 
+def _shown(name: str) -> str:
+    """A key a peer chose, as a refusal reason may name it: at most MAX_ID characters, lone
+    surrogates and NUL escaped (the reason is stored as text, on PostgreSQL too, and logged)."""
+    return name[:MAX_ID].encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
 def _hashes(obj: Mapping[str, object], key: str) -> tuple[str, ...]:
     value = obj.get(key)
     if not isinstance(value, list) or len(value) > MAX_DEPS:
@@ -190,7 +196,7 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
         raise Malformed(f"v: protocol version {version!r} is not {PROTOCOL} or a later integer")
     extra = sorted(set(obj) - _KEYS)
     if extra and version == PROTOCOL:  # a newer release may add keys: they stay in the signed bytes
-        raise Malformed(f"{extra[0]}: not a field of a v{PROTOCOL} delta")
+        raise Malformed(f"{_shown(extra[0])}: not a field of a v{PROTOCOL} delta")
     kind, record_id, origin = obj.get("kind"), obj.get("id"), obj.get("origin")
     if not isinstance(kind, str) or not kind:
         raise Malformed("kind: must be a non-empty string")
@@ -215,7 +221,7 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
         raise Malformed(f"set: must be an object of at most {MAX_FIELDS} field -> commitment")
     for name, c in commitments.items():
         if len(name) > MAX_ID or not (isinstance(c, str) and len(c) == 64 and _HEX.issuperset(c)):
-            raise Malformed(f"set.{name[:MAX_ID]}: must be a 64-character lowercase hex commitment")
+            raise Malformed(f"set.{_shown(name)}: must be a 64-character lowercase hex commitment")
     values, salts = _opened(openings, commitments, complete)
     routes = obj.get("routes")
     if not isinstance(routes, list) or any(not (isinstance(p, str) and p in PROVINCES) for p in routes):
@@ -258,23 +264,23 @@ def _opened(openings: bytes, commitments: Mapping[str, str], complete: bool) -> 
     salts: dict[str, str] = {}
     for name, pair in obj.items():
         if name not in commitments:
-            raise Malformed(f"openings.{name[:MAX_ID]}: opens a field the delta does not write")
+            raise Malformed(f"openings.{_shown(name)}: opens a field the delta does not write")
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
                 and len(pair[0]) == 2 * SALT_BYTES and _HEX.issuperset(pair[0])):
-            raise Malformed(f"openings.{name}: must be [{SALT_BYTES}-byte hex salt, value]")
+            raise Malformed(f"openings.{_shown(name)}: must be [{SALT_BYTES}-byte hex salt, value]")
         salt, value = pair
         if isinstance(value, (dict, list)):
-            raise Malformed(f"openings.{name}: a field value must be a scalar")
+            raise Malformed(f"openings.{_shown(name)}: a field value must be a scalar")
         try:
             committed = commitment(name, bytes.fromhex(salt), value)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate (a JSON escape) has no bytes to commit to
-            raise Malformed(f"openings.{name}: a value holds a lone UTF-16 surrogate") from None
+            raise Malformed(f"openings.{_shown(name)}: a value holds a lone UTF-16 surrogate") from None
         if committed != commitments[name]:
-            raise Malformed(f"openings.{name}: does not match its commitment")
+            raise Malformed(f"openings.{_shown(name)}: does not match its commitment")
         values[name], salts[name] = value, salt
     if values.get(DELETED, False) not in (True, False):
         raise Malformed(f"set.{DELETED}: must be true or false")
     if complete and len(values) != len(commitments):
         missing = sorted(set(commitments) - set(values))
-        raise Malformed(f"openings.{missing[0]}: missing; the author's delta opens every field it writes")
+        raise Malformed(f"openings.{_shown(missing[0])}: missing; the author's delta opens every field it writes")
     return values, salts

@@ -113,7 +113,7 @@ def _check_values(delta: Delta, today: dt.date) -> None:
             except ValidationError as err:
                 if err.reason == "unknown field" and delta.newer:
                     continue  # a field of a newer schema version: kept and passed on
-                raise Malformed(f"set.{name}: {err.reason}") from None
+                raise Malformed(f"set.{name[:64].replace(chr(0), '<NUL>')}: {err.reason}") from None
 
 
 def _refused(env: Envelope, why: str, delta: Delta | None, charged: str, category: str) -> Refused:
