@@ -1,19 +1,25 @@
 """Fuzzing the boundary where bytes from peers enter a process.
 
-Everything a peer sends goes through ``core.change.parse``/``parse_head``
-(the body), ``runtime.wire.envelope`` (the protobuf seal), ``runtime.intake.check``
-(signature, origin, authorisation) and ``store.Store.ingest`` (one
-transaction per batch). A peer must not be able to make any of them raise
-anything but a ``core.errors.SyncError`` (which becomes a quarantine entry or
-a clear gRPC status), and ingest must not raise at all on what intake let
-through: a crash there aborts the whole batch every time it is retried.
+v2 (the wire): everything a peer sends goes through ``runtime.wire.envelope`` (the protobuf
+seal, openings and relay bundle), ``runtime.intake.check`` (= ``runtime.deltaintake``: the
+delta's bytes and openings, signature, origin, routes and values, relayed deltas included) and
+``store.Store.ingest`` (one transaction per batch; core.graph decides). A peer must not be able
+to make any of them raise anything but a ``core.errors.SyncError`` (which becomes a quarantine
+entry or a clear gRPC status); intake accepts nothing forged (exactly the bytes the delta's own
+origin signed, every value opening its commitment) and every genuine delta; and ingest must not
+raise at all on what intake let through: a crash there aborts the whole batch every time it is
+retried.
 
-Inputs: arbitrary bytes; real change bodies mutated byte-wise (flips,
-truncation, insertion) and structurally (any JSON value, at any depth,
-replaced, removed, added or wrapped, including floats, huge integers, NULs and
-lone surrogates); arbitrary ``SignedChange`` protobufs; and batches mixing
-genuine signed changes with forgeries and with mutated bodies that the real
-author did sign. Bounded so the module stays well under a minute.
+Inputs: arbitrary bytes; genuine deltas (written as core.graph writes them) mutated byte-wise
+(flips, truncation, insertion) and structurally (any JSON value, at any depth, replaced, removed,
+added or wrapped, including floats, huge integers, NULs and lone surrogates); openings that do
+not match their commitments or leave values out; arbitrary ``SignedChange`` protobufs; bad,
+foreign and misplaced seals; relay bundles mixing genuine history with all of that; and batches
+mixing genuine deltas with forgeries and with mutated bodies that the real author did sign.
+
+v1: ``core.change.parse``/``parse_head`` and ``runtime.intake.check_v1`` (the v1 reader, kept for
+pre-v2 stores and the v1 core) are fuzzed as before. Bounded so the module stays well under a
+minute.
 """
 
 from __future__ import annotations
@@ -298,7 +304,7 @@ def test_wire_envelope_returns_an_envelope_or_malformed(body: bytes, seal: fpb.S
     assert wire.signed_change(env) == msg  # and it round-trips
 
 
-# -- intake.check -----------------------------------------------------------------------------
+# -- intake.check_v1 (v1 whole-state changes) --------------------------------------------------
 
 SIGNERS = ("province-44", "province-45", "province-11", "hub-pearl")
 
