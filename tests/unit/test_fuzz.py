@@ -89,6 +89,10 @@ def _history(origin: str, records: list[tuple[str, str]], first_seq: int = 1) ->
 
 
 CHANGES_44 = _history("province-44", [("45", "44"), ("44", "11"), ("44", "44")])
+# A v2 delta body, for the wire fuzzing below (the v2 section builds its genuine deltas itself).
+DELTA_BODIES_PLAIN = [b'{"accepts":[],"at":[1750000001000,0,"province-44"],"chain":{},"deps":[],"epoch":0,'
+                      b'"id":"k","kind":"person","merges":[],"op":"create","operator":null,"origin":"province-44",'
+                      b'"routes":["44"],"seq":1,"set":{},"v":2}']
 CHANGES_45 = _history("province-45", [("45", "44"), ("31", "45")])
 BODIES_44 = [c.to_body() for c in CHANGES_44]
 BODIES = BODIES_44 + [c.to_body() for c in CHANGES_45]
@@ -288,20 +292,34 @@ SEALS = st.builds(
 )
 
 
+BODIES_ANY = st.one_of(st.binary(max_size=300), mutated(), st.sampled_from(DELTA_BODIES_PLAIN),
+                      st.just(b"x" * (256 * 1024 + 1)))
+OPENINGS_ANY = st.one_of(st.just(b""), st.binary(max_size=60), st.just(b"x" * (64 * 1024 + 1)))
+
+
+def _signed_changes(nested: int) -> st.SearchStrategy[fpb.SignedChange]:
+    relayed = st.lists(_signed_changes(nested - 1), max_size=2) if nested else st.just([])
+    return st.builds(lambda body, seal, openings, relayed: fpb.SignedChange(body=body, seal=seal, openings=openings,
+                                                                            relayed=relayed),
+                     BODIES_ANY, st.one_of(st.none(), SEALS), OPENINGS_ANY, relayed)
+
+
 @FAST
-@given(st.one_of(st.binary(max_size=300), mutated(), st.just(b"x" * (256 * 1024 + 1))),
-       st.one_of(st.none(), SEALS))
-def test_wire_envelope_returns_an_envelope_or_malformed(body: bytes, seal: fpb.Seal | None) -> None:
-    msg = fpb.SignedChange(body=body) if seal is None else fpb.SignedChange(body=body, seal=seal)
+@given(_signed_changes(2))
+def test_wire_envelope_returns_an_envelope_or_malformed(msg: fpb.SignedChange) -> None:
     msg = fpb.SignedChange.FromString(msg.SerializeToString())  # exactly as received off the wire
     try:
         env = wire.envelope(msg)
     except SyncError as err:
         assert type(err).__name__ == "Malformed"
         return
-    assert env.body == body and len(env.seal.signature) == 64 and 0 <= env.seal.index < env.seal.size
-    assert env.seal.size < 2**31  # storable in the log's 32-bit seal columns on every backend
-    assert wire.signed_change(env) == msg  # and it round-trips
+    for e, m in [(env, msg)] + list(zip(env.relayed, msg.relayed)):
+        assert e.body == m.body and len(e.seal.signature) == 64 and 0 <= e.seal.index < e.seal.size
+        assert e.seal.size < 2**31  # storable in the log's 32-bit seal columns on every backend
+        assert e.openings == (m.openings or b"{}")  # none sent: no values
+    assert not any(r.relayed for r in env.relayed)  # a relayed delta carries no relays of its own
+    if msg.openings != b"{}" and not any(r.openings == b"{}" for r in msg.relayed):
+        assert wire.signed_change(env) == msg  # and it round-trips
 
 
 # -- intake.check_v1 (v1 whole-state changes) --------------------------------------------------
