@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Table
 from store.files import create_private, make_private, private_dir
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0012_parked_deltas"
+HEAD = "0013_receipts"
 
 
 def url_has_password(url: str) -> bool:
