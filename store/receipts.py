@@ -64,6 +64,7 @@ class Oldest:
     epoch: int
     n: int
     delta_id: str
+    seq: int  # the delta's seq (what the author's log and its hub's acks number)
     first_ms: int
     via: str
     owed: int
@@ -156,8 +157,8 @@ def oldest(conn: Connection) -> dict[str, Oldest]:
     for dest, first_ms, count in groups:
         row = conn.execute(select(owed).where(and_(owed.c.dest == dest, owed.c.first_ms == first_ms))
                            .order_by(owed.c.epoch, owed.c.n).limit(1)).one()
-        out[dest] = Oldest(dest, row.origin, int(row.epoch), int(row.n), row.delta_id, int(row.first_ms),
-                           row.via, int(count))
+        out[dest] = Oldest(dest, row.origin, int(row.epoch), int(row.n), row.delta_id, int(row.seq),
+                           int(row.first_ms), row.via, int(count))
     return out
 
 
