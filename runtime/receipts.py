@@ -47,6 +47,7 @@ from store.store import Store
 log = logging.getLogger("yipanqi.receipts")
 
 RECEIPT_SKEW_MS = 30_000  # as runtime.reports.REPORT_SKEW_MS: a receipt dated ahead would keep a province "answering"
+MAX_RECEIPT = 65_536  # 3 x 256 ranges of two 19-digit counters fit with room to spare
 MIN_INTERVAL_MS = 1000  # one receipt a second per stream at most, whatever the traffic
 
 
@@ -120,6 +121,8 @@ class ReceiptDesk:
         """Verify a destination's signed receipt and settle what it covers; returns how many owed
         changes it settled. Raises Malformed, BadSignature, UnknownAuthor or Unauthorised (naming
         the key and the reason; nothing is written)."""
+        if len(body) > MAX_RECEIPT:
+            raise Malformed(f"receipt: over {MAX_RECEIPT} bytes")
         receipt, at_ms = parse_receipt(body)
         identity = self.keyring.verify(key_id, RECEIPT_PREFIX + body, signature)  # BadSignature, UnknownAuthor
         if signer_of(identity) != receipt.dest:

@@ -6,7 +6,7 @@ this module loads and saves its objects, inside the caller's transaction:
 * the author's side. ``assign`` hands out the next per-destination counters of a delta (the
   delta's signed ``chain``) from ``chains``; ``owe`` keeps each (destination, counter) in
   ``owed`` with the delta it numbers, until ``take`` merges that destination's verified receipt
-  (``Receipt.merge``) into ``receipts_in`` and drops every owed counter the merge newly covers.
+  (``Receipt.merge``) into ``receipts_in`` and drops every owed counter the merge covers.
   ``custody`` notes which hub took custody (what an alert names); ``oldest`` and ``due`` are what
   status and the re-send rule (``Ledger.due``) read;
 * the destination's side. ``deliver`` notes each counter that arrived with its outcome (held,
@@ -25,9 +25,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
-from core.receipts import Inbox, Ledger, Owed, Range, Receipt, covers, without
+from core.receipts import Inbox, Ledger, Owed, Range, Receipt, without
 from store.schema import chains, inbox, owed, receipts_in
 
 
@@ -94,14 +94,13 @@ def assign(conn: Connection, origin: str, epoch: int, destinations: Iterable[str
 
 def owe(conn: Connection, origin: str, epoch: int, chain: Mapping[str, int], *, delta_id: str, seq: int,
         now_ms: int, via: str = "") -> None:
-    """Keep each (destination, counter) of ``chain`` owed from ``now_ms``, unless the destination's
-    stored receipt already covers it (a destination that signed for counters ahead of time)."""
-    for d, n in sorted(chain.items()):
-        kept = _stored(conn, d, origin, epoch)
-        if kept is not None and covers(kept.covered, n):
-            continue
-        conn.execute(insert(owed).values(dest=d, origin=origin, epoch=epoch, n=n, delta_id=delta_id, seq=seq,
-                                         first_ms=now_ms, sent_ms=now_ms, via=via, resent=0))
+    """Keep each (destination, counter) of ``chain`` owed from ``now_ms``: inserts only, as this runs
+    in the write path. (A counter a destination signed for ahead of time is settled by its next
+    receipt: ``take`` settles everything a receipt covers, not only what it newly covers.)"""
+    if chain:
+        conn.execute(insert(owed), [{"dest": d, "origin": origin, "epoch": epoch, "n": n, "delta_id": delta_id,
+                                     "seq": seq, "first_ms": now_ms, "sent_ms": now_ms, "via": via, "resent": 0}
+                                    for d, n in sorted(chain.items())])
 
 
 def custody(conn: Connection, origin: str, hub: str, first_seq: int, last_seq: int) -> int:
@@ -112,18 +111,11 @@ def custody(conn: Connection, origin: str, hub: str, first_seq: int, last_seq: i
     return int(done.rowcount or 0)
 
 
-def _stored(conn: Connection, dest: str, origin: str, epoch: int) -> Receipt | None:
-    row = conn.execute(select(receipts_in).where(and_(receipts_in.c.dest == dest, receipts_in.c.origin == origin,
-                                                      receipts_in.c.epoch == epoch))).first()
-    if row is None:
-        return None
-    return Receipt(dest, origin, epoch, _ranges(row.held), _ranges(row.parked), _ranges(row.refused))
-
-
 def take(conn: Connection, receipt: Receipt, *, at_ms: int, now_ms: int) -> int:
     """Merge a verified ``receipt`` (signed at ``at_ms``) into what its destination said before, and
-    drop every owed counter the merge newly covers. Returns how many owed counters it settled.
-    A stale or repeated receipt settles nothing and takes nothing back (receipts merge by union)."""
+    drop every owed counter the merge covers. Returns how many owed counters it settled. A stale
+    or repeated receipt takes nothing back (receipts merge by union); it settles only what was
+    owed again since (a counter the destination had signed for ahead of time)."""
     key = and_(receipts_in.c.dest == receipt.dest, receipts_in.c.origin == receipt.origin,
                receipts_in.c.epoch == receipt.epoch)
     row = conn.execute(select(receipts_in).where(key)).first()
@@ -141,9 +133,11 @@ def take(conn: Connection, receipt: Receipt, *, at_ms: int, now_ms: int) -> int:
             at_ms=max(at_ms, row.at_ms), heard_ms=now_ms if moved else row.heard_ms,
             progress_ms=now_ms if new else row.progress_ms, **values))
     settled = 0
-    for lo, hi in new:
+    covered = merged.covered
+    for i in range(0, len(covered), 200):  # one statement per 200 ranges (a receipt has at most 768)
+        spans = [and_(owed.c.n >= lo, owed.c.n <= hi) for lo, hi in covered[i:i + 200]]
         done = conn.execute(delete(owed).where(and_(owed.c.dest == receipt.dest, owed.c.origin == receipt.origin,
-                                                    owed.c.epoch == receipt.epoch, owed.c.n >= lo, owed.c.n <= hi)))
+                                                    owed.c.epoch == receipt.epoch, or_(*spans))))
         settled += int(done.rowcount or 0)
     return settled
 
@@ -167,7 +161,12 @@ def due(conn: Connection, *, now_ms: int, alert_ms: int, alive: Mapping[str, boo
     """What to re-send now, by ``core.receipts.Ledger.due``'s rule (owed past ``alert_ms`` since its
     last send, to a destination ``alive`` says is answering), oldest first, at most ``limit``; each
     is stamped as re-sent now. Only counters past the delay are read, however many are owed."""
-    rows = conn.execute(select(owed).where(owed.c.sent_ms <= now_ms - alert_ms)
+    answering = sorted(d for d, up in alive.items() if up)
+    if not answering:
+        return []
+    # Only answering destinations are read: a destination that is down, owed many, must not use up
+    # ``limit`` and starve the others.
+    rows = conn.execute(select(owed).where(and_(owed.c.sent_ms <= now_ms - alert_ms, owed.c.dest.in_(answering)))
                         .order_by(owed.c.sent_ms, owed.c.dest, owed.c.n).limit(limit)).all()
     entries = {(e.dest, e.origin, e.epoch, e.n): e for e in map(_entry, rows)}
     out: list[OwedEntry] = []

@@ -97,6 +97,9 @@ def test_a_receipt_is_refused_unless_the_destination_signed_it_about_us(world, p
     bad = b'{"at":1,"dest":"44","epoch":0,"held":[[2,1]],"origin":"province-11","parked":[],"receipt":2,"refused":[]}'
     with pytest.raises(Malformed, match="held: each range"):
         mine.receive(bad, signer.key_id, signer.sign_receipt(bad))
+    big = b" " * 65_537
+    with pytest.raises(Malformed, match="receipt: over 65536 bytes"):
+        mine.receive(big, signer.key_id, signer.sign_receipt(big))
     assert [e.n for e in author.owed_to("44")] == [1]  # nothing refused settled anything
     assert author.receipts_heard() == {}
     # The national hub signs for "national", and only it.

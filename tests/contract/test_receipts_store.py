@@ -64,8 +64,11 @@ def test_a_receipt_settles_exactly_what_it_covers(db_url: str, opened: list[Stor
     # The parked 3 is later held: still settled, and 4 arriving settles the rest.
     assert s.take_receipt(Receipt("44", ME, 0, held=((1, 4),), refused=((5, 5),)), at_ms=T0 + 400, now_ms=T0 + 500) == 1
     assert "44" not in s.oldest_owed()
-    # A counter assigned after a receipt already covered it (a destination signing ahead) is not owed.
+    # A counter assigned after a receipt already covered it (a destination that signed ahead of
+    # time) is settled by its next receipt, even an unchanged one.
     s.note_owed({"44": 5}, delta_id="f" * 64, seq=9, now_ms=T0 + 600)
+    assert _owed(s, "44") == [5]
+    assert s.take_receipt(Receipt("44", ME, 0), at_ms=T0 + 700, now_ms=T0 + 800) == 1
     assert _owed(s, "44") == []
 
 
@@ -95,6 +98,16 @@ def test_resend_only_past_the_delay_and_only_to_a_destination_that_answers(db_ur
     assert s.oldest_owed()["44"].first_ms == T0
     due = s.owed_due(now_ms=T0 + 2 * alert, alert_ms=alert, alive={"44": True, "65": True})
     assert sorted((e.dest, e.n, e.resent) for e in due) == [("44", 1, 2), ("44", 2, 1), ("65", 1, 1)]
+    assert s.owed_due(now_ms=T0 + 9 * alert, alert_ms=alert, alive={}) == []  # nobody answers: nothing
+
+
+def test_a_destination_that_is_down_does_not_starve_the_others(db_url: str, opened: list[Store]) -> None:
+    s = _open(db_url, ME, opened)
+    for seq in range(1, 8):  # 65 (down) is owed more, and older, than a page holds
+        s.note_owed(s.assign_counters(["65"]), delta_id=f"{seq:064x}", seq=seq, now_ms=T0)
+    s.note_owed(s.assign_counters(["44"]), delta_id="e" * 64, seq=8, now_ms=T0 + 1)
+    due = s.owed_due(now_ms=T0 + 10_000, alert_ms=5000, alive={"44": True, "65": False}, limit=3)
+    assert [(e.dest, e.seq) for e in due] == [("44", 8)]
 
 
 def test_heard_tracks_a_destination_answering_and_progressing(db_url: str, opened: list[Store]) -> None:
