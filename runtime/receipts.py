@@ -6,8 +6,9 @@ this desk, owned by a node's replica, adds the clock, the keys and the policy:
 * **A receipt that arrives** (``receive``) is parsed (``core.receipts.parse_receipt``: a bad one
   is ``Malformed`` naming the key), verified by the current signing certificate of the province
   it names as destination (the national hub's for ``national``; chaining to the federation CA,
-  not revoked, not expired now), must be about us, and may not be dated more than the report
-  skew ahead of our clock. Only then does the store merge it and settle what it covers. A
+  not revoked, not expired now; a certificate travelling with it is learned only through the
+  keyring's checks, at most once a minute per key), must be about us, and may not be dated
+  more than the report skew ahead of our clock. Only then does the store merge it and settle what it covers. A
   replayed or stale receipt is harmless: receipts merge by union.
 * **The author acts** (``tick``, called every second or so). A destination whose oldest
   unreceipted change is older than ``receipt_alert_s`` is an alert naming the hub that had
@@ -32,15 +33,17 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from cryptography import x509
 
+from certs.ca import fingerprint_key_id
 from certs.signing import RECEIPT_PREFIX
 from core.errors import Malformed, UnknownAuthor, Unauthorised
 from core.identity import Identity, IdentityError
 from core.receipts import parse_receipt, receipt_body
 from runtime import metrics
+from runtime.reports import Trust
 from store.receipts import OwedEntry
 from store.store import Store
 
@@ -102,10 +105,10 @@ def signer_of(identity: str) -> str:
 class ReceiptDesk:
     """One per node (the replica's). Thread-safe: Push and Pull streams call it concurrently."""
 
-    def __init__(self, store: Store, keyring: Any, signer: ReceiptSigner | None, *, alert_s: float,
+    def __init__(self, store: Store, trust: Trust, signer: ReceiptSigner | None, *, alert_s: float,
                  now_ms: Callable[[], int], skew_ms: int = RECEIPT_SKEW_MS) -> None:
         self.store = store
-        self.keyring = keyring  # certs.keyring.Keyring: verify(), certificate_der()
+        self.trust = trust  # the replica: its keyring, learning certificates, revocations
         self.signer = signer
         self.alert_ms = int(alert_s * 1000)
         self.heartbeat_ms = max(MIN_INTERVAL_MS, self.alert_ms // 3)
@@ -114,17 +117,24 @@ class ReceiptDesk:
         self._sent: dict[tuple[str, int], tuple[int, int]] = {}  # stream -> (sent at, inbox updated_ms then)
         self._raised: set[tuple[str, str]] = set()  # (dest, via) alerts already logged and counted
         self._not_after: dict[str, dt.datetime] = {}
+        self._learn_at: dict[str, int] = {}  # key id -> when its certificate was last offered to the keyring
         self._lock = threading.Lock()
 
     # -- the author's side -----------------------------------------------------------------------
-    def receive(self, body: bytes, key_id: str, signature: bytes) -> int:
+    def receive(self, body: bytes, key_id: str, signature: bytes, certificate: bytes | None = None) -> int:
         """Verify a destination's signed receipt and settle what it covers; returns how many owed
-        changes it settled. Raises Malformed, BadSignature, UnknownAuthor or Unauthorised (naming
-        the key and the reason; nothing is written)."""
+        changes it settled. ``certificate``: the signer's certificate (DER), if it travelled with the
+        receipt; it is learned only through the keyring's checks. Raises Malformed, BadSignature,
+        UnknownAuthor or Unauthorised (naming the key and the reason; nothing is written)."""
         if len(body) > MAX_RECEIPT:
             raise Malformed(f"receipt: over {MAX_RECEIPT} bytes")
         receipt, at_ms = parse_receipt(body)
-        identity = self.keyring.verify(key_id, RECEIPT_PREFIX + body, signature)  # BadSignature, UnknownAuthor
+        self.trust.sync_revocations()
+        if certificate is not None and fingerprint_key_id(certificate) != key_id:
+            raise Malformed(f"receipt.certificate: is not the certificate of {key_id}")
+        if certificate is not None and key_id not in self.trust.keyring and self._may_learn(key_id):
+            self.trust.learn([certificate])  # checked against the federation CA and revocations first
+        identity = self.trust.keyring.verify(key_id, RECEIPT_PREFIX + body, signature)  # BadSignature, UnknownAuthor
         if signer_of(identity) != receipt.dest:
             raise Unauthorised(f"receipt.dest: names {receipt.dest}, but {identity} signed it")
         now = self.now_ms()
@@ -137,11 +147,23 @@ class ReceiptDesk:
                             f"(over the {self.skew_ms / 1000:.0f} s allowed)")
         return self.store.take_receipt(receipt, at_ms=at_ms, now_ms=now)
 
+    def _may_learn(self, key_id: str) -> bool:
+        """A certificate is offered to the keyring at most once a minute: one the keyring refuses
+        (and logs) arriving with every receipt must not flood the log."""
+        now = self.now_ms()
+        with self._lock:
+            if now - self._learn_at.get(key_id, now - 60_001) <= 60_000:
+                return False
+            if len(self._learn_at) >= 1024:
+                self._learn_at.clear()
+            self._learn_at[key_id] = now
+        return True
+
     def _expiry(self, key_id: str) -> dt.datetime:
         with self._lock:
             found = self._not_after.get(key_id)
         if found is None:
-            found = x509.load_der_x509_certificate(self.keyring.certificate_der(key_id)).not_valid_after_utc
+            found = x509.load_der_x509_certificate(self.trust.keyring.certificate_der(key_id)).not_valid_after_utc
             with self._lock:
                 self._not_after[key_id] = found
         return found

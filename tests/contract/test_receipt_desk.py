@@ -20,6 +20,7 @@ from core.receipts import HELD, Receipt, parse_receipt, receipt_body
 from node.status import node_status
 from runtime import metrics
 from runtime.receipts import ReceiptDesk, owed_report
+from runtime.replica import Replica
 from store.store import Store
 from tests.support.pki import PKI
 
@@ -41,8 +42,9 @@ def world(db_url: str, tmp_path: Path, pki: PKI, opened: list[Store]):  # type: 
     author = Store.open(db_url, owner=ME)
     dest = Store.open(f"sqlite:///{tmp_path / '44.db'}", owner="province-44")
     opened += [author, dest]
-    mine = ReceiptDesk(author, pki.keyring(), pki.signer(ME), alert_s=ALERT_S, now_ms=clock)
-    theirs = ReceiptDesk(dest, pki.keyring(), pki.signer("province-44"), alert_s=ALERT_S, now_ms=clock)
+    mine = ReceiptDesk(author, Replica(ME, author, pki.keyring()), pki.signer(ME), alert_s=ALERT_S, now_ms=clock)
+    theirs = ReceiptDesk(dest, Replica("province-44", dest, pki.keyring()), pki.signer("province-44"),
+                         alert_s=ALERT_S, now_ms=clock)
     return clock, author, dest, mine, theirs
 
 
@@ -106,6 +108,25 @@ def test_a_receipt_is_refused_unless_the_destination_signed_it_about_us(world, p
     _write(author, 2, ["national"], clock())
     body, key_id, sig = _signed(pki, "hub-national", Receipt("national", ME, 0, held=((1, 1),)), clock())
     assert mine.receive(body, key_id, sig) == 1
+
+
+def test_the_destination_certificate_may_travel_with_its_receipt(db_url: str, pki: PKI, opened: list[Store]) -> None:
+    clock = Clock()
+    author = Store.open(db_url, owner=ME)
+    opened.append(author)
+    replica = Replica(ME, author, pki.keyring(exclude=("province-44",)))  # 44 never sent us a change
+    mine = ReceiptDesk(author, replica, pki.signer(ME), alert_s=ALERT_S, now_ms=clock)
+    _write(author, 1, ["44"], clock())
+    body, key_id, sig = _signed(pki, "province-44", Receipt("44", ME, 0, held=((1, 1),)), clock())
+    with pytest.raises(UnknownAuthor):
+        mine.receive(body, key_id, sig)
+    with pytest.raises(Malformed, match="receipt.certificate: is not the certificate of"):
+        mine.receive(body, key_id, sig, certificate=pki.signer("province-31").cert_der)
+    foreign = pki.foreign_signer()  # a "province-44" certificate from another CA: the keyring refuses it
+    fbody = receipt_body(Receipt("44", ME, 0, held=((1, 1),)), clock())
+    with pytest.raises(UnknownAuthor):
+        mine.receive(fbody, foreign.key_id, foreign.sign_receipt(fbody), certificate=foreign.cert_der)
+    assert mine.receive(body, key_id, sig, certificate=pki.signer("province-44").cert_der) == 1
 
 
 def _alerts_counted(dest: str, via: str) -> float:
