@@ -1,4 +1,5 @@
-"""`yipanqi status` shows issue 17's receipts and gaps (cli.status), only when there are any."""
+"""`yipanqi status` shows issue 17's receipts and gaps (cli.status), only when there are any; and what a
+destination notes in its inbox for the deltas it decided (runtime.receipts.inbox_entries)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,25 @@ def test_the_national_hub_shows_its_gaps(capsys: pytest.CaptureFixture[str]) -> 
     doc = {"role": "hub", "identity": "hub-national", "log_lsn": 1, "quarantined": 0, "destinations": [],
            "upstream": None, "gaps": {"province-11": [{"epoch": 1, "missing": [[4, 4]]}]}}
     assert "province-11 epoch 1: 4" in _shown(doc, capsys)
+
+
+def test_inbox_entries_are_the_deltas_whose_chain_numbers_us() -> None:
+    """runtime.receipts.inbox_entries, on real deltas a record's graph wrote."""
+    from dataclasses import replace
+
+    from core.graph import DUPLICATE, HELD, PARKED, REFUSED, RecordGraph
+    from core.hlc import Timestamp
+    from core.kinds import graph_rules
+    from runtime.receipts import inbox_entries
+
+    graph = RecordGraph("person", "k1", graph_rules("person"))
+    _, delta, _ = graph.write({"id_number": "440101199001011234", "name": "x", "household_province": "44",
+                               "residence_province": "11"}, origin="province-44", epoch=2, seq=1,
+                              at=Timestamp(1, 0, "province-44"), op="create", now_ms=1)
+    to_us = replace(delta, chain={"11": 7, "national": 3})
+    elsewhere = replace(delta, chain={"65": 1})
+    decided = [(to_us, HELD), (elsewhere, HELD), (to_us, DUPLICATE), (replace(to_us, chain={"11": 8}), PARKED),
+               (replace(to_us, chain={"11": 9}), REFUSED)]
+    assert inbox_entries("11", decided) == [("province-44", 2, 7, HELD), ("province-44", 2, 8, PARKED),
+                                            ("province-44", 2, 9, REFUSED)]
+    assert inbox_entries("national", decided[:1]) == [("province-44", 2, 3, HELD)]
