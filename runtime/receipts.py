@@ -41,8 +41,7 @@ from certs.ca import fingerprint_key_id
 from certs.signing import RECEIPT_PREFIX
 from core.errors import Malformed, UnknownAuthor, Unauthorised
 from core.identity import Identity, IdentityError
-from core.delta import Delta
-from core.receipts import HELD, PARKED, REFUSED, parse_receipt, receipt_body
+from core.receipts import parse_receipt, receipt_body
 from runtime import metrics
 from runtime.reports import Trust
 from store.receipts import OwedEntry
@@ -224,20 +223,6 @@ class ReceiptDesk:
         return out
 
 
-def inbox_entries(dest: str, decided: Iterable[tuple[Delta, str]]) -> list[tuple[str, int, int, str]]:
-    """What a destination notes in its inbox (``store.receipts.deliver``) for verified deltas decided
-    here, each with its ``core.graph`` outcome: (origin, epoch, counter, outcome) for each delta
-    whose signed ``chain`` numbers ``dest``. A DUPLICATE is left out: its first arrival was noted
-    in the transaction that decided it, so note inside the ingest's transaction. A parked delta
-    released later is noted again as held."""
-    out = []
-    for delta, outcome in decided:
-        n = delta.chain.get(dest)
-        if n is not None and outcome in (HELD, PARKED, REFUSED):
-            out.append((delta.origin, delta.epoch, n, outcome))
-    return out
-
-
 # -- status ----------------------------------------------------------------------------------------
 
 def owed_report(store: Store, now: int, alert_s: float) -> dict[str, dict[str, object]]:
@@ -259,5 +244,4 @@ def gaps_report(store: Store) -> dict[str, list[dict[str, object]]]:
             for origin, epochs in sorted(store.gaps().items())}
 
 
-__all__ = ["Alert", "ReceiptDesk", "SignedReceipt", "Tick", "gaps_report", "inbox_entries", "owed_report",
-           "signer_of"]
+__all__ = ["Alert", "ReceiptDesk", "SignedReceipt", "Tick", "gaps_report", "owed_report", "signer_of"]

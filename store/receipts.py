@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
-from core.receipts import Inbox, Ledger, Owed, Range, Receipt, without
+from core.delta import Delta
+from core.receipts import HELD, PARKED, REFUSED, Inbox, Ledger, Owed, Range, Receipt, without
 from store.schema import chains, inbox, owed, receipts_in
 
 
@@ -221,6 +222,20 @@ def deliver(conn: Connection, dest: str, entries: Sequence[tuple[str, int, int, 
             conn.execute(insert(inbox).values(origin=origin, epoch=epoch, **values))
         elif (row.held, row.parked, row.refused) != (values["held"], values["parked"], values["refused"]):
             conn.execute(update(inbox).where(key).values(**values))
+
+
+def inbox_entries(dest: str, decided: Iterable[tuple[Delta, str]]) -> list[tuple[str, int, int, str]]:
+    """What a destination notes in its inbox (``deliver``) for verified deltas decided
+    here, each with its ``core.graph`` outcome: (origin, epoch, counter, outcome) for each delta
+    whose signed ``chain`` numbers ``dest``. A DUPLICATE is left out: its first arrival was noted
+    in the transaction that decided it, so note inside the ingest's transaction. A parked delta
+    released later is noted again as held."""
+    out = []
+    for delta, outcome in decided:
+        n = delta.chain.get(dest)
+        if n is not None and outcome in (HELD, PARKED, REFUSED):
+            out.append((delta.origin, delta.epoch, n, outcome))
+    return out
 
 
 def _inbox(conn: Connection, dest: str, origin: str | None = None) -> tuple[Inbox, list[tuple[str, int, int]]]:

@@ -1,5 +1,5 @@
 """`yipanqi status` shows issue 17's receipts and gaps (cli.status), only when there are any; and what a
-destination notes in its inbox for the deltas it decided (runtime.receipts.inbox_entries)."""
+destination notes in its inbox for the deltas it decided (store.receipts.inbox_entries)."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ def test_the_national_hub_shows_its_gaps(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_inbox_entries_are_the_deltas_whose_chain_numbers_us() -> None:
-    """runtime.receipts.inbox_entries, on real deltas a record's graph wrote."""
+    """store.receipts.inbox_entries, on real deltas a record's graph wrote."""
     from dataclasses import replace
 
     from core.graph import DUPLICATE, HELD, PARKED, REFUSED, RecordGraph
     from core.hlc import Timestamp
     from core.kinds import graph_rules
-    from runtime.receipts import inbox_entries
+    from store.receipts import inbox_entries
 
     graph = RecordGraph("person", "k1", graph_rules("person"))
     _, delta, _ = graph.write({"id_number": "440101199001011234", "name": "x", "household_province": "44",
