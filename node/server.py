@@ -65,13 +65,17 @@ def run_node(cfg: NodeConfig) -> None:
     replica.after_ingest = Refollow(records)  # followers a move missed (a province writes; hubs never do this)
     certificates = CertificateDesk(store, document_verifier(cfg.tls.ca.read_bytes(), revocations.tokens), records,
                                    signer)
-    admin = AdminServicer(store, cfg.province, lambda: node_status(store, link.state, acks=replica.acks), records,
+
+    def status() -> dict[str, object]:
+        return node_status(store, link.state, acks=replica.acks, receipt_alert_s=cfg.timing.receipt_alert_s)
+
+    admin = AdminServicer(store, cfg.province, status, records,
                           PeerGate(revocations), certificates=certificates, arrivals=replica.arrivals)
     slots = Slots(cfg.province, revocations)
     server, _health = build_server(cfg.listen, cfg.tls,
                                    lambda s: admin_pb2_grpc.add_AdminServicer_to_server(admin, s), slots=slots,
                                    timing=cfg.timing)
     slots.start_sweeper(stop, cfg.timing.sweep_s)
-    serve_metrics(cfg.listen, cfg.metrics_port, lambda: node_status(store, link.state, acks=replica.acks))
+    serve_metrics(cfg.listen, cfg.metrics_port, status)
     link.start()
     run_until_signal(server, stop, replica.close)

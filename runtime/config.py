@@ -81,6 +81,7 @@ class Timing:
     ack_flush_s: float = 0.25  # noted acks are written within this (runtime.acks.AckBook)
     online_s: float = 20.0  # the national hub shows a province up while its report is younger
     sweep_s: float = 1.0  # open calls of a client whose certificate was revoked are closed within this
+    receipt_alert_s: float = 300.0  # an own change unreceipted this long by a destination: alert, re-send (runtime.receipts)
 
 
 PRODUCTION_TIMING = Timing()

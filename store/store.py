@@ -47,6 +47,7 @@ from core.identity import Identity
 from core.intakeplan import Arrival, Twins
 from core.kinds import get_kind, graph_rules
 from core.merkle import Seal
+from core.receipts import Receipt
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
@@ -57,7 +58,7 @@ from core.clock import VectorClock
 from core.record import DELETED
 from core.record import Version as RecordVersion
 from store import (changelog, claims, counters, delays, deltas, duplicates, equivocations, projections, quarantine,
-                   records, rekey, tallies, upstream)
+                   receipts, records, rekey, tallies, upstream)
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
@@ -983,6 +984,99 @@ class Store:
         """The deltas waiting here, oldest first, with what each waits for (no field values)."""
         with self.engine.connect() as conn:
             return deltas.listing(conn, limit)
+
+    # -- receipts (issue 17; store.receipts: the lead's v2 wire calls these) ------------------------
+    # The author is this store's owner; as a destination it is named by its identity's name ("44",
+    # "national"), as receipts and ``chain`` name destinations. Methods without a ``conn`` run in a
+    # transaction of their own; the write path calls ``store.receipts.assign`` / ``owe`` in the
+    # transaction that logs the delta, and intake ``store.receipts.deliver`` in the ingest's.
+    @property
+    def dest_name(self) -> str:
+        """How receipts and ``chain`` name this replica as a destination."""
+        return Identity.parse(self.owner).name
+
+    def assign_counters(self, destinations: Sequence[str], *, epoch: int = 0) -> dict[str, int]:
+        """Take the next per-destination counter of our own stream ``epoch`` for each destination
+        (one delta's ``chain``); each counter is handed out once, across restarts."""
+        with self._lock, self.engine.begin() as conn:
+            chain = receipts.assign(conn, self.owner, epoch, destinations)
+        self.health.wrote()
+        return chain
+
+    def note_owed(self, chain: Mapping[str, int], *, delta_id: str, seq: int, now_ms: int, via: str = "",
+                  epoch: int = 0) -> None:
+        """Keep each counter of ``chain`` (our delta ``delta_id``, seq ``seq``) owed to its destination
+        from ``now_ms`` until that destination's receipt covers it."""
+        with self._lock, self.engine.begin() as conn:
+            receipts.owe(conn, self.owner, epoch, chain, delta_id=delta_id, seq=seq, now_ms=now_ms, via=via)
+        self.health.wrote()
+
+    def note_custody(self, hub: str, first_seq: int, last_seq: int) -> int:
+        """Hub ``hub`` acknowledged (took custody of) our seqs ``first_seq..last_seq``: what is still
+        owed of them names that hub from now on. Returns how many owed counters it touched."""
+        with self._lock, self.engine.begin() as conn:
+            done = receipts.custody(conn, self.owner, hub, first_seq, last_seq)
+        self.health.wrote()
+        return done
+
+    def take_receipt(self, receipt: Receipt, *, at_ms: int, now_ms: int) -> int:
+        """Merge a *verified* destination receipt (signed at ``at_ms``) into what that destination
+        said before, and settle every owed counter it newly covers. Returns how many it settled.
+        Receipts about other origins are kept too (they show the destination answering)."""
+        with self._lock, self.engine.begin() as conn:
+            settled = receipts.take(conn, receipt, at_ms=at_ms, now_ms=now_ms)
+        self.health.wrote()
+        return settled
+
+    def oldest_owed(self) -> dict[str, receipts.Oldest]:
+        """Per destination with anything owed: its oldest unreceipted counter (by first send), the
+        delta it numbers, when it was first sent, the hub that had custody, and how many are owed."""
+        with self.engine.connect() as conn:
+            return receipts.oldest(conn)
+
+    def owed_to(self, dest: str, *, limit: int = 1000) -> list[receipts.OwedEntry]:
+        """What ``dest`` is still owed, lowest counter first, at most ``limit``."""
+        with self.engine.connect() as conn:
+            return receipts.owed_entries(conn, dest, limit)
+
+    def owed_due(self, *, now_ms: int, alert_ms: int, alive: Mapping[str, bool], limit: int = 500) -> list[receipts.OwedEntry]:
+        """What to re-send now (``core.receipts.Ledger.due``'s rule), each stamped re-sent at ``now_ms``."""
+        with self._lock, self.engine.begin() as conn:
+            out = receipts.due(conn, now_ms=now_ms, alert_ms=alert_ms, alive=alive, limit=limit)
+        self.health.wrote()
+        return out
+
+    def receipts_heard(self) -> dict[str, tuple[int, int]]:
+        """Per destination: (when its signed receipt time last moved, when what it covers last grew)."""
+        with self.engine.connect() as conn:
+            return receipts.heard(conn)
+
+    def note_delivered(self, origin: str, epoch: int, n: int, outcome: str, *, now_ms: int) -> None:
+        """Counter ``n`` of ``origin``'s stream ``epoch`` arrived here: held, parked or refused.
+        Raises ValueError (nothing noted) for another outcome or a counter below 1."""
+        self.note_delivered_many([(origin, epoch, n, outcome)], now_ms=now_ms)
+
+    def note_delivered_many(self, entries: Sequence[tuple[str, int, int, str]], *, now_ms: int) -> None:
+        """``note_delivered`` for many (origin, epoch, counter, outcome), in one transaction."""
+        with self._lock, self.engine.begin() as conn:
+            receipts.deliver(conn, self.dest_name, entries, now_ms)
+        self.health.wrote()
+
+    def receipt_for(self, origin: str, epoch: int = 0) -> Receipt:
+        """The cumulative receipt this replica gives ``origin``'s stream ``epoch``, to sign and send."""
+        with self.engine.connect() as conn:
+            return receipts.receipt(conn, self.dest_name, origin, epoch)
+
+    def receipt_streams(self) -> dict[tuple[str, int], int]:
+        """Every (origin, epoch) something arrived on, and when what we hold of it last changed."""
+        with self.engine.connect() as conn:
+            return receipts.streams(conn)
+
+    def gaps(self) -> dict[str, dict[int, tuple[tuple[int, int], ...]]]:
+        """Per origin and epoch: counters missing below the highest one that arrived here (dropped,
+        or still on the way). Empty when nothing is missing."""
+        with self.engine.connect() as conn:
+            return receipts.gaps(conn, self.dest_name)
 
 
 def _taken_in(written: Sequence[tuple], priors: Mapping[tuple[str, str], RecordState | None]  # type: ignore[type-arg]

@@ -87,6 +87,7 @@ TEST_TIMING: dict[str, float] = {
     "keepalive_timeout_s": 3.0,
     "online_s": 10.0,
     "sweep_s": 0.5,
+    "receipt_alert_s": 5.0,
 }
 
 
