@@ -359,6 +359,10 @@ class Store:
                 results.append(err)
                 continue
             before = graph.view().involved if graph.held else frozenset()
+            if graph.held:  # a delta is never stamped before what it depends on (after a restart, say)
+                latest = max(d.at for d in graph.held.values())
+                if latest > self._hlc:
+                    self._hlc = latest
             self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
             try:
                 did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq + 1, at=at, op=op,
