@@ -29,6 +29,7 @@ never moves to a fallback hub for it, and never names a hub in the error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -54,6 +55,9 @@ from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 log = logging.getLogger("yipanqi.link")
 
 WINDOW = 4
+FETCH_EVERY_S = 2.0  # how often a node looks at what its parked deltas wait for
+FETCH_AFTER_MS = 1000  # a delta parked this long has waited for ordinary delivery
+FETCH_RETRY_S = 30.0  # a dependency asked for is asked for again after this long
 BATCH = 500
 
 Source = Callable[[int, int], tuple[list[LogEntry], int]]
@@ -168,6 +172,9 @@ class Link(threading.Thread):
             threading.Thread(target=self._guard, args=(self._pull, stub, hub, done, calls, errors, store_down),
                              daemon=True),
         ]
+        if self.for_province is not None:  # a province node fetches what its parked deltas wait for
+            threads.append(threading.Thread(target=self._guard, daemon=True,
+                                            args=(self._fetch, stub, hub, done, calls, errors, store_down)))
         for t in threads:
             t.start()
         deadline = time.monotonic() + limit if limit else None
@@ -241,6 +248,46 @@ class Link(threading.Thread):
             errors.append(str(err))
         finally:
             done.set()
+
+    # -- fetch: what parked deltas wait for ------------------------------------
+    def _fetch(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
+               store_down: list) -> None:
+        """Now and then, ask the hub for the dependencies our parked deltas wait for (a hub that
+        dropped one, a relay cut short): per record, the ids not held here, at most once per
+        ``FETCH_RETRY_S`` each. Only the deltas asked for are taken from the answer, and they go
+        through intake and the graph like any others."""
+        tried: dict[str, float] = {}
+        while not done.wait(FETCH_EVERY_S):
+            at = time.monotonic()
+            wanted: dict[tuple[str, str], set[str]] = {}
+            parked = self.replica.store.parked_deltas(limit=500)
+            have = {e.digest for e in parked}
+            cutoff = now_ms() - FETCH_AFTER_MS
+            for e in parked:
+                if e.received_ms > cutoff:
+                    continue  # give ordinary delivery a moment first
+                for dep in e.waiting_for:
+                    if dep != "time" and dep not in have and at - tried.get(dep, float("-inf")) >= FETCH_RETRY_S:
+                        wanted.setdefault((e.kind, e.record_id), set()).add(dep)
+            for (kind, record_id), ids in sorted(wanted.items()):
+                asked = sorted(ids)[:wire.MAX_FETCH]
+                for d in asked:
+                    tried[d] = at
+                try:
+                    answer = stub.Fetch(pb.FetchRequest(ids=asked, kind=kind, record_id=record_id), timeout=10)
+                except grpc.RpcError as err:
+                    metrics.FETCHES.labels("failed").inc()
+                    log.info("fetch from hub-%s failed: %s", hub.name, err.code().name)
+                    continue
+                keep = [c for c in answer.changes if hashlib.sha256(c.body).hexdigest() in ids]
+                metrics.FETCHES.labels("answered" if keep else "empty").inc()
+                if keep:
+                    batch = pb.Batch(cursor=0, certificates=answer.certificates[:len(keep) + 8], changes=keep)
+                    result = self.replica.ingest_batch(batch, via=hub.identity, peer_may_forward=True,
+                                                       for_province=None, cursor_name=f"fetch:{hub.identity}",
+                                                       fetched=True)
+                    log.info("fetched %d deltas from hub-%s: %d held, %d released", len(keep), hub.name,
+                             result.applied, len(result.released))
 
     # -- push: our changes up ------------------------------------------------
     def _push(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,

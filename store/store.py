@@ -42,7 +42,7 @@ from sqlalchemy import Connection
 from core import hlc, intakeplan, relay
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised
+from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised, ValidationError
 from core.identity import Identity
 from core.intakeplan import Arrival, Twins
 from core.kinds import get_kind, graph_rules
@@ -63,7 +63,7 @@ from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
 from store.quarantine import QuarantineEntry
-from store.schema import cursors, keys, meta
+from store.schema import cursors, keys, log, meta
 
 __all__ = ["Accepted", "IngestResult", "LogEntry", "QuarantineEntry", "Refused", "Store"]
 
@@ -978,6 +978,28 @@ class Store:
         if to_log:
             self._notify()
         return result
+
+    def fetch_answer(self, kind: str, record_id: str, ids: Sequence[str], asker: str) -> list[Envelope]:
+        """What this replica gives province ``asker`` that asked for the deltas ``ids`` of a record
+        (``Fetch``): only if the record, as held here, involves ``asker`` now or was ever routed to
+        it; then each asked delta that a newly involved province needs (``RecordGraph.relay``),
+        opening only what that needs. Anything else is left out (the caller answers with what there
+        is). Raises ``StoreUnavailable``."""
+        with self.engine.connect() as conn:
+            try:
+                graph = deltas.load(conn, kind, deltas.resolve(conn, kind, record_id), graph_rules(kind))
+            except (LocalError, ValidationError):
+                return []
+            routed = conn.execute(select(log.c.lsn).where(
+                log.c.kind == kind, log.c.record_id.in_(sorted({record_id, graph.record_id})),
+                log.c.routes.like(f"%,{asker},%")).limit(1)).first()
+            if asker not in graph.view().involved and routed is None:
+                return []
+            wanted = set(ids)
+            names = {did: n for did, _, n in graph.relay() if did in wanted}
+            stored = changelog.envelopes(conn, kind, sorted({record_id, graph.record_id} | graph.related), sorted(names))
+        return [Envelope(env.body, env.seal, graph.held[did].openings(sorted(names[did])))
+                for did, env in sorted(stored.items())]
 
     def count_parked(self) -> tuple[int, int | None]:
         """(deltas waiting here for their history or their time, received_ms of the oldest)."""

@@ -123,7 +123,11 @@ class PullResponse(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("ids",)
+    __slots__ = ("ids", "kind", "record_id")
     IDS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    kind: str
+    record_id: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., record_id: _Optional[str] = ...) -> None: ...
