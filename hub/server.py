@@ -26,7 +26,7 @@ from runtime.fairshare import Slots
 from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
-from store.store import LogEntry, Store
+from store.store import Store
 from yipanqi.v2 import admin_pb2_grpc, federation_pb2_grpc
 
 log = logging.getLogger("yipanqi.hub")
