@@ -344,10 +344,13 @@ class RecordGraph:
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
               op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
               merges: tuple[str, ...] = (), now_ms: int | None = None,
-              salt: Callable[[], bytes] | None = None) -> tuple[str, Delta, bytes]:
+              salt: Callable[[], bytes] | None = None,
+              chain: Callable[[frozenset[str]], Mapping[str, int]] | None = None) -> tuple[str, Delta, bytes]:
         """Build, hold and return this author's next delta: (id, delta, signed-to-be body).
         An alias (``merges``: records held here, ``related``) depends on their heads too.
-        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta)."""
+        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta);
+        ``chain(routes)`` the per-destination counters it carries (core.receipts), once its routes
+        are known."""
         body_values = dict(values)
         if op in ("create", "update", "settle", "delete"):
             body_values[DELETED] = op == "delete"
@@ -367,7 +370,8 @@ class RecordGraph:
         involved = set(before.involved)
         for m in merges:  # the provinces of each record taken in are told too
             involved |= self.evaluate(self._closure(d for d in deps if self.held[d].record_id == m), record=m).involved
-        final = replace(draft, routes=frozenset(involved) | after.involved)
+        routes = frozenset(involved) | after.involved
+        final = replace(draft, routes=routes, chain=dict(chain(routes)) if chain is not None else {})
         body = final.to_body()
         did = delta_id(body)
         decision = self.receive(did, final, author=origin, now_ms=at.wall_ms if now_ms is None else now_ms)

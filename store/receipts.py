@@ -93,6 +93,27 @@ def assign(conn: Connection, origin: str, epoch: int, destinations: Iterable[str
     return chain
 
 
+def last_counters(conn: Connection, origin: str, epoch: int, destinations: Iterable[str]) -> dict[str, int]:
+    """The last counter taken per destination (0 for none yet), to hand out the next ones in a batch."""
+    dests = sorted(set(destinations))
+    out = dict.fromkeys(dests, 0)
+    if dests:
+        q = select(chains.c.dest, chains.c.last).where(and_(chains.c.origin == origin, chains.c.epoch == epoch,
+                                                             chains.c.dest.in_(dests)))
+        out.update((d, int(last)) for d, last in conn.execute(q))
+    return out
+
+
+def take_counters(conn: Connection, origin: str, epoch: int, taken: Mapping[str, int], before: Mapping[str, int]) -> None:
+    """Store the last counters a batch took (``taken``), where they stood at ``before`` (0: no row yet)."""
+    for d, last in sorted(taken.items()):
+        if before.get(d, 0) == 0:
+            conn.execute(insert(chains).values(origin=origin, epoch=epoch, dest=d, last=last))
+        else:
+            conn.execute(update(chains).where(and_(chains.c.origin == origin, chains.c.epoch == epoch,
+                                                   chains.c.dest == d)).values(last=last))
+
+
 def owe(conn: Connection, origin: str, epoch: int, chain: Mapping[str, int], *, delta_id: str, seq: int,
         now_ms: int, via: str = "") -> None:
     """Keep each (destination, counter) of ``chain`` owed from ``now_ms``: inserts only, as this runs

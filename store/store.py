@@ -52,7 +52,7 @@ from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
 from core.delta import SALT_BYTES, Delta
-from core.graph import DUPLICATE, PARKED, REFUSED, RecordGraph
+from core.graph import DUPLICATE, HELD, PARKED, REFUSED, RecordGraph
 from core.graphstate import clocks, state_of
 from core.clock import VectorClock
 from core.record import DELETED
@@ -68,6 +68,7 @@ from store.schema import cursors, keys, log, meta
 __all__ = ["Accepted", "IngestResult", "LogEntry", "QuarantineEntry", "Refused", "Store"]
 
 MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
+NATIONAL = "national"  # how a delta's chain and receipts name the national hub (core.receipts)
 Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
@@ -346,6 +347,22 @@ class Store:
         priors = records.load_many(conn, sorted({(g.kind, g.record_id) for g in graphs.values()}
                                                 | {(kind, m) for kind, _, _, _, ms in items for m in ms}))
         shown: dict[int, RecordState | None] = {}
+        chain_start: dict[str, int] = {}  # last counter per destination when the batch began (core.receipts)
+        taken: dict[str, int] = {}  # and as this batch has taken them
+
+        def chain(routes: frozenset[str]) -> dict[str, int]:
+            """The next counter per destination of a delta with these routes: each province it
+            goes to but ours, and the national hub when it leaves our province."""
+            dests = sorted(routes - {own}) if own is not None else []
+            if dests:
+                dests.append(NATIONAL)
+            missing = [d for d in dests if d not in taken]
+            if missing:
+                found = receipts.last_counters(conn, self.owner, 0, missing)
+                chain_start.update(found)
+                taken.update(found)
+            return {d: taken[d] + 1 for d in dests}
+
         for kind, record_id, edit, accepts, merges in items:
             graph = graphs[(kind, record_id)]
             if merges and not set(merges) <= graph.related:
@@ -367,11 +384,12 @@ class Store:
             try:
                 did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq + 1, at=at, op=op,
                                                operator=operator, accepts=tuple(accepts),
-                                               merges=tuple(sorted(merges)), now_ms=now_ms, salt=_salt)
+                                               merges=tuple(sorted(merges)), now_ms=now_ms, salt=_salt, chain=chain)
             except ValueError as err:
                 results.append(LocalError(f"{kind} {record_id}: {err}"))
                 continue
             seq += 1
+            taken.update(delta.chain)  # taken only by a delta written: a refused write leaves no gap
             newly = graph.view().involved - before - {own} if before else frozenset()
             relayed = [(d, names) for d, _, names in graph.relay() if d != did] if newly else []
             shown[id(graph)] = state = state_of(graph)
@@ -379,6 +397,8 @@ class Store:
             results.append(Written(did, delta, state))
         if not written:
             return results
+        receipts.take_counters(conn, self.owner, 0, {d: n for d, n in taken.items() if n != chain_start.get(d)},
+                               chain_start)
         seals = seal([body for _, _, body, _, _ in written])
         ours = {did: Envelope(body, sealed, delta.openings())
                 for (did, delta, body, _, _), sealed in zip(written, seals)}
@@ -799,6 +819,7 @@ class Store:
             to_log: list[tuple[Delta, Envelope, str, str]] = []  # (delta, envelope, id, via)
             to_park: list[tuple[str, Delta, Envelope, str, frozenset[str], str]] = []
             bad: list[Refused] = list(refused)
+            graph_refused: list[Delta] = []  # verified, refused by the history: still answered by receipts
             incoming = {r.id: r for r in items}
             targets: dict[tuple[str, str], str] = {}  # (kind, record id) -> the record it is part of now
             for kind in sorted({r.delta.kind for r in items}):
@@ -815,6 +836,7 @@ class Store:
                 if decision.outcome == DUPLICATE:
                     result.duplicates += 1
                 elif decision.outcome == REFUSED:
+                    graph_refused.append(r.delta)
                     # Signed, and contradicted by the history: charged to its signer, filed like intake's
                     # "<category>: <detail>" (the graph's own "unauthorised: " is not said twice).
                     why = decision.reason.removeprefix("unauthorised: ")
@@ -858,6 +880,9 @@ class Store:
                 to_log += more
                 newly = [i for _, _, i, _ in more]
             result.applied, result.parked = len(to_log), len(to_park)
+            if self.hold_records:  # what arrived here of what was meant for us, for receipts and gaps
+                self._note_delivered(conn, [(d, HELD) for d, *_ in to_log] + [(p[1], PARKED) for p in to_park]
+                                     + [(d, REFUSED) for d in graph_refused], now_ms)
             if to_log:
                 self._after_held(conn, result, to_log, targets, graphs, now_ms)
             if cursor is not None:
@@ -869,6 +894,13 @@ class Store:
         if to_log:
             self._notify()
         return result
+
+    def _note_delivered(self, conn: Connection, decided: Sequence[tuple[Delta, str]], now_ms: int) -> None:
+        """Note in the inbox (store.receipts) the counters meant for us among verified deltas just
+        decided here, each with its outcome: what a receipt answers and a gap is told from."""
+        entries = receipts.inbox_entries(self.dest_name, decided)
+        if entries:
+            receipts.deliver(conn, self.dest_name, entries, now_ms)
 
     def _after_held(self, conn: Connection, result: IngestResult, to_log: Sequence[tuple[Delta, Envelope, str, str]],
                     targets: Mapping[tuple[str, str], str], graphs: dict[tuple[str, str], RecordGraph],
@@ -974,6 +1006,7 @@ class Store:
                 result.released += list(released)
             result.applied = len(to_log)
             if to_log:
+                self._note_delivered(conn, [(d, HELD) for d, *_ in to_log], now_ms)
                 self._after_held(conn, result, to_log, {}, graphs, now_ms)
         if to_log:
             self._notify()

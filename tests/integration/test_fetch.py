@@ -43,3 +43,20 @@ def _metric(fed: Fed, identity: str, series: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
+
+
+def test_a_change_a_hub_dropped_shows_as_a_gap_at_its_destination(tmp_path: Path) -> None:
+    """Issue 17: each delta numbers what its author routed to each destination (chain, signed),
+    so 45 tells a drop from a legitimate gap in 44's sequence numbers."""
+    rng = random.Random("gap")
+    with small_federation(tmp_path / "fed", ["44", "45"], configure=_dropping_pearl) as fed:
+        intra = fed.write("province-44", "create", person(rng, household="44", residence="44"))  # never for 45
+        lost = fed.write("province-44", "create", person(rng, household="44", residence="45"))  # dropped by pearl
+        kept = fed.write("province-44", "create", person(rng, household="44", residence="45"))  # dropped, then ...
+        kept = fed.write("province-44", "update", {"children": 1}, kept["person_id"])  # ... fetched with this
+        fed.arrives("province-45", kept["person_id"], kept, timeout=60)
+        assert fed.get("province-45", lost["person_id"]) is None
+        assert fed.get("province-45", intra["person_id"]) is None
+        # 44's seqs to 45 have a hole (the intra-province create) that is no gap; the dropped create is.
+        assert fed.status("province-45")["gaps"] == {"province-44": [{"epoch": 0, "missing": [[1, 1]]}]}
+        assert "gaps" not in fed.status("hub-national")  # the national hub got everything
