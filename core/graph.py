@@ -73,6 +73,7 @@ class Rules:
     # answer is the receiver's), judged on the history like involvement.
     writers: Callable[[Mapping[str, object], Mapping[str, object], str], str | None] = lambda shown, written, author: None
     arbiter_fields: tuple[str, ...] = ()  # the fields ``arbiter`` reads (a relay always opens them on creates)
+    baseline_by: str | None = None  # the field naming the province that signs a record's v2 baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +228,10 @@ class RecordGraph:
                               f"({own.epoch}, {own.seq}) on this record")
         before = self.evaluate(closure, record=delta.record_id)
         mine = delta.province
+        if delta.legacy:
+            problem = self._baseline_problem(delta)
+            if problem is not None:
+                return refuse(problem)
         if delta.op == "create":
             if mine not in self._involves(delta.values):
                 return refuse(f"unauthorised: a create by {delta.origin} must involve its author")
@@ -240,7 +245,9 @@ class RecordGraph:
                 return refuse(f"unauthorised: {delta.origin} is not involved in {merged}, which it would take in "
                               f"(it involves {', '.join(sorted(theirs.involved)) or 'nobody'})")
             before = replace(before, involved=before.involved | theirs.involved)
-        problem = self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
+        # A baseline carries the record's v1 state, every writer's fields in it (vouched for by its
+        # household province and marked legacy), so the per-field writer rule does not judge it.
+        problem = None if delta.legacy else self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
         if problem is not None:
             return refuse(f"unauthorised: {problem}")
         for claim in delta.accepts:
@@ -344,18 +351,19 @@ class RecordGraph:
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
               op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
               merges: tuple[str, ...] = (), now_ms: int | None = None,
-              salt: Callable[[], bytes] | None = None) -> tuple[str, Delta, bytes]:
+              salt: Callable[[], bytes] | None = None, legacy: bool = False) -> tuple[str, Delta, bytes]:
         """Build, hold and return this author's next delta: (id, delta, signed-to-be body).
         An alias (``merges``: records held here, ``related``) depends on their heads too.
-        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta)."""
+        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta).
+        ``legacy``: a v2 baseline (core.baseline), whose values carry ``_deleted`` as the record had it."""
         body_values = dict(values)
-        if op in ("create", "update", "settle", "delete"):
+        if op in ("create", "update", "settle", "delete") and not legacy:
             body_values[DELETED] = op == "delete"
         taken = set().union(*(self.heads(m) for m in merges))
         deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts) | taken))
         draft = Delta(self.kind, self.record_id, origin, epoch, seq, at, op, operator, deps,
                       tuple(sorted(accepts)), body_values, frozenset(), {}, tuple(sorted(merges)), {},
-                      {n: salt().hex() for n in body_values} if salt is not None else {})
+                      {n: salt().hex() for n in body_values} if salt is not None else {}, legacy)
         closure = self._closure(deps)
         before = self.evaluate(closure)
         self.held["draft"] = draft
@@ -401,6 +409,18 @@ class RecordGraph:
         return out
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _baseline_problem(self, delta: Delta) -> str | None:
+        """Why a baseline (``legacy``) may not be held here, or None: only its household province
+        signs it, as its record's first delta (design doc, section 6)."""
+        field = self.rules.baseline_by
+        if field is None:
+            return f"legacy: a {self.kind} record has no v2 baseline"
+        if delta.values.get(field) != delta.province:
+            return (f"legacy: a baseline is signed by the province its {field} names, not {delta.origin}")
+        if any(d.record_id == delta.record_id for d in self.held.values()):
+            return f"legacy: a baseline must be the first delta of {delta.kind} {delta.record_id}, which has deltas here"
+        return None
+
     def _involves(self, values: Mapping[str, object]) -> frozenset[str]:
         picked = {k: v for k, v in values.items() if k in self.rules.routing_fields}
         try:
