@@ -18,6 +18,7 @@ from cli.request import request
 from cli.run import hub, node
 from cli.service import service
 from cli.status import conflicts, quarantine, status
+from cli.upgrade import upgrade
 
 
 @click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +35,7 @@ main.add_command(certificate)
 main.add_command(service)
 main.add_command(duplicates)
 main.add_command(claims)
+main.add_command(upgrade)
 
 
 def _lazy_demo() -> None:
