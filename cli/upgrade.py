@@ -64,7 +64,8 @@ def upgrade_v2(config: str, as_json: bool) -> None:
         oldest = store.outbox(acked, 1)
         # Unacknowledged baselines are this upgrade's own (a re-run, or one cut short): everything
         # before the first of them was acknowledged when it ran.
-        if backlog and not (oldest and canonical.loads(oldest[0].body).get("legacy") is True):
+        first = canonical.loads(oldest[0].body) if oldest else None
+        if backlog and not (isinstance(first, dict) and first.get("legacy") is True):
             raise Failure(f"{cfg.identity}: the outbox holds {plural(backlog, 'change')} the hub has not "
                           "acknowledged; start the node, wait until `yipanqi status` shows the outbox at 0, "
                           "stop it and run this again (the upgrade runs on a drained federation)")
