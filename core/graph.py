@@ -47,6 +47,7 @@ MAX_LEAD_MS = 24 * 3600 * 1000
 
 HELD, PARKED, REFUSED, DUPLICATE = "held", "parked", "refused", "duplicate"
 TIME = "time"  # what a delta stamped too far ahead waits for
+BASELINE = "baseline"  # what a delta on a record held here with v1 history waits for (core.baseline)
 
 
 class _Withheld:
@@ -147,6 +148,9 @@ class RecordGraph:
         self.parked: dict[str, tuple[Delta, str, frozenset[str]]] = {}  # id -> (delta, signer, waiting for)
         self._anc: dict[str, frozenset[str]] = {}
         self._view: View | None = None
+        # The record has v1 history here (set by the loader): its v2 history starts at its baseline, so
+        # nothing else is held before it, lest another create stand for the record's v1 state meanwhile.
+        self.legacy = False
 
     # -- restoring (a store loading what it decided before) -------------------------------------
     def restore(self, held: Iterable[tuple[str, Delta]],
@@ -189,7 +193,8 @@ class RecordGraph:
         while progress:
             progress = False
             for did, (delta, author, waiting) in sorted(self.parked.items()):
-                if TIME not in waiting and not all(d in self.held for d in waiting):
+                if TIME not in waiting and not all(d in self.held or (d == BASELINE and self._baselined())
+                                                   for d in waiting):
                     continue
                 del self.parked[did]
                 decision = self._admit(did, delta, author, now_ms)
@@ -210,6 +215,8 @@ class RecordGraph:
         missing = frozenset(d for d in delta.deps if d not in self.held)
         if missing:
             return Decision(PARKED, f"waiting for {len(missing)} dependencies", missing)
+        if self.legacy and not delta.legacy and delta.record_id == self.record_id and not self._baselined():
+            return Decision(PARKED, "the record has v1 history here: waiting for its baseline", frozenset({BASELINE}))
         for dep in delta.deps:
             if self.held[dep].at > delta.at:
                 return refuse(f"at: earlier than its dependency {dep[:12]}")
@@ -409,6 +416,9 @@ class RecordGraph:
         return out
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _baselined(self) -> bool:
+        return any(d.legacy and d.record_id == self.record_id for d in self.held.values())
+
     def _baseline_problem(self, delta: Delta) -> str | None:
         """Why a baseline (``legacy``) may not be held here, or None: only its household province
         signs it, as its record's first delta (design doc, section 6)."""

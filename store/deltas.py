@@ -26,7 +26,7 @@ from sqlalchemy import and_, delete, insert, select
 from core import canonical
 from core.delta import Delta, parse
 from core.errors import LocalError, Malformed
-from core.graph import TIME, RecordGraph, Rules
+from core.graph import BASELINE, TIME, RecordGraph, Rules
 from core.merkle import Seal
 from core.change import Envelope
 from store.db import insert_rows
@@ -68,18 +68,16 @@ def load(conn, kind: str, record_id: str, rules: Rules) -> RecordGraph:  # type:
     """The record's graph as this replica decided it: held deltas from ``log``, waiting ones from
     ``parked``, with those of every record an alias in it takes in (``person link``).
     Raises LocalError for a record with v1 history and no delta yet (it needs its baseline)."""
-    legacy: set[str] = set()
-    graph = load_many(conn, kind, [record_id], rules, legacy=legacy)[record_id]
-    if legacy and not graph.held:
+    graph = load_many(conn, kind, [record_id], rules)[record_id]
+    if graph.legacy and not graph.held:
         raise LocalError(f"{kind} {record_id} has v1 history only; it needs its v2 baseline first "
                          "(yipanqi upgrade v2 at its household province)")
     return graph
 
 
-def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules,  # type: ignore[no-untyped-def]
-              *, legacy: set[str] | None = None) -> dict[str, RecordGraph]:
+def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules) -> dict[str, RecordGraph]:  # type: ignore[no-untyped-def]
     """``load`` for many records of one kind, in two queries per 500 records (a batch's records).
-    A record with v1 changes loads without them (and is added to ``legacy`` when given)."""
+    A record with v1 changes loads without them, marked ``legacy`` (it takes its baseline first)."""
     graphs = {rid: RecordGraph(kind, rid, rules) for rid in record_ids}
     held: dict[str, list[tuple[str, Delta]]] = {rid: [] for rid in record_ids}
     waiting: dict[str, list] = {rid: [] for rid in record_ids}
@@ -91,8 +89,7 @@ def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules,  # type:
         for rid, digest, body, openings in conn.execute(q):
             delta = _parse_held(kind, rid, body, openings)
             if delta is None:
-                if legacy is not None:
-                    legacy.add(rid)
+                graphs[rid].legacy = True
                 continue
             held[rid].append((bytes(digest).hex(), delta))
         q = select(parked.c.record_id, parked.c.digest, parked.c.body, parked.c.openings, parked.c.signer,
@@ -152,7 +149,7 @@ def park(conn, items: Sequence[tuple[str, Delta, Envelope, str, frozenset[str], 
     ids = [i[0] for i in items]
     conn.execute(delete(parked).where(parked.c.digest.in_(ids)))
     conn.execute(delete(parked_waits).where(parked_waits.c.digest.in_(ids)))
-    waits = [(dep, did) for did, _, _, _, waiting, _ in items for dep in sorted(waiting) if dep != TIME]
+    waits = [(dep, did) for did, _, _, _, waiting, _ in items for dep in sorted(waiting) if dep not in (TIME, BASELINE)]
     if waits:
         insert_rows(conn, parked_waits, ("dep", "digest"), waits)
     insert_rows(conn, parked, _PARKED_COLUMNS, [

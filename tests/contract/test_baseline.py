@@ -131,3 +131,27 @@ def test_a_replica_holding_v1_history_takes_the_baseline_and_stays_readable_and_
                               via="hub-pearl", now_ms=T0 + 80)
     assert back.held == 1
     assert shown(p11, "a") == shown(p44, "a") == ({**before[0], "children": 2}, False, [])
+
+
+def test_a_create_that_races_ahead_of_the_baseline_waits_for_it(db_url: str, pki: PKI, tmp_path: Path,
+                                                                 opened: list[Store]) -> None:
+    p11 = opened_store(f"sqlite:///{tmp_path / '11.db'}", "province-11", opened)
+    p44 = opened_store(db_url, "province-44", opened)
+    created, env = legacy.write(p11, pki, "a", person("11", "44", seed=6), now_ms=T0)
+    legacy.deliver(p44, created, env, now_ms=T0 + 10)
+    before = shown(p44, "a")
+    p31 = opened_store(f"sqlite:///{tmp_path / '31.db'}", "province-31", opened)  # never held it
+    did, delta = p31.write_delta("person", "a", person("11", "31", seed=7), op="create", operator=None,
+                                 now_ms=T0 + 20, seal=pki.sealer("province-31"))
+    (entry,) = p31.history("person", "a")
+    racing = received(pki, Envelope(entry.body, entry.seal, delta.openings()))
+    early = p44.receive_deltas([racing], via="hub-pearl", now_ms=T0 + 30)
+    assert (early.held, early.parked, early.refused) == (0, 1, 0)
+    assert [(p.digest, p.waiting_for) for p in p44.parked_deltas()] == [(did, ("baseline",))]
+    assert shown(p44, "a") == before  # the v1 state stands meanwhile
+
+    p11.baseline_v2(seal=pki.sealer("province-11"), now_ms=T0 + 40)
+    late = p44.receive_deltas([received(pki, baseline_envelope(p11, "a"))], via="hub-pearl", now_ms=T0 + 50)
+    assert (late.held, late.released) == (2, [did]) and p44.parked_deltas() == []
+    assert shown(p44, "a") == before  # the racing create is a claim: held apart, counted for nothing
+    assert p44.record_graph("person", "a").view().claims == frozenset({did})

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from core import baseline, canonical
 from core.delta import Delta, delta_id, parse
 from core.errors import Malformed
-from core.graph import DUPLICATE, HELD, REFUSED, RecordGraph
+from core.graph import BASELINE, DUPLICATE, HELD, PARKED, REFUSED, RecordGraph
 from core.graphstate import state_of
 from core.hlc import Timestamp
 from core.kinds import graph_rules
@@ -178,3 +178,18 @@ def test_any_v1_state_without_conflicts_reads_the_same_from_its_baseline(writes:
     assert replica.receive(did, parse(body, delta.openings()), author="province-11", now_ms=NOW).outcome == HELD
     after = state_of(replica)
     assert (after.values(), after.deleted, after.conflicts()) == (state.values(), state.deleted, {})
+
+
+def test_on_a_record_held_with_v1_history_nothing_is_held_before_its_baseline() -> None:
+    state = v1("k", [("11", person("11", "44"), False)])
+    did, delta, _ = write_baseline(state, "11")
+    g = RecordGraph("person", "k", RULES)
+    g.legacy = True  # what the store's loader says of a record whose log holds v1 changes
+    racing = RecordGraph("person", "k", RULES)  # a province that never held it registers it meanwhile
+    rid, claim, _ = racing.write(person("11", "65", "李四"), origin="province-65", epoch=0, seq=1,
+                                 at=Timestamp(NOW, 0, "province-65"), op="create")
+    early = g.receive(rid, claim, author="province-65", now_ms=NOW + 200)
+    assert early.outcome == PARKED and early.waiting_for == frozenset({BASELINE}) and not g.held
+    arrived = g.receive(did, delta, author="province-11", now_ms=NOW + 300)
+    assert arrived.outcome == HELD and arrived.released == (rid,)
+    assert state_of(g).values() == state.values() and g.view().claims == frozenset({rid})
