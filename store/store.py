@@ -45,12 +45,13 @@ from core.change import Change, Envelope, Head
 from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised, ValidationError
 from core.identity import Identity
 from core.intakeplan import Arrival, Twins
-from core.kinds import get_kind, graph_rules
+from core.kinds import KINDS, get_kind, graph_rules
 from core.merkle import Seal
 from core.receipts import Receipt
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
+from core import baseline
 from core.delta import SALT_BYTES, Delta
 from core.graph import DUPLICATE, HELD, PARKED, REFUSED, RecordGraph
 from core.graphstate import clocks, state_of
@@ -1044,6 +1045,71 @@ class Store:
         with self.engine.connect() as conn:
             return deltas.listing(conn, limit)
 
+    # -- the v2 upgrade (core.baseline; design doc, section 6) -------------------------------------
+    def baseline_v2(self, *, seal: Sealer, now_ms: int, operator: str | None = None,
+                    batch: int = 300) -> BaselineReport:
+        """Write the v2 baseline of every record held here whose household province is this node
+        and that has no delta yet: one create each, marked legacy, carrying the record as it stands
+        (core.baseline). Logged like any own write (routed to the record's provinces and, for a
+        cross-province record, the national hub), ``batch`` records per transaction under one seal.
+
+        Idempotent: a record with deltas is counted as done and left alone. Records with an open
+        conflict are left out and listed (settle them, then run again). Returns the counts. Raises
+        LocalError on a process that is not a province node, StoreUnavailable or what ``seal``
+        raises; the batches committed before stay (a re-run goes on from there)."""
+        if self.province is None:
+            raise LocalError(f"{self.owner} is not a province node: only a record's household province "
+                             "signs its baseline")
+        report = BaselineReport()
+        for kind in sorted(KINDS):
+            after = ""
+            while True:
+                with self._lock, self.engine.begin() as conn:
+                    page = records.page(conn, kind, after, include_deleted=True, conflicted_only=False, limit=batch)
+                    if page:
+                        after = page[-1].record_id
+                        self._baseline_page(conn, kind, page, report, seal=seal, operator=operator, now_ms=now_ms)
+                if len(page) < batch:
+                    break
+        if report.written:
+            self._notify()
+        return report
+
+    def _baseline_page(self, conn: Connection, kind: str, page: Sequence[RecordState], report: BaselineReport, *,
+                       seal: Sealer, operator: str | None, now_ms: int) -> None:
+        rules = graph_rules(kind)
+        mine: list[RecordState] = []
+        for state in page:
+            verdict = baseline.decide(state, rules, self.province or "")
+            if verdict == baseline.ELSEWHERE:
+                report.elsewhere += 1
+            elif verdict == baseline.CONFLICTED:
+                report.conflicted.append((kind, state.record_id))
+            else:
+                mine.append(state)
+        graphs = deltas.load_many(conn, kind, [st.record_id for st in mine], rules)
+        linked = deltas.resolve_many(conn, kind, [st.record_id for st in mine])
+        written: list[tuple[Delta, bytes, str, RecordGraph, RecordState]] = []
+        seq = changelog.last_seq(conn, self.owner)
+        for state in mine:
+            graph = graphs[state.record_id]
+            if graph.held or linked[state.record_id] != state.record_id:
+                report.already += 1  # it has v2 history (its baseline, or deltas since)
+                continue
+            seq += 1
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            did, delta, body = baseline.write(graph, state, origin=self.owner, seq=seq, at=at, operator=operator,
+                                              salt=_salt)
+            written.append((delta, body, did, graph, state))
+        if not written:
+            return
+        seals = seal([body for _, body, *_ in written])
+        self._log_deltas(conn, [(d, Envelope(body, sealed, d.openings()), did, "local")
+                                for (d, body, did, _, _), sealed in zip(written, seals)], now_ms)
+        if self.hold_records:
+            self._save(conn, [(state_of(graph), state) for _, _, _, graph, state in written], now_ms)
+        report.written += len(written)
+
     # -- receipts (issue 17; store.receipts: the lead's v2 wire calls these) ------------------------
     # The author is this store's owner; as a destination it is named by its identity's name ("44",
     # "national"), as receipts and ``chain`` name destinations. Methods without a ``conn`` run in a
@@ -1209,6 +1275,16 @@ class ReceivedDelta:
     envelope: Envelope
     signer: str
     relayed: bool = False  # came in another delta's relay bundle (core.relay), not on its own
+
+
+@dataclass(slots=True)
+class BaselineReport:
+    """What ``Store.baseline_v2`` did (record ids only: no personal data)."""
+
+    written: int = 0  # baselines signed and logged now
+    already: int = 0  # records of this province with v2 history already (a re-run)
+    elsewhere: int = 0  # records whose household is another province: that node signs theirs
+    conflicted: list[tuple[str, str]] = field(default_factory=list)  # (kind, id) left until settled
 
 
 def _rerouted(prior: RecordState | None, state: RecordState) -> bool:
