@@ -119,7 +119,7 @@ def test_a_replica_holding_v1_history_takes_the_baseline_and_stays_readable_and_
     p11.baseline_v2(seal=pki.sealer("province-11"), now_ms=T0 + 50)
     arrived = received(pki, baseline_envelope(p11, "a"))
     result = p44.receive_deltas([arrived], via="hub-pearl", now_ms=T0 + 60)
-    assert (result.held, result.refused, result.parked) == (1, 0, 0)
+    assert (result.held, result.quarantined, result.parked) == (1, 0, 0)
     assert shown(p44, "a") == before  # it replaces nothing the baseline does not carry
     assert p44.receive_deltas([arrived], via="hub-pearl", now_ms=T0 + 61).duplicates == 1
 
@@ -146,7 +146,7 @@ def test_a_create_that_races_ahead_of_the_baseline_waits_for_it(db_url: str, pki
     (entry,) = p31.history("person", "a")
     racing = received(pki, Envelope(entry.body, entry.seal, delta.openings()))
     early = p44.receive_deltas([racing], via="hub-pearl", now_ms=T0 + 30)
-    assert (early.held, early.parked, early.refused) == (0, 1, 0)
+    assert (early.held, early.parked, early.quarantined) == (0, 1, 0)
     assert [(p.digest, p.waiting_for) for p in p44.parked_deltas()] == [(did, ("baseline",))]
     assert shown(p44, "a") == before  # the v1 state stands meanwhile
 
