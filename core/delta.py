@@ -8,10 +8,10 @@ author writes now, plus the hashes of the deltas it was written on top of:
     kind, id             the record
     origin, epoch, seq   the author, its key epoch, its per-author order
     at                   the author's hybrid logical timestamp
-    op                   create / update / delete / settle / accept
+    op                   create / update / delete / settle / accept / refuse / alias
     operator             the operator certificate behind the write (audit)
     deps                 the heads of the author's replica of the record
-    accepts              claims this delta lets into the record (op "accept")
+    accepts              claims this delta lets into the record (op "accept"), or turns away ("refuse")
     merges               records this one takes in (op "alias": ``person link``)
     legacy               present (true) only on a v2 baseline: the create that carries a record's
                          v1 state, signed by its household province (``yipanqi upgrade v2``)
@@ -49,7 +49,7 @@ from core.provinces import PROVINCES
 from core.record import DELETED
 
 PROTOCOL = 2
-OPS = ("create", "update", "delete", "settle", "accept", "alias")
+OPS = ("create", "update", "delete", "settle", "accept", "refuse", "alias")
 MAX_MERGES = 8
 MAX_BODY = 64 * 1024
 MAX_DEPS = 64  # an author's heads on one record: the concurrent branches one write joins
@@ -223,8 +223,8 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
     deps, accepts = _hashes(obj, "deps"), _hashes(obj, "accepts")
     if (op == "create") == bool(deps):
         raise Malformed("deps: a create depends on nothing, and every other delta on the record's heads")
-    if (op == "accept") != bool(accepts):
-        raise Malformed("accepts: names the claims an accept lets in, and only an accept has it")
+    if (op in ("accept", "refuse")) != bool(accepts):
+        raise Malformed("accepts: names the claims an accept lets in (or a refuse turns away), and only those have it")
     if not set(accepts) <= set(deps):
         raise Malformed("accepts: every accepted claim must also be a dependency")
     merges = obj.get("merges")

@@ -96,6 +96,7 @@ class View:
     involved: frozenset[str] = frozenset()
     counted: frozenset[str] = frozenset()  # deltas whose versions count
     claims: frozenset[str] = frozenset()  # creates held apart, waiting for an accept
+    refused: Mapping[str, str] = field(default_factory=dict)  # claims a counted refuse turned away -> its origin
     backdated: frozenset[str] = frozenset()
     equivocating: frozenset[str] = frozenset()  # origins seen signing two deltas at one (epoch, seq)
     disputed: bool = False  # two provinces each found the record (design doc, 3.2a)
@@ -350,9 +351,15 @@ class RecordGraph:
         for name in self.rules.routing_fields:
             for v in survivors.get(name, ()):
                 involved |= self._involves({name: v.value})
+        # A refuse descends from the claims it names (they are its dependencies), so it never counts
+        # itself; it turns them away if everything else it descends from counts.
+        refused = {c: held[d].origin for d in sorted(ids)
+                   if held[d].op == "refuse" and d not in backdated
+                   and self._creates_in(d, ids) - set(held[d].accepts) <= admitted
+                   for c in held[d].accepts if c not in admitted}
         return View(survivors, frozenset(involved), counted,
-                    frozenset(c for c in creates if c not in admitted), backdated, equivocating, disputed,
-                    frozenset(founders), rank, {d: held[d].province for d in founders})
+                    frozenset(c for c in creates if c not in admitted and c not in refused), refused, backdated,
+                    equivocating, disputed, frozenset(founders), rank, {d: held[d].province for d in founders})
 
     # -- writing (what an honest author does) ----------------------------------------------------
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,

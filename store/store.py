@@ -620,15 +620,25 @@ class Store:
         self._notify()
         return results[-1]  # type: ignore[return-value]  # every SyncError was raised above
 
-    def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
-        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit.
-        Returns the claim as decided. Raises ``NotFound``, ``LocalError`` (already decided) or
-        ``StoreUnavailable``; nothing is written then."""
+    def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int,
+                     seal: Sealer | None = None) -> claims.Claim:
+        """Turn an open claim away: never merged, the rows kept for audit. With ``seal``, as one
+        signed ``refuse`` delta of ours naming the claim's create, so every replica that lists the
+        claim (the national hub) lists it as refused too; without, a decision of this replica only.
+        Returns the claim as decided. Raises ``NotFound``, ``LocalError`` (already decided, or the
+        history refuses the delta) or ``StoreUnavailable``; nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
-            rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
-            claims.decide(conn, [cid for cid, _ in rows], claims.REFUSED, operator or self.owner, now_ms)
+            if seal is not None:
+                ids = claims.open_ids(conn, claim_id)
+                (written,) = self._write(conn, [(claim.kind, claim.record_id, lambda current: ("refuse", {}), ids, ())],
+                                         operator=operator, now_ms=now_ms, seal=seal)
+                if isinstance(written, SyncError):
+                    raise written
+            claims.decide(conn, [claim_id], claims.REFUSED, operator or self.owner, now_ms)
             decided = claims.get(conn, claim_id)
+        if seal is not None:
+            self._notify()
         assert decided is not None
         return decided
 
@@ -924,13 +934,13 @@ class Store:
                 graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
         priors = records.load_many(conn, touched)
         saves: list[tuple[RecordState, RecordState | None]] = []
-        accepted = {(d.kind, d.record_id) for d, *_ in to_log if d.op == "accept"}
+        decided = {(d.kind, d.record_id) for d, *_ in to_log if d.op in ("accept", "refuse")}
         for key in touched:
             graph = graphs[key]
             view = graph.view()
-            if view.claims or key in accepted:
+            if view.claims or key in decided:
                 result.claims += claims.sync(conn, key[0], key[1], {c: graph.held[c] for c in view.claims},
-                                             {i: e for _, e, i, _ in to_log}, now_ms)
+                                             {i: e for _, e, i, _ in to_log}, now_ms, view.refused)
             if not view.counted:
                 continue  # only a claim held apart: no record here yet
             state, prior = state_of(graph), priors[key]
