@@ -22,6 +22,7 @@ from core.session import Sender
 from hub.share import UpstreamShare
 from hub.status import hub_report
 from runtime import metrics, reports, wire
+from runtime.receiptroute import ReceiptRouter
 from runtime.replica import Replica, now_ms
 from runtime.transport import PeerGate
 from store.store import LogEntry
@@ -56,8 +57,10 @@ class ReportRelay:
 class FederationServicer(pb_grpc.FederationServicer):
     def __init__(self, replica: Replica, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate,
                  relay: ReportRelay | None = None, share: UpstreamShare | None = None,
-                 serving: Callable[[str, list[LogEntry]], list[LogEntry]] | None = None) -> None:
+                 serving: Callable[[str, list[LogEntry]], list[LogEntry]] | None = None,
+                 receipts: ReceiptRouter | None = None) -> None:
         self.gate = gate
+        self.receipts = receipts or ReceiptRouter()  # destinations' receipts on their way to their origins
         # What a Pull serves, given the peer and what it is owed: None (all of it) but in tests of a
         # misbehaving hub, which swap this one behaviour in through run_hub (no private patching).
         self.serving = serving
@@ -107,6 +110,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                     yield pb.PushResponse(hello=wire.hello(self.replica.identity))
                 elif kind == "report":
                     self._report(who, req.report.json)
+                elif kind == "receipt":  # signed by its destination; checked by its origin alone
+                    self.receipts.put(req.receipt)
                 elif kind == "batch":
                     # A regional hub: a province's batch waits for its turn in the queue up (hub.share).
                     # (A province pushes only its own changes: intake checks origin == who.)
@@ -168,6 +173,34 @@ class FederationServicer(pb_grpc.FederationServicer):
         certs = self.replica.certificates_for_envelopes(envelopes)
         return pb.Batch(cursor=0, certificates=certs, changes=entries)
 
+    def _receipts_for(self, who: str) -> Callable[[str], bool]:
+        """Which receipts a Pull stream carries: a node's, those about it; a regional hub's (from
+        the national hub), those about the provinces it serves."""
+        ident = Identity.parse(who)
+        if ident.role == "province":
+            return lambda origin: origin == who
+        served = self.topology.served_by(ident.name)
+
+        def about_served(origin: str) -> bool:
+            try:
+                o = Identity.parse(origin)
+            except Exception:  # noqa: BLE001 - an origin no one can parse goes nowhere
+                return False
+            return o.role == "province" and o.name in served
+        return about_served
+
+    def upward_receipts(self) -> list[pb.Receipt]:
+        """A regional hub's receipts for the national hub: those about provinces it does not serve."""
+        served = self.topology.served_by(self.hub)
+
+        def elsewhere(origin: str) -> bool:
+            try:
+                o = Identity.parse(origin)
+            except Exception:  # noqa: BLE001
+                return False
+            return o.role == "province" and o.name not in served
+        return self.receipts.take("upstream", elsewhere)
+
     def Pull(self, request_iterator: Iterator[pb.PullRequest], context: grpc.ServicerContext) -> Iterator[pb.PullResponse]:
         who = self.gate.identity(context)
         flt = self.topology.subscription(self.hub, who)
@@ -213,10 +246,13 @@ class FederationServicer(pb_grpc.FederationServicer):
         try:
             yield pb.PullResponse(hello=wire.hello(self.replica.identity))
             told_idle = False
+            wants = self._receipts_for(who)
             while context.is_active() and not self.stopping.is_set():
                 if failed:
                     raise failed[0]
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
+                for receipt in self.receipts.take(f"pull:{who}", wants):
+                    yield pb.PullResponse(receipt=receipt)
                 # Room in the window first, so nothing read waits in memory for it.
                 with flight:
                     while not sender.has_room():

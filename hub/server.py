@@ -72,7 +72,8 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None,
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing)
+                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing,
+                    receipts_out=federation.upward_receipts, on_receipt=federation.receipts.put)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),

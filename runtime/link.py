@@ -43,7 +43,7 @@ from typing import Callable, Iterator, Sequence
 import grpc
 
 from runtime.config import PRODUCTION_TIMING, HubAddress, Timing, TLSPaths
-from core.errors import StoreUnavailable
+from core.errors import StoreUnavailable, SyncError
 from core.session import Receiver, Sender
 from runtime import metrics, wire
 from runtime.replica import Replica, now_ms
@@ -84,7 +84,9 @@ class Link(threading.Thread):
     def __init__(self, replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
                  push_cursor: str, for_province: str | None, stop: threading.Event,
                  report: Callable[[], dict] | None = None, on_push_ack: Callable[[int], object] | None = None,
-                 timing: Timing = PRODUCTION_TIMING) -> None:
+                 timing: Timing = PRODUCTION_TIMING,
+                 receipts_out: Callable[[], list[pb.Receipt]] | None = None,
+                 on_receipt: Callable[[pb.Receipt], object] | None = None) -> None:
         super().__init__(name="link", daemon=True)
         self.replica = replica
         self.hubs = list(hubs)
@@ -95,6 +97,10 @@ class Link(threading.Thread):
         self.stop_event = stop
         self.report = report
         self.on_push_ack = on_push_ack  # a regional hub's upstream share (hub.share) learns what moved up
+        # Receipts (issue 17): what we send up (a node's own, signed; a regional hub's to forward)
+        # and what to do with one that comes down (a node verifies it; a regional hub forwards it).
+        self.receipts_out = receipts_out
+        self.on_receipt = on_receipt
         self.timing = timing
         self.state = LinkState(home=self.hubs[0].name, down_since_ms=now_ms())
 
@@ -314,6 +320,9 @@ class Link(threading.Thread):
                 session.append(sender)
             next_report = 0.0
             while not done.is_set():
+                if self.receipts_out is not None:
+                    for receipt in self.receipts_out():
+                        yield pb.PushRequest(receipt=receipt)
                 if self.report is not None and time.monotonic() >= next_report:
                     next_report = time.monotonic() + self.timing.report_every_s
                     yield pb.PushRequest(report=pb.Report(json=json.dumps(self.report(), ensure_ascii=False)))
@@ -346,6 +355,7 @@ class Link(threading.Thread):
         call = stub.Push(requests())
         calls.append(call)
         stray = 0  # acks that named no batch in flight
+        acked_before = self.replica.acks.cursor(self.push_cursor)
         for resp in call:
             if resp.WhichOneof("msg") == "hello":
                 self._up(hub)
@@ -361,9 +371,23 @@ class Link(threading.Thread):
                     stray += 1
                     continue
                 self.replica.acks.note(self.push_cursor, acked, now_ms())
+                if self.for_province is not None:  # what is still owed of these now names this hub (issue 17)
+                    store.note_custody(hub.identity, acked_before + 1, acked)
+                acked_before = acked
                 self.state.pushed += resp.ack.accepted
                 if self.on_push_ack is not None:
                     self.on_push_ack(acked)
+
+    def _receipt(self, receipt: pb.Receipt, hub: HubAddress) -> None:
+        """A receipt the hub brought down: handed on (verified by a node's desk; forwarded by a
+        regional hub). A bad one is logged by its reason, never its contents, and the stream goes on."""
+        if self.on_receipt is None:
+            return
+        try:
+            self.on_receipt(receipt)
+        except SyncError as err:
+            self.replica.rate_log.warning(hub.identity, time.monotonic(), "refused a receipt from hub-%s: %s",
+                                          hub.name, f"{err.category}: {err}"[:200])
 
     def _quarantined_upstream(self, hub: HubAddress, ack: pb.Ack) -> None:
         """The hub took a batch of ours but quarantined some of it: the cursor moves past them
@@ -395,6 +419,9 @@ class Link(threading.Thread):
         calls.append(call)
         try:
             for resp in call:
+                if resp.WhichOneof("msg") == "receipt":
+                    self._receipt(resp.receipt, hub)
+                    continue
                 if resp.WhichOneof("msg") != "batch" or not receiver.takes(resp.batch.caught_up):
                     continue  # caught_up batches take no window slot and need no ack
                 result = self.replica.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,

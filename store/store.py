@@ -391,6 +391,10 @@ class Store:
                 continue
             seq += 1
             taken.update(delta.chain)  # taken only by a delta written: a refused write leaves no gap
+            # Owed to each province it goes to until that province's signed receipt covers it (the
+            # national hub signs no receipts: it has no signing key).
+            receipts.owe(conn, self.owner, 0, {d: n for d, n in delta.chain.items() if d != NATIONAL},
+                         delta_id=did, seq=delta.seq, now_ms=now_ms)
             newly = graph.view().involved - before - {own} if before else frozenset()
             relayed = [(d, names) for d, _, names in graph.relay() if d != did] if newly else []
             shown[id(graph)] = state = state_of(graph)
