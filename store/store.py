@@ -34,7 +34,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, cast
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy import Connection
@@ -78,7 +78,7 @@ Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 class Accepted:
     """A change that passed intake: signature verified, author authorised."""
 
-    change: Change | Head  # Head on regional hubs, which merge nothing
+    change: Change | Head | Delta  # a v2 delta's head on regional hubs, which merge nothing; v1: Change
     envelope: Envelope
 
 
@@ -304,9 +304,9 @@ class Store:
         self._save(conn, saves, now_ms)
 
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
-                    now_ms: int, seal: Sealer) -> Change:
-        """Apply an operator's edit as one signed change of ours, in one transaction
-        (``write_local_batch`` of one item). Returns the change; raises the ``SyncError`` the edit
+                    now_ms: int, seal: Sealer) -> Written:
+        """Apply an operator's edit as one signed delta of ours, in one transaction
+        (``write_local_batch`` of one item). Returns the delta written; raises the ``SyncError`` the edit
         raised (nothing written), ``StoreUnavailable`` (nothing written) or what ``seal`` raised."""
         (result,) = self.write_local_batch([(kind, record_id, edit)], operator=operator, now_ms=now_ms, seal=seal)
         if isinstance(result, SyncError):
@@ -478,12 +478,20 @@ class Store:
         change applied, for delivery-delay figures kept by the caller.
         """
         if accepted and isinstance(accepted[0], ReceivedDelta):  # v2 deltas (runtime.intake)
+            received = cast(Sequence[ReceivedDelta], accepted)
             if self.hold_records:
-                return self.receive_deltas(accepted, refused, via=via, now_ms=now_ms, cursor=cursor,  # type: ignore[arg-type]
-                                           acks=acks)
-            accepted = [Accepted(r.delta, r.envelope) for r in accepted if not r.relayed]  # type: ignore[union-attr]
+                return self.receive_deltas(received, refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
+            heads = [Accepted(r.delta, r.envelope) for r in received if not r.relayed]
         elif not accepted and self.hold_records and refused:
             return self.receive_deltas([], refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
+        else:
+            heads = list(cast(Sequence[Accepted], accepted))
+        return self._ingest_heads(heads, refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
+
+    def _ingest_heads(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
+                      cursor: tuple[str, int] | None,
+                      acks: Mapping[str, tuple[int, int]] | None) -> IngestResult:
+        """``ingest`` of changes decided by their heads (a regional hub's deltas; v1 changes)."""
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)
@@ -1218,12 +1226,12 @@ class Store:
             return receipts.gaps(conn, self.dest_name)
 
 
-def _taken_in(written: Sequence[tuple], priors: Mapping[tuple[str, str], RecordState | None]  # type: ignore[type-arg]
+def _taken_in(written: Sequence[tuple], priors: Mapping[tuple[str, str], RecordState | None]
               ) -> list[tuple[RecordState, RecordState | None]]:
     """The records an alias among ``written`` (id, delta, body, graph, relayed) took in, saved as
     tombstones under their own keys: their versions live on in the record that took them in, and
     reads of the old key resolve there (``Store.get``)."""
-    out = []
+    out: list[tuple[RecordState, RecordState | None]] = []
     for did, delta, _, graph, _ in written:
         for m in delta.merges:
             prior = priors.get((delta.kind, m))
