@@ -125,6 +125,16 @@ def owe(conn: Connection, origin: str, epoch: int, chain: Mapping[str, int], *, 
                                     for d, n in sorted(chain.items())])
 
 
+def owe_many(conn: Connection, origin: str, epoch: int, deltas: Sequence[tuple[Mapping[str, int], str, int]], *,
+             now_ms: int) -> None:
+    """``owe`` for many deltas, each (chain, delta id, seq), in one statement (a write batch's)."""
+    rows = [{"dest": d, "origin": origin, "epoch": epoch, "n": n, "delta_id": did, "seq": seq, "first_ms": now_ms,
+             "sent_ms": now_ms, "via": "", "resent": 0}
+            for chain, did, seq in deltas for d, n in sorted(chain.items())]
+    if rows:
+        conn.execute(insert(owed), rows)
+
+
 def custody(conn: Connection, origin: str, hub: str, first_seq: int, last_seq: int) -> int:
     """Hub ``hub`` took custody of ``origin``'s seqs ``first_seq..last_seq``: owed counters of those
     deltas now name it (the latest hub to take custody is the one on the path). Returns rows noted."""

@@ -350,6 +350,7 @@ class Store:
         shown: dict[int, RecordState | None] = {}
         chain_start: dict[str, int] = {}  # last counter per destination when the batch began (core.receipts)
         taken: dict[str, int] = {}  # and as this batch has taken them
+        owed: list[tuple[dict[str, int], str, int]] = []  # (chain, delta id, seq) of each delta written
 
         def chain(routes: frozenset[str]) -> dict[str, int]:
             """The next counter per destination of a delta with these routes: each province it
@@ -393,8 +394,7 @@ class Store:
             taken.update(delta.chain)  # taken only by a delta written: a refused write leaves no gap
             # Owed to each province it goes to until that province's signed receipt covers it (the
             # national hub signs no receipts: it has no signing key).
-            receipts.owe(conn, self.owner, 0, {d: n for d, n in delta.chain.items() if d != NATIONAL},
-                         delta_id=did, seq=delta.seq, now_ms=now_ms)
+            owed.append(({d: n for d, n in delta.chain.items() if d != NATIONAL}, did, delta.seq))
             newly = graph.view().involved - before - {own} if before else frozenset()
             relayed = [(d, names) for d, _, names in graph.relay() if d != did] if newly else []
             shown[id(graph)] = state = state_of(graph)
@@ -404,6 +404,7 @@ class Store:
             return results
         receipts.take_counters(conn, self.owner, 0, {d: n for d, n in taken.items() if n != chain_start.get(d)},
                                chain_start)
+        receipts.owe_many(conn, self.owner, 0, owed, now_ms=now_ms)
         seals = seal([body for _, _, body, _, _ in written])
         ours = {did: Envelope(body, sealed, delta.openings())
                 for (did, delta, body, _, _), sealed in zip(written, seals)}
@@ -411,7 +412,7 @@ class Store:
                                 for did, delta, _, graph, relayed in written], now_ms)
         if self.hold_records:
             touched = {(g.kind, g.record_id): g for _, _, _, g, _ in written}
-            saves = [(state_of(g), priors.get(k)) for k, g in touched.items()]
+            saves = [(shown[id(g)] or state_of(g), priors.get(k)) for k, g in touched.items()]
             saves += _taken_in(written, priors)
             self._save(conn, saves, now_ms)
         return results
