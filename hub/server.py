@@ -21,9 +21,11 @@ from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
+from runtime import clock
 from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
+from store.health import Health
 from store.store import LogEntry, Store
 from yipanqi.v1 import admin_pb2_grpc, federation_pb2_grpc
 
@@ -33,6 +35,7 @@ log = logging.getLogger("yipanqi.hub")
 def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     """``relay``: how reports go upstream; only tests pass another (tests/support/rogue_hub.py)."""
     setup_logging(cfg.identity, cfg.log_level)
+    clock.set_offset(cfg.timing.clock_offset_s)  # before anything reads the wall clock
     # The national hub keeps the national cross-province case database: it merges records too,
     # and re-keys its legacy person records with the federation secret on the first start after
     # the upgrade (store.rekey); a regional hub holds neither records nor the secret.
@@ -46,7 +49,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             raise SystemExit(f"{cfg.path}: {err}") from None
     try:
         store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
-                           person_secret=person_secret, upgraded=log.info)
+                           person_secret=person_secret, upgraded=log.info, health=Health(clock.now_ms))
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err}") from None
     log_outages(store)

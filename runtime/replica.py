@@ -33,7 +33,7 @@ from certs.revocation import RevocationList
 from certs.signing import Verifier
 from core.errors import UnknownAuthor
 from core.record import RecordState
-from runtime import intake, junk, metrics, wire
+from runtime import clock, intake, junk, metrics, wire
 from runtime.acks import ACK_FLUSH_S, AckBook
 from runtime.stats import Arrivals
 from store.store import IngestResult, LogEntry, Refused, Store
@@ -43,7 +43,7 @@ log = logging.getLogger("yipanqi.peer")
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()  # the process's wall clock (runtime.clock: [timing].clock_offset_s)
 
 
 class Replica:
