@@ -10,6 +10,10 @@ Database fixtures:
 * ``db_url`` (function, params ``sqlite`` / ``postgresql``): a fresh, empty store URL
   on each backend, so storage contract tests run one test body against both.
 
+Hypothesis: the ``shared`` profile is loaded for every run: no deadline and no ``too_slow``
+health check, because on a 2-core machine running four workers (and their federations) the
+time an example takes says nothing about the code; ``max_examples`` stays each test's own.
+
 Order: files run longest first (``pytest_collection_modifyitems``), so that under
 pytest-xdist's ``--dist loadfile --no-loadscope-reorder`` (scripts/test) no worker picks up a
 two-minute file while the others are finishing: the slow files below (measured), then the
@@ -24,10 +28,14 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 PG_URL_ENV = "YIPANQI_TEST_PG_URL"
+
+settings.register_profile("shared", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared")
 
 
 def _normalize_pg_url(raw: str) -> URL:
