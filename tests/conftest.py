@@ -17,7 +17,10 @@ time an example takes says nothing about the code; ``max_examples`` stays each t
 Order: files run longest first (``pytest_collection_modifyitems``), so that under
 pytest-xdist's ``--dist loadfile --no-loadscope-reorder`` (scripts/test) no worker picks up a
 two-minute file while the others are finishing: the slow files below (measured), then the
-other integration files, then the rest; within a file, tests keep their order.
+other integration files, then the rest; within a file, tests keep their order. The files in
+``SPLIT_BY_TEST`` share no module-scoped fixture (each test starts its own federation), so
+under ``--dist loadfile`` their tests are handed out one by one (``pytest_xdist_make_scheduler``)
+and two slow ones run on two workers at once.
 """
 
 from __future__ import annotations
@@ -64,6 +67,30 @@ SLOW_FIRST = [
     "tests/unit/test_federation_memnet.py",  # 50
     "tests/unit/test_core_fastpaths.py",  # 50
 ]
+
+
+# Files whose tests share nothing (no module-scoped fixture: each starts its own federation), so
+# each test may run on any worker. A file that gains a module-scoped fixture must leave this list.
+SPLIT_BY_TEST = {
+    "tests/integration/test_fault_run.py",
+    "tests/integration/test_person_keys.py",
+    "tests/integration/test_conflict.py",
+    "tests/integration/test_store_faults.py",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """--dist loadfile, except that each test of a SPLIT_BY_TEST file is a unit of its own."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SplitSlowFiles(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPLIT_BY_TEST else super()._split_scope(nodeid)
+
+    return SplitSlowFiles(config, log)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
