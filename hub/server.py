@@ -13,7 +13,6 @@ from certs.revocation import RevocationList
 from core.errors import StoreUnavailable, ValidationError
 from runtime.config import HubConfig
 from runtime.transport import PeerGate
-from store.store import LogEntry
 from core.routing import Topology
 from hub.federation import FederationServicer, ReportRelay
 from hub.share import UpstreamShare, upstream_up
@@ -23,10 +22,12 @@ from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
+from runtime import clock
 from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
-from store.store import Store
+from store.health import Health
+from store.store import LogEntry, Store
 from yipanqi.v2 import admin_pb2_grpc, federation_pb2_grpc
 
 log = logging.getLogger("yipanqi.hub")
@@ -37,6 +38,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None,
     """``relay`` (how reports go upstream) and ``serving`` (what a Pull serves of what is owed):
     only tests pass them (tests/support/rogue_hub.py)."""
     setup_logging(cfg.identity, cfg.log_level)
+    clock.set_offset(cfg.timing.clock_offset_s)  # before anything reads the wall clock
     # The national hub keeps the national cross-province case database: it merges records too,
     # and re-keys its legacy person records with the federation secret on the first start after
     # the upgrade (store.rekey); a regional hub holds neither records nor the secret.
@@ -50,7 +52,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None,
             raise SystemExit(f"{cfg.path}: {err}") from None
     try:
         store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
-                           person_secret=person_secret, upgraded=log.info)
+                           person_secret=person_secret, upgraded=log.info, health=Health(clock.now_ms))
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err}") from None
     log_outages(store)

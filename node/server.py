@@ -19,11 +19,13 @@ from runtime.fairshare import Slots
 from runtime import reports
 from runtime.receipts import ReceiptDesk
 from runtime.replica import Replica, now_ms
+from runtime import clock
 from runtime.clock import today
 from runtime.records import RecordService
 from node.refollow import Refollow
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from node.status import node_report, node_status
+from store.health import Health
 from store.store import Store
 from yipanqi.v2 import admin_pb2_grpc, federation_pb2
 
@@ -54,12 +56,14 @@ def _alerts(desk: ReceiptDesk, stop: threading.Event) -> None:
 
 def run_node(cfg: NodeConfig) -> None:
     setup_logging(cfg.identity, cfg.log_level)
+    clock.set_offset(cfg.timing.clock_offset_s)  # before anything reads the wall clock
     signer = Signer.load(cfg.signing.key, cfg.signing.cert)
     person_secret = _person_secret(cfg)
     if signer.identity != cfg.identity:
         raise SystemExit(f"{cfg.path}: [signing].cert is for {signer.identity}, not {cfg.identity}")
     try:
-        store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info)
+        store = Store.open(cfg.database, owner=cfg.identity, person_secret=person_secret, upgraded=log.info,
+                           health=Health(clock.now_ms))
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [node].database: the store is unavailable: {err}") from None
     log_outages(store)

@@ -82,6 +82,9 @@ class Timing:
     online_s: float = 20.0  # the national hub shows a province up while its report is younger
     sweep_s: float = 1.0  # open calls of a client whose certificate was revoked are closed within this
     receipt_alert_s: float = 300.0  # an own change unreceipted this long by a destination: alert, re-send (runtime.receipts)
+    # Tests only: this process's wall clock runs this far ahead (negative: behind) of the machine's
+    # (runtime.clock), as on a machine whose clock is off; within a day either way.
+    clock_offset_s: float = 0.0
 
 
 PRODUCTION_TIMING = Timing()
@@ -309,13 +312,18 @@ class _Reader:
 
     def timing(self) -> Timing:
         """The optional [timing] section: every key a positive number of seconds (unknown keys
-        are refused by ``strict``); a national hub's ``online_s`` must outlast ``report_every_s``."""
+        are refused by ``strict``) but ``clock_offset_s``, any number of seconds within a day either
+        way; a national hub's ``online_s`` must outlast ``report_every_s``."""
         t = self.table("timing", required=False)
         if t is None:
             return PRODUCTION_TIMING
         values: dict[str, float] = {}
         for key, value in t.items():
-            if type(value) not in (int, float) or not 0 < value < 86_400:
+            if key == "clock_offset_s":
+                if type(value) not in (int, float) or not -86_400 < value < 86_400:
+                    raise self.fail("[timing].clock_offset_s",
+                                    f"must be a number of seconds within a day either way, not {value!r}")
+            elif type(value) not in (int, float) or not 0 < value < 86_400:
                 raise self.fail(f"[timing].{key}", f"must be a positive number of seconds (below 86400), not {value!r}")
             values[key] = float(value)
         timing = dataclasses.replace(PRODUCTION_TIMING, **values)

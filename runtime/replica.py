@@ -34,7 +34,7 @@ from certs.signing import Verifier
 from core.change import Envelope
 from core.errors import UnknownAuthor
 from core.record import RecordState
-from runtime import intake, junk, metrics, wire
+from runtime import clock, intake, junk, metrics, wire
 from runtime.acks import ACK_FLUSH_S, AckBook
 from runtime.stats import Arrivals
 from store.store import IngestResult, LogEntry, Refused, Store
@@ -47,7 +47,7 @@ RELEASE_EVERY_S = 10.0  # how often a receiving replica re-checks deltas parked 
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()  # the process's wall clock (runtime.clock: [timing].clock_offset_s)
 
 
 class Replica:
