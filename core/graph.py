@@ -314,11 +314,12 @@ class RecordGraph:
         for d in ids:
             by_order.setdefault((held[d].origin, held[d].order), set()).add(d)
         equivocating = frozenset(origin for (origin, _), same in by_order.items() if len(same) > 1)
-        backdated = frozenset(
-            d for d in ids
-            if any(held[q].origin == held[d].origin and held[q].record_id == held[d].record_id
-                   and held[q].order < held[d].order and q not in anc(d)
-                   for q in ids if q != d))
+        backdated = self._backdated(ids)
+        create_set = frozenset(creates)
+
+        def creates_in(d: str) -> set[str]:  # the creates ``d`` descends from (few: checked against each)
+            ancestors = anc(d)
+            return {c for c in create_set if c in ancestors}
         accepts = sorted(d for d in ids if held[d].op == "accept" and d not in backdated)
         aliases = sorted(d for d in ids if held[d].op == "alias" and d not in backdated
                          and held[d].record_id == primary)
@@ -327,24 +328,30 @@ class RecordGraph:
             grew = False
             for d in accepts:
                 claims = set(held[d].accepts)
-                if not claims <= admitted and self._creates_in(d, ids) <= admitted | claims:
+                if not claims <= admitted and creates_in(d) <= admitted | claims:
                     admitted |= claims
                     grew = True
             for d in aliases:
                 taken = set().union(*(elsewhere.get(m, set()) for m in held[d].merges))
-                if not taken <= admitted and self._creates_in(d, ids) <= admitted | taken:
+                if not taken <= admitted and creates_in(d) <= admitted | taken:
                     admitted |= taken
                     grew = True
         counted = frozenset(
             d for d in ids
-            if d not in backdated and (d in admitted if held[d].op == "create" else self._creates_in(d, ids) <= admitted))
+            if d not in backdated and (d in admitted if held[d].op == "create" else creates_in(d) <= admitted))
         fields: dict[str, list[str]] = {}
         for d in counted:
             for name in held[d].fields:
                 fields.setdefault(name, []).append(d)
         survivors: dict[str, tuple[Version, ...]] = {}
         for name, writers in fields.items():
-            alive = [d for d in writers if not any(d in anc(e) for e in writers if e != d)]
+            # The writers no other writer descends from. Descendants have more ancestors, so taking
+            # writers by ancestor count, largest first, an ancestor of any writer comes after one
+            # kept that it is an ancestor of (transitivity): one look per writer kept, not per pair.
+            alive: list[str] = []
+            for d in sorted(writers, key=lambda w: (-len(anc(w)), w)):
+                if not any(d in anc(a) for a in alive):
+                    alive.append(d)
             versions = [Version(held[d].values.get(name, WITHHELD), d, held[d].at, held[d].origin) for d in alive]
             survivors[name] = tuple(sorted(versions, key=_order, reverse=True))
         involved: set[str] = set()
@@ -355,7 +362,7 @@ class RecordGraph:
         # itself; it turns them away if everything else it descends from counts.
         refused = {c: held[d].origin for d in sorted(ids)
                    if held[d].op == "refuse" and d not in backdated
-                   and self._creates_in(d, ids) - set(held[d].accepts) <= admitted
+                   and creates_in(d) - set(held[d].accepts) <= admitted
                    for c in held[d].accepts if c not in admitted}
         return View(survivors, frozenset(involved), counted,
                     frozenset(c for c in creates if c not in admitted and c not in refused), refused, backdated,
@@ -480,6 +487,31 @@ class RecordGraph:
         if len({self.held[c].province for c in top}) > 1:
             return set(), True, best
         return top, False, best
+
+    def _backdated(self, ids: frozenset[str]) -> frozenset[str]:
+        """The deltas among ``ids`` that do not descend from every earlier (epoch, seq) delta of their
+        author on their record. Per (author, record), in order: every earlier one is an ancestor
+        of d exactly when the *maximal* earlier ones (those no other earlier one descends from) are,
+        by transitivity; so each delta is checked against that frontier, which is one delta for an
+        honest author, instead of against every other delta."""
+        held, anc = self.held, self._ancestors
+        groups: dict[tuple[str, str], dict[tuple[int, int], list[str]]] = {}
+        for d in ids:
+            x = held[d]
+            groups.setdefault((x.origin, x.record_id), {}).setdefault(x.order, []).append(d)
+        out: set[str] = set()
+        for by_order in groups.values():
+            frontier: set[str] = set()
+            for order in sorted(by_order):
+                same = by_order[order]
+                for d in same:
+                    ancestors = anc(d)
+                    if any(f not in ancestors for f in frontier):
+                        out.add(d)
+                for d in same:  # twins (equivocation) are both later than what came before, not each other
+                    frontier = {f for f in frontier if f not in anc(d)}
+                frontier |= set(same)
+        return frozenset(out)
 
     def _creates_in(self, d: str, ids: frozenset[str]) -> set[str]:
         return {a for a in self._ancestors(d) if a in ids and self.held[a].op == "create"}

@@ -1191,7 +1191,8 @@ class Store:
         """What to re-send now (``core.receipts.Ledger.due``'s rule), each stamped re-sent at ``now_ms``."""
         with self._lock, self.engine.begin() as conn:
             out = receipts.due(conn, now_ms=now_ms, alert_ms=alert_ms, alive=alive, limit=limit)
-        self.health.wrote()
+        if out:  # only a write that wrote says the store is usable (a read-only commit passes a lock)
+            self.health.wrote()
         return out
 
     def receipts_heard(self) -> dict[str, tuple[int, int]]:
