@@ -469,7 +469,10 @@ def test_hijack_with_forged_prior_involvement_is_refused_as_unauthorised_and_cha
     fed.quiet(timeout=60)
     for identity in ("province-11", "province-45", NATIONAL):
         assert fed.get(identity, pid) == victim, identity
-        assert all(h["origin"] == "province-11" for h in fed.history(identity, pid)), identity
+        # No update of 44's was held anywhere; the claim's create is kept (apart) where it was routed.
+        theirs = [(h["origin"], h["seq"], h["op"]) for h in fed.history(identity, pid) if h["origin"] != "province-11"]
+        assert theirs in ([], [("province-44", seq + 1, "create")]), (identity, theirs)
+    assert ("province-44", seq + 1, "create") in [(h["origin"], h["seq"], h["op"]) for h in fed.history(NATIONAL, pid)]
     assert fed.get("province-44", pid) is None
     # 11's next ordinary edit goes where the history says (45 and national), never to 44.
     edited = fed.write("province-11", "update", {"children": (victim.get("children") or 0) + 1}, record_id=pid)
