@@ -6,9 +6,13 @@ history: it replays what a node really sent, re-uses a sequence number the
 node really used, puts another province's name on its own signature (as a
 node, and as a regional hub forwarding it), alters a real change while
 forwarding it as a hub, and throws malformed, truncated and oversized gRPC
-messages at every endpoint. Each must be refused clearly (a quarantine entry
-with its reason, or a non-OK status that is not INTERNAL), nothing refused may
-reach a record, and the processes must keep serving.
+messages at every endpoint. It also runs issue 10's findings as a compromised
+province would, with v2 deltas signed by its own real key: a hijack with forged
+prior involvement, a record frozen by absurd numbers, forged authorship, and
+equivocation (silent loss after a revoked key is test_trust's). Each must be
+refused clearly (a quarantine entry with its reason, or a non-OK status that is
+not INTERNAL), or parked or kept as the history says; nothing refused may reach
+a record, and the processes must keep serving.
 
 One small federation for the module: provinces 11 (hub-bohai), 44 and 45
 (hub-pearl), and hub-national.
@@ -480,8 +484,6 @@ def test_hijack_with_forged_prior_involvement_is_refused_as_unauthorised_and_cha
         fed.arrives(identity, pid, edited, timeout=60)
     fed.quiet(timeout=60)
     assert fed.get("province-44", pid) is None
-    for identity in ("province-11", "province-45", NATIONAL):
-        assert fed.status(identity)["quarantined"] >= 0  # still answering
 
 
 def test_frozen_record_absurd_time_huge_seq_and_deep_deps_crash_nothing_and_the_record_stays_writable(
