@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 import grpc
 
@@ -12,6 +13,7 @@ from certs.revocation import RevocationList
 from core.errors import StoreUnavailable, ValidationError
 from runtime.config import HubConfig
 from runtime.transport import PeerGate
+from store.store import LogEntry
 from core.routing import Topology
 from hub.federation import FederationServicer, ReportRelay
 from hub.share import UpstreamShare, upstream_up
@@ -24,14 +26,16 @@ from runtime.fairshare import Slots
 from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
-from store.store import LogEntry, Store
+from store.store import Store
 from yipanqi.v2 import admin_pb2_grpc, federation_pb2_grpc
 
 log = logging.getLogger("yipanqi.hub")
 
 
-def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
-    """``relay``: how reports go upstream; only tests pass another (tests/support/rogue_hub.py)."""
+def run_hub(cfg: HubConfig, relay: ReportRelay | None = None,
+            serving: Callable[[str, list[LogEntry]], list[LogEntry]] | None = None) -> None:
+    """``relay`` (how reports go upstream) and ``serving`` (what a Pull serves of what is owed):
+    only tests pass them (tests/support/rogue_hub.py)."""
     setup_logging(cfg.identity, cfg.log_level)
     # The national hub keeps the national cross-province case database: it merges records too,
     # and re-keys its legacy person records with the federation secret on the first start after
@@ -59,7 +63,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     # A regional hub shares its one stream up to the national hub per origin (hub.share).
     share = UpstreamShare(lambda: link is not None and upstream_up(link.state.hub, link.state.down_since_ms,
                                                                      now_ms())) if cfg.upstream else None
-    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay, share)
+    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay, share, serving)
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
 
@@ -68,7 +72,8 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing)
+                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing,
+                    receipts_out=federation.upward_receipts, on_receipt=federation.receipts.put)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),

@@ -435,3 +435,45 @@ def load_any(path: str | Path) -> NodeConfig | HubConfig:
     if "hub" in r.data:
         return load_hub(path)
     raise r.fail("file", "neither a [node] nor a [hub] config")
+
+
+@dataclass(frozen=True)
+class SecretTarget:
+    """What the federation secret's hand-over needs of a node's or the national hub's config."""
+
+    path: Path  # the config
+    identity: str
+    tls: TLSPaths  # its certified TLS key signs the request
+    secret: Path  # where federation.secret goes: [node|hub].federation_secret, else beside the config
+
+
+def load_secret_target(path: str | Path) -> SecretTarget:
+    """Read a config for ``enrol secret-request`` / ``secret-install``: only the identity, the TLS
+    paths and the secret's path, since a process without its secret cannot load the whole config.
+    Raises ConfigError naming the key (a regional hub's: it never holds the secret)."""
+    from certs.secret import FILE, holds_secret
+
+    r = _Reader(Path(path).resolve())
+    section = "node" if "node" in r.data else "hub" if "hub" in r.data else None
+    if section is None:
+        raise r.fail("file", "neither a [node] nor a [hub] config")
+    t = r.table(section)
+    assert t is not None
+    if section == "node":
+        code = r.string(t, "node", "province")
+        if code not in PROVINCES:
+            raise r.fail("[node].province", f"unknown province code {code!r}")
+        identity = str(Identity.for_province(code))
+    else:
+        name = r.string(t, "hub", "name")
+        try:
+            identity = str(Identity.for_hub(name))
+        except ValidationError:
+            raise r.fail("[hub].name", f"unknown hub {name!r}") from None
+        if not holds_secret(identity):
+            raise r.fail("[hub].name", f"{identity} is a regional hub: it never holds the federation secret "
+                                       "(it would let it tell whose record a key is)")
+    tls = r.tls("tls")
+    assert tls is not None
+    secret = (r.base / r.string(t, section, "federation_secret", FILE)).resolve()
+    return SecretTarget(r.path, identity, tls, secret)

@@ -23,6 +23,9 @@ UPSTREAM_SHARE_WAITS = Counter("yipanqi_upstream_share_waits_total",
 RECEIPT_ALERTS = Counter("yipanqi_receipt_alerts_total", "Alerts raised: a destination's oldest own change went "
                          "unreceipted past [timing].receipt_alert_s, by destination and the hub that had custody "
                          "(runtime.receipts)", ["destination", "via"])
+FETCHED = Counter("yipanqi_fetched_total", "Deltas given to a province that fetched what it waits for, by peer",
+                  ["peer"])
+FETCHES = Counter("yipanqi_fetches_total", "Fetches of missing dependencies this node made, by outcome", ["outcome"])
 CHANGES_OUT = Counter("yipanqi_changes_out_total", "Changes sent, by the peer they went to", ["peer"])
 LOCAL_WRITES = Counter("yipanqi_local_writes_total", "Changes written by operators on this node", ["op"])
 APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one received batch",

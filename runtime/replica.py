@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 from certs.keyring import Keyring
 from certs.revocation import RevocationList
 from certs.signing import Verifier
+from core.change import Envelope
 from core.errors import UnknownAuthor
 from core.record import RecordState
 from runtime import intake, junk, metrics, wire
@@ -106,8 +107,13 @@ class Replica:
                     out.append(self.keyring.certificate_der(key_id))
         return out
 
+    def certificates_for_envelopes(self, envelopes: Sequence[Envelope]) -> list[bytes]:
+        """The signing certificates of these envelopes' keys that we hold (a Fetch answer)."""
+        return [self.keyring.certificate_der(k) for k in sorted({e.seal.key_id for e in envelopes})
+                if k in self.keyring]
+
     def ingest_batch(self, batch: pb.Batch, *, via: str, peer_may_forward: bool, for_province: str | None,
-                     cursor_name: str) -> IngestResult:
+                     cursor_name: str, fetched: bool = False) -> IngestResult:
         """Check and store one received batch (see the module header); what the peer's own junk
         cost is charged to its pace (``pause_for``)."""
         self.sync_revocations()
@@ -127,7 +133,8 @@ class Replica:
             if whole is None:
                 try:
                     accepted, refused = intake.check(envelopes, self.verifier, peer=via,
-                                                     peer_may_forward=peer_may_forward, for_province=for_province)
+                                                     peer_may_forward=peer_may_forward, for_province=for_province,
+                                                     fetched=fetched)
                 except intake.BatchRefused as err:
                     accepted, whole = [], str(err)
             if whole is not None:

@@ -93,6 +93,27 @@ def assign(conn: Connection, origin: str, epoch: int, destinations: Iterable[str
     return chain
 
 
+def last_counters(conn: Connection, origin: str, epoch: int, destinations: Iterable[str]) -> dict[str, int]:
+    """The last counter taken per destination (0 for none yet), to hand out the next ones in a batch."""
+    dests = sorted(set(destinations))
+    out = dict.fromkeys(dests, 0)
+    if dests:
+        q = select(chains.c.dest, chains.c.last).where(and_(chains.c.origin == origin, chains.c.epoch == epoch,
+                                                             chains.c.dest.in_(dests)))
+        out.update((d, int(last)) for d, last in conn.execute(q))
+    return out
+
+
+def take_counters(conn: Connection, origin: str, epoch: int, taken: Mapping[str, int], before: Mapping[str, int]) -> None:
+    """Store the last counters a batch took (``taken``), where they stood at ``before`` (0: no row yet)."""
+    for d, last in sorted(taken.items()):
+        if before.get(d, 0) == 0:
+            conn.execute(insert(chains).values(origin=origin, epoch=epoch, dest=d, last=last))
+        else:
+            conn.execute(update(chains).where(and_(chains.c.origin == origin, chains.c.epoch == epoch,
+                                                   chains.c.dest == d)).values(last=last))
+
+
 def owe(conn: Connection, origin: str, epoch: int, chain: Mapping[str, int], *, delta_id: str, seq: int,
         now_ms: int, via: str = "") -> None:
     """Keep each (destination, counter) of ``chain`` owed from ``now_ms``: inserts only, as this runs
@@ -102,6 +123,16 @@ def owe(conn: Connection, origin: str, epoch: int, chain: Mapping[str, int], *, 
         conn.execute(insert(owed), [{"dest": d, "origin": origin, "epoch": epoch, "n": n, "delta_id": delta_id,
                                      "seq": seq, "first_ms": now_ms, "sent_ms": now_ms, "via": via, "resent": 0}
                                     for d, n in sorted(chain.items())])
+
+
+def owe_many(conn: Connection, origin: str, epoch: int, deltas: Sequence[tuple[Mapping[str, int], str, int]], *,
+             now_ms: int) -> None:
+    """``owe`` for many deltas, each (chain, delta id, seq), in one statement (a write batch's)."""
+    rows = [{"dest": d, "origin": origin, "epoch": epoch, "n": n, "delta_id": did, "seq": seq, "first_ms": now_ms,
+             "sent_ms": now_ms, "via": "", "resent": 0}
+            for chain, did, seq in deltas for d, n in sorted(chain.items())]
+    if rows:
+        conn.execute(insert(owed), rows)
 
 
 def custody(conn: Connection, origin: str, hub: str, first_seq: int, last_seq: int) -> int:
