@@ -48,7 +48,7 @@ def _alerts(desk: ReceiptDesk, stop: threading.Event) -> None:
     raised (logged once, counted in /metrics; status shows them). Re-sending through the fallback
     hub is not done yet: the alert names the hub that had custody."""
     while not stop.wait(1.0):
-        if not desk.store.health.ok():
+        if not desk.store.health.ok:
             continue  # the store's outage is shown and retried elsewhere; alerts wait for it
         try:
             desk.tick()
