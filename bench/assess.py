@@ -151,7 +151,7 @@ def load_log(url: str, changes: int, seed: int = 16) -> int:
                 delay = int(rng.expovariate(1 / 2000)) if rng.random() < 0.98 else rng.randrange(600_000)
                 rows.append((lsn, f"province-{code}", seqs[code], "person", _id(rng), "update", None, at,
                              lsn.to_bytes(32, "big"), body, "bench", sig, 0, 1, proof, f",{code},", True,
-                             "hub-pearl", at + delay, None))  # no openings: v1 changes
+                             "hub-pearl", at + delay, None, None))  # no openings, no relay: v1 changes
             by_day: dict[int, dict[tuple[str, int], list[int]]] = {}  # the counters ingest keeps (store.delays)
             for row in rows:
                 origin, at, received = row[1], row[7], row[18]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,3 +140,121 @@ def unseal(sealed: object, key_path: Path, identity: str, field: str = "federati
     if len(secret) != SECRET_BYTES:
         raise ValidationError(field, f"holds {len(secret)} bytes, not {SECRET_BYTES}")
     return secret
+
+
+# -- handing it to a process enrolled without it (``enrol secret-request`` / ``federation secret-seal``) --
+# A process enrolled before the secret existed, or whose secret file was lost, asks for it without
+# re-enrolling: a request carries a fresh X25519 public key, signed with the process's certified TLS
+# key behind its own prefix (so the signature stands for nothing else); the CA checks the
+# certificate (its own, unexpired, not revoked, of the identity named), the signature and that
+# the identity holds the secret at all, and seals the secret to that key for that identity.
+REQUEST = "secret-request/1"
+SEALED = "sealed-secret/1"
+_REQUEST_PREFIX = b"yipanqi secret request v1\n"
+
+
+def holds_secret(identity: str) -> bool:
+    """Nodes and the national hub hold the federation secret; regional hubs and operators never."""
+    return identity.startswith("province-") or identity == "hub-national"
+
+
+def _request_message(identity: str, secret_pub: str) -> bytes:
+    from core import canonical
+
+    return _REQUEST_PREFIX + canonical.dumps({"yipanqi": REQUEST, "identity": identity, "secret_pub": secret_pub})
+
+
+def make_request(identity: str, tls_key: Path, tls_crt: Path, seal_key: Path) -> dict[str, str]:
+    """A signed request for the secret: a fresh X25519 key at ``seal_key`` (0600; an older one
+    there is replaced), its public half signed with the TLS key at ``tls_key``."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if not holds_secret(identity):
+        raise ValidationError("identity", _never(identity))
+    key = serialization.load_pem_private_key(tls_key.read_bytes(), None)
+    seal_key.unlink(missing_ok=True)
+    pub = new_seal_key(seal_key)
+    message = _request_message(identity, pub)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        signature = key.sign(message)
+    else:
+        raise ValidationError("tls.key", f"{tls_key} is neither an EC nor an Ed25519 key")
+    return {"yipanqi": REQUEST, "identity": identity, "secret_pub": pub,
+            "tls_crt": tls_crt.read_text(encoding="ascii"), "signature": _b64(signature)}
+
+
+def _never(identity: str) -> str:
+    return (f"{identity} never holds the federation secret: only province nodes and the national hub do "
+            "(a regional hub routes by key and must not be able to tell whose record it is)")
+
+
+def check_request(doc: object, ca_pem: bytes, revoked: frozenset[str], now: datetime) -> tuple[str, str]:
+    """The (identity, X25519 public key) of a good request; ValidationError naming the field otherwise."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.x509.oid import NameOID
+
+    from certs.keyring import _norm_revocation
+    from core.identity import Identity
+
+    if not isinstance(doc, dict) or doc.get("yipanqi") != REQUEST:
+        raise ValidationError("yipanqi", f"not a secret request (must be {REQUEST!r})")
+    identity = doc.get("identity")
+    try:
+        Identity.parse(str(identity))
+    except ValidationError as err:
+        raise ValidationError("identity", err.reason) from None
+    if not holds_secret(str(identity)):
+        raise ValidationError("identity", _never(str(identity)))
+    pub = doc.get("secret_pub")
+    _unb64(pub, "secret_pub", 32)
+    try:
+        cert = x509.load_pem_x509_certificate(str(doc.get("tls_crt") or "").encode())
+        ca = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError:
+        raise ValidationError("tls_crt", "not a PEM certificate") from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ValidationError("tls_crt", "not issued by this federation's CA") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or names[0].value != identity:
+        raise ValidationError("tls_crt", f"the certificate is not {identity}'s")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise ValidationError("tls_crt", f"not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to "
+                                         f"{cert.not_valid_after_utc:%Y-%m-%d})")
+    if _norm_revocation(format(cert.serial_number, "x")) in revoked:
+        raise ValidationError("tls_crt", "revoked (it is on the federation's revocation list)")
+    signature = _unb64(doc.get("signature"), "signature")
+    message = _request_message(str(identity), str(pub))
+    public = cert.public_key()
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, message)
+        else:
+            raise InvalidSignature()
+    except InvalidSignature:
+        raise ValidationError("signature", f"does not verify with {identity}'s certificate: "
+                                           "the request was altered or not made with its key") from None
+    return str(identity), str(pub)
+
+
+def seal_request(secret: bytes, identity: str, secret_pub: str) -> dict[str, object]:
+    """The reply to a checked request: the secret sealed to its key, for its identity."""
+    return {"yipanqi": SEALED, "identity": identity, "federation_secret": seal(secret, secret_pub, identity)}
+
+
+def open_reply(doc: object, seal_key: Path, identity: str) -> bytes:
+    """The secret in a reply to our own request; ValidationError naming the field otherwise."""
+    if not isinstance(doc, dict) or doc.get("yipanqi") != SEALED:
+        raise ValidationError("yipanqi", f"not a sealed secret (must be {SEALED!r})")
+    if doc.get("identity") != identity:
+        raise ValidationError("identity", f"sealed for {doc.get('identity')!r}, not {identity}")
+    if not seal_key.is_file():
+        raise ValidationError("federation_secret", f"{seal_key} is missing: make the request again on this machine")
+    return unseal(doc.get("federation_secret"), seal_key, identity)

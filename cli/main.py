@@ -13,11 +13,13 @@ from cli.claims import claims
 from cli.federation import federation
 from cli.output import SafeGroup
 from cli.person import person
+from cli.secret import secret_install, secret_request, secret_seal
 from cli.report import report
 from cli.request import request
 from cli.run import hub, node
 from cli.service import service
 from cli.status import conflicts, quarantine, status
+from cli.upgrade import upgrade
 
 
 @click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,10 +32,14 @@ for command in (federation, node, hub, person, status, quarantine, conflicts, st
     main.add_command(command)
 main.add_command(enrol)
 federation.add_command(sign)
+federation.add_command(secret_seal)
+enrol.add_command(secret_request)
+enrol.add_command(secret_install)
 main.add_command(certificate)
 main.add_command(service)
 main.add_command(duplicates)
 main.add_command(claims)
+main.add_command(upgrade)
 
 
 def _lazy_demo() -> None:

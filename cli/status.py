@@ -97,6 +97,29 @@ def _parked(parked: dict) -> Text:
     return text(f"{parked['deltas']} deltas (oldest {_age(parked['oldest_age_s'])}){what}", style="yellow")
 
 
+def _ranges(ranges: list) -> str:
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in ranges)
+
+
+def _receipts(doc: dict) -> list:
+    """Own changes destinations have not receipted (issue 17), and changes meant for us that never
+    arrived: shown only when there are any."""
+    parts: list = []
+    if doc.get("receipts"):
+        r = Table(title=text("own changes not yet receipted, per destination (alert: past [timing].receipt_alert_s)"))
+        for col in ("destination", "oldest seq", "age", "custody", "owed", "alert"):
+            r.add_column(col)
+        for dest, row in doc["receipts"].items():
+            r.add_row(text(dest), _n(row["oldest_seq"]), text(_age(row["oldest_age_s"])), text(row["via"] or "-"),
+                      _n(row["owed"]), text("ALERT", style="red") if row["alert"] else text("-"))
+        parts.append(r)
+    if doc.get("gaps"):
+        parts.append(text("gaps (changes meant for us that never arrived): ", style="red")
+                     + text("; ".join(f"{origin} epoch {g['epoch']}: {_ranges(g['missing'])}"
+                                      for origin, rows in doc["gaps"].items() for g in rows)))
+    return parts
+
+
 def render(doc: dict) -> Group:
     if doc["role"] == "node":
         t = Table(title=text(f"{doc['identity']} sync status"), show_header=False)
@@ -112,7 +135,7 @@ def render(doc: dict) -> Group:
         if up.get("changes"):  # ours, refused by a hub: acknowledged, never delivered
             t.add_row("quarantined upstream", text(f"{up['changes']} of our changes (last: {up['last_reason']}, "
                                                    f"at {up['last_hub']}, {_since(up['last_ms'])}); seqs "
-                                                   + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in up["ranges"])))
+                                                   + _ranges(up["ranges"])))
         if doc.get("equivocating"):
             t.add_row("equivocating", _equivocating(doc["equivocating"]))
         if (doc.get("parked") or {}).get("deltas"):
@@ -126,7 +149,7 @@ def render(doc: dict) -> Group:
             o.add_column(col)
         for origin, row in doc["origins"].items():
             o.add_row(text(origin), text(row["last_seq"]), text(_since(row["last_write_ms"])), text(_age(row["lag_s"])))
-        return Group(t, o)
+        return Group(t, o, *_receipts(doc))
     t = Table(title=text(f"{doc['identity']}: log at {plain(doc['log_lsn'])}, {plain(doc['quarantined'])} quarantined"
                          + (f", {_count(doc['records'], 'record')}, {_count(doc['conflicts'], 'conflict')}"
                             if "records" in doc else "")))
@@ -155,6 +178,7 @@ def render(doc: dict) -> Group:
                       + text(f" ({plain(by).removeprefix('province-')})" if by else ""),
                       pair(row["receive_p50_s"], row["receive_p95_s"]))
         parts.append(f)
+    parts += _receipts(doc)
     if doc.get("hub_claims"):
         h = Table(title="regional hubs (each hub's own claim, not verified)")
         for col in ("hub", "log at", "quarantined", "last report"):

@@ -8,11 +8,13 @@ author writes now, plus the hashes of the deltas it was written on top of:
     kind, id             the record
     origin, epoch, seq   the author, its key epoch, its per-author order
     at                   the author's hybrid logical timestamp
-    op                   create / update / delete / settle / accept
+    op                   create / update / delete / settle / accept / refuse / alias
     operator             the operator certificate behind the write (audit)
     deps                 the heads of the author's replica of the record
-    accepts              claims this delta lets into the record (op "accept")
+    accepts              claims this delta lets into the record (op "accept"), or turns away ("refuse")
     merges               records this one takes in (op "alias": ``person link``)
+    legacy               present (true) only on a v2 baseline: the create that carries a record's
+                         v1 state, signed by its household province (``yipanqi upgrade v2``)
 
 Values travel beside the body, not in it (design doc 8.1): ``set`` holds, per field, a salted
 commitment SHA-256(name, salt, value), and the *openings* ({field: [salt, value]}) travel next
@@ -47,7 +49,7 @@ from core.provinces import PROVINCES
 from core.record import DELETED
 
 PROTOCOL = 2
-OPS = ("create", "update", "delete", "settle", "accept", "alias")
+OPS = ("create", "update", "delete", "settle", "accept", "refuse", "alias")
 MAX_MERGES = 8
 MAX_BODY = 64 * 1024
 MAX_DEPS = 64  # an author's heads on one record: the concurrent branches one write joins
@@ -57,7 +59,7 @@ SALT_BYTES = 16
 _FIELD_DOMAIN = b"yipanqi/field/v2\n"
 _HEX = frozenset("0123456789abcdef")
 _KEYS = frozenset({"v", "kind", "id", "origin", "epoch", "seq", "at", "op", "operator", "deps", "accepts",
-                   "set", "routes", "chain", "merges"})
+                   "set", "routes", "chain", "merges", "legacy"})
 
 
 def commitment(name: str, salt: bytes, value: object) -> str:
@@ -93,6 +95,7 @@ class Delta:
     merges: tuple[str, ...] = ()  # record ids an alias takes in
     commitments: Mapping[str, str] = field(default_factory=dict)  # every field it writes -> commitment hex
     salts: Mapping[str, str] = field(default_factory=dict)  # the opened fields' salts, hex
+    legacy: bool = False  # a v2 baseline: a record's v1 state, carried by one create (core.baseline)
     # The protocol version the body declares: PROTOCOL for every delta this release writes; a
     # newer release's is higher (its extra keys stay in the signed bytes, which travel as signed).
     version: int = PROTOCOL
@@ -140,13 +143,16 @@ class Delta:
         return (self.epoch, self.seq)
 
     def to_body(self) -> bytes:
-        return canonical.dumps({
+        body = {
             "v": self.version, "kind": self.kind, "id": self.record_id, "origin": self.origin,
             "epoch": self.epoch, "seq": self.seq, "at": self.at.to_json(), "op": self.op,
             "operator": self.operator, "deps": sorted(self.deps), "accepts": sorted(self.accepts),
             "set": dict(self.commitments), "routes": sorted(self.routes), "chain": dict(self.chain),
             "merges": sorted(self.merges),
-        })
+        }
+        if self.legacy:  # only then: every other delta's bytes stay as they were
+            body["legacy"] = True
+        return canonical.dumps(body)
 
 
 def _shown(name: str) -> str:
@@ -234,8 +240,8 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
     deps, accepts = _hashes(obj, "deps"), _hashes(obj, "accepts")
     if (op == "create") == bool(deps):
         raise Malformed("deps: a create depends on nothing, and every other delta on the record's heads")
-    if (op == "accept") != bool(accepts):
-        raise Malformed("accepts: names the claims an accept lets in, and only an accept has it")
+    if (op in ("accept", "refuse")) != bool(accepts):
+        raise Malformed("accepts: names the claims an accept lets in (or a refuse turns away), and only those have it")
     if not set(accepts) <= set(deps):
         raise Malformed("accepts: every accepted claim must also be a dependency")
     merges = obj.get("merges")
@@ -246,11 +252,17 @@ def parse(body: bytes, openings: bytes = b"{}", *, complete: bool = True) -> Del
         raise Malformed("merges: must be sorted, without repeats, and not name the record itself")
     if (op == "alias") != bool(merges):
         raise Malformed("merges: names the records an alias takes in, and only an alias has it")
+    legacy = "legacy" in obj
+    if legacy and obj["legacy"] is not True:
+        raise Malformed("legacy: must be true when present (a v2 baseline); any other delta leaves it out")
+    if legacy and op != "create":
+        raise Malformed(f"legacy: only a create can be a baseline, not {op!r}")
     at = Timestamp.from_json(obj.get("at"))
     if at.node != origin:
         raise Malformed(f"at: a timestamp of {at.node!r} on a delta by {origin}")
     return Delta(kind, record_id, origin, _int(obj, "epoch", 0), _int(obj, "seq", 1), at, op, operator,
-                 deps, accepts, values, frozenset(routes), chain, tuple(merges), commitments, salts, version)
+                 deps, accepts, values, frozenset(routes), chain, tuple(merges), commitments, salts, legacy,
+                 version)
 
 
 def _opened(openings: bytes, commitments: Mapping[str, str], complete: bool) -> tuple[dict, dict]:

@@ -47,6 +47,7 @@ MAX_LEAD_MS = 24 * 3600 * 1000
 
 HELD, PARKED, REFUSED, DUPLICATE = "held", "parked", "refused", "duplicate"
 TIME = "time"  # what a delta stamped too far ahead waits for
+BASELINE = "baseline"  # what a delta on a record held here with v1 history waits for (core.baseline)
 
 
 class _Withheld:
@@ -73,6 +74,7 @@ class Rules:
     # answer is the receiver's), judged on the history like involvement.
     writers: Callable[[Mapping[str, object], Mapping[str, object], str], str | None] = lambda shown, written, author: None
     arbiter_fields: tuple[str, ...] = ()  # the fields ``arbiter`` reads (a relay always opens them on creates)
+    baseline_by: str | None = None  # the field naming the province that signs a record's v2 baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class View:
     involved: frozenset[str] = frozenset()
     counted: frozenset[str] = frozenset()  # deltas whose versions count
     claims: frozenset[str] = frozenset()  # creates held apart, waiting for an accept
+    refused: Mapping[str, str] = field(default_factory=dict)  # claims a counted refuse turned away -> its origin
     backdated: frozenset[str] = frozenset()
     equivocating: frozenset[str] = frozenset()  # origins seen signing two deltas at one (epoch, seq)
     disputed: bool = False  # two provinces each found the record (design doc, 3.2a)
@@ -146,6 +149,9 @@ class RecordGraph:
         self.parked: dict[str, tuple[Delta, str, frozenset[str]]] = {}  # id -> (delta, signer, waiting for)
         self._anc: dict[str, frozenset[str]] = {}
         self._view: View | None = None
+        # The record has v1 history here (set by the loader): its v2 history starts at its baseline, so
+        # nothing else is held before it, lest another create stand for the record's v1 state meanwhile.
+        self.legacy = False
 
     # -- restoring (a store loading what it decided before) -------------------------------------
     def restore(self, held: Iterable[tuple[str, Delta]],
@@ -188,7 +194,8 @@ class RecordGraph:
         while progress:
             progress = False
             for did, (delta, author, waiting) in sorted(self.parked.items()):
-                if TIME not in waiting and not all(d in self.held for d in waiting):
+                if TIME not in waiting and not all(d in self.held or (d == BASELINE and self._baselined())
+                                                   for d in waiting):
                     continue
                 del self.parked[did]
                 decision = self._admit(did, delta, author, now_ms)
@@ -209,6 +216,8 @@ class RecordGraph:
         missing = frozenset(d for d in delta.deps if d not in self.held)
         if missing:
             return Decision(PARKED, f"waiting for {len(missing)} dependencies", missing)
+        if self.legacy and not delta.legacy and delta.record_id == self.record_id and not self._baselined():
+            return Decision(PARKED, "the record has v1 history here: waiting for its baseline", frozenset({BASELINE}))
         for dep in delta.deps:
             if self.held[dep].at > delta.at:
                 return refuse(f"at: earlier than its dependency {dep[:12]}")
@@ -227,6 +236,10 @@ class RecordGraph:
                               f"({own.epoch}, {own.seq}) on this record")
         before = self.evaluate(closure, record=delta.record_id)
         mine = delta.province
+        if delta.legacy:
+            problem = self._baseline_problem(delta)
+            if problem is not None:
+                return refuse(problem)
         if delta.op == "create":
             if mine not in self._involves(delta.values):
                 return refuse(f"unauthorised: a create by {delta.origin} must involve its author")
@@ -240,7 +253,9 @@ class RecordGraph:
                 return refuse(f"unauthorised: {delta.origin} is not involved in {merged}, which it would take in "
                               f"(it involves {', '.join(sorted(theirs.involved)) or 'nobody'})")
             before = replace(before, involved=before.involved | theirs.involved)
-        problem = self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
+        # A baseline carries the record's v1 state, every writer's fields in it (vouched for by its
+        # household province and marked legacy), so the per-field writer rule does not judge it.
+        problem = None if delta.legacy else self.rules.writers({**before.values(), **delta.values}, delta.values, mine)
         if problem is not None:
             return refuse(f"unauthorised: {problem}")
         for claim in delta.accepts:
@@ -299,11 +314,12 @@ class RecordGraph:
         for d in ids:
             by_order.setdefault((held[d].origin, held[d].order), set()).add(d)
         equivocating = frozenset(origin for (origin, _), same in by_order.items() if len(same) > 1)
-        backdated = frozenset(
-            d for d in ids
-            if any(held[q].origin == held[d].origin and held[q].record_id == held[d].record_id
-                   and held[q].order < held[d].order and q not in anc(d)
-                   for q in ids if q != d))
+        backdated = self._backdated(ids)
+        create_set = frozenset(creates)
+
+        def creates_in(d: str) -> set[str]:  # the creates ``d`` descends from (few: checked against each)
+            ancestors = anc(d)
+            return {c for c in create_set if c in ancestors}
         accepts = sorted(d for d in ids if held[d].op == "accept" and d not in backdated)
         aliases = sorted(d for d in ids if held[d].op == "alias" and d not in backdated
                          and held[d].record_id == primary)
@@ -312,50 +328,66 @@ class RecordGraph:
             grew = False
             for d in accepts:
                 claims = set(held[d].accepts)
-                if not claims <= admitted and self._creates_in(d, ids) <= admitted | claims:
+                if not claims <= admitted and creates_in(d) <= admitted | claims:
                     admitted |= claims
                     grew = True
             for d in aliases:
                 taken = set().union(*(elsewhere.get(m, set()) for m in held[d].merges))
-                if not taken <= admitted and self._creates_in(d, ids) <= admitted | taken:
+                if not taken <= admitted and creates_in(d) <= admitted | taken:
                     admitted |= taken
                     grew = True
         counted = frozenset(
             d for d in ids
-            if d not in backdated and (d in admitted if held[d].op == "create" else self._creates_in(d, ids) <= admitted))
+            if d not in backdated and (d in admitted if held[d].op == "create" else creates_in(d) <= admitted))
         fields: dict[str, list[str]] = {}
         for d in counted:
             for name in held[d].fields:
                 fields.setdefault(name, []).append(d)
         survivors: dict[str, tuple[Version, ...]] = {}
         for name, writers in fields.items():
-            alive = [d for d in writers if not any(d in anc(e) for e in writers if e != d)]
+            # The writers no other writer descends from. Descendants have more ancestors, so taking
+            # writers by ancestor count, largest first, an ancestor of any writer comes after one
+            # kept that it is an ancestor of (transitivity): one look per writer kept, not per pair.
+            alive: list[str] = []
+            for d in sorted(writers, key=lambda w: (-len(anc(w)), w)):
+                if not any(d in anc(a) for a in alive):
+                    alive.append(d)
             versions = [Version(held[d].values.get(name, WITHHELD), d, held[d].at, held[d].origin) for d in alive]
             survivors[name] = tuple(sorted(versions, key=_order, reverse=True))
         involved: set[str] = set()
         for name in self.rules.routing_fields:
             for v in survivors.get(name, ()):
                 involved |= self._involves({name: v.value})
+        # A refuse descends from the claims it names (they are its dependencies), so it never counts
+        # itself; it turns them away if everything else it descends from counts.
+        refused = {c: held[d].origin for d in sorted(ids)
+                   if held[d].op == "refuse" and d not in backdated
+                   and creates_in(d) - set(held[d].accepts) <= admitted
+                   for c in held[d].accepts if c not in admitted}
         return View(survivors, frozenset(involved), counted,
-                    frozenset(c for c in creates if c not in admitted), backdated, equivocating, disputed,
-                    frozenset(founders), rank, {d: held[d].province for d in founders})
+                    frozenset(c for c in creates if c not in admitted and c not in refused), refused, backdated,
+                    equivocating, disputed, frozenset(founders), rank, {d: held[d].province for d in founders})
 
     # -- writing (what an honest author does) ----------------------------------------------------
     def write(self, values: Mapping[str, object], *, origin: str, epoch: int, seq: int, at: Timestamp,
               op: str = "update", operator: str | None = None, accepts: tuple[str, ...] = (),
               merges: tuple[str, ...] = (), now_ms: int | None = None,
-              salt: Callable[[], bytes] | None = None) -> tuple[str, Delta, bytes]:
+              salt: Callable[[], bytes] | None = None, legacy: bool = False,
+              chain: Callable[[frozenset[str]], Mapping[str, int]] | None = None) -> tuple[str, Delta, bytes]:
         """Build, hold and return this author's next delta: (id, delta, signed-to-be body).
         An alias (``merges``: records held here, ``related``) depends on their heads too.
-        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta)."""
+        ``salt`` gives each field's commitment salt (a node passes random bytes; see core.delta);
+        ``legacy``: a v2 baseline (core.baseline), whose values carry ``_deleted`` as the record had it;
+        ``chain(routes)`` the per-destination counters it carries (core.receipts), once its routes
+        are known."""
         body_values = dict(values)
-        if op in ("create", "update", "settle", "delete"):
+        if op in ("create", "update", "settle", "delete") and not legacy:
             body_values[DELETED] = op == "delete"
         taken = set().union(*(self.heads(m) for m in merges))
         deps = () if op == "create" else tuple(sorted(set(self.heads()) | set(accepts) | taken))
         draft = Delta(self.kind, self.record_id, origin, epoch, seq, at, op, operator, deps,
                       tuple(sorted(accepts)), body_values, frozenset(), {}, tuple(sorted(merges)), {},
-                      {n: salt().hex() for n in body_values} if salt is not None else {})
+                      {n: salt().hex() for n in body_values} if salt is not None else {}, legacy)
         closure = self._closure(deps)
         before = self.evaluate(closure)
         self.held["draft"] = draft
@@ -367,7 +399,8 @@ class RecordGraph:
         involved = set(before.involved)
         for m in merges:  # the provinces of each record taken in are told too
             involved |= self.evaluate(self._closure(d for d in deps if self.held[d].record_id == m), record=m).involved
-        final = replace(draft, routes=frozenset(involved) | after.involved)
+        routes = frozenset(involved) | after.involved
+        final = replace(draft, routes=routes, chain=dict(chain(routes)) if chain is not None else {})
         body = final.to_body()
         did = delta_id(body)
         decision = self.receive(did, final, author=origin, now_ms=at.wall_ms if now_ms is None else now_ms)
@@ -401,6 +434,21 @@ class RecordGraph:
         return out
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _baselined(self) -> bool:
+        return any(d.legacy and d.record_id == self.record_id for d in self.held.values())
+
+    def _baseline_problem(self, delta: Delta) -> str | None:
+        """Why a baseline (``legacy``) may not be held here, or None: only its household province
+        signs it, as its record's first delta (design doc, section 6)."""
+        field = self.rules.baseline_by
+        if field is None:
+            return f"legacy: a {self.kind} record has no v2 baseline"
+        if delta.values.get(field) != delta.province:
+            return (f"legacy: a baseline is signed by the province its {field} names, not {delta.origin}")
+        if any(d.record_id == delta.record_id for d in self.held.values()):
+            return f"legacy: a baseline must be the first delta of {delta.kind} {delta.record_id}, which has deltas here"
+        return None
+
     def _involves(self, values: Mapping[str, object]) -> frozenset[str]:
         picked = {k: v for k, v in values.items() if k in self.rules.routing_fields}
         try:
@@ -439,6 +487,31 @@ class RecordGraph:
         if len({self.held[c].province for c in top}) > 1:
             return set(), True, best
         return top, False, best
+
+    def _backdated(self, ids: frozenset[str]) -> frozenset[str]:
+        """The deltas among ``ids`` that do not descend from every earlier (epoch, seq) delta of their
+        author on their record. Per (author, record), in order: every earlier one is an ancestor
+        of d exactly when the *maximal* earlier ones (those no other earlier one descends from) are,
+        by transitivity; so each delta is checked against that frontier, which is one delta for an
+        honest author, instead of against every other delta."""
+        held, anc = self.held, self._ancestors
+        groups: dict[tuple[str, str], dict[tuple[int, int], list[str]]] = {}
+        for d in ids:
+            x = held[d]
+            groups.setdefault((x.origin, x.record_id), {}).setdefault(x.order, []).append(d)
+        out: set[str] = set()
+        for by_order in groups.values():
+            frontier: set[str] = set()
+            for order in sorted(by_order):
+                same = by_order[order]
+                for d in same:
+                    ancestors = anc(d)
+                    if any(f not in ancestors for f in frontier):
+                        out.add(d)
+                for d in same:  # twins (equivocation) are both later than what came before, not each other
+                    frontier = {f for f in frontier if f not in anc(d)}
+                frontier |= set(same)
+        return frozenset(out)
 
     def _creates_in(self, d: str, ids: frozenset[str]) -> set[str]:
         return {a for a in self._ancestors(d) if a in ids and self.held[a].op == "create"}

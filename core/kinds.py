@@ -86,15 +86,16 @@ KINDS: dict[str, Kind] = {
 
 def graph_rules(name: str) -> Rules:
     """What core.graph needs to know about kind ``name`` (v2 deltas): the provinces a value
-    involves, the fields that route it and, for a person, who founds the record (the household
-    province, with the province the resident ID names breaking ties, design doc 3.2a)."""
+    involves, the fields that route it, who signs a record's v2 baseline and, for a person, who
+    founds the record (the household province, with the province the resident ID names breaking
+    ties, design doc 3.2a)."""
     k = get_kind(name)
     if name == person.KIND:
         return Rules(k.provinces, k.routing_fields, anchor="household_province", arbiter=person.id_province,
-                     arbiter_fields=("id_number",))
-    if name == request.KIND:
-        return Rules(k.provinces, k.routing_fields, writers=request.writer_problem)
-    return Rules(k.provinces, k.routing_fields)
+                     arbiter_fields=("id_number",), baseline_by="household_province")
+    if name == request.KIND:  # the sender writes a request; its v2 baseline too
+        return Rules(k.provinces, k.routing_fields, writers=request.writer_problem, baseline_by="from_province")
+    return Rules(k.provinces, k.routing_fields, baseline_by="household_province")
 
 
 def get_kind(name: str) -> Kind:

@@ -108,6 +108,17 @@ class Inbox:
         book = self._got.setdefault((origin, epoch), {HELD: [], PARKED: [], REFUSED: []})
         book[outcome] = list(normalise(book[outcome] + [(n, n)]))
 
+    def restore(self, origin: str, epoch: int, held: Iterable[Range], parked: Iterable[Range],
+                refused: Iterable[Range]) -> None:
+        """Put back what a store kept of (origin, epoch): the ranges ``book`` gave it."""
+        self._got[(origin, epoch)] = {HELD: list(normalise(held)), PARKED: list(normalise(parked)),
+                                      REFUSED: list(normalise(refused))}
+
+    def book(self, origin: str, epoch: int) -> tuple[tuple[Range, ...], tuple[Range, ...], tuple[Range, ...]]:
+        """(held, parked, refused) as noted, each normalised on its own: what a store keeps."""
+        book = self._got.get((origin, epoch), {HELD: [], PARKED: [], REFUSED: []})
+        return tuple(book[HELD]), tuple(book[PARKED]), tuple(book[REFUSED])
+
     def receipt(self, origin: str, epoch: int) -> Receipt:
         book = self._got.get((origin, epoch), {HELD: [], PARKED: [], REFUSED: []})
         held = normalise(book[HELD])

@@ -7,21 +7,25 @@ from core.routing, checks from runtime.intake via Replica, storage from the stor
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 
 from core.errors import Malformed, PermissionDenied
 from core.identity import Identity
+from core.kinds import get_kind
 from core.routing import Topology
 from core.session import Sender
 from hub.share import UpstreamShare
 from hub.status import hub_report
 from runtime import metrics, reports, wire
+from runtime.receiptroute import ReceiptRouter
 from runtime.replica import Replica, now_ms
 from runtime.transport import PeerGate
+from store.store import LogEntry
 from yipanqi.v2 import federation_pb2 as pb
 from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 
@@ -38,6 +42,9 @@ MAX_IN_FLIGHT = 1024 * 1024
 MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT is free
 
 
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+
 class ReportRelay:
     """How a regional hub passes reports up to the national hub: its own figures and its nodes'
     signed reports, as received. The seam where a test swaps in a misbehaving hub (see
@@ -49,8 +56,14 @@ class ReportRelay:
 
 class FederationServicer(pb_grpc.FederationServicer):
     def __init__(self, replica: Replica, hub: str, topology: Topology, stopping: threading.Event, gate: PeerGate,
-                 relay: ReportRelay | None = None, share: UpstreamShare | None = None) -> None:
+                 relay: ReportRelay | None = None, share: UpstreamShare | None = None,
+                 serving: Callable[[str, list[LogEntry]], list[LogEntry]] | None = None,
+                 receipts: ReceiptRouter | None = None) -> None:
         self.gate = gate
+        self.receipts = receipts or ReceiptRouter()  # destinations' receipts on their way to their origins
+        # What a Pull serves, given the peer and what it is owed: None (all of it) but in tests of a
+        # misbehaving hub, which swap this one behaviour in through run_hub (no private patching).
+        self.serving = serving
         self.share = share  # a regional hub's upstream queue, shared per origin (hub.share); None on national
         self.replica = replica
         self.hub = hub  # "pearl", "national"
@@ -97,6 +110,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                     yield pb.PushResponse(hello=wire.hello(self.replica.identity))
                 elif kind == "report":
                     self._report(who, req.report.json)
+                elif kind == "receipt":  # signed by its destination; checked by its origin alone
+                    self.receipts.put(req.receipt)
                 elif kind == "batch":
                     # A regional hub: a province's batch waits for its turn in the queue up (hub.share).
                     # (A province pushes only its own changes: intake checks origin == who.)
@@ -137,6 +152,54 @@ class FederationServicer(pb_grpc.FederationServicer):
     def upward_report(self) -> dict[str, Any]:
         """What a regional hub tells the national hub: its own figures and its nodes' signed reports."""
         return self.relay.upward(hub_report(self.replica.store, self.desk.envelopes()))
+
+    def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> pb.Batch:
+        """Deltas a province lacks (what a parked delta waits for), by id: answered only for a
+        record that involves the asker as this hub holds it, with what a newly involved province
+        needs (Store.fetch_answer); ids it does not hold, or may not give, are left out."""
+        who = self.gate.identity(context)
+        ident = Identity.parse(who)
+        if ident.role != "province":
+            raise PermissionDenied(f"{who} may not fetch: only province nodes fetch what they wait for")
+        if len(request.ids) > wire.MAX_FETCH or not all(_HEX_ID.fullmatch(i) for i in request.ids):
+            raise Malformed(f"ids: at most {wire.MAX_FETCH} delta ids, each 64 hex digits")
+        get_kind(request.kind)  # ValidationError names the kind
+        record_id = request.record_id
+        if not 0 < len(record_id) <= 64 or not record_id.isprintable():
+            raise Malformed("record_id: must be 1..64 printable characters")
+        envelopes = self.replica.store.fetch_answer(request.kind, record_id, list(request.ids), ident.name)
+        metrics.FETCHED.labels(who).inc(len(envelopes))
+        entries = [wire.signed_change(e) for e in envelopes]
+        certs = self.replica.certificates_for_envelopes(envelopes)
+        return pb.Batch(cursor=0, certificates=certs, changes=entries)
+
+    def _receipts_for(self, who: str) -> Callable[[str], bool]:
+        """Which receipts a Pull stream carries: a node's, those about it; a regional hub's (from
+        the national hub), those about the provinces it serves."""
+        ident = Identity.parse(who)
+        if ident.role == "province":
+            return lambda origin: origin == who
+        served = self.topology.served_by(ident.name)
+
+        def about_served(origin: str) -> bool:
+            try:
+                o = Identity.parse(origin)
+            except Exception:  # noqa: BLE001 - an origin no one can parse goes nowhere
+                return False
+            return o.role == "province" and o.name in served
+        return about_served
+
+    def upward_receipts(self) -> list[pb.Receipt]:
+        """A regional hub's receipts for the national hub: those about provinces it does not serve."""
+        served = self.topology.served_by(self.hub)
+
+        def elsewhere(origin: str) -> bool:
+            try:
+                o = Identity.parse(origin)
+            except Exception:  # noqa: BLE001
+                return False
+            return o.role == "province" and o.name not in served
+        return self.receipts.take("upstream", elsewhere)
 
     def Pull(self, request_iterator: Iterator[pb.PullRequest], context: grpc.ServicerContext) -> Iterator[pb.PullResponse]:
         who = self.gate.identity(context)
@@ -183,10 +246,13 @@ class FederationServicer(pb_grpc.FederationServicer):
         try:
             yield pb.PullResponse(hello=wire.hello(self.replica.identity))
             told_idle = False
+            wants = self._receipts_for(who)
             while context.is_active() and not self.stopping.is_set():
                 if failed:
                     raise failed[0]
                 self.gate.identity(context)  # revoked since the stream opened: end it (PERMISSION_DENIED)
+                for receipt in self.receipts.take(f"pull:{who}", wants):
+                    yield pb.PullResponse(receipt=receipt)
                 # Room in the window first, so nothing read waits in memory for it.
                 with flight:
                     while not sender.has_room():
@@ -205,6 +271,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                     reading = fits
                 else:
                     reading = min(limit, reading * 2)
+                if self.serving is not None:  # tests only: a hub that misbehaves (tests/support/rogue_hub.py)
+                    entries = self.serving(who, entries)
                 if pos == position:
                     if not told_idle:
                         told_idle = True

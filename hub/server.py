@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 import grpc
 
@@ -21,18 +22,23 @@ from runtime.link import Link
 from runtime.metrics import serve_metrics
 from runtime.outage import log_outages
 from runtime.fairshare import Slots
+from runtime import clock
 from runtime.replica import Replica, now_ms
 from runtime.serve import build_server, keyring_for, run_until_signal, setup_logging
 from hub.status import hub_status
+from store.health import Health
 from store.store import LogEntry, Store
 from yipanqi.v2 import admin_pb2_grpc, federation_pb2_grpc
 
 log = logging.getLogger("yipanqi.hub")
 
 
-def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
-    """``relay``: how reports go upstream; only tests pass another (tests/support/rogue_hub.py)."""
+def run_hub(cfg: HubConfig, relay: ReportRelay | None = None,
+            serving: Callable[[str, list[LogEntry]], list[LogEntry]] | None = None) -> None:
+    """``relay`` (how reports go upstream) and ``serving`` (what a Pull serves of what is owed):
+    only tests pass them (tests/support/rogue_hub.py)."""
     setup_logging(cfg.identity, cfg.log_level)
+    clock.set_offset(cfg.timing.clock_offset_s)  # before anything reads the wall clock
     # The national hub keeps the national cross-province case database: it merges records too,
     # and re-keys its legacy person records with the federation secret on the first start after
     # the upgrade (store.rekey); a regional hub holds neither records nor the secret.
@@ -46,7 +52,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             raise SystemExit(f"{cfg.path}: {err}") from None
     try:
         store = Store.open(cfg.database, owner=cfg.identity, index_routes=True, hold_records=cfg.national,
-                           person_secret=person_secret, upgraded=log.info)
+                           person_secret=person_secret, upgraded=log.info, health=Health(clock.now_ms))
     except StoreUnavailable as err:  # one line, no traceback; systemd restarts us later
         raise SystemExit(f"{cfg.path}: [hub].database: the store is unavailable: {err}") from None
     log_outages(store)
@@ -59,7 +65,7 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
     # A regional hub shares its one stream up to the national hub per origin (hub.share).
     share = UpstreamShare(lambda: link is not None and upstream_up(link.state.hub, link.state.down_since_ms,
                                                                      now_ms())) if cfg.upstream else None
-    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay, share)
+    federation = FederationServicer(replica, cfg.name, topology, stop, gate, relay, share, serving)
     if cfg.upstream is not None:
         upstream = cfg.upstream.identity
 
@@ -68,7 +74,8 @@ def run_hub(cfg: HubConfig, relay: ReportRelay | None = None) -> None:
             return store.read_log(after, not_via=upstream, limit=limit)
 
         link = Link(replica, [cfg.upstream], cfg.tls, source=upward, push_cursor="push", for_province=None, stop=stop,
-                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing)
+                    report=federation.upward_report, on_push_ack=share.acked if share else None, timing=cfg.timing,
+                    receipts_out=federation.upward_receipts, on_receipt=federation.receipts.put)
 
     admin = AdminServicer(store, cfg.name,
                           lambda: hub_status(store, cfg.name, topology, federation.snapshot(),

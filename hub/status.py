@@ -18,6 +18,7 @@ from runtime.acks import AckBook
 from runtime.config import PRODUCTION_TIMING
 from runtime.link import LinkState
 from runtime.outage import store_report
+from runtime.receipts import gaps_report
 from runtime.replica import now_ms
 from runtime.status import age_s, link_report, parked_report, quarantine_report
 from store.store import Store
@@ -192,6 +193,9 @@ def _hub_figures(store: Store, hub: str, topology: Topology, connected: Mapping[
         report["conflicts"] = store.count_records(conflicted_only=True)
     if hub == "national":
         report["federation"] = federation_table(store, topology, reports or {}, now, online_s)
+        gaps = gaps_report(store)  # the national hub is a destination of every shared change (issue 17)
+        if gaps:
+            report["gaps"] = gaps
     return report
 
 

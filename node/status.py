@@ -12,17 +12,22 @@ from __future__ import annotations
 from core.errors import StoreUnavailable
 from core.identity import Identity
 from runtime.acks import AckBook
+from runtime.config import PRODUCTION_TIMING
 from runtime.link import LinkState
 from runtime.outage import store_report
+from runtime.receipts import gaps_report, owed_report
 from runtime.replica import now_ms
 from runtime.stats import Arrivals
 from runtime.status import age_s, link_report, parked_report, quarantine_report
 from store.store import Store
 
 
-def node_status(store: Store, link: LinkState | None, *, acks: AckBook | None = None) -> dict[str, object]:
+def node_status(store: Store, link: LinkState | None, *, acks: AckBook | None = None,
+                receipt_alert_s: float = PRODUCTION_TIMING.receipt_alert_s) -> dict[str, object]:
     """``acks``: the process's noted acknowledgements (runtime.acks), so "acked_seq" is the hub's
-    latest ack even before it is written; without it, the stored cursor."""
+    latest ack even before it is written; without it, the stored cursor. "receipts" (own changes a
+    destination has not receipted yet, flagged "alert" past ``receipt_alert_s``) and "gaps" (changes
+    meant for us that never arrived) are there only when not empty (runtime.receipts)."""
     now = now_ms()
     doc: dict[str, object] = {"role": "node", "identity": store.owner}
     try:
@@ -48,6 +53,11 @@ def node_status(store: Store, link: LinkState | None, *, acks: AckBook | None = 
             "parked": parked_report(store, now),
             "requests": _requests(store),
         })
+        owed, gaps = owed_report(store, now, receipt_alert_s), gaps_report(store)
+        if owed:
+            doc["receipts"] = owed
+        if gaps:
+            doc["gaps"] = gaps
     except StoreUnavailable:  # shown in doc["store"]
         doc.update({"records": None, "last_seq": None, "acked_seq": None,
                     "outbox": {"changes": None, "oldest_age_s": None, "quarantined": None}, "origins": {},

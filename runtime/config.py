@@ -81,6 +81,10 @@ class Timing:
     ack_flush_s: float = 0.25  # noted acks are written within this (runtime.acks.AckBook)
     online_s: float = 20.0  # the national hub shows a province up while its report is younger
     sweep_s: float = 1.0  # open calls of a client whose certificate was revoked are closed within this
+    receipt_alert_s: float = 300.0  # an own change unreceipted this long by a destination: alert, re-send (runtime.receipts)
+    # Tests only: this process's wall clock runs this far ahead (negative: behind) of the machine's
+    # (runtime.clock), as on a machine whose clock is off; within a day either way.
+    clock_offset_s: float = 0.0
 
 
 PRODUCTION_TIMING = Timing()
@@ -308,13 +312,18 @@ class _Reader:
 
     def timing(self) -> Timing:
         """The optional [timing] section: every key a positive number of seconds (unknown keys
-        are refused by ``strict``); a national hub's ``online_s`` must outlast ``report_every_s``."""
+        are refused by ``strict``) but ``clock_offset_s``, any number of seconds within a day either
+        way; a national hub's ``online_s`` must outlast ``report_every_s``."""
         t = self.table("timing", required=False)
         if t is None:
             return PRODUCTION_TIMING
         values: dict[str, float] = {}
         for key, value in t.items():
-            if type(value) not in (int, float) or not 0 < value < 86_400:
+            if key == "clock_offset_s":
+                if type(value) not in (int, float) or not -86_400 < value < 86_400:
+                    raise self.fail("[timing].clock_offset_s",
+                                    f"must be a number of seconds within a day either way, not {value!r}")
+            elif type(value) not in (int, float) or not 0 < value < 86_400:
                 raise self.fail(f"[timing].{key}", f"must be a positive number of seconds (below 86400), not {value!r}")
             values[key] = float(value)
         timing = dataclasses.replace(PRODUCTION_TIMING, **values)
@@ -434,3 +443,45 @@ def load_any(path: str | Path) -> NodeConfig | HubConfig:
     if "hub" in r.data:
         return load_hub(path)
     raise r.fail("file", "neither a [node] nor a [hub] config")
+
+
+@dataclass(frozen=True)
+class SecretTarget:
+    """What the federation secret's hand-over needs of a node's or the national hub's config."""
+
+    path: Path  # the config
+    identity: str
+    tls: TLSPaths  # its certified TLS key signs the request
+    secret: Path  # where federation.secret goes: [node|hub].federation_secret, else beside the config
+
+
+def load_secret_target(path: str | Path) -> SecretTarget:
+    """Read a config for ``enrol secret-request`` / ``secret-install``: only the identity, the TLS
+    paths and the secret's path, since a process without its secret cannot load the whole config.
+    Raises ConfigError naming the key (a regional hub's: it never holds the secret)."""
+    from certs.secret import FILE, holds_secret
+
+    r = _Reader(Path(path).resolve())
+    section = "node" if "node" in r.data else "hub" if "hub" in r.data else None
+    if section is None:
+        raise r.fail("file", "neither a [node] nor a [hub] config")
+    t = r.table(section)
+    assert t is not None
+    if section == "node":
+        code = r.string(t, "node", "province")
+        if code not in PROVINCES:
+            raise r.fail("[node].province", f"unknown province code {code!r}")
+        identity = str(Identity.for_province(code))
+    else:
+        name = r.string(t, "hub", "name")
+        try:
+            identity = str(Identity.for_hub(name))
+        except ValidationError:
+            raise r.fail("[hub].name", f"unknown hub {name!r}") from None
+        if not holds_secret(identity):
+            raise r.fail("[hub].name", f"{identity} is a regional hub: it never holds the federation secret "
+                                       "(it would let it tell whose record a key is)")
+    tls = r.tls("tls")
+    assert tls is not None
+    secret = (r.base / r.string(t, section, "federation_secret", FILE)).resolve()
+    return SecretTarget(r.path, identity, tls, secret)

@@ -30,7 +30,7 @@ from store.store import ReceivedDelta, Refused
 
 
 def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str, peer_may_forward: bool,
-                 for_province: str | None = None, today: dt.date | None = None
+                 for_province: str | None = None, today: dt.date | None = None, fetched: bool = False
                  ) -> tuple[list[ReceivedDelta], list[Refused]]:
     """Split envelopes into verified deltas for the store to decide on, and refusals to quarantine.
 
@@ -39,7 +39,8 @@ def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str
     signed routes leave that province out, whatever a hub sends. The deltas a delta relays
     (core.relay) are checked the same way, except that anyone may have written them and they
     route where their own writers sent them; each verified one comes before the delta that
-    carried it, marked ``relayed``, and the carrier keeps only the verified ones."""
+    carried it, marked ``relayed``, and the carrier keeps only the verified ones. ``fetched``
+    deltas (a Fetch answer) are checked like relayed ones: superseded values may be unopened."""
     accepted: list[ReceivedDelta] = []
     refused: list[Refused] = []
     proven: dict = {}
@@ -55,7 +56,7 @@ def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str
                 kept.append(r)
         if len(kept) != len(env.relayed):
             env = replace(env, relayed=tuple(kept))
-        got = _check_one(env, verifier, proven, peer=peer, anyone=peer_may_forward, bundled=False,
+        got = _check_one(env, verifier, proven, peer=peer, anyone=peer_may_forward, bundled=fetched,
                          for_province=for_province, today=today, refused=refused, bad=bad)
         if got is not None:
             accepted.append(got)

@@ -59,13 +59,15 @@ def check(
     peer_may_forward: bool,
     for_province: str | None = None,
     full: bool = True,
+    fetched: bool = False,
 ) -> tuple[list[ReceivedDelta], list[Refused]]:
     """Split envelopes into the deltas to store and the ones to quarantine (v2: see
     ``runtime.deltaintake.check_deltas``, which this is; ``full`` is kept for callers of the v1
     signature: every process now checks each delta whole, values included)."""
     from runtime.deltaintake import check_deltas  # it builds on this module's pieces
 
-    return check_deltas(envelopes, verifier, peer=peer, peer_may_forward=peer_may_forward, for_province=for_province)
+    return check_deltas(envelopes, verifier, peer=peer, peer_may_forward=peer_may_forward, for_province=for_province,
+                        fetched=fetched)
 
 
 def check_v1(

@@ -29,6 +29,7 @@ never moves to a fallback hub for it, and never names a hub in the error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -42,7 +43,7 @@ from typing import Callable, Iterator, Sequence
 import grpc
 
 from runtime.config import PRODUCTION_TIMING, HubAddress, Timing, TLSPaths
-from core.errors import StoreUnavailable
+from core.errors import StoreUnavailable, SyncError
 from core.session import Receiver, Sender
 from runtime import metrics, wire
 from runtime.replica import Replica, now_ms
@@ -54,6 +55,9 @@ from yipanqi.v2 import federation_pb2_grpc as pb_grpc
 log = logging.getLogger("yipanqi.link")
 
 WINDOW = 4
+FETCH_EVERY_S = 2.0  # how often a node looks at what its parked deltas wait for
+FETCH_AFTER_MS = 1000  # a delta parked this long has waited for ordinary delivery
+FETCH_RETRY_S = 30.0  # a dependency asked for is asked for again after this long
 BATCH = 500
 
 Source = Callable[[int, int], tuple[list[LogEntry], int]]
@@ -80,7 +84,9 @@ class Link(threading.Thread):
     def __init__(self, replica: Replica, hubs: Sequence[HubAddress], tls: TLSPaths, *, source: Source,
                  push_cursor: str, for_province: str | None, stop: threading.Event,
                  report: Callable[[], dict] | None = None, on_push_ack: Callable[[int], object] | None = None,
-                 timing: Timing = PRODUCTION_TIMING) -> None:
+                 timing: Timing = PRODUCTION_TIMING,
+                 receipts_out: Callable[[], list[pb.Receipt]] | None = None,
+                 on_receipt: Callable[[pb.Receipt], object] | None = None) -> None:
         super().__init__(name="link", daemon=True)
         self.replica = replica
         self.hubs = list(hubs)
@@ -91,6 +97,10 @@ class Link(threading.Thread):
         self.stop_event = stop
         self.report = report
         self.on_push_ack = on_push_ack  # a regional hub's upstream share (hub.share) learns what moved up
+        # Receipts (issue 17): what we send up (a node's own, signed; a regional hub's to forward)
+        # and what to do with one that comes down (a node verifies it; a regional hub forwards it).
+        self.receipts_out = receipts_out
+        self.on_receipt = on_receipt
         self.timing = timing
         self.state = LinkState(home=self.hubs[0].name, down_since_ms=now_ms())
 
@@ -168,6 +178,9 @@ class Link(threading.Thread):
             threading.Thread(target=self._guard, args=(self._pull, stub, hub, done, calls, errors, store_down),
                              daemon=True),
         ]
+        if self.for_province is not None:  # a province node fetches what its parked deltas wait for
+            threads.append(threading.Thread(target=self._guard, daemon=True,
+                                            args=(self._fetch, stub, hub, done, calls, errors, store_down)))
         for t in threads:
             t.start()
         deadline = time.monotonic() + limit if limit else None
@@ -242,6 +255,46 @@ class Link(threading.Thread):
         finally:
             done.set()
 
+    # -- fetch: what parked deltas wait for ------------------------------------
+    def _fetch(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
+               store_down: list) -> None:
+        """Now and then, ask the hub for the dependencies our parked deltas wait for (a hub that
+        dropped one, a relay cut short): per record, the ids not held here, at most once per
+        ``FETCH_RETRY_S`` each. Only the deltas asked for are taken from the answer, and they go
+        through intake and the graph like any others."""
+        tried: dict[str, float] = {}
+        while not done.wait(FETCH_EVERY_S):
+            at = time.monotonic()
+            wanted: dict[tuple[str, str], set[str]] = {}
+            parked = self.replica.store.parked_deltas(limit=500)
+            have = {e.digest for e in parked}
+            cutoff = now_ms() - FETCH_AFTER_MS
+            for e in parked:
+                if e.received_ms > cutoff:
+                    continue  # give ordinary delivery a moment first
+                for dep in e.waiting_for:
+                    if dep != "time" and dep not in have and at - tried.get(dep, float("-inf")) >= FETCH_RETRY_S:
+                        wanted.setdefault((e.kind, e.record_id), set()).add(dep)
+            for (kind, record_id), ids in sorted(wanted.items()):
+                asked = sorted(ids)[:wire.MAX_FETCH]
+                for d in asked:
+                    tried[d] = at
+                try:
+                    answer = stub.Fetch(pb.FetchRequest(ids=asked, kind=kind, record_id=record_id), timeout=10)
+                except grpc.RpcError as err:
+                    metrics.FETCHES.labels("failed").inc()
+                    log.info("fetch from hub-%s failed: %s", hub.name, err.code().name)
+                    continue
+                keep = [c for c in answer.changes if hashlib.sha256(c.body).hexdigest() in ids]
+                metrics.FETCHES.labels("answered" if keep else "empty").inc()
+                if keep:
+                    batch = pb.Batch(cursor=0, certificates=answer.certificates[:len(keep) + 8], changes=keep)
+                    result = self.replica.ingest_batch(batch, via=hub.identity, peer_may_forward=True,
+                                                       for_province=None, cursor_name=f"fetch:{hub.identity}",
+                                                       fetched=True)
+                    log.info("fetched %d deltas from hub-%s: %d held, %d released", len(keep), hub.name,
+                             result.applied, len(result.released))
+
     # -- push: our changes up ------------------------------------------------
     def _push(self, stub: pb_grpc.FederationStub, hub: HubAddress, done: threading.Event, calls: list,
               store_down: list) -> None:
@@ -267,6 +320,9 @@ class Link(threading.Thread):
                 session.append(sender)
             next_report = 0.0
             while not done.is_set():
+                if self.receipts_out is not None:
+                    for receipt in self.receipts_out():
+                        yield pb.PushRequest(receipt=receipt)
                 if self.report is not None and time.monotonic() >= next_report:
                     next_report = time.monotonic() + self.timing.report_every_s
                     yield pb.PushRequest(report=pb.Report(json=json.dumps(self.report(), ensure_ascii=False)))
@@ -299,6 +355,7 @@ class Link(threading.Thread):
         call = stub.Push(requests())
         calls.append(call)
         stray = 0  # acks that named no batch in flight
+        acked_before = self.replica.acks.cursor(self.push_cursor)
         for resp in call:
             if resp.WhichOneof("msg") == "hello":
                 self._up(hub)
@@ -314,9 +371,23 @@ class Link(threading.Thread):
                     stray += 1
                     continue
                 self.replica.acks.note(self.push_cursor, acked, now_ms())
+                if self.for_province is not None:  # what is still owed of these now names this hub (issue 17)
+                    store.note_custody(hub.identity, acked_before + 1, acked)
+                acked_before = acked
                 self.state.pushed += resp.ack.accepted
                 if self.on_push_ack is not None:
                     self.on_push_ack(acked)
+
+    def _receipt(self, receipt: pb.Receipt, hub: HubAddress) -> None:
+        """A receipt the hub brought down: handed on (verified by a node's desk; forwarded by a
+        regional hub). A bad one is logged by its reason, never its contents, and the stream goes on."""
+        if self.on_receipt is None:
+            return
+        try:
+            self.on_receipt(receipt)
+        except SyncError as err:
+            self.replica.rate_log.warning(hub.identity, time.monotonic(), "refused a receipt from hub-%s: %s",
+                                          hub.name, f"{err.category}: {err}"[:200])
 
     def _quarantined_upstream(self, hub: HubAddress, ack: pb.Ack) -> None:
         """The hub took a batch of ours but quarantined some of it: the cursor moves past them
@@ -348,6 +419,9 @@ class Link(threading.Thread):
         calls.append(call)
         try:
             for resp in call:
+                if resp.WhichOneof("msg") == "receipt":
+                    self._receipt(resp.receipt, hub)
+                    continue
                 if resp.WhichOneof("msg") != "batch" or not receiver.takes(resp.batch.caught_up):
                     continue  # caught_up batches take no window slot and need no ack
                 result = self.replica.ingest_batch(resp.batch, via=hub.identity, peer_may_forward=True,

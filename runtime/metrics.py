@@ -20,6 +20,12 @@ QUARANTINE_DROPPED = Counter("yipanqi_quarantine_dropped_total",
 UPSTREAM_SHARE_WAITS = Counter("yipanqi_upstream_share_waits_total",
                                "Times a province's Push stream was held at its share of the upstream queue "
                                "(regional hubs, hub.share)", ["origin"])
+RECEIPT_ALERTS = Counter("yipanqi_receipt_alerts_total", "Alerts raised: a destination's oldest own change went "
+                         "unreceipted past [timing].receipt_alert_s, by destination and the hub that had custody "
+                         "(runtime.receipts)", ["destination", "via"])
+FETCHED = Counter("yipanqi_fetched_total", "Deltas given to a province that fetched what it waits for, by peer",
+                  ["peer"])
+FETCHES = Counter("yipanqi_fetches_total", "Fetches of missing dependencies this node made, by outcome", ["outcome"])
 CHANGES_OUT = Counter("yipanqi_changes_out_total", "Changes sent, by the peer they went to", ["peer"])
 LOCAL_WRITES = Counter("yipanqi_local_writes_total", "Changes written by operators on this node", ["op"])
 APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one received batch",
@@ -77,6 +83,13 @@ class StatusCollector(Collector):
                 if row["lag_s"] is not None:
                     lag.add_metric([origin], row["lag_s"])
             yield lag
+            owed = doc.get("receipts") or {}  # absent when nothing is owed: the gauge has no samples then
+            unreceipted = GaugeMetricFamily("yipanqi_unreceipted_age_seconds", "Age of the oldest own change a "
+                                            "destination has not receipted, by destination and the hub that had "
+                                            "custody (runtime.receipts)", labels=["destination", "via"])
+            for dest, row in owed.items():
+                unreceipted.add_metric([dest, row["via"] or "none"], row["oldest_age_s"])
+            yield unreceipted
         else:
             for row in doc["destinations"]:
                 queue.add_metric([row["peer"]], row["queue"])

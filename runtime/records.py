@@ -384,7 +384,8 @@ class RecordService:
                                                   seal=self.signer.seal_batch)
             metrics.LOCAL_WRITES.labels(change.op).inc()
         else:
-            self.replica.store.refuse_claim(claim_id, operator=operator, now_ms=now_ms())
+            self.check_signing_key()
+            self.replica.store.refuse_claim(claim_id, operator=operator, now_ms=now_ms(), seal=self.signer.seal_batch)
         return next(c.to_json() for c in self.replica.store.list_claims() if c.claim_id == claim_id)
 
     def get(self, kind: str, record_id: str) -> RecordState:

@@ -31,9 +31,10 @@ from typing import Callable, Iterable, Sequence
 from certs.keyring import Keyring
 from certs.revocation import RevocationList
 from certs.signing import Verifier
+from core.change import Envelope
 from core.errors import UnknownAuthor
 from core.record import RecordState
-from runtime import intake, junk, metrics, wire
+from runtime import clock, intake, junk, metrics, wire
 from runtime.acks import ACK_FLUSH_S, AckBook
 from runtime.stats import Arrivals
 from store.store import IngestResult, LogEntry, Refused, Store
@@ -46,7 +47,7 @@ RELEASE_EVERY_S = 10.0  # how often a receiving replica re-checks deltas parked 
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()  # the process's wall clock (runtime.clock: [timing].clock_offset_s)
 
 
 class Replica:
@@ -106,8 +107,13 @@ class Replica:
                     out.append(self.keyring.certificate_der(key_id))
         return out
 
+    def certificates_for_envelopes(self, envelopes: Sequence[Envelope]) -> list[bytes]:
+        """The signing certificates of these envelopes' keys that we hold (a Fetch answer)."""
+        return [self.keyring.certificate_der(k) for k in sorted({e.seal.key_id for e in envelopes})
+                if k in self.keyring]
+
     def ingest_batch(self, batch: pb.Batch, *, via: str, peer_may_forward: bool, for_province: str | None,
-                     cursor_name: str) -> IngestResult:
+                     cursor_name: str, fetched: bool = False) -> IngestResult:
         """Check and store one received batch (see the module header); what the peer's own junk
         cost is charged to its pace (``pause_for``)."""
         self.sync_revocations()
@@ -127,7 +133,8 @@ class Replica:
             if whole is None:
                 try:
                     accepted, refused = intake.check(envelopes, self.verifier, peer=via,
-                                                     peer_may_forward=peer_may_forward, for_province=for_province)
+                                                     peer_may_forward=peer_may_forward, for_province=for_province,
+                                                     fetched=fetched)
                 except intake.BatchRefused as err:
                     accepted, whole = [], str(err)
             if whole is not None:

@@ -37,6 +37,7 @@ from certs.ca import fingerprint_key_id
 from certs.signing import REPORT_PREFIX
 from core.errors import BadSignature, UnknownAuthor
 from core.identity import PROVINCE_CODES, Identity
+from runtime import clock
 
 log = logging.getLogger("yipanqi.reports")
 
@@ -184,14 +185,10 @@ class Trust(Protocol):
     def sync_revocations(self) -> None: ...
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Desk:
     """Receives reports (see the module header); thread-safe (one Push stream per peer)."""
 
-    def __init__(self, trust: Trust, *, now_ms: Callable[[], int] = _now_ms,
+    def __init__(self, trust: Trust, *, now_ms: Callable[[], int] = clock.now_ms,
                  skew_ms: int = REPORT_SKEW_MS) -> None:
         self.trust = trust
         self.now_ms = now_ms

@@ -13,6 +13,7 @@ from yipanqi.v2 import federation_pb2 as pb
 
 PROTOCOL = 2
 MAX_RELAYED = relay.MAX_RELAYED
+MAX_FETCH = 500  # delta ids in one Fetch
 MAX_PROOF = 64
 # The log keeps seal index and size in 32-bit signed columns. Size is not signed (core.merkle):
 # the last leaf of a genuine batch also verifies at index 2**31 of a "2**31+1 batch", which

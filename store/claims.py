@@ -70,15 +70,21 @@ def open_changes(conn: Connection, kind: str, record_id: str, origin: str) -> li
 
 
 def sync(conn: Connection, kind: str, record_id: str, waiting: Mapping[str, Delta],
-         envelopes: Mapping[str, Envelope], now_ms: int) -> int:
+         envelopes: Mapping[str, Envelope], now_ms: int, refused: Mapping[str, str] | None = None) -> int:
     """Bring the record's claim rows in line with its graph (v2): each create held apart
-    (``waiting``: id -> delta) has an open row, and an open row whose create is no longer held
-    apart (an accept counted it) is marked merged. ``envelopes`` are the envelopes of deltas just
+    (``waiting``: id -> delta) has an open row, an open row whose create a signed refuse turned
+    away (``refused``: id -> who) is marked refused, and one whose create is no longer held apart
+    (an accept counted it) is marked merged. ``envelopes`` are the envelopes of deltas just
     held (a new claim's signed bytes come from there, or from the log). Returns the rows opened."""
     rows = conn.execute(select(claims.c.claim_id, claims.c.body, claims.c.status).where(
         and_(claims.c.kind == kind, claims.c.record_id == record_id))).all()
     known = {hashlib.sha256(bytes(body)).hexdigest(): (cid, status) for cid, body, status in rows}
-    merged = [cid for did, (cid, status) in known.items() if status == OPEN and did not in waiting]
+    refused = refused or {}
+    for did, (cid, status) in known.items():  # turned away by an involved province's signed refuse
+        if status == OPEN and did in refused:
+            decide(conn, [cid], REFUSED, refused[did], now_ms)
+    merged = [cid for did, (cid, status) in known.items()
+              if status == OPEN and did not in waiting and did not in refused]
     if merged:
         decide(conn, merged, MERGED, "merged on receipt", now_ms)
     new = sorted(did for did in waiting if did not in known)

@@ -17,8 +17,6 @@ from pathlib import Path
 import sqlite3
 from typing import Sequence
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url
 from sqlalchemy import Connection, Table
 
@@ -106,6 +104,13 @@ def update_rows(conn: Connection, table: Table, columns: Sequence[str], keys: Se
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (Alembic). A store already at HEAD is left as it is without
+    loading Alembic and its scripts, which cost every start of a process about 0.15 s of CPU."""
+    if revision == "head" and current_revision(engine) == HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:

@@ -11,8 +11,9 @@ module only loads that history and writes the decisions back, inside the caller'
   the clock has moved on since, and the decision was durable.
 
 Rows were verified (signature, envelope) before they were written, so loading only parses.
-A record whose log holds a v1 change cannot be loaded as a graph: the v2 upgrade (design doc,
-section 6) gives such records a baseline delta first.
+A record's v1 changes (from before the v2 upgrade) are not deltas and are not loaded: its v2
+history starts at its baseline (core.baseline), which carries the state they made. A record
+with v1 changes only cannot be written until its baseline is held (``load`` says so).
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, insert, select
 
+from core import canonical
 from core.delta import Delta, parse
 from core.errors import LocalError, Malformed
-from core.graph import TIME, RecordGraph, Rules
+from core.graph import BASELINE, TIME, RecordGraph, Rules
 from core.merkle import Seal
 from core.change import Envelope
 from store.db import insert_rows
 from store.schema import aliases, log, parked, parked_waits
 
+_V1 = 1  # the "v" of a v1 change: a record's history from before the v2 upgrade
 _PARKED_COLUMNS = ("digest", "kind", "record_id", "origin", "seq", "signer", "body", "key_id", "signature",
                    "seal_index", "seal_size", "proof", "openings", "waiting_for", "via", "received_ms")
 
@@ -63,12 +66,18 @@ def _seal(key_id: str, signature: bytes, index: int, size: int, proof: bytes) ->
 
 def load(conn, kind: str, record_id: str, rules: Rules) -> RecordGraph:  # type: ignore[no-untyped-def]
     """The record's graph as this replica decided it: held deltas from ``log``, waiting ones from
-    ``parked``, with those of every record an alias in it takes in (``person link``)."""
-    return load_many(conn, kind, [record_id], rules)[record_id]
+    ``parked``, with those of every record an alias in it takes in (``person link``).
+    Raises LocalError for a record with v1 history and no delta yet (it needs its baseline)."""
+    graph = load_many(conn, kind, [record_id], rules)[record_id]
+    if graph.legacy and not graph.held:
+        raise LocalError(f"{kind} {record_id} has v1 history only; it needs its v2 baseline first "
+                         "(yipanqi upgrade v2 at its household province)")
+    return graph
 
 
 def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules) -> dict[str, RecordGraph]:  # type: ignore[no-untyped-def]
-    """``load`` for many records of one kind, in two queries per 500 records (a batch's records)."""
+    """``load`` for many records of one kind, in two queries per 500 records (a batch's records).
+    A record with v1 changes loads without them, marked ``legacy`` (it takes its baseline first)."""
     graphs = {rid: RecordGraph(kind, rid, rules) for rid in record_ids}
     held: dict[str, list[tuple[str, Delta]]] = {rid: [] for rid in record_ids}
     waiting: dict[str, list] = {rid: [] for rid in record_ids}
@@ -78,7 +87,11 @@ def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules) -> dict[
         q = (select(log.c.record_id, log.c.digest, log.c.body, log.c.openings)
              .where(and_(log.c.kind == kind, log.c.record_id.in_(chunk))).order_by(log.c.lsn))
         for rid, digest, body, openings in conn.execute(q):
-            held[rid].append((bytes(digest).hex(), _parse_held(kind, rid, body, openings)))
+            delta = _parse_held(kind, rid, body, openings)
+            if delta is None:
+                graphs[rid].legacy = True
+                continue
+            held[rid].append((bytes(digest).hex(), delta))
         q = select(parked.c.record_id, parked.c.digest, parked.c.body, parked.c.openings, parked.c.signer,
                    parked.c.waiting_for).where(and_(parked.c.kind == kind, parked.c.record_id.in_(chunk)))
         for rid, d, b, o, signer, w in conn.execute(q):
@@ -91,12 +104,18 @@ def load_many(conn, kind: str, record_ids: Sequence[str], rules: Rules) -> dict[
     return graphs
 
 
-def _parse_held(kind: str, record_id: str, body: bytes, openings: bytes | None) -> Delta:
+def _parse_held(kind: str, record_id: str, body: bytes, openings: bytes | None) -> Delta | None:
+    """A held row's delta, or None for a v1 change (history from before the v2 upgrade)."""
     try:  # what was verified on receipt, as received (a relay's may leave superseded values out)
         return parse(bytes(body), bytes(openings or b"{}"), complete=False)
-    except Malformed as err:  # a v1 change: this record predates the v2 upgrade
-        raise LocalError(f"{kind} {record_id} has history the v2 core cannot read ({err}); "
-                         "it needs its v2 baseline first") from None
+    except Malformed as err:
+        try:
+            obj = canonical.loads(bytes(body))
+        except Malformed:
+            obj = None
+        if isinstance(obj, dict) and obj.get("v") == _V1:
+            return None
+        raise LocalError(f"{kind} {record_id} has history the v2 core cannot read ({err})") from None
 
 
 def extend(conn, graph: RecordGraph, record_ids: Iterable[str]) -> None:  # type: ignore[no-untyped-def]
@@ -112,7 +131,9 @@ def extend(conn, graph: RecordGraph, record_ids: Iterable[str]) -> None:  # type
         q = (select(log.c.digest, log.c.body, log.c.openings)
              .where(and_(log.c.kind == graph.kind, log.c.record_id.in_(batch))).order_by(log.c.lsn))
         for digest, body, openings in conn.execute(q):
-            held.append((bytes(digest).hex(), _parse_held(graph.kind, graph.record_id, body, openings)))
+            delta = _parse_held(graph.kind, graph.record_id, body, openings)
+            if delta is not None:
+                held.append((bytes(digest).hex(), delta))
         waiting = [(d, parse(bytes(b), bytes(o), complete=False), signer, _waiting_set(w)) for d, b, o, signer, w in conn.execute(
             select(parked.c.digest, parked.c.body, parked.c.openings, parked.c.signer, parked.c.waiting_for)
             .where(and_(parked.c.kind == graph.kind, parked.c.record_id.in_(batch))))]
@@ -128,7 +149,7 @@ def park(conn, items: Sequence[tuple[str, Delta, Envelope, str, frozenset[str], 
     ids = [i[0] for i in items]
     conn.execute(delete(parked).where(parked.c.digest.in_(ids)))
     conn.execute(delete(parked_waits).where(parked_waits.c.digest.in_(ids)))
-    waits = [(dep, did) for did, _, _, _, waiting, _ in items for dep in sorted(waiting) if dep != TIME]
+    waits = [(dep, did) for did, _, _, _, waiting, _ in items for dep in sorted(waiting) if dep not in (TIME, BASELINE)]
     if waits:
         insert_rows(conn, parked_waits, ("dep", "digest"), waits)
     insert_rows(conn, parked, _PARKED_COLUMNS, [

@@ -10,6 +10,10 @@
                 one row per digest of each (origin, seq) signed more than once
     upstream_quarantine
                 a node's own changes its hub acknowledged as quarantined
+    chains, owed, receipts_in, inbox
+                issue 17's receipts (store.receipts): counters assigned per destination,
+                what is still owed to each, the receipts destinations signed, and (as a
+                destination) what we hold of each origin's counters
     log_dest    hubs only: one row per (province a change routes to, lsn),
                 the index every subscriber's queue is read from
     quarantine  changes refused, with the reason and the bytes as received
@@ -341,4 +345,65 @@ upstream_quarantine = Table(
     Column("changes", Integer, nullable=False),
     Column("reason", String(64), nullable=False),
     Column("at_ms", BigInteger, nullable=False),
+)
+
+# Issue 17's bookkeeping (added in 0013_receipts; core.receipts, store.receipts). Ranges are kept as
+# canonical JSON text "[[1,17],[19,19]]": a stream's ranges are read and written whole.
+#
+# The author's side. ``chains``: the last per-destination counter assigned per (origin, key epoch,
+# destination). ``owed``: each counter not yet covered by that destination's receipt, with the delta
+# it numbers, the hub that took custody, when it was first and last sent. ``receipts_in``: the
+# merged receipt each destination signed about each origin's stream, when its signed time last
+# moved (``heard_ms``: the destination is answering) and when what it covers last grew.
+chains = Table(
+    "chains",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("dest", String(64), primary_key=True),
+    Column("last", BigInteger, nullable=False),
+)
+
+owed = Table(
+    "owed",
+    metadata,
+    Column("dest", String(64), primary_key=True),
+    Column("origin", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("n", BigInteger, primary_key=True),
+    Column("delta_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # the delta's seq: what hub acks (custody) name
+    Column("first_ms", BigInteger, nullable=False),
+    Column("sent_ms", BigInteger, nullable=False),  # last (re)sent: the re-send clock
+    Column("via", String(64), nullable=False),  # the hub that took custody ("" before any did)
+    Column("resent", Integer, nullable=False),
+    Index("ix_owed_sent", "sent_ms"),
+    Index("ix_owed_seq", "seq"),
+)
+
+receipts_in = Table(
+    "receipts_in",
+    metadata,
+    Column("dest", String(64), primary_key=True),
+    Column("origin", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("held", Text, nullable=False),
+    Column("parked", Text, nullable=False),
+    Column("refused", Text, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),  # the latest signed receipt time
+    Column("heard_ms", BigInteger, nullable=False),  # our clock when at_ms last moved
+    Column("progress_ms", BigInteger, nullable=False),  # our clock when what it covers last grew
+)
+
+# The destination's side: per (origin, epoch), the counters it durably holds, parked and refused:
+# what its cumulative receipt says. ``updated_ms``: when it last changed (a receipt is due).
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("origin", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("held", Text, nullable=False),
+    Column("parked", Text, nullable=False),
+    Column("refused", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
 )

@@ -34,7 +34,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, cast
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy import Connection
@@ -42,31 +42,34 @@ from sqlalchemy import Connection
 from core import hlc, intakeplan, relay
 from core.apply import apply, local_write
 from core.change import Change, Envelope, Head
-from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised
+from core.errors import LocalError, Malformed, NotFound, SyncError, Unauthorised, ValidationError
 from core.identity import Identity
 from core.intakeplan import Arrival, Twins
-from core.kinds import get_kind, graph_rules
+from core.kinds import KINDS, get_kind, graph_rules
 from core.merkle import Seal
+from core.receipts import Receipt
 from core.record import RecordState
 from core.routing import Filter
 from core.claims import is_claim, settled_by
+from core import baseline
 from core.delta import SALT_BYTES, Delta
-from core.graph import DUPLICATE, PARKED, REFUSED, RecordGraph
+from core.graph import DUPLICATE, HELD, PARKED, REFUSED, RecordGraph
 from core.graphstate import clocks, state_of
 from core.clock import VectorClock
 from core.record import DELETED
 from core.record import Version as RecordVersion
 from store import (changelog, claims, counters, delays, deltas, duplicates, equivocations, projections, quarantine,
-                   records, rekey, tallies, upstream)
+                   receipts, records, rekey, tallies, upstream)
 from store.changelog import LogEntry
 from store.db import migrate, open_engine
 from store.health import Health, watch
 from store.quarantine import QuarantineEntry
-from store.schema import cursors, keys, meta
+from store.schema import cursors, keys, log, meta
 
 __all__ = ["Accepted", "IngestResult", "LogEntry", "QuarantineEntry", "Refused", "Store"]
 
 MAX_CLOCK_LEAD_MS = 24 * 3600 * 1000
+NATIONAL = "national"  # how a delta's chain and receipts name the national hub (core.receipts)
 Sealer = Callable[[Sequence[bytes]], list[Seal]]
 Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 
@@ -75,7 +78,7 @@ Edit = Callable[[RecordState | None], tuple[str, Mapping[str, object]]]
 class Accepted:
     """A change that passed intake: signature verified, author authorised."""
 
-    change: Change | Head  # Head on regional hubs, which merge nothing
+    change: Change | Head | Delta  # a v2 delta's head on regional hubs, which merge nothing; v1: Change
     envelope: Envelope
 
 
@@ -301,9 +304,9 @@ class Store:
         self._save(conn, saves, now_ms)
 
     def write_local(self, kind: str, record_id: str, edit: Edit, *, operator: str | None,
-                    now_ms: int, seal: Sealer) -> Change:
-        """Apply an operator's edit as one signed change of ours, in one transaction
-        (``write_local_batch`` of one item). Returns the change; raises the ``SyncError`` the edit
+                    now_ms: int, seal: Sealer) -> Written:
+        """Apply an operator's edit as one signed delta of ours, in one transaction
+        (``write_local_batch`` of one item). Returns the delta written; raises the ``SyncError`` the edit
         raised (nothing written), ``StoreUnavailable`` (nothing written) or what ``seal`` raised."""
         (result,) = self.write_local_batch([(kind, record_id, edit)], operator=operator, now_ms=now_ms, seal=seal)
         if isinstance(result, SyncError):
@@ -345,6 +348,23 @@ class Store:
         priors = records.load_many(conn, sorted({(g.kind, g.record_id) for g in graphs.values()}
                                                 | {(kind, m) for kind, _, _, _, ms in items for m in ms}))
         shown: dict[int, RecordState | None] = {}
+        chain_start: dict[str, int] = {}  # last counter per destination when the batch began (core.receipts)
+        taken: dict[str, int] = {}  # and as this batch has taken them
+        owed: list[tuple[dict[str, int], str, int]] = []  # (chain, delta id, seq) of each delta written
+
+        def chain(routes: frozenset[str]) -> dict[str, int]:
+            """The next counter per destination of a delta with these routes: each province it
+            goes to but ours, and the national hub when it leaves our province."""
+            dests = sorted(routes - {own}) if own is not None else []
+            if dests:
+                dests.append(NATIONAL)
+            missing = [d for d in dests if d not in taken]
+            if missing:
+                found = receipts.last_counters(conn, self.owner, 0, missing)
+                chain_start.update(found)
+                taken.update(found)
+            return {d: taken[d] + 1 for d in dests}
+
         for kind, record_id, edit, accepts, merges in items:
             graph = graphs[(kind, record_id)]
             if merges and not set(merges) <= graph.related:
@@ -358,15 +378,23 @@ class Store:
                 results.append(err)
                 continue
             before = graph.view().involved if graph.held else frozenset()
+            if graph.held:  # a delta is never stamped before what it depends on (after a restart, say)
+                latest = max(d.at for d in graph.held.values())
+                if latest > self._hlc:
+                    self._hlc = latest
             self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
             try:
                 did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq + 1, at=at, op=op,
                                                operator=operator, accepts=tuple(accepts),
-                                               merges=tuple(sorted(merges)), now_ms=now_ms, salt=_salt)
+                                               merges=tuple(sorted(merges)), now_ms=now_ms, salt=_salt, chain=chain)
             except ValueError as err:
                 results.append(LocalError(f"{kind} {record_id}: {err}"))
                 continue
             seq += 1
+            taken.update(delta.chain)  # taken only by a delta written: a refused write leaves no gap
+            # Owed to each province it goes to until that province's signed receipt covers it (the
+            # national hub signs no receipts: it has no signing key).
+            owed.append(({d: n for d, n in delta.chain.items() if d != NATIONAL}, did, delta.seq))
             newly = graph.view().involved - before - {own} if before else frozenset()
             relayed = [(d, names) for d, _, names in graph.relay() if d != did] if newly else []
             shown[id(graph)] = state = state_of(graph)
@@ -374,6 +402,9 @@ class Store:
             results.append(Written(did, delta, state))
         if not written:
             return results
+        receipts.take_counters(conn, self.owner, 0, {d: n for d, n in taken.items() if n != chain_start.get(d)},
+                               chain_start)
+        receipts.owe_many(conn, self.owner, 0, owed, now_ms=now_ms)
         seals = seal([body for _, _, body, _, _ in written])
         ours = {did: Envelope(body, sealed, delta.openings())
                 for (did, delta, body, _, _), sealed in zip(written, seals)}
@@ -381,7 +412,7 @@ class Store:
                                 for did, delta, _, graph, relayed in written], now_ms)
         if self.hold_records:
             touched = {(g.kind, g.record_id): g for _, _, _, g, _ in written}
-            saves = [(state_of(g), priors.get(k)) for k, g in touched.items()]
+            saves = [(shown[id(g)] or state_of(g), priors.get(k)) for k, g in touched.items()]
             saves += _taken_in(written, priors)
             self._save(conn, saves, now_ms)
         return results
@@ -448,12 +479,20 @@ class Store:
         change applied, for delivery-delay figures kept by the caller.
         """
         if accepted and isinstance(accepted[0], ReceivedDelta):  # v2 deltas (runtime.intake)
+            received = cast(Sequence[ReceivedDelta], accepted)
             if self.hold_records:
-                return self.receive_deltas(accepted, refused, via=via, now_ms=now_ms, cursor=cursor,  # type: ignore[arg-type]
-                                           acks=acks)
-            accepted = [Accepted(r.delta, r.envelope) for r in accepted if not r.relayed]  # type: ignore[union-attr]
+                return self.receive_deltas(received, refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
+            heads = [Accepted(r.delta, r.envelope) for r in received if not r.relayed]
         elif not accepted and self.hold_records and refused:
             return self.receive_deltas([], refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
+        else:
+            heads = list(cast(Sequence[Accepted], accepted))
+        return self._ingest_heads(heads, refused, via=via, now_ms=now_ms, cursor=cursor, acks=acks)
+
+    def _ingest_heads(self, accepted: Sequence[Accepted], refused: Sequence[Refused], *, via: str, now_ms: int,
+                      cursor: tuple[str, int] | None,
+                      acks: Mapping[str, tuple[int, int]] | None) -> IngestResult:
+        """``ingest`` of changes decided by their heads (a regional hub's deltas; v1 changes)."""
         result = IngestResult()
         with self._lock, self.engine.begin() as conn:
             bad = list(refused)
@@ -594,15 +633,25 @@ class Store:
         self._notify()
         return results[-1]  # type: ignore[return-value]  # every SyncError was raised above
 
-    def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int) -> claims.Claim:
-        """Drop an open claim (and the claimer's changes held with it); the rows stay for audit.
-        Returns the claim as decided. Raises ``NotFound``, ``LocalError`` (already decided) or
-        ``StoreUnavailable``; nothing is written then."""
+    def refuse_claim(self, claim_id: int, *, operator: str | None, now_ms: int,
+                     seal: Sealer | None = None) -> claims.Claim:
+        """Turn an open claim away: never merged, the rows kept for audit. With ``seal``, as one
+        signed ``refuse`` delta of ours naming the claim's create, so every replica that lists the
+        claim (the national hub) lists it as refused too; without, a decision of this replica only.
+        Returns the claim as decided. Raises ``NotFound``, ``LocalError`` (already decided, or the
+        history refuses the delta) or ``StoreUnavailable``; nothing is written then."""
         with self._lock, self.engine.begin() as conn:
             claim = self._open_claim(conn, claim_id)
-            rows = claims.open_changes(conn, claim.kind, claim.record_id, claim.origin)
-            claims.decide(conn, [cid for cid, _ in rows], claims.REFUSED, operator or self.owner, now_ms)
+            if seal is not None:
+                ids = claims.open_ids(conn, claim_id)
+                (written,) = self._write(conn, [(claim.kind, claim.record_id, lambda current: ("refuse", {}), ids, ())],
+                                         operator=operator, now_ms=now_ms, seal=seal)
+                if isinstance(written, SyncError):
+                    raise written
+            claims.decide(conn, [claim_id], claims.REFUSED, operator or self.owner, now_ms)
             decided = claims.get(conn, claim_id)
+        if seal is not None:
+            self._notify()
         assert decided is not None
         return decided
 
@@ -794,6 +843,7 @@ class Store:
             to_log: list[tuple[Delta, Envelope, str, str]] = []  # (delta, envelope, id, via)
             to_park: list[tuple[str, Delta, Envelope, str, frozenset[str], str]] = []
             bad: list[Refused] = list(refused)
+            graph_refused: list[Delta] = []  # verified, refused by the history: still answered by receipts
             incoming = {r.id: r for r in items}
             targets: dict[tuple[str, str], str] = {}  # (kind, record id) -> the record it is part of now
             for kind in sorted({r.delta.kind for r in items}):
@@ -810,6 +860,7 @@ class Store:
                 if decision.outcome == DUPLICATE:
                     result.duplicates += 1
                 elif decision.outcome == REFUSED:
+                    graph_refused.append(r.delta)
                     # Signed, and contradicted by the history: charged to its signer, filed like intake's
                     # "<category>: <detail>" (the graph's own "unauthorised: " is not said twice).
                     why = decision.reason.removeprefix("unauthorised: ")
@@ -853,6 +904,9 @@ class Store:
                 to_log += more
                 newly = [i for _, _, i, _ in more]
             result.applied, result.parked = len(to_log), len(to_park)
+            if self.hold_records:  # what arrived here of what was meant for us, for receipts and gaps
+                self._note_delivered(conn, [(d, HELD) for d, *_ in to_log] + [(p[1], PARKED) for p in to_park]
+                                     + [(d, REFUSED) for d in graph_refused], now_ms)
             if to_log:
                 self._after_held(conn, result, to_log, targets, graphs, now_ms)
             if cursor is not None:
@@ -864,6 +918,13 @@ class Store:
         if to_log:
             self._notify()
         return result
+
+    def _note_delivered(self, conn: Connection, decided: Sequence[tuple[Delta, str]], now_ms: int) -> None:
+        """Note in the inbox (store.receipts) the counters meant for us among verified deltas just
+        decided here, each with its outcome: what a receipt answers and a gap is told from."""
+        entries = receipts.inbox_entries(self.dest_name, decided)
+        if entries:
+            receipts.deliver(conn, self.dest_name, entries, now_ms)
 
     def _after_held(self, conn: Connection, result: IngestResult, to_log: Sequence[tuple[Delta, Envelope, str, str]],
                     targets: Mapping[tuple[str, str], str], graphs: dict[tuple[str, str], RecordGraph],
@@ -886,13 +947,13 @@ class Store:
                 graphs[key] = deltas.load(conn, key[0], key[1], graph_rules(key[0]))
         priors = records.load_many(conn, touched)
         saves: list[tuple[RecordState, RecordState | None]] = []
-        accepted = {(d.kind, d.record_id) for d, *_ in to_log if d.op == "accept"}
+        decided = {(d.kind, d.record_id) for d, *_ in to_log if d.op in ("accept", "refuse")}
         for key in touched:
             graph = graphs[key]
             view = graph.view()
-            if view.claims or key in accepted:
+            if view.claims or key in decided:
                 result.claims += claims.sync(conn, key[0], key[1], {c: graph.held[c] for c in view.claims},
-                                             {i: e for _, e, i, _ in to_log}, now_ms)
+                                             {i: e for _, e, i, _ in to_log}, now_ms, view.refused)
             if not view.counted:
                 continue  # only a claim held apart: no record here yet
             state, prior = state_of(graph), priors[key]
@@ -969,10 +1030,33 @@ class Store:
                 result.released += list(released)
             result.applied = len(to_log)
             if to_log:
+                self._note_delivered(conn, [(d, HELD) for d, *_ in to_log], now_ms)
                 self._after_held(conn, result, to_log, {}, graphs, now_ms)
         if to_log:
             self._notify()
         return result
+
+    def fetch_answer(self, kind: str, record_id: str, ids: Sequence[str], asker: str) -> list[Envelope]:
+        """What this replica gives province ``asker`` that asked for the deltas ``ids`` of a record
+        (``Fetch``): only if the record, as held here, involves ``asker`` now or was ever routed to
+        it; then each asked delta that a newly involved province needs (``RecordGraph.relay``),
+        opening only what that needs. Anything else is left out (the caller answers with what there
+        is). Raises ``StoreUnavailable``."""
+        with self.engine.connect() as conn:
+            try:
+                graph = deltas.load(conn, kind, deltas.resolve(conn, kind, record_id), graph_rules(kind))
+            except (LocalError, ValidationError):
+                return []
+            routed = conn.execute(select(log.c.lsn).where(
+                log.c.kind == kind, log.c.record_id.in_(sorted({record_id, graph.record_id})),
+                log.c.routes.like(f"%,{asker},%")).limit(1)).first()
+            if asker not in graph.view().involved and routed is None:
+                return []
+            wanted = set(ids)
+            names = {did: n for did, _, n in graph.relay() if did in wanted}
+            stored = changelog.envelopes(conn, kind, sorted({record_id, graph.record_id} | graph.related), sorted(names))
+        return [Envelope(env.body, env.seal, graph.held[did].openings(sorted(names[did])))
+                for did, env in sorted(stored.items())]
 
     def count_parked(self) -> tuple[int, int | None]:
         """(deltas waiting here for their history or their time, received_ms of the oldest)."""
@@ -984,13 +1068,172 @@ class Store:
         with self.engine.connect() as conn:
             return deltas.listing(conn, limit)
 
+    # -- the v2 upgrade (core.baseline; design doc, section 6) -------------------------------------
+    def baseline_v2(self, *, seal: Sealer, now_ms: int, operator: str | None = None,
+                    batch: int = 300) -> BaselineReport:
+        """Write the v2 baseline of every record held here whose household province is this node
+        and that has no delta yet: one create each, marked legacy, carrying the record as it stands
+        (core.baseline). Logged like any own write (routed to the record's provinces and, for a
+        cross-province record, the national hub), ``batch`` records per transaction under one seal.
 
-def _taken_in(written: Sequence[tuple], priors: Mapping[tuple[str, str], RecordState | None]  # type: ignore[type-arg]
+        Idempotent: a record with deltas is counted as done and left alone. Records with an open
+        conflict are left out and listed (settle them, then run again). Returns the counts. Raises
+        LocalError on a process that is not a province node, StoreUnavailable or what ``seal``
+        raises; the batches committed before stay (a re-run goes on from there)."""
+        if self.province is None:
+            raise LocalError(f"{self.owner} is not a province node: only a record's household province "
+                             "signs its baseline")
+        report = BaselineReport()
+        for kind in sorted(KINDS):
+            after = ""
+            while True:
+                with self._lock, self.engine.begin() as conn:
+                    page = records.page(conn, kind, after, include_deleted=True, conflicted_only=False, limit=batch)
+                    if page:
+                        after = page[-1].record_id
+                        self._baseline_page(conn, kind, page, report, seal=seal, operator=operator, now_ms=now_ms)
+                if len(page) < batch:
+                    break
+        if report.written:
+            self._notify()
+        return report
+
+    def _baseline_page(self, conn: Connection, kind: str, page: Sequence[RecordState], report: BaselineReport, *,
+                       seal: Sealer, operator: str | None, now_ms: int) -> None:
+        rules = graph_rules(kind)
+        mine: list[RecordState] = []
+        for state in page:
+            verdict = baseline.decide(state, rules, self.province or "")
+            if verdict == baseline.ELSEWHERE:
+                report.elsewhere += 1
+            elif verdict == baseline.CONFLICTED:
+                report.conflicted.append((kind, state.record_id))
+            else:
+                mine.append(state)
+        graphs = deltas.load_many(conn, kind, [st.record_id for st in mine], rules)
+        linked = deltas.resolve_many(conn, kind, [st.record_id for st in mine])
+        written: list[tuple[Delta, bytes, str, RecordGraph, RecordState]] = []
+        seq = changelog.last_seq(conn, self.owner)
+        for state in mine:
+            graph = graphs[state.record_id]
+            if graph.held or linked[state.record_id] != state.record_id:
+                report.already += 1  # it has v2 history (its baseline, or deltas since)
+                continue
+            seq += 1
+            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
+            did, delta, body = baseline.write(graph, state, origin=self.owner, seq=seq, at=at, operator=operator,
+                                              salt=_salt)
+            written.append((delta, body, did, graph, state))
+        if not written:
+            return
+        seals = seal([body for _, body, *_ in written])
+        self._log_deltas(conn, [(d, Envelope(body, sealed, d.openings()), did, "local")
+                                for (d, body, did, _, _), sealed in zip(written, seals)], now_ms)
+        if self.hold_records:
+            self._save(conn, [(state_of(graph), state) for _, _, _, graph, state in written], now_ms)
+        report.written += len(written)
+
+    # -- receipts (issue 17; store.receipts: the lead's v2 wire calls these) ------------------------
+    # The author is this store's owner; as a destination it is named by its identity's name ("44",
+    # "national"), as receipts and ``chain`` name destinations. Methods without a ``conn`` run in a
+    # transaction of their own; the write path calls ``store.receipts.assign`` / ``owe`` in the
+    # transaction that logs the delta, and intake ``store.receipts.deliver`` in the ingest's.
+    @property
+    def dest_name(self) -> str:
+        """How receipts and ``chain`` name this replica as a destination."""
+        return Identity.parse(self.owner).name
+
+    def assign_counters(self, destinations: Sequence[str], *, epoch: int = 0) -> dict[str, int]:
+        """Take the next per-destination counter of our own stream ``epoch`` for each destination
+        (one delta's ``chain``); each counter is handed out once, across restarts."""
+        with self._lock, self.engine.begin() as conn:
+            chain = receipts.assign(conn, self.owner, epoch, destinations)
+        self.health.wrote()
+        return chain
+
+    def note_owed(self, chain: Mapping[str, int], *, delta_id: str, seq: int, now_ms: int, via: str = "",
+                  epoch: int = 0) -> None:
+        """Keep each counter of ``chain`` (our delta ``delta_id``, seq ``seq``) owed to its destination
+        from ``now_ms`` until that destination's receipt covers it."""
+        with self._lock, self.engine.begin() as conn:
+            receipts.owe(conn, self.owner, epoch, chain, delta_id=delta_id, seq=seq, now_ms=now_ms, via=via)
+        self.health.wrote()
+
+    def note_custody(self, hub: str, first_seq: int, last_seq: int) -> int:
+        """Hub ``hub`` acknowledged (took custody of) our seqs ``first_seq..last_seq``: what is still
+        owed of them names that hub from now on. Returns how many owed counters it touched."""
+        with self._lock, self.engine.begin() as conn:
+            done = receipts.custody(conn, self.owner, hub, first_seq, last_seq)
+        self.health.wrote()
+        return done
+
+    def take_receipt(self, receipt: Receipt, *, at_ms: int, now_ms: int) -> int:
+        """Merge a *verified* destination receipt (signed at ``at_ms``) into what that destination
+        said before, and settle every owed counter it newly covers. Returns how many it settled.
+        Receipts about other origins are kept too (they show the destination answering)."""
+        with self._lock, self.engine.begin() as conn:
+            settled = receipts.take(conn, receipt, at_ms=at_ms, now_ms=now_ms)
+        self.health.wrote()
+        return settled
+
+    def oldest_owed(self) -> dict[str, receipts.Oldest]:
+        """Per destination with anything owed: its oldest unreceipted counter (by first send), the
+        delta it numbers, when it was first sent, the hub that had custody, and how many are owed."""
+        with self.engine.connect() as conn:
+            return receipts.oldest(conn)
+
+    def owed_to(self, dest: str, *, limit: int = 1000) -> list[receipts.OwedEntry]:
+        """What ``dest`` is still owed, lowest counter first, at most ``limit``."""
+        with self.engine.connect() as conn:
+            return receipts.owed_entries(conn, dest, limit)
+
+    def owed_due(self, *, now_ms: int, alert_ms: int, alive: Mapping[str, bool], limit: int = 500) -> list[receipts.OwedEntry]:
+        """What to re-send now (``core.receipts.Ledger.due``'s rule), each stamped re-sent at ``now_ms``."""
+        with self._lock, self.engine.begin() as conn:
+            out = receipts.due(conn, now_ms=now_ms, alert_ms=alert_ms, alive=alive, limit=limit)
+        if out:  # only a write that wrote says the store is usable (a read-only commit passes a lock)
+            self.health.wrote()
+        return out
+
+    def receipts_heard(self) -> dict[str, tuple[int, int]]:
+        """Per destination: (when its signed receipt time last moved, when what it covers last grew)."""
+        with self.engine.connect() as conn:
+            return receipts.heard(conn)
+
+    def note_delivered(self, origin: str, epoch: int, n: int, outcome: str, *, now_ms: int) -> None:
+        """Counter ``n`` of ``origin``'s stream ``epoch`` arrived here: held, parked or refused.
+        Raises ValueError (nothing noted) for another outcome or a counter below 1."""
+        self.note_delivered_many([(origin, epoch, n, outcome)], now_ms=now_ms)
+
+    def note_delivered_many(self, entries: Sequence[tuple[str, int, int, str]], *, now_ms: int) -> None:
+        """``note_delivered`` for many (origin, epoch, counter, outcome), in one transaction."""
+        with self._lock, self.engine.begin() as conn:
+            receipts.deliver(conn, self.dest_name, entries, now_ms)
+        self.health.wrote()
+
+    def receipt_for(self, origin: str, epoch: int = 0) -> Receipt:
+        """The cumulative receipt this replica gives ``origin``'s stream ``epoch``, to sign and send."""
+        with self.engine.connect() as conn:
+            return receipts.receipt(conn, self.dest_name, origin, epoch)
+
+    def receipt_streams(self) -> dict[tuple[str, int], int]:
+        """Every (origin, epoch) something arrived on, and when what we hold of it last changed."""
+        with self.engine.connect() as conn:
+            return receipts.streams(conn)
+
+    def gaps(self) -> dict[str, dict[int, tuple[tuple[int, int], ...]]]:
+        """Per origin and epoch: counters missing below the highest one that arrived here (dropped,
+        or still on the way). Empty when nothing is missing."""
+        with self.engine.connect() as conn:
+            return receipts.gaps(conn, self.dest_name)
+
+
+def _taken_in(written: Sequence[tuple], priors: Mapping[tuple[str, str], RecordState | None]
               ) -> list[tuple[RecordState, RecordState | None]]:
     """The records an alias among ``written`` (id, delta, body, graph, relayed) took in, saved as
     tombstones under their own keys: their versions live on in the record that took them in, and
     reads of the old key resolve there (``Store.get``)."""
-    out = []
+    out: list[tuple[RecordState, RecordState | None]] = []
     for did, delta, _, graph, _ in written:
         for m in delta.merges:
             prior = priors.get((delta.kind, m))
@@ -1056,6 +1299,16 @@ class ReceivedDelta:
     envelope: Envelope
     signer: str
     relayed: bool = False  # came in another delta's relay bundle (core.relay), not on its own
+
+
+@dataclass(slots=True)
+class BaselineReport:
+    """What ``Store.baseline_v2`` did (record ids only: no personal data)."""
+
+    written: int = 0  # baselines signed and logged now
+    already: int = 0  # records of this province with v2 history already (a re-run)
+    elsewhere: int = 0  # records whose household is another province: that node signs theirs
+    conflicted: list[tuple[str, str]] = field(default_factory=list)  # (kind, id) left until settled
 
 
 def _rerouted(prior: RecordState | None, state: RecordState) -> bool:

@@ -33,22 +33,24 @@ def test_a_create_by_an_uninvolved_province_is_held_as_a_claim_until_accepted(
     # 45 (residence: involved) registers the same person with another spelling: a plain merge.
     _, env45 = authors.write("province-45", "44", "45", values={**values, "name": "张叁"}, record_id=key)
     # 11 (neither household nor residence here) registers the person as living in 11: a claim.
-    _, env11 = authors.write("province-11", "44", "11", values={**values, "residence_province": "11"},
-                             record_id=key)
-    _, env11b = authors.write("province-11", "44", "11", values={"residence_city": "乌鲁木齐市"}, record_id=key)
+    claim11, env11 = authors.write("province-11", "44", "11", values={**values, "residence_province": "11"},
+                                   record_id=key)
+    later11, env11b = authors.write("province-11", "44", "11", values={"residence_city": "乌鲁木齐市"}, record_id=key)
+    assert later11.delta.deps == (claim11.id,)  # written on the claimer's own create
     result = _ingest(pki, at44, [env45, env11, env11b])
-    assert result.claims == 2  # the create, and the claimer's later change held with it
+    assert result.claims == 1  # the create is the claim; the claimer's later delta is held with it, uncounted
+    view = at44.record_graph(KIND, key).view()
+    assert view.claims == {claim11.id} and not {claim11.id, later11.id} & view.counted
     state = at44.get(KIND, key)
     assert set(state.conflicts()) == {"name"}  # 45's registration merged
     assert all(v.value != "11" for v in state.fields["residence_province"])  # 11's did not
     assert state.values().get("residence_city") != "乌鲁木齐市"
     listed = at44.list_claims(status=claims.OPEN)
-    assert [(c.record_id, c.origin, c.op) for c in listed] == [(key, "province-11", "create"),
-                                                               (key, "province-11", "update")]
+    assert [(c.record_id, c.origin, c.op) for c in listed] == [(key, "province-11", "create")]
 
     # The national hub holds the record, so it holds the claim apart too.
     _ingest(pki, national, [own_env, env45, env11, env11b])
-    assert [c.origin for c in national.list_claims(status=claims.OPEN)] == ["province-11"] * 2
+    assert [c.origin for c in national.list_claims(status=claims.OPEN)] == ["province-11"]
 
     accepted = at44.accept_claim(listed[0].claim_id, operator="operator-44-admin", now_ms=T0 + 20_000_000,
                                  seal=pki.sealer("province-44"))
@@ -84,7 +86,7 @@ def test_a_refused_claim_is_kept_for_audit_and_never_merged(db_url: str, pki: PK
     assert at44.get(KIND, key).to_bytes() == before
     with pytest.raises(LocalError, match="already refused"):
         at44.accept_claim(claim.claim_id, operator=None, now_ms=T0 + 30_000_001, seal=pki.sealer("province-44"))
-    # A duplicate of the refused create changes nothing (same origin and seq: a duplicate).
+    # A resend of the refused create changes nothing (the same delta id: a duplicate).
     assert _ingest(pki, at44, [env31]).duplicates == 1
     assert at44.get(KIND, key).to_bytes() == before and len(at44.list_claims()) == 1
 

@@ -149,8 +149,10 @@ def test_kept_on_ingest_by_replicas_that_assess_and_upgraded_from_0007(db_url: s
     for i, delay in enumerate([800, 1200, 1200, 45_000, -300, 3000]):
         written = B + i * 600_000 + (86_400_000 if i > 3 else 0)
         _arrive(pki, author, node, "45", written, written + delay)
-    node.write_local("request", str(uuid.uuid4()), _set(_request(to_province="45")), operator=None, now_ms=B + 5,
-                     seal=pki.sealer("province-44"))
+    # 44's own write, after what it received (its clock has seen 45's times: v2 holds no own delta
+    # stamped a day ahead of the clock it is written at).
+    node.write_local("request", str(uuid.uuid4()), _set(_request(to_province="45")), operator=None,
+                     now_ms=B + 86_400_000 + 3_600_000, seal=pki.sealer("province-44"))
     kept = _rows(node)
     day = day_number(DAY)
     assert sum(r[4] for r in kept if r[0] == 0) == 6 and {r[1] for r in kept if r[0] == 0} == {day, day + 1}

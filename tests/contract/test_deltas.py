@@ -239,3 +239,27 @@ def test_twin_deltas_at_one_sequence_are_both_kept(db_url: str, opened: list[Sto
     graph = s.record_graph("person", "k1")
     assert graph.view().equivocating == {"province-11"}
     assert set(s.get("person", "k1").conflicts()) == {"children"}  # type: ignore[union-attr]
+
+
+def test_a_claim_refused_at_the_household_is_listed_as_refused_at_the_national_hub(
+        db_url: str, opened: list[Store], pki: PKI, p11: Province, p44: Province) -> None:
+    """Issue 12: a refusal is a signed ``refuse`` delta of the household, so every replica that
+    lists the claim lists it refused, and the claimer still receives nothing it did not write."""
+    create = p11.write("k1", person("11", "65"), op="create")
+    national = receiver(db_url, opened, owner="hub-national")
+    national.receive_deltas([create], via="hub-bohai", now_ms=T0 + 500)
+    claim = p44.write("k1", person("11", "44"), op="create", now_ms=T0 + 600)  # 44 registers the same person
+    for store in (national, p11.store):
+        assert store.receive_deltas([claim], via="hub-pearl", now_ms=T0 + 1000).claims == 1
+    (listed,) = national.list_claims()
+    assert (listed.status, listed.origin) == ("open", "province-44")
+    (mine,) = p11.store.list_claims()
+    p11.store.refuse_claim(mine.claim_id, operator="operator-11", now_ms=T0 + 2000, seal=pki.sealer("province-11"))
+    entry = p11.store.history("person", "k1")[-1]
+    refuse = received(pki, entry.envelope)
+    assert refuse.delta.op == "refuse" and refuse.delta.accepts == (claim.id,)
+    assert "44" not in refuse.delta.routes  # the claimer is not told anything of the record
+    national.receive_deltas([refuse], via="hub-bohai", now_ms=T0 + 3000)
+    (after,) = national.list_claims()
+    assert (after.status, after.decided_by) == ("refused", "province-11")
+    assert national.get("person", "k1") == p11.store.get("person", "k1")  # the record itself is unchanged

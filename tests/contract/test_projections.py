@@ -17,6 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from core.certificate import validate_certificate
+from core.change import Envelope
+from core.delta import Delta
+from core.errors import LocalError
+from core.hlc import Timestamp
 from core.service import validate_service
 from runtime.intake import check
 from store.schema import certificates, services
@@ -153,19 +157,27 @@ def test_ingested_changes_keep_the_side_tables_and_peer_values_are_fitted(
 
 def test_a_province_not_involved_cannot_write_a_service(db_url: str, pki: PKI, opened: list[Store],
                                                         tmp_path: Path) -> None:
-    # Province 11 signs a service of a person of 65 living in 44: every receiver refuses it at
-    # intake (the generic rule: the author must be involved), quarantines it, and the side table
-    # never sees it.
+    # Province 11 (a compromised node) signs, with its own real key, a service of a person of 65
+    # living in 44. Its honest node would not write it; signed by hand, intake passes it (the seal
+    # and the values are fine), and every receiver's graph refuses it (the generic rule: a create
+    # must involve its author), quarantines it charged to 11, and the side table never sees it.
     rogue = _open(f"sqlite:///{tmp_path / 'rogue.db'}", opened, "province-11")
     sid = str(uuid.uuid4())
-    rogue.write_local("service", sid, _set(_service(provider_province="11")), operator=None, now_ms=T0,
-                      seal=pki.sealer("province-11"))
-    (entry,) = rogue.outbox(0)
-    accepted, refused = check([entry.envelope], pki.verifier(), peer="hub-pearl", peer_may_forward=True,
-                              for_province="44")
-    assert accepted == [] and len(refused) == 1
-    assert refused[0].reason.startswith("unauthorised writer: province-11 may not write service")
+    values = _service(provider_province="11")
+    with pytest.raises(LocalError, match="must involve its author"):
+        rogue.write_local("service", sid, _set(values), operator=None, now_ms=T0, seal=pki.sealer("province-11"))
+    assert rogue.last_seq() == 0
+    forged = Delta("service", sid, "province-11", 0, 1, Timestamp(T0, 0, "province-11"), "create", None, (), (),
+                   {**values, "_deleted": False}, frozenset({"44", "65"}), {})
+    body = forged.to_body()
+    (seal,) = pki.sealer("province-11")([body])
+    accepted, refused = check([Envelope(body, seal, forged.openings())], pki.verifier(), peer="hub-pearl",
+                              peer_may_forward=True, for_province="44")
+    assert len(accepted) == 1 and refused == []
     s = _open(db_url, opened, "province-44")
     res = s.ingest(accepted, refused, via="hub-pearl", now_ms=T0 + 1)
     assert (res.applied, res.quarantined) == (0, 1)
+    (row,) = s.quarantined()
+    assert row.reason.startswith("unauthorised writer: a create by province-11 must involve its author"), row.reason
+    assert row.charged == "province-11" and s.quarantine_body(row.id) == body
     assert s.get("service", sid) is None and _rows(s, services) == []

@@ -1,7 +1,8 @@
 """Requests in the store and the assessment's SQL, on SQLite and PostgreSQL (``db_url``).
 
 A request written at 44 reaches 45 through ``runtime.intake.check`` with a real verifier; an
-answer 44 forges for its own request is quarantined on receipt (only the receiver answers).
+answer 44 forges for its own request (signed with its own real key) is refused by 45's history
+and quarantined, charged to 44 (only the receiver answers); 45's own answer reaches 44.
 The requests side table follows the record, and the assessment queries give, on both
 backends, the figures computed here by hand.
 """
@@ -12,13 +13,18 @@ import uuid
 from datetime import date
 from typing import Callable
 
+import pytest
 import sqlalchemy as sa
 
+from core.change import Envelope
+from core.delta import Delta
+from core.errors import LocalError
+from core.hlc import Timestamp
 from core.request import validate_request
 from runtime.intake import check
 from store import assess as q
 from store.schema import requests
-from store.store import Store
+from store.store import IngestResult, Store
 from tests.support.pki import PKI
 
 TODAY = date(2026, 3, 20)
@@ -37,27 +43,59 @@ def _request(**kw: object) -> dict[str, object]:
     return validate_request({**base, **kw}, today=TODAY)
 
 
+def _carry(pki: PKI, src: Store, dst: Store, province: str, now_ms: int) -> IngestResult:
+    """``src``'s last own delta reaches ``dst`` (a node of ``province``) through intake with a real verifier."""
+    env = src.outbox(src.last_seq() - 1)[-1].envelope
+    accepted, refused = check([env], pki.verifier(), peer="hub-pearl", peer_may_forward=True, for_province=province)
+    assert len(accepted) == 1 and refused == []
+    return dst.ingest(accepted, [], via="hub-pearl", now_ms=now_ms)
+
+
+def _row(s: Store, rid: str) -> tuple:  # type: ignore[type-arg]
+    with s.engine.connect() as conn:
+        row = conn.execute(sa.select(requests).where(requests.c.request_id == rid)).one()._mapping
+    return row["state"], row["answered_on"], row["answer_days"]
+
+
 def test_forged_answer_is_quarantined_and_the_projection_follows(db_url: str, pki: PKI,
                                                                   opened: list[Store]) -> None:
-    author = Store.open(db_url, owner="province-44")
-    opened.append(author)
+    author = Store.open("sqlite://", owner="province-44")
+    receiver = Store.open(db_url, owner="province-45")
+    opened += [author, receiver]
     seal = pki.sealer("province-44")
     rid = str(uuid.uuid4())
-    author.write_local("request", rid, _set(_request()), operator=None, now_ms=T0, seal=seal)
-    author.write_local("request", rid, _set({"state": "answered", "answer": "自答", "answered_on": "2026-03-02"}),
-                       operator=None, now_ms=T0 + 1, seal=seal)
-    envs = [e.envelope for e in author.outbox(0)]
+    created = author.write_local("request", rid, _set(_request()), operator=None, now_ms=T0, seal=seal)
+    answer = {"state": "answered", "answer": "自答", "answered_on": "2026-03-02"}
+    with pytest.raises(LocalError, match="only by the receiver 45"):  # 44's own node will not write it
+        author.write_local("request", rid, _set(answer), operator=None, now_ms=T0 + 1, seal=seal)
+    assert author.last_seq() == 1
+    # A compromised 44 signs the answer by hand, on its request, with its own real key.
+    forged = Delta("request", rid, "province-44", 0, 2, Timestamp(T0 + 1, 0, "province-44"), "update", None,
+                   (created.id,), (), {**answer, "_deleted": False}, frozenset({"44", "45"}), {})
+    body = forged.to_body()
+    (forged_seal,) = seal([body])
+    envs = [author.outbox(0)[0].envelope, Envelope(body, forged_seal, forged.openings())]
     accepted, refused = check(envs, pki.verifier(), peer="hub-pearl", peer_may_forward=True, for_province="45")
-    assert len(accepted) == 1 and len(refused) == 1
-    assert "unauthorised writer" in refused[0].reason and "only the receiver province-45" in refused[0].reason
-    with author.engine.connect() as conn:
-        row = conn.execute(sa.select(requests).where(requests.c.request_id == rid)).one()._mapping
-    assert (row["state"], row["answered_on"], row["answer_days"]) == ("answered", "2026-03-02", 1)
+    assert len(accepted) == 2 and refused == []  # well-formed and truly signed: the history decides
+    res = receiver.ingest(accepted, refused, via="hub-pearl", now_ms=T0 + 2)
+    assert (res.applied, res.quarantined) == (1, 1)
+    (row,) = receiver.quarantined()
+    assert row.reason.startswith("unauthorised writer: ") and "may be written only by the receiver 45, not 44" in row.reason
+    assert row.charged == "province-44" and receiver.quarantine_body(row.id) == body
+    assert _row(receiver, rid) == ("open", None, None)
+    # The receiver answers; its side table, and the sender's once the answer arrives, follow the record.
+    receiver.write_local("request", rid, _set({**answer, "answer": "已核实"}), operator=None, now_ms=T0 + 3,
+                         seal=pki.sealer("province-45"))
+    assert _row(receiver, rid) == ("answered", "2026-03-02", 1)
+    assert _carry(pki, receiver, author, "44", T0 + 4).applied == 1
+    assert _row(author, rid) == ("answered", "2026-03-02", 1)
+    assert author.get("request", rid).values()["answer"] == "已核实"  # type: ignore[union-attr]
 
 
 def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) -> None:
     s = Store.open(db_url, owner="province-44")
-    opened.append(s)
+    r45 = Store.open("sqlite://", owner="province-45")  # answers what it receives (only the receiver may)
+    opened += [s, r45]
     seal = pki.sealer("province-44")
     rows = [  # (to, side, sent, due, answered, closed)
         ("45", "household", "2026-03-01", "2026-03-16", "2026-03-05", None),   # on time, 4 days
@@ -69,11 +107,15 @@ def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) 
     ]
     for to, side, sent, due, answered, closed in rows:
         values: dict[str, object] = {"to_province": to, "to_side": side, "sent_on": sent, "due_on": due}
-        if answered:
-            values.update(state="answered", answer="ok", answered_on=answered)
         if closed:
             values.update(state="closed", closed_on=closed)
-        s.write_local("request", str(uuid.uuid4()), _set(_request(**values)), operator=None, now_ms=T0, seal=seal)
+        rid = str(uuid.uuid4())
+        s.write_local("request", rid, _set(_request(**values)), operator=None, now_ms=T0, seal=seal)
+        if answered:
+            _carry(pki, s, r45, "45", T0)
+            r45.write_local("request", rid, _set({"state": "answered", "answer": "ok", "answered_on": answered}),
+                            operator=None, now_ms=T0, seal=pki.sealer("province-45"))
+            assert _carry(pki, r45, s, "44", T0).applied == 1
     with s.engine.connect() as conn:
         figures, days = q.request_figures(conn, None, None, TODAY.isoformat())
         assert sorted(figures) == [("45", "household", 4, 1, 2), ("45", "residence", 2, 0, 1)]
@@ -123,12 +165,23 @@ def test_assessment_queries_by_hand(db_url: str, pki: PKI, opened: list[Store]) 
     move = {"residence_province": "11", "residence_city": None, "moved_in_on": "2026-03-15"}
     s.write_local("person", pid, _set(move), operator=None, now_ms=T0 + 1, seal=seal)
     assert pairs() == [("45", "11", 1)]
-    s.write_local("person", pid, _set({**move, "residence_province": "45"}), operator=None, now_ms=T0 + 2, seal=seal)
-    assert pairs() == []
-    s.write_local("person", pid, _set({**move, "residence_province": "44"}), operator=None, now_ms=T0 + 3, seal=seal)
-    assert pairs() == [("45", "44", 1)]
-    s.write_local("person", pid, lambda current: ("delete", {}), operator=None, now_ms=T0 + 4, seal=seal)
-    assert pairs() == []
+    # 44 is no longer involved in that person (household 45, living in 11): its node may not write it
+    # again. The return home and the delete, then, on a person of 44's own household.
+    with pytest.raises(LocalError, match="not involved"):
+        s.write_local("person", pid, _set({**move, "residence_province": "45"}), operator=None, now_ms=T0 + 2,
+                      seal=seal)
+    own = str(uuid.uuid4())
+    home = validate_person(sample_person(random.Random(4), household="44", residence="44", today=TODAY), today=TODAY)
+    s.write_local("person", own, _set(home), operator=None, now_ms=T0 + 2, seal=seal)
+    assert pairs() == [("45", "11", 1)]
+    s.write_local("person", own, _set({**move, "residence_province": "31"}), operator=None, now_ms=T0 + 3, seal=seal)
+    assert pairs() == [("44", "31", 1), ("45", "11", 1)]
+    s.write_local("person", own, _set({**move, "residence_province": "44"}), operator=None, now_ms=T0 + 4, seal=seal)
+    assert pairs() == [("45", "11", 1)]
+    s.write_local("person", own, _set({**move, "residence_province": "45"}), operator=None, now_ms=T0 + 5, seal=seal)
+    assert pairs() == [("44", "45", 1), ("45", "11", 1)]
+    s.write_local("person", own, lambda current: ("delete", {}), operator=None, now_ms=T0 + 6, seal=seal)
+    assert pairs() == [("45", "11", 1)]
 
 
 def test_upgrade_to_0005_counts_pairs_and_fills_services(db_url: str) -> None:

@@ -13,7 +13,6 @@ One small federation for the module: provinces 11 (hub-bohai), 44 and 45 (hub-pe
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import random
@@ -33,7 +32,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from certs.ca import issue_identity, load_ca
 from runtime.config import load_any
-from core.apply import local_write
+from core.delta import Delta
 from core.hlc import Timestamp
 from core.person import validate_person
 from runtime import wire
@@ -259,23 +258,23 @@ PULLERS = ["12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35
 
 def test_pull_streams_that_never_read_keep_the_hub_under_its_memory_goal(fed: Fed, tmp_path: Path) -> None:
     """Was: 20 never-reading Pulls with the largest batch and window took a hub from 152 MB to 1 GB."""
-    # A backlog for every puller at the national hub: changes written by 11 that (as their signed
-    # `prior` says) involved 15 other provinces, pushed over 11's own certificate to hub-bohai.
+    # A backlog for every puller at the national hub, over 1 MiB each: records of 11's whose residence
+    # is one of 15 other provinces (so their signed routes name it), pushed over 11's own certificate
+    # to hub-bohai.
     s11 = signer(fed, "11")
     rng = random.Random("memory")
-    fields = {**person(rng, household="11", residence="11"), "name": "名" * 60, "contraception": "避" * 250}
-    values = validate_person(fields, today=date.today())
-    changes = [dataclasses.replace(local_write(None, kind="person", record_id=str(uuid.uuid4()), values=values,
-                                               node="province-11", seq=10**6 + i, at=Timestamp(now_ms(), 0, "province-11"),
-                                               op="create", operator=None), prior=frozenset(PULLERS))
-               for i in range(4000)]
+    shapes = {code: {**person(rng, household="11", residence=code), "name": "名" * 60, "contraception": "避" * 250}
+              for code in PULLERS}
+    changes = [_change_by("province-11", shapes[PULLERS[i % len(PULLERS)]], seq=10**6 + i) for i in range(6000)]
     lsn = fed.status(NATIONAL)["log_lsn"]
     for i in range(0, len(changes), 500):
         ack = push(fed, "province-11", BOHAI, fpb.Batch(cursor=0, certificates=[s11.cert_der],
                                                         changes=sealed(s11, *changes[i:i + 500])))
         assert ack.accepted == 500, ack
-    eventually(lambda: fed.status(NATIONAL)["log_lsn"] >= lsn + len(changes), 60,
+    eventually(lambda: fed.status(NATIONAL)["log_lsn"] >= lsn + len(changes), 180,
                message="the backlog did not reach the national hub")
+    per_puller = sum(len(c.to_body()) + len(c.openings()) for c in changes) / len(PULLERS)
+    assert per_puller > 1024 * 1024, per_puller  # more than a never-reading Pull may hold
 
     ca = load_ca(fed.root / "ca")
     channels = []
@@ -332,9 +331,9 @@ def _junk(n: int, rng: random.Random, key_id: str) -> bytes:
     seal = fpb.Seal(key_id=key_id, index=0, size=1)
     changes = []
     for i in range(n):
-        body = (b'{"at":[1,0,"province-44"],"id":"junk-%d","kind":"person","op":"create","operator":null,'
-                b'"origin":"province-44","prior":["44"],"seq":%d,"state":{"fields":{},"stamps":[]},"v":1}'
-                % (i, 10**9 + i))
+        body = (b'{"accepts":[],"at":[1,0,"province-44"],"chain":{},"deps":[],"epoch":0,"id":"junk-%d",'
+                b'"kind":"person","merges":[],"op":"create","operator":null,"origin":"province-44",'
+                b'"routes":["44"],"seq":%d,"set":{},"v":2}' % (i, 10**9 + i))
         seal.signature = rng.randbytes(64)
         changes.append(fpb.SignedChange(body=body, seal=seal))
     return fpb.PushRequest(batch=fpb.Batch(cursor=0, changes=changes)).SerializeToString()
@@ -443,11 +442,14 @@ def test_unverifiable_input_is_charged_to_the_peer_that_sent_it_not_to_the_origi
     assert "province-11" not in held and held["hub-bohai"]["rows"] >= 1, held
 
 
-def _change_by(origin: str, fields: dict[str, object], **state: object):  # type: ignore[no-untyped-def]
-    values = {**validate_person(fields, today=date.today()), **state}
-    return local_write(None, kind="person", record_id=str(uuid.uuid4()), values=values, node=origin,
-                       seq=2 * 10**6 + random.randrange(10**6), at=Timestamp(now_ms(), 0, origin), op="create",
-                       operator=None)
+def _change_by(origin: str, fields: dict[str, object], seq: int | None = None, **state: object) -> Delta:
+    """A create delta by ``origin`` of ``fields`` (validated) and ``state`` (as given), routed to the
+    provinces its values name."""
+    values = {**validate_person(fields, today=date.today()), **state, "_deleted": False}
+    values = {k: v for k, v in values.items() if v is not None}
+    routes = frozenset(str(values[f]) for f in ("household_province", "residence_province"))
+    return Delta("person", str(uuid.uuid4()), origin, 0, seq or 2 * 10**6 + random.randrange(10**6),
+                 Timestamp(now_ms(), 0, origin), "create", None, (), (), values, routes, {})
 
 
 # -- everything from outside is validated -----------------------------------------------------------------
@@ -484,18 +486,32 @@ def test_a_report_of_the_wrong_types_does_not_blind_status_or_metrics(fed: Fed) 
 
 
 def test_received_values_the_person_schema_refuses_are_quarantined_with_the_field(fed: Fed) -> None:
-    """Was: receivers stored children = {"nested": [[[[1]]]]}."""
+    """Was: receivers stored children = {"nested": [[[[1]]]]}. A delta's values travel as openings
+    of its signed commitments, checked field by field against the person schema wherever a delta is
+    received (the regional hub included), so neither a nested value nor a scalar the schema refuses
+    gets past the first hub. (Sent by 45: the junk test above leaves 44 over its quarantine cap at
+    hub-pearl, where these refusals would be counted, not kept.)"""
     rng = random.Random("schema")
-    s44 = signer(fed, "44")
-    bad = _change_by("province-44", person(rng, household="45", residence="44"), children={"nested": [[[[1]]]]})
-    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, certificates=[s44.cert_der], changes=sealed(s44, bad)))
-    assert ack.accepted == 1, ack  # a regional hub checks size and head only
-    for identity in ("province-45", NATIONAL):
-        row = eventually(lambda: [q for q in fed.quarantine(identity) if q["record_id"] == bad.record_id], 30,
-                         message=f"{identity} did not quarantine the change")[0]
-        assert row["reason"] == "malformed: state.fields.children: must be an integer, got dict", row
-        assert row["charged"] == "province-44", row
-        assert fed.get(identity, bad.record_id) is None
+    s44, s45 = signer(fed, "44"), signer(fed, "45")
+    bad = _change_by("province-45", person(rng, household="45", residence="44"), children="many")
+    nested = _change_by("province-45", person(rng, household="45", residence="44"), children=1)
+    (msg,) = sealed(s45, nested)  # then its opening of children swapped for a nested value
+    opened = json.loads(msg.openings)
+    opened["children"][1] = {"nested": [[[[1]]]]}
+    msg.openings = json.dumps(opened, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    ack = push(fed, "province-45", PEARL, fpb.Batch(cursor=0, certificates=[s45.cert_der],
+                                                    changes=[*sealed(s45, bad), msg]))
+    assert (ack.accepted, ack.quarantined) == (0, 2), ack
+    newest = fed.quarantine(PEARL)[:2]
+    (row,) = [q for q in newest if q["record_id"] == bad.record_id]
+    assert row["reason"] == "malformed: set.children: must be an integer, got 'many'", row
+    # Refused while its openings were read, before the rest of the delta: by reason, not by record.
+    (other,) = [q for q in newest if q is not row]
+    assert other["reason"] == "malformed: openings.children: a field value must be a scalar", other
+    assert row["charged"] == other["charged"] == "province-45", newest
+    fed.quiet(timeout=60)
+    for identity in ("province-44", NATIONAL):
+        assert fed.get(identity, bad.record_id) is None and fed.get(identity, nested.record_id) is None, identity
     # A value that is fine on its own is kept, whatever other fields say: per field, not per record.
     odd = _change_by("province-44", person(rng, household="45", residence="44"), moved_in_on="1900-01-01")
     ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=sealed(s44, odd)))

@@ -6,9 +6,13 @@ history: it replays what a node really sent, re-uses a sequence number the
 node really used, puts another province's name on its own signature (as a
 node, and as a regional hub forwarding it), alters a real change while
 forwarding it as a hub, and throws malformed, truncated and oversized gRPC
-messages at every endpoint. Each must be refused clearly (a quarantine entry
-with its reason, or a non-OK status that is not INTERNAL), nothing refused may
-reach a record, and the processes must keep serving.
+messages at every endpoint. It also runs issue 10's findings as a compromised
+province would, with v2 deltas signed by its own real key: a hijack with forged
+prior involvement, a record frozen by absurd numbers, forged authorship, and
+equivocation (silent loss after a revoked key is test_trust's). Each must be
+refused clearly (a quarantine entry with its reason, or a non-OK status that is
+not INTERNAL), or parked or kept as the history says; nothing refused may reach
+a record, and the processes must keep serving.
 
 One small federation for the module: provinces 11 (hub-bohai), 44 and 45
 (hub-pearl), and hub-national.
@@ -16,6 +20,7 @@ One small federation for the module: provinces 11 (hub-bohai), 44 and 45
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sqlite3
@@ -37,9 +42,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from certs.signing import Signer
 from runtime.config import load_any
 from tests.support.launcher import Federation
-from core.apply import local_write
-from core.change import Change, Envelope, parse
-from core.hlc import Timestamp
+from core import relay
+from core.change import Envelope
+from core.delta import Delta, delta_id, parse
+from core.graph import RecordGraph
+from core.hlc import MAX_LOGICAL, MAX_WALL_MS, Timestamp
+from core.kinds import graph_rules
 from core.person import validate_person
 from runtime import wire
 from runtime.replica import now_ms
@@ -107,15 +115,43 @@ def signer(fed: Fed, code: str) -> Signer:
     return Signer.load(d / "sign.key", d / "sign.crt")
 
 
-def sealed(sign: Signer, *changes: Change) -> list[fpb.SignedChange]:
-    bodies = [c.to_body() for c in changes]
-    return [wire.signed_change(Envelope(b, s)) for b, s in zip(bodies, sign.seal_batch(bodies))]
+def sealed(sign: Signer, *deltas: Delta) -> list[fpb.SignedChange]:
+    """``deltas`` signed in one batch with ``sign`` (a province's real key), openings beside them."""
+    bodies = [d.to_body() for d in deltas]
+    return [wire.signed_change(Envelope(b, s, d.openings()))
+            for b, s, d in zip(bodies, sign.seal_batch(bodies), deltas)]
 
 
-def new_change(origin: str, seq: int, fields: dict[str, object], record_id: str | None = None) -> Change:
+def person_values(fields: dict[str, object]) -> dict[str, object]:
     values = validate_person(fields, today=date.today())
-    return local_write(None, kind="person", record_id=record_id or str(uuid.uuid4()), values=values, node=origin,
-                       seq=seq, at=Timestamp(now_ms(), 0, origin), op="create", operator=None)
+    return {**{k: v for k, v in values.items() if v is not None}, "_deleted": False}
+
+
+def involved(values: dict[str, object]) -> frozenset[str]:
+    return frozenset(str(values[f]) for f in ("household_province", "residence_province") if values.get(f))
+
+
+def new_change(origin: str, seq: int, fields: dict[str, object], record_id: str | None = None) -> Delta:
+    """A create, as ``origin`` would write it (routes: the provinces its values involve)."""
+    values = person_values(fields)
+    return Delta("person", record_id or str(uuid.uuid4()), origin, 0, seq, Timestamp(now_ms(), 0, origin), "create",
+                 None, (), (), values, involved(values), {})
+
+
+def forged_delta(origin: str, seq: int, record_id: str, values: dict[str, object], *, deps: tuple[str, ...],
+                 routes: frozenset[str], at: Timestamp | None = None, op: str = "update") -> Delta:
+    """A delta ``origin`` builds by hand, on ``deps``, with the routes it chooses."""
+    return Delta("person", record_id, origin, 0, seq, at or Timestamp(now_ms(), 0, origin), op, None,
+                 tuple(sorted(deps)), (), values, routes, {})
+
+
+def held_graph(fed: Fed, identity: str, pid: str) -> RecordGraph:
+    """The record's history as ``identity`` holds it (its log, read-only), as a graph: what a
+    compromised node knows about a record and builds its forgeries on."""
+    graph = RecordGraph("person", pid, graph_rules("person"))
+    graph.restore((bytes(r["digest"]).hex(), parse(bytes(r["body"]), bytes(r["openings"] or b"{}"), complete=False))
+                  for r in logged(fed, identity, "kind = 'person' AND record_id = ?", (pid,)))
+    return graph
 
 
 def shown(state: Any) -> dict:
@@ -135,11 +171,15 @@ def logged(fed: Fed, identity: str, where: str = "1", args: tuple = ()) -> list[
     return [dict(r) for r in rows]
 
 
-def as_signed_change(row: dict[str, Any], body: bytes | None = None) -> fpb.SignedChange:
+def as_signed_change(row: dict[str, Any], body: bytes | None = None, openings: bytes | None = None
+                     ) -> fpb.SignedChange:
+    """A logged delta as it went on the wire: body, seal, openings and the history it relayed."""
     proof = bytes(row["proof"])
+    opened = bytes(row["openings"] or b"") if openings is None else openings
     return fpb.SignedChange(body=bytes(row["body"]) if body is None else body, seal=fpb.Seal(
         key_id=row["key_id"], signature=bytes(row["signature"]), index=row["seal_index"], size=row["seal_size"],
-        proof=[proof[i:i + 32] for i in range(0, len(proof), 32)]))
+        proof=[proof[i:i + 32] for i in range(0, len(proof), 32)]), openings=b"" if opened == b"{}" else opened,
+        relayed=[wire.signed_change(r) for r in relay.unpack(bytes(row["relay"]))] if row.get("relay") else [])
 
 
 def push(fed: Fed, who: str, target: str, batch: fpb.Batch) -> fpb.Ack:
@@ -253,11 +293,10 @@ def test_reusing_a_real_sequence_number_is_equivocation_kept_and_flagged(fed: Fe
     original = history["province-44"][0]
     pid = original["person_id"]
     (row,) = logged(fed, "province-44", "record_id = ?", (pid,))
-    real = parse(bytes(row["body"]))
+    real = parse(bytes(row["body"]), bytes(row["openings"]))
     # Same origin, same seq, same record; other content, and properly signed by 44's real key.
-    twin = local_write(None, kind="person", record_id=pid, values={**real.state.values(), "name": "冒名顶替"},
-                       node="province-44", seq=real.seq, at=Timestamp(now_ms(), 0, "province-44"),
-                       op="create", operator=None)
+    twin = Delta("person", pid, "province-44", real.epoch, real.seq, Timestamp(now_ms(), 0, "province-44"), "create",
+                 None, (), (), {**real.values, "name": "冒名顶替"}, real.routes, {})
     assert twin.to_body() != bytes(row["body"])
     status_before = cli_json(fed, PEARL, "status")
     assert "province-44" not in status_before["equivocating"]
@@ -337,7 +376,7 @@ def test_forged_origin_refused_from_a_node_and_unauthorised_via_a_hub(fed: Fed) 
                                                     changes=sealed(s44, forged)))
     assert (ack.accepted, ack.quarantined) == (0, 1)
     (row,) = [q for q in fed.quarantine(PEARL) if q["record_id"] == forged.record_id]
-    assert row["reason"].startswith("malformed: province-44 may only push changes it authored"), row
+    assert row["reason"].startswith("malformed: province-44 may only push deltas it authored"), row
     assert row["origin"] == "province-45" and row["peer"] == "province-44"
 
     # A regional hub may forward others' changes, so the claim gets as far as the signature check.
@@ -345,7 +384,7 @@ def test_forged_origin_refused_from_a_node_and_unauthorised_via_a_hub(fed: Fed) 
     ack = push(fed, BOHAI, NATIONAL, fpb.Batch(cursor=0, certificates=[s44.cert_der], changes=sealed(s44, forged)))
     assert (ack.accepted, ack.quarantined) == (0, 1)
     (row,) = [q for q in fed.quarantine(NATIONAL) if q["record_id"] == forged.record_id]
-    assert row["reason"] == ("unauthorised writer: origin claims province-45 but the change is signed by "
+    assert row["reason"] == ("unauthorised writer: origin claims province-45 but the delta is signed by "
                              "province-44"), row
     assert row["peer"] == BOHAI
     assert fed.status(NATIONAL)["quarantined"] == quarantined + 1
@@ -354,6 +393,238 @@ def test_forged_origin_refused_from_a_node_and_unauthorised_via_a_hub(fed: Fed) 
     for identity in ("province-11", "province-44", "province-45", NATIONAL):
         assert fed.get(identity, forged.record_id) is None, identity
     assert fed.history(PEARL, forged.record_id) == [] and fed.history(NATIONAL, forged.record_id) == []
+
+
+# -- issue 10's findings, as a compromised province (44, with its own real keys) would try them --
+
+
+def _heads(fed: Fed, identity: str, pid: str) -> tuple[str, ...]:
+    return held_graph(fed, identity, pid).heads()
+
+
+def _refused_at(fed: Fed, identity: str, pid: str, start: str) -> list[dict[str, Any]]:
+    return [q for q in fed.quarantine(identity) if q["record_id"] == pid and q["reason"].startswith(start)]
+
+
+def _claims(fed: Fed, identity: str, pid: str) -> list[dict[str, Any]]:
+    rows = json.loads(fed.admin(identity).Claims(apb.ClaimsRequest(all=True), timeout=10).json)
+    return [c for c in rows if c["person_id"] == pid]
+
+
+def test_hijack_with_forged_prior_involvement_is_refused_as_unauthorised_and_changes_nothing(fed: Fed) -> None:
+    """Issue 10, finding 1. 44 takes a record of 11 and 45 (household 11, residence 45) that it is
+    not involved in: an update moving the residence to 44 and renaming, built on the record's real
+    heads and signed with 44's real key; then the same with forged prior involvement (a create of
+    its own for the record's key, which is only a claim, as a dependency), and a v1-style body
+    that states its prior involvement. The history at each delta's dependencies decides: refused
+    as unauthorised, charged to 44, and nothing changes at 11, 45 or the national hub; 11's next
+    ordinary edit still does not reach 44."""
+    rng = random.Random("hijack")
+    s44 = signer(fed, "44")
+    victim = fed.write("province-11", "create", person(rng, household="11", residence="45"))
+    pid = victim["person_id"]
+    for identity in ("province-45", NATIONAL):
+        fed.arrives(identity, pid, victim, timeout=60)
+    fed.quiet(timeout=60)
+    heads = _heads(fed, "province-11", pid)  # what an attacker who learned the record's key and heads knows
+    seq = fed.status("province-44")["last_seq"] + 10_000
+    takeover = {"residence_province": "44", "name": "劫持者"}
+
+    hijack = forged_delta("province-44", seq, pid, takeover, deps=heads, routes=frozenset({"11", "44", "45"}))
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, certificates=[s44.cert_der],
+                                                    changes=sealed(s44, hijack)))
+    assert ack.quarantined == 0  # a regional hub cannot judge the history; it routes by the signed head
+    not_involved = "unauthorised writer: province-44 is not involved in the record at its dependencies"
+    for identity in ("province-45", NATIONAL):
+        (row,) = eventually(lambda i=identity: _refused_at(fed, i, pid, not_involved), 60,
+                            message=lambda i=identity: f"{i}: {fed.quarantine(i)[:3]}")
+        assert row["charged"] == "province-44" and row["origin"] == "province-44", row
+        assert "劫持者" not in json.dumps(row, ensure_ascii=False), row  # no personal data in the reason
+
+    # Forged prior involvement: 44 registers the person itself (a create that names 44 as household,
+    # while 11 founded the record from the ID's own province), then updates on top of that and the heads.
+    same_person = {k: victim[k] for k in ("id_number", "birth_date", "sex")}
+    claim = new_change("province-44", seq + 1, {**person(rng, household="44", residence="11"), **same_person},
+                       record_id=pid)
+    claim_id = delta_id(claim.to_body())
+    on_claim = forged_delta("province-44", seq + 2, pid, takeover, deps=(*heads, claim_id),
+                            routes=frozenset({"11", "44", "45"}))
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=sealed(s44, claim, on_claim)))
+    assert ack.quarantined == 0
+    # The create is a claim, held apart at the national hub and at the household province (11) ...
+    for identity in (NATIONAL, "province-11"):
+        (c,) = eventually(lambda i=identity: _claims(fed, i, pid), 60, message=lambda i=identity: f"{i}: no claim")
+        assert (c["claimer"], c["status"]) == ("province-44", "open"), c
+    # ... so the update on top of it is still by a province not involved.
+    eventually(lambda: len(_refused_at(fed, NATIONAL, pid, not_involved)) == 2, 60,
+               message=lambda: f"national: {fed.quarantine(NATIONAL)[:3]}")
+
+    # A body that states prior involvement (v1's "prior") is not even a delta.
+    body = hijack.to_body()
+    stated = body[:-1] + b',"prior":["11","44","45"]}'
+    (seal,) = s44.seal_batch([stated])
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=[
+        wire.signed_change(Envelope(stated, seal, hijack.openings()))]))
+    assert (ack.accepted, ack.quarantined) == (0, 1)
+    (row,) = fed.quarantine(PEARL)[:1]  # newest first; refused before its record could be read
+    assert row["reason"].startswith("malformed: prior: not a field of a v2 delta"), row
+    assert row["charged"] == "province-44", row
+
+    fed.quiet(timeout=60)
+    for identity in ("province-11", "province-45", NATIONAL):
+        assert fed.get(identity, pid) == victim, identity
+        # No update of 44's was held anywhere; the claim's create is kept (apart) where it was routed.
+        theirs = [(h["origin"], h["seq"], h["op"]) for h in fed.history(identity, pid) if h["origin"] != "province-11"]
+        assert theirs in ([], [("province-44", seq + 1, "create")]), (identity, theirs)
+    assert ("province-44", seq + 1, "create") in [(h["origin"], h["seq"], h["op"]) for h in fed.history(NATIONAL, pid)]
+    assert fed.get("province-44", pid) is None
+    # 11's next ordinary edit goes where the history says (45 and national), never to 44.
+    edited = fed.write("province-11", "update", {"children": (victim.get("children") or 0) + 1}, record_id=pid)
+    for identity in ("province-45", NATIONAL):
+        fed.arrives(identity, pid, edited, timeout=60)
+    fed.quiet(timeout=60)
+    assert fed.get("province-44", pid) is None
+
+
+def test_frozen_record_absurd_time_huge_seq_and_deep_deps_crash_nothing_and_the_record_stays_writable(
+        fed: Fed) -> None:
+    """Issue 10, finding 2: a clock entry of 10**4300 froze a record. A delta carries no clock
+    (clocks are derived from the dependency graph), so 44, involved in the record, sends what it
+    can express instead: the latest HLC time there is, the greatest sequence number, a dependency
+    list of 64 hashes that do not exist, a chain of 100 deltas on each other, and numbers past
+    what the envelope allows. Nothing crashes; what is ahead of the clock or waits for history is
+    parked (shown in status), what is out of range is refused with the key, and the record stays
+    writable, updates and delete, at 11 and at the national hub."""
+    rng = random.Random("frozen")
+    s44 = signer(fed, "44")
+    rec = fed.write("province-11", "create", person(rng, household="11", residence="44"))
+    pid = rec["person_id"]
+    for identity in ("province-44", NATIONAL):
+        fed.arrives(identity, pid, rec, timeout=60)
+    fed.quiet(timeout=60)
+    heads = _heads(fed, "province-44", pid)
+    routes = frozenset({"11", "44"})
+    far = Timestamp(MAX_WALL_MS - 1, MAX_LOGICAL - 1, "province-44")
+    future = forged_delta("province-44", 2**62, pid, {"name": "未来人"}, deps=heads, routes=routes, at=far)
+    nowhere = tuple(hashlib.sha256(b"no such delta %d" % i).hexdigest() for i in range(64))
+    orphan = forged_delta("province-44", 2**62 + 1, pid, {"name": "无根"}, deps=nowhere, routes=routes)
+    chain: list[Delta] = []
+    deps = heads
+    t0 = now_ms()
+    for i in range(100):
+        d = forged_delta("province-44", 2**63 - 101 + i, pid, {"children": i % 10}, deps=deps, routes=routes,
+                         at=Timestamp(t0 + i, 0, "province-44"))
+        chain.append(d)
+        deps = (delta_id(d.to_body()),)
+    assert chain[-1].seq == 2**63 - 2
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, certificates=[s44.cert_der],
+                                                    changes=sealed(s44, future, orphan, *chain)))
+    assert (ack.accepted, ack.quarantined) == (2 + len(chain), 0), ack
+
+    # Numbers past what a delta may say are refused at the door, naming the key.
+    last = chain[-1]
+    over_seq = last.to_body().replace(b'"seq":%d' % last.seq, b'"seq":%d' % 2**63)
+    huge_at = last.to_body().replace(b'"at":[%d,0,' % last.at.wall_ms, b'"at":[1' + b"0" * 4300 + b',0,')  # 10**4300
+    assert over_seq != last.to_body() and huge_at != last.to_body()
+    bodies = [over_seq, huge_at]
+    seals = s44.seal_batch(bodies)
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=[
+        wire.signed_change(Envelope(b, s, last.openings())) for b, s in zip(bodies, seals)]))
+    assert (ack.accepted, ack.quarantined) == (0, 2), ack
+    reasons = sorted(q["reason"] for q in fed.quarantine(PEARL)[:2])
+    assert reasons[0].startswith("malformed: body: unacceptable JSON value (Exceeds the limit"), reasons
+    assert reasons[1].startswith("malformed: seq: must be an integer in 1..2**63-1"), reasons
+
+    # The national hub holds the chain, parks the rest, and says what each parked delta waits for.
+    def parked() -> dict[str, Any] | None:
+        waiting = {w["delta"]: w for w in (fed.status(NATIONAL).get("parked") or {}).get("waiting", [])}
+        return waiting if {delta_id(future.to_body()), delta_id(orphan.to_body())} <= set(waiting) else None
+    waiting = eventually(parked, 120, message=lambda: f"national parked: {fed.status(NATIONAL).get('parked')}")
+    assert waiting[delta_id(future.to_body())]["waiting_for"] == ["time"]
+    assert sorted(waiting[delta_id(orphan.to_body())]["waiting_for"]) == sorted(nowhere)
+    tail = delta_id(chain[-1].to_body())
+    eventually(lambda: any(h["seq"] == chain[-1].seq for h in fed.history("province-11", pid)), 120,
+               message=lambda: f"11 never held 44's chain: {fed.history('province-11', pid)[-2:]}")
+    assert tail in _heads(fed, "province-11", pid)
+
+    # The record stays writable at 11: an update on top of all that, then a delete, reach the national hub.
+    for identity in ("province-11", NATIONAL):
+        assert fed.get(identity, pid)["name"] == rec["name"], identity  # the parked names never applied
+    edited = fed.write("province-11", "update", {"name": "照常"}, record_id=pid)
+    assert edited["name"] == "照常" and edited["children"] == 9
+    fed.arrives(NATIONAL, pid, edited, timeout=60)
+    fed.write("province-11", "delete", {}, record_id=pid)
+    eventually(lambda: (fed.get(NATIONAL, pid) or {}).get("_meta", {}).get("deleted") is True, 60,
+               message=lambda: f"national: {fed.get(NATIONAL, pid)}")
+    for identity in fed.fed.configs:
+        with fed.fed.channel(identity) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, identity
+
+
+def test_forged_authorship_a_delta_carries_only_its_signers_versions(fed: Fed) -> None:
+    """Issue 10, finding 3: a v1 change carried every writer's versions under its last author's
+    signature, so 44 could show its value as written by ``province-11-FAKE-WRITER``. A delta
+    holds only its signer's own values. 44, involved in a record of 45's, tries every way to put
+    a version under another name: a delta naming 45 as its origin (pushed itself, and relayed
+    inside one of its own), a body carrying other writers' versions, a made-up writer, and an
+    opening for a field the delta does not write. Each is refused with its reason; the record,
+    its history and its clock name only the provinces that really signed."""
+    rng = random.Random("authorship")
+    s44 = signer(fed, "44")
+    rec = fed.write("province-45", "create", person(rng, household="45", residence="44"))
+    pid = rec["person_id"]
+    for identity in ("province-44", NATIONAL):
+        fed.arrives(identity, pid, rec, timeout=60)
+    fed.quiet(timeout=60)
+    heads = _heads(fed, "province-44", pid)
+    seq = fed.status("province-44")["last_seq"] + 20_000
+    routes = frozenset({"44", "45"})
+    as_45 = forged_delta("province-45", seq, pid, {"name": "冒名"}, deps=heads, routes=routes)
+
+    # 1. Pushed by 44 itself: a province pushes only what it authored.
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, certificates=[s44.cert_der],
+                                                    changes=sealed(s44, as_45)))
+    assert (ack.accepted, ack.quarantined) == (0, 1)
+    assert _refused_at(fed, PEARL, pid, "malformed: province-44 may only push deltas it authored; this one claims "
+                                        "origin province-45")
+    # 2. Relayed inside a genuine delta of 44's (anyone's deltas may be relayed): the signer must be the origin.
+    own = forged_delta("province-44", seq + 1, pid, {"children": 4}, deps=heads, routes=routes)
+    (carrier,) = sealed(s44, own)
+    carrier.relayed.extend(sealed(s44, as_45))
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=[carrier]))
+    assert (ack.accepted, ack.quarantined) == (1, 1), ack
+    assert _refused_at(fed, PEARL, pid, "unauthorised writer: origin claims province-45 but the delta is signed by "
+                                        "province-44")
+    # 3. Versions of other writers in the body, as v1 carried them; a made-up writer; an opening of a field
+    #    the delta does not write.
+    body = forged_delta("province-44", seq + 2, pid, {"name": "冒名"}, deps=heads, routes=routes).to_body()
+    v1_state = body[:-1] + (',"state":{"fields":{"name":[{"at":[%d,0,"province-11-FAKE-WRITER"],"value":"冒名"}]}}}'
+                            % now_ms()).encode()
+    fake = forged_delta("province-44", seq + 3, pid, {"name": "冒名"}, deps=heads, routes=routes)
+    fake_body = fake.to_body().replace(b'"origin":"province-44"', b'"origin":"province-11-FAKE-WRITER"')
+    plain = forged_delta("province-44", seq + 4, pid, {"children": 5}, deps=heads, routes=routes)
+    extra = json.dumps({**json.loads(plain.openings()), "name": ["00" * 16, "冒名"]}, ensure_ascii=False,
+                       sort_keys=True, separators=(",", ":")).encode()
+    bodies = [v1_state, fake_body, plain.to_body()]
+    seals = s44.seal_batch(bodies)
+    ack = push(fed, "province-44", PEARL, fpb.Batch(cursor=0, changes=[
+        wire.signed_change(Envelope(b, s, o)) for b, s, o in zip(bodies, seals, [fake.openings(), fake.openings(),
+                                                                                extra])]))
+    assert (ack.accepted, ack.quarantined) == (0, 3), ack
+    reasons = [q["reason"] for q in fed.quarantine(PEARL)[:3]]
+    assert any(r.startswith("malformed: state: not a field of a v2 delta") for r in reasons), reasons
+    assert any(r.startswith("malformed: origin: ") for r in reasons), reasons
+    assert any(r.startswith("malformed: openings.name: opens a field the delta does not write") for r in reasons), \
+        reasons
+
+    # Only 44's own delta (children = 4) went through, under 44's name; nobody's name was put on anything.
+    expected = {**rec, "children": 4, "_meta": {**rec["_meta"], "clock": {"province-45": 1, "province-44": 1}}}
+    for identity in ("province-45", NATIONAL):
+        got = fed.arrives(identity, pid, expected, timeout=60)
+        assert "冒名" not in json.dumps(got, ensure_ascii=False) and "FAKE" not in json.dumps(got), identity
+        assert [(h["origin"], h["op"]) for h in fed.history(identity, pid)] == [("province-45", "create"),
+                                                                                 ("province-44", "update")], identity
 
 
 # -- a hub altering what it forwards ------------------------------------------------------------
@@ -368,13 +639,17 @@ def test_hub_forwarding_an_altered_change_fails_the_signature(fed: Fed, history:
     assert fed.get(NATIONAL, own["person_id"]) is None
 
     body = bytes(shared_row["body"])
-    old_name = json.dumps(shared["name"], ensure_ascii=False).encode()
-    altered = body.replace(old_name, json.dumps("改名换姓", ensure_ascii=False).encode(), 1)
-    assert altered != body and parse(altered).state.values()["name"] == "改名换姓"  # still a well-formed change
+    real = parse(body, bytes(shared_row["openings"]))
+    # The hub changes the name: a new commitment in the body and its opening beside it, the author's seal kept.
+    forged = Delta(real.kind, real.record_id, real.origin, real.epoch, real.seq, real.at, real.op, real.operator,
+                   real.deps, real.accepts, {**real.values, "name": "改名换姓"}, real.routes, real.chain,
+                   salts=real.salts)
+    altered, openings = forged.to_body(), forged.openings()
+    assert altered != body and parse(altered, openings).values["name"] == "改名换姓"  # still a well-formed delta
     _, quarantined = _hub_state(fed, NATIONAL)
 
     ack = push(fed, BOHAI, NATIONAL, fpb.Batch(cursor=0, changes=[
-        as_signed_change(shared_row, altered),  # one field changed, the author's seal kept
+        as_signed_change(shared_row, altered, openings),  # one field changed, the author's seal kept
         as_signed_change(own_row),              # untouched
     ]))
     assert (ack.accepted, ack.duplicates, ack.quarantined) == (1, 0, 1)

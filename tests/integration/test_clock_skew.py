@@ -1,8 +1,8 @@
 """Nodes whose wall clocks are hours off still sync, keep causal order and agree on conflicts.
 
-Province 45 runs three hours ahead and province 11 two hours behind (the
-tests/support/skew sitecustomize shifts time.time/time.time_ns in their
-processes); 44 and the hubs keep true time. Vector clocks decide causality,
+Province 45 runs three hours ahead and province 11 two hours behind (their
+configs' ``[timing].clock_offset_s`` shifts the wall clock their processes read,
+runtime.clock); 44 and the hubs keep true time. Vector clocks decide causality,
 hybrid logical timestamps only break ties between concurrent writes, so:
 
 * records written at the skewed nodes and at the others sync and converge;
@@ -16,7 +16,6 @@ hybrid logical timestamps only break ties between concurrent writes, so:
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -25,27 +24,22 @@ from typing import Any
 
 import pytest
 
-from tests.support.launcher import Federation
+from tests.support.launcher import TEST_TIMING, Federation
 from tests.integration.conftest import Fed, running, eventually, person
 from tests.support.faults import Procs
 
-ROOT = Path(__file__).resolve().parents[2]
-SKEW_DIR = ROOT / "tests" / "support" / "skew"
 PROVINCES = ["11", "44", "45"]
 SKEW_S = {"province-45": 10800, "province-11": -7200}  # 3 h ahead, 2 h behind
 NATIONAL = "hub-national"
 HUBS = ("hub-national", "hub-bohai", "hub-pearl")  # every hub between 11, 44 and 45 (national is also the fallback)
 
 
-def skew_env(seconds: int) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(SKEW_DIR), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path, "YIPANQI_TEST_CLOCK_SKEW_S": f"{seconds:+d}"}
-
-
 @pytest.fixture
 def skewed(tmp_path: Path) -> Iterator[tuple[Fed, Procs]]:
     fed = Fed(Federation.create(tmp_path / "fed", PROVINCES))
-    procs = Procs(fed.fed, env={identity: skew_env(s) for identity, s in SKEW_S.items()})
+    for identity, seconds in SKEW_S.items():
+        fed.fed.set_timing(identity, {**TEST_TIMING, "clock_offset_s": seconds})
+    procs = Procs(fed.fed)
     with running(fed, lambda: (procs.start_all(), fed.wait_linked(60)), stop=procs.thaw_all):
         yield fed, procs
 

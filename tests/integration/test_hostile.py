@@ -22,9 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from certs.ca import create_ca, issue_identity
 from certs.signing import Signer
 from runtime.config import load_any
-from core.apply import local_write
-from core.change import Change, Envelope
+from core.change import Envelope
+from core.delta import Delta, delta_id
+from core.graph import RecordGraph
+from core.graphstate import state_of
 from core.hlc import Timestamp
+from core.kinds import graph_rules
 from core.person import validate_person
 from runtime import wire
 from runtime.replica import now_ms
@@ -55,21 +58,26 @@ def _signer(fed: Fed, code: str) -> Signer:
     return Signer.load(d / "sign.key", d / "sign.crt")
 
 
-def _change(origin: str, seq: int, fields: dict[str, object]) -> Change:
+def _change(origin: str, seq: int, fields: dict[str, object]) -> Delta:
+    """A create delta by ``origin``, routed to the provinces its values name (as a node would)."""
     values = validate_person(fields, today=date.today())
-    return local_write(None, kind="person", record_id=str(uuid.uuid4()), values=values, node=origin, seq=seq,
-                       at=Timestamp(now_ms(), 0, origin), op="create", operator=None)
+    values = {**{k: v for k, v in values.items() if v is not None}, "_deleted": False}
+    routes = frozenset(str(values[f]) for f in ("household_province", "residence_province"))
+    return Delta("person", str(uuid.uuid4()), origin, 0, seq, Timestamp(now_ms(), 0, origin), "create", None, (), (),
+                 values, routes, {})
 
 
-def _sealed(signer: Signer, change: Change) -> fpb.SignedChange:
+def _sealed(signer: Signer, change: Delta) -> fpb.SignedChange:
     body = change.to_body()
     (seal,) = signer.seal_batch([body])
-    return wire.signed_change(Envelope(body, seal))
+    return wire.signed_change(Envelope(body, seal, change.openings()))
 
 
-def _shown(change: Change) -> dict:
-    """The record as the Admin API shows it after applying only ``change``."""
-    return json.loads(json.dumps(described(change.state), ensure_ascii=False, sort_keys=True))
+def _shown(change: Delta) -> dict:
+    """The record as the Admin API shows it after holding only ``change``."""
+    graph = RecordGraph("person", change.record_id, graph_rules("person"))
+    graph.receive(delta_id(change.to_body()), change, author=change.origin, now_ms=change.at.wall_ms)
+    return json.loads(json.dumps(described(state_of(graph)), ensure_ascii=False, sort_keys=True))
 
 
 def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng: random.Random) -> None:
@@ -94,13 +102,15 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
         _sealed(s44, unauthorised),    # (c) 44's signature on a record not involving 44
         _sealed(s44, good),            # (d) a good change, after the bad ones
     ])
+    # A regional hub checks format, signature and origin; whether 44 may write (c) is the history's
+    # to say, so it routes (c) by its signed head to the national hub, which refuses it.
     with _node_channel(fed, "44", "hub-pearl") as channel:
         push = RawPush(channel, timeout=60)
         hello = push.exchange(fpb.PushRequest(hello=wire.hello("province-44")))
         assert hello.WhichOneof("msg") == "hello" and hello.hello.identity == "hub-pearl"
         reply = push.exchange(fpb.PushRequest(batch=batch))
         assert reply.WhichOneof("msg") == "ack"
-        assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (1, 1, 0, 3)
+        assert (reply.ack.cursor, reply.ack.accepted, reply.ack.duplicates, reply.ack.quarantined) == (1, 2, 0, 2)
 
         # The same stream keeps working: a second good change, a replay of the
         # first (harmless) and a different body under the first's (origin, seq): equivocation,
@@ -123,16 +133,19 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
     rows = {(q["record_id"], q["seq"]): q for q in fed.quarantine("hub-pearl")}
     expected = {
         (forged.record_id, SEQ + 1): "bad signature: ",
-        (foreign.record_id, SEQ + 2): "malformed: province-44 may only push changes it authored",
-        (unauthorised.record_id, SEQ + 3): "unauthorised writer: province-44 may not write",
+        (foreign.record_id, SEQ + 2): "malformed: province-44 may only push deltas it authored",
     }
     for key, prefix in expected.items():
         assert key in rows, f"{key} not quarantined: {list(rows)}"
         assert rows[key]["reason"].startswith(prefix), rows[key]["reason"]
         assert rows[key]["peer"] == "province-44"
+    (row,) = [q for q in fed.quarantine(NATIONAL) if (q["record_id"], q["seq"]) == (unauthorised.record_id, SEQ + 3)]
+    assert row["reason"].startswith("unauthorised writer: a create by province-44 must involve its author"), row
+    assert (row["peer"], row["charged"]) == ("hub-pearl", "province-44"), row
     assert any(q["reason"].startswith("malformed: batch of 1 changes refused whole: a change's seal or body does "
                                       "not decode (seal.signature") for q in fed.quarantine("hub-pearl"))
-    assert fed.status("hub-pearl")["quarantined"] >= 4
+    assert fed.status("hub-pearl")["quarantined"] >= 3  # (a), (b) and (e); (c) is the national hub's
+    assert fed.status(NATIONAL)["quarantined"] >= 1
     assert fed.status("hub-pearl")["equivocating"]["province-44"]["seq"] == SEQ
 
     # The hub keeps serving: an ordinary write afterwards still syncs.
@@ -141,11 +154,13 @@ def test_hub_quarantines_hostile_changes_and_keeps_serving(federation: Fed, rng:
     fed.arrives(NATIONAL, normal["person_id"], normal)
     fed.quiet()
 
-    # Nothing refused went anywhere.
+    # Nothing refused went anywhere (the regional hub's log holds (c), which only the national hub was sent).
     for change in (forged, foreign, unauthorised):
         for identity in ("province-11", "province-31", "province-44", "province-45", NATIONAL):
             assert fed.get(identity, change.record_id) is None, f"{identity} holds refused {change.record_id}"
-        assert fed.history("hub-pearl", change.record_id) == [], "a refused change entered the hub's log"
+        assert fed.history(NATIONAL, change.record_id) == [], "a refused delta entered the national hub's log"
+    for change in (forged, foreign):
+        assert fed.history("hub-pearl", change.record_id) == [], "a refused delta entered the hub's log"
     assert fed.get("province-45", good.record_id) == _shown(good)  # the equivocating body is another record
     assert fed.status("province-45")["quarantined"] == 0
 

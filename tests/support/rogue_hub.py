@@ -1,4 +1,9 @@
-"""A real hub process with one behaviour swapped: how it relays reports upward.
+"""A real hub process with one behaviour swapped: how it relays reports upward, or what it serves.
+
+``drop-creates-to-45``: serving province 45, the hub leaves out every record's create (a hub
+that drops a change); 45 parks what depends on it and fetches it (Fetch, issue 10).
+
+``forge-reports``:
 
 How this works. ``python -m tests.support.rogue_hub forge-reports -c hub.toml`` runs the
 project's own hub (hub.server.run_hub) with ``ForgingRelay`` as its report relay
@@ -22,11 +27,12 @@ import base64
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from runtime.config import load_hub
 from hub.federation import ReportRelay
 from hub.server import run_hub
+from store.store import LogEntry
 
 FORGED_RECORDS = 999
 FORGED_DELAY_S = 7200.0
@@ -67,13 +73,24 @@ class ForgingRelay(ReportRelay):
         return {**report, "nodes": honest + forged}
 
 
-BEHAVIOURS = {"forge-reports": ForgingRelay}
+def drop_creates_to_45(peer: str, entries: list[LogEntry]) -> list[LogEntry]:
+    """Serving province 45, leave out every record's first delta (a create): what 45 receives of
+    those records then waits for it (parked), until 45 fetches it."""
+    if peer != "province-45":
+        return entries
+    return [e for e in entries if e.op != "create"]
+
+
+BEHAVIOURS: dict[str, Callable[[], dict[str, Any]]] = {
+    "forge-reports": lambda: {"relay": ForgingRelay()},
+    "drop-creates-to-45": lambda: {"serving": drop_creates_to_45},
+}
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 3 or argv[0] not in BEHAVIOURS or argv[1] != "-c":
         raise SystemExit(f"usage: python -m tests.support.rogue_hub {{{','.join(BEHAVIOURS)}}} -c HUB_CONFIG")
-    run_hub(load_hub(argv[2]), relay=BEHAVIOURS[argv[0]]())
+    run_hub(load_hub(argv[2]), **BEHAVIOURS[argv[0]]())
 
 
 if __name__ == "__main__":

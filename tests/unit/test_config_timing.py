@@ -82,3 +82,30 @@ def test_keepalive_reaches_the_grpc_options() -> None:
     # The server accepts pings as often as its clients send them (else it would count strikes).
     assert dict(server_options(fast))["grpc.http2.min_recv_ping_interval_without_data_ms"] == 4000
     assert dict(channel_options())["grpc.keepalive_time_ms"] == 20_000
+
+
+def test_clock_offset_may_be_negative_and_is_bounded(fed: dict[str, Path]) -> None:
+    assert PRODUCTION_TIMING.clock_offset_s == 0.0
+    assert load_node(_variant(fed["province-11"], {"clock_offset_s": -7200})).timing.clock_offset_s == -7200.0
+    assert load_hub(_variant(fed["hub-bohai"], {"clock_offset_s": 10800.5})).timing.clock_offset_s == 10800.5
+    for value in (86_400, -86_400, "1", True, math.nan):
+        path = _variant(fed["province-11"], {"clock_offset_s": value})
+        text = _message(load_node, path)
+        assert text == (f"{path}: [timing].clock_offset_s: must be a number of seconds within a day "
+                        f"either way, not {value!r}"), text
+
+
+def test_the_clock_offset_shifts_every_wall_clock_reading_of_the_process() -> None:
+    import time
+
+    from runtime import clock, replica, reports
+
+    try:
+        clock.set_offset(-7200)
+        real = time.time_ns() // 1_000_000
+        for read in (clock.now_ms, replica.now_ms, reports.Desk(trust=None).now_ms):  # type: ignore[arg-type]
+            assert abs(read() - (real - 7_200_000)) < 1_000
+        clock.set_offset(0)
+        assert abs(replica.now_ms() - time.time_ns() // 1_000_000) < 1_000
+    finally:
+        clock.set_offset(0)

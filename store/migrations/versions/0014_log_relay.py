@@ -1,7 +1,7 @@
 """``log.relay``: the history a delta carries to a province it newly involves (core.relay).
 
 Revision ID: 0014_log_relay
-Revises: 0012_parked_deltas
+Revises: 0013_receipts
 
 Only adds a nullable column: nothing existing is rewritten.
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_log_relay"
-down_revision = "0012_parked_deltas"
+down_revision = "0013_receipts"
 branch_labels = None
 depends_on = None
 
