@@ -48,17 +48,19 @@ def check_deltas(envelopes: Iterable[Envelope], verifier: Verifies, *, peer: str
     bad = [0]
     for env in envelopes:
         kept: list[Envelope] = []
+        relayed: list[ReceivedDelta] = []
         for r in env.relayed:
             got = _check_one(r, verifier, proven, peer=peer, anyone=True, bundled=True, for_province=None,
                              today=today, refused=refused, bad=bad)
             if got is not None:
-                accepted.append(got)
+                relayed.append(got)
                 kept.append(r)
         if len(kept) != len(env.relayed):
             env = replace(env, relayed=tuple(kept))
         got = _check_one(env, verifier, proven, peer=peer, anyone=peer_may_forward, bundled=fetched,
                          for_province=for_province, today=today, refused=refused, bad=bad)
-        if got is not None:
+        if got is not None:  # what a refused delta relays is not taken either: it is history for its carrier
+            accepted.extend(relayed)
             accepted.append(got)
     return accepted, refused
 

@@ -112,6 +112,7 @@ class IngestResult:
     # (origin, written ms) of each change applied, in batch order: for delivery-delay figures (runtime.stats)
     arrived: list[tuple[str, int]] = field(default_factory=list)
     parked: int = 0  # v2: verified deltas kept waiting for their history (store.deltas)
+    withheld: list[tuple[str, str]] = field(default_factory=list)  # records whose surviving value is not here yet
     released: list[str] = field(default_factory=list)  # v2: ids parked before, held now
 
     @property
@@ -370,9 +371,9 @@ class Store:
             if merges and not set(merges) <= graph.related:
                 deltas.extend(conn, graph, merges)
                 graph.related.update(merges)
-            if id(graph) not in shown:
-                shown[id(graph)] = _shown(graph)
             try:
+                if id(graph) not in shown:
+                    shown[id(graph)] = _shown(graph)
                 op, values = edit(shown[id(graph)])
             except SyncError as err:
                 results.append(err)
@@ -397,7 +398,7 @@ class Store:
             owed.append(({d: n for d, n in delta.chain.items() if d != NATIONAL}, did, delta.seq))
             newly = graph.view().involved - before - {own} if before else frozenset()
             relayed = [(d, names) for d, _, names in graph.relay() if d != did] if newly else []
-            shown[id(graph)] = state = state_of(graph)
+            shown[id(graph)] = state = _shown(graph) or state_of(graph)
             written.append((did, delta, body, graph, relayed))
             results.append(Written(did, delta, state))
         if not written:
@@ -956,7 +957,12 @@ class Store:
                                              {i: e for _, e, i, _ in to_log}, now_ms, view.refused)
             if not view.counted:
                 continue  # only a claim held apart: no record here yet
-            state, prior = state_of(graph), priors[key]
+            try:
+                state = state_of(graph)
+            except ValueError:  # a surviving value not opened here yet (a relay cut short): the record
+                result.withheld.append(key)  # keeps what it showed until that value arrives (Fetch)
+                continue
+            prior = priors[key]
             before = set(prior.conflicts()) if prior is not None else set()
             result.opened += [(key[0], key[1], f) for f in sorted(set(state.conflicts()) - before)]
             saves.append((state, prior))
@@ -1248,8 +1254,13 @@ def _tombstone(prior: RecordState, clock: VectorClock, at: hlc.Timestamp) -> Rec
 
 def _shown(graph: RecordGraph) -> RecordState | None:
     """The record as a local edit sees it: None while nothing of it counts here (new, or only a
-    claim held apart)."""
-    return state_of(graph) if graph.view().counted else None
+    claim held apart). Raises LocalError while a surviving value has not arrived here."""
+    if not graph.view().counted:
+        return None
+    try:
+        return state_of(graph)
+    except ValueError as err:
+        raise LocalError(f"{err}; it is fetched from the hub, try again shortly") from None
 
 
 @dataclass(frozen=True, slots=True)
