@@ -182,7 +182,9 @@ def oldest(conn: Connection) -> dict[str, Oldest]:
                           .group_by(owed.c.dest).order_by(owed.c.dest)).all()
     for dest, first_ms, count in groups:
         row = conn.execute(select(owed).where(and_(owed.c.dest == dest, owed.c.first_ms == first_ms))
-                           .order_by(owed.c.epoch, owed.c.n).limit(1)).one()
+                           .order_by(owed.c.epoch, owed.c.n).limit(1)).first()
+        if row is None:  # settled between the two reads (a receipt arrived; PostgreSQL reads per statement)
+            continue
         out[dest] = Oldest(dest, row.origin, int(row.epoch), int(row.n), row.delta_id, int(row.seq),
                            int(row.first_ms), row.via, int(count))
     return out
