@@ -216,7 +216,7 @@ class RecordGraph:
         missing = frozenset(d for d in delta.deps if d not in self.held)
         if missing:
             return Decision(PARKED, f"waiting for {len(missing)} dependencies", missing)
-        if self.legacy and not delta.legacy and delta.record_id == self.record_id and not self._baselined():
+        if self.awaits_baseline and not delta.legacy and delta.record_id == self.record_id:
             return Decision(PARKED, "the record has v1 history here: waiting for its baseline", frozenset({BASELINE}))
         for dep in delta.deps:
             if self.held[dep].at > delta.at:
@@ -436,6 +436,11 @@ class RecordGraph:
     # -- helpers ---------------------------------------------------------------------------------
     def _baselined(self) -> bool:
         return any(d.legacy and d.record_id == self.record_id for d in self.held.values())
+
+    @property
+    def awaits_baseline(self) -> bool:
+        """The record has v1 history here and no v2 baseline yet: nothing else is held on it."""
+        return self.legacy and not self._baselined()
 
     def _baseline_problem(self, delta: Delta) -> str | None:
         """Why a baseline (``legacy``) may not be held here, or None: only its household province

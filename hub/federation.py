@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from core.errors import Malformed, PermissionDenied
+from core.errors import Malformed, PermissionDenied, SyncError
 from core.identity import Identity
 from core.kinds import get_kind
 from core.routing import Topology
@@ -43,6 +43,15 @@ MIN_ROOM = 64 * 1024  # a batch is read once at least this much of MAX_IN_FLIGHT
 
 
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _province_of(identity: str) -> str | None:
+    """The province code a receipt's origin names, or None for anything else (unparseable, a hub)."""
+    try:
+        ident = Identity.parse(identity)
+    except SyncError:
+        return None
+    return ident.name if ident.role == "province" else None
 
 
 class ReportRelay:
@@ -110,8 +119,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                     yield pb.PushResponse(hello=wire.hello(self.replica.identity))
                 elif kind == "report":
                     self._report(who, req.report.json)
-                elif kind == "receipt":  # signed by its destination; checked by its origin alone
-                    self.receipts.put(req.receipt)
+                elif kind == "receipt":  # signed by its destination; the origin verifies it
+                    self._take_receipt(who, req.receipt)
                 elif kind == "batch":
                     # A regional hub: a province's batch waits for its turn in the queue up (hub.share).
                     # (A province pushes only its own changes: intake checks origin == who.)
@@ -180,26 +189,26 @@ class FederationServicer(pb_grpc.FederationServicer):
         if ident.role == "province":
             return lambda origin: origin == who
         served = self.topology.served_by(ident.name)
-
-        def about_served(origin: str) -> bool:
-            try:
-                o = Identity.parse(origin)
-            except Exception:  # noqa: BLE001 - an origin no one can parse goes nowhere
-                return False
-            return o.role == "province" and o.name in served
-        return about_served
+        return lambda origin: _province_of(origin) in served
 
     def upward_receipts(self) -> list[pb.Receipt]:
         """A regional hub's receipts for the national hub: those about provinces it does not serve."""
         served = self.topology.served_by(self.hub)
+        return self.receipts.take("upstream", lambda origin: _province_of(origin) not in served | {None})
 
-        def elsewhere(origin: str) -> bool:
-            try:
-                o = Identity.parse(origin)
-            except Exception:  # noqa: BLE001
-                return False
-            return o.role == "province" and o.name not in served
-        return self.receipts.take("upstream", elsewhere)
+    def _take_receipt(self, who: str, receipt: pb.Receipt) -> None:
+        """Keep a receipt to carry to its origin. From a province node, only its own (signed by its
+        key, known here) about a province: a node cannot fill the hub's table with streams that
+        push out other provinces' receipts. The origin verifies the signature itself."""
+        if Identity.parse(who).role == "province":
+            if receipt.key_id not in self.replica.keyring and receipt.certificate:
+                self.replica.learn([receipt.certificate])  # checked against the CA and revocations
+            if (_province_of(receipt.origin) is None or receipt.key_id not in self.replica.keyring
+                    or self.replica.keyring.identity_of(receipt.key_id) != who):
+                metrics.RECEIPTS_DROPPED.labels(who).inc()
+                return
+        if not self.receipts.put(receipt):
+            metrics.RECEIPTS_DROPPED.labels(who).inc()
 
     def Pull(self, request_iterator: Iterator[pb.PullRequest], context: grpc.ServicerContext) -> Iterator[pb.PullResponse]:
         who = self.gate.identity(context)

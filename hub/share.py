@@ -1,7 +1,7 @@
 """A regional hub's one stream up to the national hub, shared per signing origin.
 
 How this works. A regional hub checks only the size and head of what its provinces push
-(node.intake with ``full=False``) and forwards all of it, in the order it arrived, on the one
+(runtime.intake) and forwards all of it, in the order it arrived, on the one
 Push stream it has to the national hub, which checks the rest. A province's *signed* junk (a
 valid signature on content the schema refuses) therefore passes its regional hub. If that
 province pushes faster than the national hub can refuse, its backlog grows in the regional

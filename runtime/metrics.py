@@ -26,6 +26,8 @@ RECEIPT_ALERTS = Counter("yipanqi_receipt_alerts_total", "Alerts raised: a desti
 FETCHED = Counter("yipanqi_fetched_total", "Deltas given to a province that fetched what it waits for, by peer",
                   ["peer"])
 FETCHES = Counter("yipanqi_fetches_total", "Fetches of missing dependencies this node made, by outcome", ["outcome"])
+RECEIPTS_DROPPED = Counter("yipanqi_receipts_dropped_total", "Receipts a hub did not carry: not the pushing "
+                           "node's own, about no province, or too big", ["peer"])
 CHANGES_OUT = Counter("yipanqi_changes_out_total", "Changes sent, by the peer they went to", ["peer"])
 LOCAL_WRITES = Counter("yipanqi_local_writes_total", "Changes written by operators on this node", ["op"])
 APPLY_SECONDS = Histogram("yipanqi_apply_seconds", "Time to check and apply one received batch",

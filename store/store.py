@@ -371,6 +371,10 @@ class Store:
             if merges and not set(merges) <= graph.related:
                 deltas.extend(conn, graph, merges)
                 graph.related.update(merges)
+            if graph.awaits_baseline:
+                results.append(LocalError(f"{kind} {record_id} has v1 history here; it needs its v2 baseline "
+                                          "first (yipanqi upgrade v2 at its household province)"))
+                continue
             try:
                 if id(graph) not in shown:
                     shown[id(graph)] = _shown(graph)
@@ -988,33 +992,19 @@ class Store:
     def write_delta(self, kind: str, record_id: str, values: Mapping[str, object], *, op: str,
                     operator: str | None, now_ms: int, seal: Sealer, accepts: Sequence[str] = (),
                     merges: Sequence[str] = ()) -> tuple[str, Delta]:
-        """This replica's own next delta on the record ``record_id`` is part of now, built on the
-        heads of its history (``RecordGraph.write``), sealed, logged and its state saved, in one
-        transaction. ``merges`` (op "alias") names the records it takes in.
-
-        Returns (id, delta). Raises LocalError when the write would not be held by this very
-        replica (its author is not involved in the record, say); then nothing is written."""
+        """One delta of ours writing ``values`` with ``op`` on the record ``record_id`` is part of
+        now, through the one write path (``write_local_batch``: heads, chain, relay, owed rows);
+        ``accepts`` names the claims an accept or refuse decides, ``merges`` (op "alias") the
+        records it takes in. Returns (id, delta). Raises LocalError when the history would not
+        hold it here (its author is not involved in the record, say); then nothing is written."""
         with self._lock, self.engine.begin() as conn:
-            target = deltas.resolve(conn, kind, record_id)
-            graph = deltas.load(conn, kind, target, graph_rules(kind))
-            if merges:
-                deltas.extend(conn, graph, merges)
-                graph.related.update(merges)
-            seq = changelog.last_seq(conn, self.owner) + 1
-            self._hlc = at = hlc.tick(self._hlc, now_ms, self.owner)
-            try:
-                did, delta, body = graph.write(values, origin=self.owner, epoch=0, seq=seq, at=at, op=op,
-                                               operator=operator, accepts=tuple(accepts), merges=tuple(sorted(merges)),
-                                               now_ms=now_ms, salt=_salt)
-            except ValueError as err:
-                raise LocalError(f"{kind} {record_id}: {err}") from None
-            (sealed,) = seal([body])
-            self._log_deltas(conn, [(delta, Envelope(body, sealed, delta.openings()), did, "local")], now_ms)
-            if self.hold_records:
-                prior = records.load(conn, kind, target)
-                self._save(conn, [(state_of(graph), prior)], now_ms)
+            (result,) = self._write(conn, [(kind, record_id, lambda current: (op, dict(values)), accepts, merges)],
+                                    operator=operator, now_ms=now_ms, seal=seal)
+            if isinstance(result, SyncError):
+                raise result
+        self.health.wrote()
         self._notify()
-        return did, delta
+        return result.id, result.delta
 
     def release_waiting(self, now_ms: int) -> IngestResult:
         """Re-decide the deltas parked until the clock caught up with their time (call now and

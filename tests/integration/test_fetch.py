@@ -10,11 +10,10 @@ from its hub: the record arrives whole, as 44 wrote it.
 from __future__ import annotations
 
 import random
-import urllib.request
 from pathlib import Path
 
-from runtime.config import load_any
-from tests.integration.conftest import Fed, person, small_federation
+from tests.integration.conftest import person, small_federation
+from tests.integration.test_service import sample, scrape
 from tests.support.launcher import Federation
 
 
@@ -34,15 +33,9 @@ def test_a_dependency_a_hub_dropped_is_parked_shown_and_fetched(tmp_path: Path) 
         status = fed.status("province-45")
         assert status["parked"]["deltas"] == 0, status["parked"]
         # It was fetched, not delivered: 45 says so, and pearl counts what it gave.
-        assert _metric(fed, "province-45", 'yipanqi_fetches_total{outcome="answered"}') >= 1
-        assert _metric(fed, "hub-pearl", 'yipanqi_fetched_total{peer="province-45"}') >= 1
+        assert sample(scrape(fed, "province-45"), "yipanqi_fetches_total", outcome="answered") >= 1
+        assert sample(scrape(fed, "hub-pearl"), "yipanqi_fetched_total", peer="province-45") >= 1
 
-
-def _metric(fed: Fed, identity: str, series: str) -> float:
-    port = load_any(fed.fed.configs[identity]).metrics_port
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
 
 
 def test_a_change_a_hub_dropped_shows_as_a_gap_at_its_destination(tmp_path: Path) -> None:
